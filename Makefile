@@ -1,0 +1,75 @@
+# licproxy - see README.md. `make run` and `make test` are the two commands.
+
+PKGS      = lmdb libcrypto libssl libevent libevent_openssl msgpack yaml-0.1 \
+            jansson libseccomp
+BUILD     = build
+VERSION   = 0.1.0
+
+CC       ?= cc
+OPT      ?= -O2
+CFLAGS   += -std=gnu11 $(OPT) -g -Wall -Wextra -Werror -Wshadow \
+            -Wno-missing-field-initializers \
+            -DLICPROXY_VERSION='"$(VERSION)"' \
+            -Icommon -Istore -Iworker -Iserver
+ifeq ($(SANITIZE),1)
+OPT       = -O1
+CFLAGS   += -fsanitize=address,undefined -fno-omit-frame-pointer
+LDFLAGS  += -fsanitize=address,undefined
+BUILD     = build-san
+endif
+# Recursive (=) so pkg-config runs after `deps` has installed what is missing.
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS))
+
+SRCS      = $(wildcard common/*.c store/*.c worker/*.c server/*.c)
+LIBSRCS   = $(filter-out server/main.c,$(SRCS))
+LIBOBJS   = $(LIBSRCS:%.c=$(BUILD)/obj/%.o)
+UNITSRCS  = $(wildcard tests/unit/test_*.c)
+UNITBINS  = $(UNITSRCS:tests/unit/%.c=$(BUILD)/tests/%)
+
+.PHONY: all deps build test unit integration run clean bench fuzz soak
+
+all: deps
+	@$(MAKE) --no-print-directory build
+
+deps:
+	@./packaging/deps.sh
+
+build: $(BUILD)/licproxy
+	@if [ "$(BUILD)" != build ]; then mkdir -p build && ln -sf ../$(BUILD)/licproxy build/licproxy; fi
+
+$(BUILD)/licproxy: $(BUILD)/obj/server/main.o $(BUILD)/liblicproxy.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+
+$(BUILD)/liblicproxy.a: $(LIBOBJS)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(BUILD)/obj/%.o: %.c $(wildcard */*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/liblicproxy.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/liblicproxy.a \
+	    $(PKG_LIBS) $$(pkg-config --libs cmocka) -lm
+
+test: deps
+	@$(MAKE) --no-print-directory build $(UNITBINS)
+	@BUILD=$(BUILD) ./tests/run.sh
+
+unit: deps
+	@$(MAKE) --no-print-directory $(UNITBINS)
+	@BUILD=$(BUILD) ./tests/run.sh unit
+
+integration: all
+	@BUILD=$(BUILD) ./tests/run.sh integration
+
+run: all
+	@./packaging/demo.sh
+
+bench: all
+	@./bench/run.sh
+
+clean:
+	rm -rf build build-san

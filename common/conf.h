@@ -1,0 +1,97 @@
+/* conf.h - licproxy.yaml parsed into one immutable struct. */
+#ifndef CONF_H
+#define CONF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONF_MAX_URLS		16
+#define CONF_MAX_TRUSTED	16
+#define CONF_KEY_LEN		40
+
+enum conf_mode { CONF_PROXY = 0, CONF_AUTHORITY = 1 };
+
+struct conf {
+	char		*path;		/* file it came from */
+	enum conf_mode	 mode;
+
+	struct {
+		char	*host;
+		int	 port;
+		char	*status_host;
+		int	 status_port;
+		int	 workers;	/* "auto" resolved to online CPUs */
+		char	*tls_cert;
+		char	*tls_key;
+		char	*client_ca;	/* NULL or "" = no mTLS */
+		size_t	 max_body;
+		char	*user;		/* NULL or "" = do not drop */
+		/* bounds (not in SPEC's sample; defaults apply) */
+		int	 max_connections;	/* per worker, default 4096 */
+		size_t	 max_header;		/* default 16KiB */
+		int	 header_timeout_ms;	/* default 10s */
+		int	 keepalive_timeout_ms;	/* default 75s */
+		int	 drain_timeout_ms;	/* default 10s */
+	} server;
+
+	struct {
+		char	*server_url[CONF_MAX_URLS];
+		int	 n_server_url;
+		char	*key_file;
+		char	*ca_file;
+		char	*trusted_keys[CONF_MAX_TRUSTED];
+		int	 n_trusted_keys;
+		int	 timeout_ms;		/* default 5s */
+		int	 sync_interval_ms;	/* default 60s */
+		int	 negative_ttl_ms;	/* default 30s */
+		/* resolved at load: --license-key, LICPROXY_LICENSE_KEY, key_file */
+		char	 key[CONF_KEY_LEN + 1];
+	} license;
+
+	struct {
+		char	*path;
+		uint64_t max_size;		/* default 1GiB */
+	} store;
+
+	struct {
+		char	*signing_key;
+		int64_t	 lease_refresh_s;	/* default 60 */
+		int64_t	 lease_ttl_s;		/* default 72h */
+	} authority;
+
+	struct {
+		int	 level;			/* enum log_level */
+		int	 json;
+		char	*file;			/* NULL = stderr */
+	} log;
+};
+
+/* Command-line overrides (SPEC section 6); NULL/0 fields are unset. */
+struct conf_overrides {
+	const char	*host;
+	int		 port;
+	int		 status_port;
+	const char	*license_key;
+	const char	*upstream[CONF_MAX_URLS];
+	int		 n_upstream;
+	const char	*store;
+	int		 workers;
+};
+
+/*
+ * Parse and validate path. On error returns NULL and writes every problem
+ * found, one "FILE:LINE:COL: message" per line, into err.
+ * check_files: also verify that referenced files exist and private keys are
+ * not group/other readable (serve and check-config both do).
+ */
+struct conf	*conf_load(const char *path, const struct conf_overrides *ov,
+		    int check_files, char *err, size_t errlen);
+void		 conf_free(struct conf *);
+
+/* Helpers shared with the CLI; return 0 on success, -1 on a bad value. */
+int		 conf_parse_duration_ms(const char *s, int64_t *ms);
+int		 conf_parse_size(const char *s, uint64_t *bytes);
+/* -1 and a message naming path if group/other may read it. */
+int		 conf_check_private(const char *path, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,153 @@
+/*
+ * log.c - one line per event, tagged with the process role, to stderr or
+ * log.file. Keys never reach this file: callers log key ids only.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+static int		 log_level = LOG_INFO;
+static int		 log_json;
+static const char	*log_role = "master";
+
+static const char *const level_names[] = { "error", "warn", "info", "debug" };
+
+void
+log_init(int level, int json, const char *role)
+{
+	log_level = level;
+	log_json = json;
+	if (role != NULL)
+		log_role = role;
+}
+
+void
+log_setrole(const char *role)
+{
+	log_role = role;
+}
+
+int
+log_getlevel(void)
+{
+	return log_level;
+}
+
+int
+log_reopen(const char *path)
+{
+	int fd;
+
+	if (path == NULL || *path == '\0')
+		return 0;
+	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (fd == -1)
+		return -1;
+	if (dup2(fd, STDERR_FILENO) == -1) {
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+/* JSON-escape s into out (always NUL-terminated). */
+static void
+log_escape(const char *s, char *out, size_t outsz)
+{
+	size_t o = 0;
+
+	for (; *s != '\0' && o + 7 < outsz; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\') {
+			out[o++] = '\\';
+			out[o++] = c;
+		} else if (c < 0x20) {
+			o += snprintf(out + o, outsz - o, "\\u%04x", c);
+		} else
+			out[o++] = c;
+	}
+	out[o] = '\0';
+}
+
+static void
+log_emit(int level, const char *msg)
+{
+	char		 ts[32], esc[2200];
+	struct timespec	 now;
+	struct tm	 tm;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	gmtime_r(&now.tv_sec, &tm);
+	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+	if (log_json) {
+		log_escape(msg, esc, sizeof(esc));
+		fprintf(stderr, "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\","
+		    "\"role\":\"%s\",\"pid\":%d,\"msg\":\"%s\"}\n", ts,
+		    now.tv_nsec / 1000000, level_names[level], log_role,
+		    (int)getpid(), esc);
+	} else
+		fprintf(stderr, "%s.%03ldZ %s[%d] %s: %s\n", ts,
+		    now.tv_nsec / 1000000, log_role, (int)getpid(),
+		    level_names[level], msg);
+	fflush(stderr);
+}
+
+static void
+log_vlog(int level, int with_errno, const char *fmt, va_list ap)
+{
+	char	msg[2048];
+	int	saved = errno, n;
+
+	if (level > log_level)
+		return;
+	n = vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (with_errno && n >= 0 && (size_t)n < sizeof(msg))
+		snprintf(msg + n, sizeof(msg) - n, ": %s", strerror(saved));
+	log_emit(level, msg);
+	errno = saved;
+}
+
+#define LOG_FN(name, level, with_errno)				\
+void								\
+name(const char *fmt, ...)					\
+{								\
+	va_list ap;						\
+	va_start(ap, fmt);					\
+	log_vlog(level, with_errno, fmt, ap);			\
+	va_end(ap);						\
+}
+
+LOG_FN(log_warn, LOG_WARN, 1)
+LOG_FN(log_warnx, LOG_WARN, 0)
+LOG_FN(log_info, LOG_INFO, 0)
+LOG_FN(log_debug, LOG_DEBUG, 0)
+
+void
+fatal(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vlog(LOG_ERR, 1, fmt, ap);
+	va_end(ap);
+	exit(1);
+}
+
+void
+fatalx(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vlog(LOG_ERR, 0, fmt, ap);
+	va_end(ap);
+	exit(1);
+}

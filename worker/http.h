@@ -1,0 +1,60 @@
+/* http.h - a small strict HTTP/1.1 request-head parser and reply builder. */
+#ifndef HTTP_H
+#define HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum http_method { HTTP_GET, HTTP_POST, HTTP_HEAD, HTTP_OTHER };
+
+#define HTTP_PATH_MAX		256
+#define HTTP_AUTH_MAX		128
+#define HTTP_CTYPE_MAX		128
+#define HTTP_INSTANCE_MAX	64
+
+struct http_req {
+	enum http_method method;
+	char		 path[HTTP_PATH_MAX + 1];	/* query string removed */
+	int		 minor;			/* 0 or 1 (HTTP/1.x) */
+	int		 keepalive;		/* after Connection + version */
+	char		 auth[HTTP_AUTH_MAX + 1];	/* Authorization value */
+	int		 auth_present;
+	char		 ctype[HTTP_CTYPE_MAX + 1];	/* Content-Type value */
+	int64_t		 content_length;	/* -1 when absent */
+	int		 chunked;		/* Transfer-Encoding: chunked */
+	char		 instance[HTTP_INSTANCE_MAX + 1];	/* X-Instance-Id */
+	int		 instance_bad;		/* present but malformed */
+};
+
+/* Results of http_parse(). */
+#define HTTP_PARSE_OK		1
+#define HTTP_PARSE_MORE		0	/* head not complete yet */
+#define HTTP_PARSE_BAD		(-400)
+#define HTTP_PARSE_TOOBIG	(-431)	/* head larger than max_head */
+#define HTTP_PARSE_URI		(-414)
+#define HTTP_PARSE_VERSION	(-505)
+#define HTTP_PARSE_NOTIMPL	(-501)	/* e.g. unsupported Transfer-Encoding */
+
+/*
+ * Parse one request head from buf[0..len). On HTTP_PARSE_OK *headlen is the
+ * number of bytes of the head including the blank line.
+ */
+int	 http_parse(const char *buf, size_t len, size_t max_head,
+	    struct http_req *req, size_t *headlen);
+
+/* Extract the key from "Token K" or "Bearer K"; returns its length or -1. */
+int	 http_auth_key(const struct http_req *req, const char **key);
+
+const char *http_reason(int code);
+
+/*
+ * Write a complete response (status line, Date-less fixed headers,
+ * Content-Type: application/json, Content-Length, Cache-Control: no-store,
+ * Connection, extra (already "\r\n"-terminated lines or NULL), body) into
+ * out. Returns the length, or -1 if outsz is too small.
+ */
+int	 http_reply_build(char *out, size_t outsz, int code, int keepalive,
+	    const char *ctype, const char *extra, const char *body,
+	    size_t bodylen);
+
+#endif
