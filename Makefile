@@ -9,7 +9,7 @@ CC       ?= cc
 OPT      ?= -O2
 CFLAGS   += -std=gnu11 $(OPT) -g -Wall -Wextra -Werror -Wshadow \
             -Wno-missing-field-initializers \
-            -DLICPROXY_VERSION='"$(VERSION)"' \
+            -D_GNU_SOURCE -DLICPROXY_VERSION='"$(VERSION)"' \
             -Icommon -Istore -Iworker -Iserver
 ifeq ($(SANITIZE),1)
 OPT       = -O1

@@ -34,8 +34,9 @@ int		 store_clock_advance(struct store *, int64_t now);
 /* Copies the token into buf (NUL terminated); returns its length. */
 int	store_lease_get(struct store *, const unsigned char sha[32],
 	    char *buf, size_t bufsz);
+/* exp = the token's expires_at, kept beside it for store_lease_count. */
 int	store_lease_put(struct store *, const unsigned char sha[32],
-	    const char *tok, size_t len);
+	    const char *tok, size_t len, int64_t exp);
 int	store_lease_del(struct store *, const unsigned char sha[32]);
 /* Count of leases with exp > now (for status). */
 int	store_lease_count(struct store *, int64_t now, uint64_t *total,
@@ -67,7 +68,7 @@ int	store_key_put(struct store *, const unsigned char sha[32],
 	    const struct store_key *);
 int	store_key_get(struct store *, const unsigned char sha[32],
 	    struct store_key *);
-/* Revoke by kid prefix match of the 16 hex id; STORE_ENOTFOUND if none. */
+/* Revoke by exact match of the 16 hex id; STORE_ENOTFOUND if none. */
 int	store_key_revoke(struct store *, const char *kid);
 int	store_key_foreach(struct store *,
 	    int (*cb)(const struct store_key *, void *), void *arg);

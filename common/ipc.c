@@ -1,0 +1,294 @@
+/*
+ * ipc.c - framing and schema checks for the messages of ipc.h.
+ * A peer's bytes get the same suspicion as a network client's.
+ */
+#include <arpa/inet.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <msgpack.h>
+
+#include "ipc.h"
+#include "log.h"
+#include "mpcheck.h"
+
+struct ipc_chan {
+	struct bufferevent	*bev;
+	ipc_msg_cb		 msg_cb;
+	ipc_close_cb		 close_cb;
+	void			*arg;
+};
+
+static void
+ipc_pack_str(msgpack_packer *pk, const char *s)
+{
+	size_t n = strlen(s);
+
+	msgpack_pack_str(pk, n);
+	msgpack_pack_str_body(pk, s, n);
+}
+
+int
+ipc_encode(const struct ipc_msg *m, unsigned char *buf, size_t bufsz)
+{
+	msgpack_sbuffer	 sb;
+	msgpack_packer	 pk;
+	int		 len = -1;
+	uint32_t	 be;
+
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	switch (m->type) {
+	case IPC_LEASE_REQ:
+		msgpack_pack_map(&pk, 4);
+		ipc_pack_str(&pk, "t");
+		msgpack_pack_int(&pk, m->type);
+		ipc_pack_str(&pk, "rid");
+		msgpack_pack_uint32(&pk, m->rid);
+		ipc_pack_str(&pk, "key");
+		ipc_pack_str(&pk, m->key);
+		ipc_pack_str(&pk, "ref");
+		msgpack_pack_int(&pk, m->refresh ? 1 : 0);
+		break;
+	case IPC_LEASE_RES:
+		msgpack_pack_map(&pk, 5);
+		ipc_pack_str(&pk, "t");
+		msgpack_pack_int(&pk, m->type);
+		ipc_pack_str(&pk, "rid");
+		msgpack_pack_uint32(&pk, m->rid);
+		ipc_pack_str(&pk, "st");
+		msgpack_pack_int(&pk, m->status);
+		ipc_pack_str(&pk, "rsn");
+		ipc_pack_str(&pk, m->reason);
+		ipc_pack_str(&pk, "ra");
+		msgpack_pack_int(&pk, m->retry_after);
+		break;
+	case IPC_USAGE_KICK:
+		msgpack_pack_map(&pk, 1);
+		ipc_pack_str(&pk, "t");
+		msgpack_pack_int(&pk, m->type);
+		break;
+	default:
+		goto done;
+	}
+	if (sb.size + 4 > bufsz || sb.size + 4 > IPC_MAX_FRAME)
+		goto done;
+	be = htonl((uint32_t)sb.size);
+	memcpy(buf, &be, 4);
+	memcpy(buf + 4, sb.data, sb.size);
+	len = (int)sb.size + 4;
+done:
+	msgpack_sbuffer_destroy(&sb);
+	return len;
+}
+
+/* Copy a msgpack str into dst (NUL-terminated); -1 if not a str or too long. */
+static int
+ipc_get_str(const msgpack_object *o, char *dst, size_t dstsz, size_t minlen)
+{
+	if (o->type != MSGPACK_OBJECT_STR || o->via.str.size >= dstsz ||
+	    o->via.str.size < minlen)
+		return -1;
+	memcpy(dst, o->via.str.ptr, o->via.str.size);
+	dst[o->via.str.size] = '\0';
+	return memchr(dst, '\0', o->via.str.size) == NULL ? 0 : -1;
+}
+
+static int
+ipc_get_int(const msgpack_object *o, int64_t lo, int64_t hi, int64_t *v)
+{
+	if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+		if (o->via.u64 > (uint64_t)hi)
+			return -1;
+		*v = (int64_t)o->via.u64;
+	} else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+		*v = o->via.i64;
+	else
+		return -1;
+	return *v >= lo && *v <= hi ? 0 : -1;
+}
+
+/* Bit per field, so the schema check is "exactly these, each once". */
+#define F_T	0x01
+#define F_RID	0x02
+#define F_KEY	0x04
+#define F_REF	0x08
+#define F_ST	0x10
+#define F_RSN	0x20
+#define F_RA	0x40
+
+static int
+ipc_field(const msgpack_object_kv *kv, struct ipc_msg *m, int *seen)
+{
+	const msgpack_object	*v = &kv->val;
+	char			 name[8];
+	int64_t			 i;
+	int			 bit;
+
+	if (ipc_get_str(&kv->key, name, sizeof(name), 1) == -1)
+		return -1;
+	if (strcmp(name, "t") == 0 && ipc_get_int(v, 1, 3, &i) == 0)
+		m->type = (enum ipc_type)i, bit = F_T;
+	else if (strcmp(name, "rid") == 0 &&
+	    ipc_get_int(v, 0, UINT32_MAX, &i) == 0)
+		m->rid = (uint32_t)i, bit = F_RID;
+	else if (strcmp(name, "key") == 0 &&
+	    ipc_get_str(v, m->key, sizeof(m->key), 1) == 0)
+		bit = F_KEY;
+	else if (strcmp(name, "ref") == 0 && ipc_get_int(v, 0, 1, &i) == 0)
+		m->refresh = (int)i, bit = F_REF;
+	else if (strcmp(name, "st") == 0 && ipc_get_int(v, 100, 599, &i) == 0)
+		m->status = (int)i, bit = F_ST;
+	else if (strcmp(name, "rsn") == 0 &&
+	    ipc_get_str(v, m->reason, sizeof(m->reason), 0) == 0)
+		bit = F_RSN;
+	else if (strcmp(name, "ra") == 0 && ipc_get_int(v, 0, 86400, &i) == 0)
+		m->retry_after = (int)i, bit = F_RA;
+	else
+		return -1;
+	if (*seen & bit)
+		return -1;
+	*seen |= bit;
+	return 0;
+}
+
+static int
+ipc_schema(const msgpack_object *o, struct ipc_msg *m)
+{
+	uint32_t	 i;
+	int		 seen = 0, want;
+
+	if (o->type != MSGPACK_OBJECT_MAP)
+		return -1;
+	memset(m, 0, sizeof(*m));
+	for (i = 0; i < o->via.map.size; i++)
+		if (ipc_field(&o->via.map.ptr[i], m, &seen) == -1)
+			return -1;
+	switch (m->type) {
+	case IPC_LEASE_REQ:
+		want = F_T | F_RID | F_KEY | F_REF;
+		break;
+	case IPC_LEASE_RES:
+		want = F_T | F_RID | F_ST | F_RSN | F_RA;
+		break;
+	case IPC_USAGE_KICK:
+		want = F_T;
+		break;
+	default:
+		return -1;
+	}
+	return seen == want ? 0 : -1;
+}
+
+int
+ipc_decode(const unsigned char *buf, size_t len, struct ipc_msg *m)
+{
+	msgpack_unpacked	 up;
+	uint32_t		 be, flen;
+	size_t			 off = 0;
+	int			 rv = -1;
+
+	if (len < 4)
+		return 0;
+	memcpy(&be, buf, 4);
+	flen = ntohl(be);
+	if (flen == 0 || flen + 4 > IPC_MAX_FRAME)
+		return -1;
+	if (len < flen + 4)
+		return 0;
+	if (mpcheck(buf + 4, flen) != (int)flen)
+		return -1;
+	msgpack_unpacked_init(&up);
+	if (msgpack_unpack_next(&up, (const char *)buf + 4, flen, &off) ==
+	    MSGPACK_UNPACK_SUCCESS && off == flen &&
+	    ipc_schema(&up.data, m) == 0)
+		rv = (int)flen + 4;
+	msgpack_unpacked_destroy(&up);
+	return rv;
+}
+
+static void
+ipc_chan_read(struct bufferevent *bev, void *arg)
+{
+	struct ipc_chan	*c = arg;
+	struct evbuffer	*in = bufferevent_get_input(bev);
+	struct ipc_msg	 m;
+	unsigned char	*p;
+	size_t		 len;
+	int		 n;
+
+	while ((len = evbuffer_get_length(in)) >= 4) {
+		if (len > IPC_MAX_FRAME)
+			len = IPC_MAX_FRAME;
+		p = evbuffer_pullup(in, len);
+		if ((n = ipc_decode(p, len, &m)) == 0)
+			return;
+		if (n < 0) {
+			c->close_cb(c, 1, c->arg);
+			return;
+		}
+		evbuffer_drain(in, n);
+		c->msg_cb(c, &m, c->arg);
+	}
+}
+
+static void
+ipc_chan_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct ipc_chan *c = arg;
+
+	(void)bev;
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+		c->close_cb(c, 0, c->arg);
+}
+
+struct ipc_chan *
+ipc_chan_new(struct event_base *base, int fd, ipc_msg_cb msg_cb,
+    ipc_close_cb close_cb, void *arg)
+{
+	struct ipc_chan *c;
+
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return NULL;
+	c->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (c->bev == NULL) {
+		free(c);
+		return NULL;
+	}
+	c->msg_cb = msg_cb;
+	c->close_cb = close_cb;
+	c->arg = arg;
+	bufferevent_setcb(c->bev, ipc_chan_read, NULL, ipc_chan_event, c);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	return c;
+}
+
+void
+ipc_chan_free(struct ipc_chan *c)
+{
+	if (c == NULL)
+		return;
+	bufferevent_free(c->bev);
+	free(c);
+}
+
+int
+ipc_chan_send(struct ipc_chan *c, const struct ipc_msg *m)
+{
+	unsigned char	buf[IPC_MAX_FRAME];
+	int		n;
+
+	if ((n = ipc_encode(m, buf, sizeof(buf))) == -1)
+		return -1;
+	return bufferevent_write(c->bev, buf, n);
+}
+
+int
+ipc_chan_fd(struct ipc_chan *c)
+{
+	return bufferevent_getfd(c->bev);
+}

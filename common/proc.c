@@ -1,0 +1,104 @@
+/*
+ * proc.c - what every child does to itself before its event loop: take its
+ * name, give up root, and (workers) lock itself out of the network.
+ */
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <seccomp.h>
+
+#include "log.h"
+#include "proc.h"
+
+void
+proc_name(const char *comm)
+{
+	prctl(PR_SET_NAME, comm, 0, 0, 0);
+	log_setrole(comm + strlen("licproxy-"));
+}
+
+int
+proc_user_check(const char *user, char *err, size_t errlen)
+{
+	if (user == NULL || *user == '\0')
+		return 0;
+	errno = 0;
+	if (getpwnam(user) == NULL) {
+		snprintf(err, errlen, "server.user: no such user \"%s\"", user);
+		return -1;
+	}
+	return 0;
+}
+
+int
+proc_drop_privs(const char *user)
+{
+	struct passwd *pw;
+
+	if (geteuid() != 0 || user == NULL || *user == '\0')
+		return 0;
+	if ((pw = getpwnam(user)) == NULL) {
+		log_warnx("server.user: no such user \"%s\"", user);
+		return -1;
+	}
+	if (pw->pw_uid == 0)
+		return 0;	/* naming root changes nothing */
+	if (setgroups(1, &pw->pw_gid) == -1 ||
+	    setresgid(pw->pw_gid, pw->pw_gid, pw->pw_gid) == -1 ||
+	    setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid) == -1) {
+		log_warn("cannot drop privileges to %s", user);
+		return -1;
+	}
+	return 0;
+}
+
+int
+proc_no_dump(void)
+{
+	return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+}
+
+/*
+ * Default allow, then refuse with EPERM: socket() for anything but
+ * AF_UNIX (the uplink channel), and the syscalls that would let a
+ * compromised worker escape or tamper with others. libseccomp adds the
+ * architecture check: a foreign-ABI syscall kills the process.
+ */
+int
+proc_sandbox_worker(void)
+{
+	static const char *const denied[] = {
+		"io_uring_setup", "io_uring_enter", "io_uring_register",
+		"ptrace", "process_vm_writev", "process_vm_readv", "bpf",
+	};
+	scmp_filter_ctx	ctx;
+	size_t		i;
+	int		rv = -1, nr;
+
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
+		return -1;
+	if ((ctx = seccomp_init(SCMP_ACT_ALLOW)) == NULL)
+		return -1;
+	if (seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL) < 0)
+		goto done;
+	if (seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(socket), 1,
+	    SCMP_A0(SCMP_CMP_NE, AF_UNIX)) < 0)
+		goto done;
+	for (i = 0; i < sizeof(denied) / sizeof(denied[0]); i++) {
+		if ((nr = seccomp_syscall_resolve_name(denied[i])) ==
+		    __NR_SCMP_ERROR)
+			continue;
+		if (seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 0) < 0)
+			goto done;
+	}
+	rv = seccomp_load(ctx) < 0 ? -1 : 0;
+done:
+	seccomp_release(ctx);
+	return rv;
+}

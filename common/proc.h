@@ -1,0 +1,32 @@
+/* proc.h - what the master hands each child, and the children's entries. */
+#ifndef PROC_H
+#define PROC_H
+
+#include <sys/types.h>
+#include <openssl/ssl.h>
+
+struct conf;
+
+struct proc_env {
+	struct conf	*cf;
+	SSL_CTX		*tls;		/* server context (workers) */
+	int		 fd_tls;	/* listening, :port */
+	int		 fd_status;	/* listening, :status_port */
+	int		 fd_ipc;	/* listening Unix socket (uplink/issuer) */
+	char		 ipc_path[108];	/* its path (workers connect) */
+	int		 slot;		/* stats slot */
+};
+
+/* Entries: never return. */
+void	worker_main(struct proc_env *) __attribute__((noreturn));
+void	uplink_main(struct proc_env *) __attribute__((noreturn));
+void	issuer_main(struct proc_env *) __attribute__((noreturn));
+
+/* proc.c: naming, privilege drop, sandbox. */
+void	proc_name(const char *comm);
+int	proc_drop_privs(const char *user);	/* no-op unless root */
+int	proc_user_check(const char *user, char *err, size_t errlen);
+int	proc_sandbox_worker(void);	/* NO_NEW_PRIVS + seccomp filter */
+int	proc_no_dump(void);
+
+#endif

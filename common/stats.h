@@ -1,0 +1,81 @@
+/*
+ * stats.h - instance-wide figures in one shared-memory block that the master
+ * maps before forking. Each process adds to its own slot (no contention);
+ * readers sum the slots. Upstream state has a single writer (uplink/issuer).
+ */
+#ifndef STATS_H
+#define STATS_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#define STATS_MAX_SLOTS	128
+
+enum stats_role { ROLE_WORKER = 0, ROLE_UPLINK = 1, ROLE_ISSUER = 2 };
+
+enum stats_ep {
+	EP_LICENSE, EP_USAGE, EP_STATUS, EP_METRICS, EP_HEALTHZ, EP_READYZ,
+	EP_OTHER, EP_MAX
+};
+
+#define STATS_NCODES	20	/* see stats.c: code_list */
+
+enum stats_state {
+	ST_INITIALIZING, ST_CONNECTED, ST_TRUSTBASED, ST_DISCONNECTED,
+	ST_AUTHORITY
+};
+
+enum stats_up_result { UP_OK, UP_REJECTED, UP_ERROR, UP_MAX };
+
+struct stats_slot {
+	pid_t		 pid;			/* 0 = free */
+	int		 role;
+	uint64_t	 req[EP_MAX][STATS_NCODES];
+	uint64_t	 cache_hits;
+	uint64_t	 cache_misses;
+};
+
+struct stats_shared {
+	int64_t		 started;
+	int		 mode;			/* enum conf_mode */
+	int		 workers_conf;
+	int		 workers_alive;		/* master */
+	int		 uplink_alive;		/* master */
+	uint64_t	 restarts[3];		/* master, by stats_role */
+
+	/* written by the uplink/issuer only; seq odd while writing */
+	uint32_t	 seq;
+	int		 state;
+	int64_t		 last_success;		/* 0 = never */
+	char		 last_error[160];
+	uint64_t	 leases_cached;		/* unexpired */
+	uint64_t	 usage_pending;
+	uint64_t	 usage_forwarded;
+	uint64_t	 up_requests[UP_MAX];
+	uint64_t	 up_bytes_in, up_bytes_out;
+
+	struct stats_slot slots[STATS_MAX_SLOTS];
+};
+
+extern struct stats_shared	*stats;
+extern struct stats_slot	*stats_self;
+
+int	 stats_create(void);			/* master, before fork */
+int	 stats_slot_claim(pid_t, int role);	/* master; index or -1 */
+void	 stats_slot_release(pid_t);		/* master */
+void	 stats_attach(int slot);		/* child after fork */
+
+void	 stats_request(enum stats_ep, int code);
+enum stats_ep stats_endpoint(const char *path);
+const char *stats_ep_name(enum stats_ep);
+int	 stats_code(int idx);			/* idx -> HTTP code */
+
+/* Seqlock for the uplink's fields. */
+void	 stats_up_begin(void);
+void	 stats_up_end(void);
+/* Consistent copy of the whole block (readers). */
+void	 stats_snapshot(struct stats_shared *out);
+
+const char *stats_state_name(int);
+
+#endif

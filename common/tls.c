@@ -1,0 +1,92 @@
+/*
+ * tls.c - server TLS context. Built in the master (before privileges are
+ * dropped, so the key file may stay root-only) and inherited by workers.
+ */
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+
+#include "conf.h"
+#include "tls.h"
+
+/* 16 name + 32 HMAC + 32 AES, OpenSSL's layout for SSL_CTRL_SET_TLSEXT_TICKET_KEYS */
+static unsigned char	tls_ticket_keys[80];
+static int		tls_ticket_ready;
+
+int
+tls_init(void)
+{
+	if (RAND_bytes(tls_ticket_keys, sizeof(tls_ticket_keys)) != 1)
+		return -1;
+	tls_ticket_ready = 1;
+	return 0;
+}
+
+static void
+tls_err(char *err, size_t errlen, const char *what, const char *path)
+{
+	unsigned long	e = ERR_get_error();
+	char		buf[256];
+
+	ERR_error_string_n(e, buf, sizeof(buf));
+	snprintf(err, errlen, "%s: %s: %s", path, what, e ? buf : "failed");
+	ERR_clear_error();
+}
+
+static int
+tls_client_ca(SSL_CTX *ctx, const char *ca, char *err, size_t errlen)
+{
+	STACK_OF(X509_NAME) *names;
+
+	if (SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1) {
+		tls_err(err, errlen, "cannot load client CA", ca);
+		return -1;
+	}
+	if ((names = SSL_load_client_CA_file(ca)) != NULL)
+		SSL_CTX_set_client_CA_list(ctx, names);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER |
+	    SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+	return 0;
+}
+
+SSL_CTX *
+tls_server_ctx_new(const struct conf *cf, char *err, size_t errlen)
+{
+	SSL_CTX *ctx;
+
+	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
+		tls_err(err, errlen, "SSL_CTX_new", "tls");
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION |
+	    SSL_OP_CIPHER_SERVER_PREFERENCE);
+	/* TLS 1.2: forward-secret AEAD suites only. */
+	SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20");
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	if (SSL_CTX_use_certificate_chain_file(ctx, cf->server.tls_cert) != 1) {
+		tls_err(err, errlen, "cannot load certificate",
+		    cf->server.tls_cert);
+		goto fail;
+	}
+	if (SSL_CTX_use_PrivateKey_file(ctx, cf->server.tls_key,
+	    SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+		tls_err(err, errlen, "cannot load private key",
+		    cf->server.tls_key);
+		goto fail;
+	}
+	if (cf->server.client_ca != NULL && cf->server.client_ca[0] != '\0' &&
+	    tls_client_ca(ctx, cf->server.client_ca, err, errlen) == -1)
+		goto fail;
+	if (tls_ticket_ready)
+		SSL_CTX_set_tlsext_ticket_keys(ctx, tls_ticket_keys,
+		    sizeof(tls_ticket_keys));
+	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"licproxy",
+	    8);
+	return ctx;
+fail:
+	SSL_CTX_free(ctx);
+	return NULL;
+}

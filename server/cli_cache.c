@@ -1,0 +1,200 @@
+/*
+ * cli_cache.c - cache export|import: move a proxy's signed leases to another
+ * proxy (a replacement machine, a second site) as JSON lines
+ * {"sha256":HEX,"lease":TOKEN}. The raw keys are never in the file; import
+ * trusts nothing it cannot verify.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <openssl/evp.h>
+
+#include "cli.h"
+#include "conf.h"
+#include "store.h"
+#include "token.h"
+
+#define CACHE_MAX_LINE	(TOKEN_MAX + 256)
+#define CACHE_MAX_TRUST	16
+
+static int
+export1(const unsigned char sha[32], const char *tok, size_t len, void *arg)
+{
+	char	hex[65];
+	int	i;
+
+	(void)len, (void)arg;
+	for (i = 0; i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02x", sha[i]);
+	printf("{\"sha256\":\"%s\",\"lease\":\"%s\"}\n", hex, tok);
+	return 0;
+}
+
+static int
+cache_export(int argc, char **argv)
+{
+	const char	*dir = cli_opt(argc, argv, "--store");
+	struct store	*s;
+	char		 err[512];
+	int		 rv;
+
+	if (dir == NULL)
+		return cli_usage_error("usage: licproxy cache export --store DIR");
+	if ((s = store_open(dir, 0, STORE_RDONLY, err, sizeof(err))) == NULL) {
+		fprintf(stderr, "licproxy: %s\n", err);
+		return 1;
+	}
+	rv = store_lease_foreach(s, export1, NULL);
+	store_close(s);
+	return rv == 0 && fflush(stdout) == 0 ? 0 : 1;
+}
+
+struct import_item {
+	unsigned char	sha[32];
+	char		tok[TOKEN_MAX + 1];
+	int64_t		exp;
+};
+
+static int
+hex32(const char *s, unsigned char out[32])
+{
+	int i;
+
+	if (strlen(s) != 64 || strspn(s, "0123456789abcdef") != 64)
+		return -1;
+	for (i = 0; i < 32; i++)
+		sscanf(s + 2 * i, "%2hhx", &out[i]);
+	return 0;
+}
+
+/* Parse and verify one line; -1 means the whole file is refused. */
+static int
+import_line(const char *line, EVP_PKEY **keys, int nkeys,
+    struct import_item *it)
+{
+	json_t		*j = json_loads(line, JSON_REJECT_DUPLICATES, NULL);
+	const char	*sha, *tok;
+	struct lease	 l;
+	char		 kid[17];
+	int		 rv = -1;
+
+	if (j == NULL || json_unpack(j, "{s:s, s:s}", "sha256", &sha, "lease",
+	    &tok) != 0 || hex32(sha, it->sha) == -1 ||
+	    strlen(tok) > TOKEN_MAX)
+		goto done;
+	token_kid_from_hash(it->sha, kid);
+	if (token_verify(tok, strlen(tok), keys, nkeys, &l) == -1 ||
+	    strcmp(l.kid, kid) != 0)
+		goto done;
+	strcpy(it->tok, tok);
+	it->exp = l.exp;
+	rv = 0;
+done:
+	json_decref(j);
+	return rv;
+}
+
+static int
+import_read(FILE *f, EVP_PKEY **keys, int nkeys, struct import_item **items,
+    size_t *n)
+{
+	char			 line[CACHE_MAX_LINE];
+	struct import_item	*it;
+	size_t			 lineno = 0;
+
+	while (fgets(line, sizeof(line), f) != NULL) {
+		lineno++;
+		if (line[strspn(line, " \t\r\n")] == '\0')
+			continue;
+		if ((it = reallocarray(*items, *n + 1, sizeof(**items))) == NULL)
+			return -1;
+		*items = it;
+		if (import_line(line, keys, nkeys, &it[*n]) == -1) {
+			fprintf(stderr, "licproxy: line %zu: not a lease signed "
+			    "by a trusted key; nothing imported\n", lineno);
+			return -1;
+		}
+		(*n)++;
+	}
+	return ferror(f) ? -1 : 0;
+}
+
+static int
+import_store(const char *dir, struct import_item *items, size_t n)
+{
+	struct store	*s;
+	char		 err[512];
+	size_t		 i, stored = 0, expired = 0;
+	int64_t		 now;
+
+	if ((s = store_open(dir, 0, 0, err, sizeof(err))) == NULL) {
+		fprintf(stderr, "licproxy: %s\n", err);
+		return 1;
+	}
+	now = store_now(s);
+	for (i = 0; i < n; i++) {
+		if (items[i].exp <= now) {
+			expired++;
+			continue;
+		}
+		if (store_lease_put(s, items[i].sha, items[i].tok,
+		    strlen(items[i].tok), items[i].exp) != 0) {
+			store_close(s);
+			return 1;
+		}
+		stored++;
+	}
+	store_close(s);
+	fprintf(stderr, "imported %zu leases, skipped %zu expired\n", stored,
+	    expired);
+	return 0;
+}
+
+static int
+cache_import(int argc, char **argv)
+{
+	const char		*dir = cli_opt(argc, argv, "--store");
+	EVP_PKEY		*keys[CACHE_MAX_TRUST];
+	struct import_item	*items = NULL;
+	FILE			*f;
+	size_t			 n = 0;
+	int			 i, nkeys = 0, rv = 2;
+
+	for (i = 1; i < argc - 1; i++)
+		if (strcmp(argv[i], "--trusted-key") == 0 &&
+		    nkeys < CACHE_MAX_TRUST)
+			if ((keys[nkeys++] = token_load_public(argv[++i])) ==
+			    NULL) {
+				fprintf(stderr, "licproxy: %s: not an Ed25519 "
+				    "public key\n", argv[i]);
+				goto done;
+			}
+	if (dir == NULL || nkeys == 0 || argc < 6)
+		return cli_usage_error("usage: licproxy cache import --store DIR"
+		    " --trusted-key PUB... FILE");
+	if ((f = fopen(argv[argc - 1], "r")) == NULL) {
+		perror(argv[argc - 1]);
+		goto done;
+	}
+	if (import_read(f, keys, nkeys, &items, &n) == 0)
+		rv = import_store(dir, items, n);
+	fclose(f);
+done:
+	while (nkeys > 0)
+		EVP_PKEY_free(keys[--nkeys]);
+	free(items);
+	return rv;
+}
+
+int
+cli_cache(int argc, char **argv)
+{
+	if (argc >= 2 && strcmp(argv[1], "export") == 0)
+		return cache_export(argc, argv);
+	if (argc >= 2 && strcmp(argv[1], "import") == 0)
+		return cache_import(argc, argv);
+	return cli_usage_error("usage: licproxy cache export|import ...");
+}

@@ -1,0 +1,158 @@
+/*
+ * cli_client.c - check and status: small clients for operators and for
+ * licensed services' start scripts.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <jansson.h>
+
+#include "cli.h"
+#include "httpc.h"
+#include "token.h"
+
+#define CHECK_TIMEOUT_MS	5000
+
+struct fetch {
+	int	 done;
+	int	 err;
+	int	 status;
+	char	*body;
+	char	 errstr[256];
+};
+
+static void
+fetch_done(const struct httpc_res *r, void *arg)
+{
+	struct fetch *f = arg;
+
+	f->done = 1;
+	f->err = r->err;
+	f->status = r->status;
+	if (r->err != 0)
+		snprintf(f->errstr, sizeof(f->errstr), "%s",
+		    r->errstr ? r->errstr : "failed");
+	else
+		f->body = strndup(r->body, r->bodylen);
+}
+
+/* One blocking request on a private loop. */
+static int
+fetch(SSL_CTX *ctx, const char *url, const char *path, const char *key,
+    struct fetch *f)
+{
+	struct event_base	*base = event_base_new();
+	struct httpc_req	 req;
+
+	memset(f, 0, sizeof(*f));
+	memset(&req, 0, sizeof(req));
+	req.method = "GET";
+	req.url = url;
+	req.path = path;
+	req.key = key;
+	req.timeout_ms = CHECK_TIMEOUT_MS;
+	if (base == NULL || httpc_request(base, NULL, ctx, &req, fetch_done,
+	    f) == -1) {
+		snprintf(f->errstr, sizeof(f->errstr), "bad URL");
+		f->err = -1;
+		event_base_free(base);
+		return -1;
+	}
+	while (!f->done)
+		event_base_loop(base, EVLOOP_ONCE);
+	event_base_free(base);
+	return 0;
+}
+
+int
+cli_check(int argc, char **argv)
+{
+	const char	*key = cli_opt(argc, argv, "--key");
+	const char	*ca = cli_opt(argc, argv, "--ca");
+	struct fetch	 f;
+	SSL_CTX		*ctx;
+	char		 err[256];
+	int		 i, rv = 4;
+
+	if (key == NULL)
+		key = getenv("LICPROXY_LICENSE_KEY");
+	if (key == NULL || argc < 2 || argv[1][0] == '-')
+		return cli_usage_error("usage: licproxy check URL... --key K"
+		    " [--ca FILE]");
+	if (!token_key_valid(key, strlen(key))) {
+		fprintf(stderr, "licproxy: malformed key (40 of A-Za-z0-9)\n");
+		return 3;
+	}
+	if ((ctx = httpc_ctx_new(ca, err, sizeof(err))) == NULL) {
+		fprintf(stderr, "licproxy: %s\n", err);
+		return 2;
+	}
+	for (i = 1; i < argc && argv[i][0] != '-'; i++) {
+		fetch(ctx, argv[i], "/v1/license", key, &f);
+		if (f.err != 0 || f.status >= 500) {
+			fprintf(stderr, "%s: %s\n", argv[i], f.err ? f.errstr :
+			    "upstream unavailable");
+			free(f.body);
+			continue;
+		}
+		printf("%s\n", f.body);
+		rv = f.status == 200 ? 0 : 3;
+		free(f.body);
+		break;
+	}
+	SSL_CTX_free(ctx);
+	return rv;
+}
+
+static void
+status_print(const char *url, json_t *j)
+{
+	json_t *up = json_object_get(j, "upstream");
+
+	printf("licproxy %s at %s\n", json_string_value(json_object_get(j,
+	    "version")), url);
+	printf("  state:     %s (%s mode), up %llds\n",
+	    json_string_value(json_object_get(j, "state")),
+	    json_string_value(json_object_get(j, "mode")),
+	    (long long)json_integer_value(json_object_get(j, "uptime_s")));
+	printf("  leases:    %lld cached\n", (long long)json_integer_value(
+	    json_object_get(json_object_get(j, "leases"), "cached")));
+	printf("  usage:     %lld pending, %lld forwarded\n",
+	    (long long)json_integer_value(json_object_get(json_object_get(j,
+	    "usage"), "pending")), (long long)json_integer_value(
+	    json_object_get(json_object_get(j, "usage"), "forwarded")));
+	printf("  upstream:  last success %s, last error %s\n",
+	    json_string_value(json_object_get(up, "last_success")) ?: "never",
+	    json_string_value(json_object_get(up, "last_error")) ?: "none");
+	printf("  processes: %lld/%lld workers alive, uplink %s\n",
+	    (long long)json_integer_value(json_object_get(json_object_get(j,
+	    "processes"), "workers_alive")), (long long)json_integer_value(
+	    json_object_get(json_object_get(j, "processes"), "workers")),
+	    json_is_true(json_object_get(json_object_get(j, "processes"),
+	    "uplink_alive")) ? "alive" : "down");
+}
+
+int
+cli_status(int argc, char **argv)
+{
+	const char	*url = argc > 1 ? argv[1] : "http://127.0.0.1:8089";
+	struct fetch	 f;
+	json_t		*j;
+
+	fetch(NULL, url, "/v1/status", NULL, &f);
+	if (f.err != 0) {
+		fprintf(stderr, "licproxy: %s: %s\n", url, f.errstr);
+		return 1;
+	}
+	if ((j = json_loads(f.body, 0, NULL)) == NULL) {
+		fprintf(stderr, "licproxy: %s: not a licproxy status\n", url);
+		free(f.body);
+		return 1;
+	}
+	status_print(url, j);
+	json_decref(j);
+	free(f.body);
+	return f.status == 200 ? 0 : 1;
+}

@@ -1,0 +1,269 @@
+/*
+ * cli_keys.c - keygen, keys create|list|revoke and usage: tools that work on
+ * an authority's store, also while the authority runs (LMDB serializes the
+ * writers and readers never block).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <openssl/crypto.h>
+
+#include "cli.h"
+#include "store.h"
+#include "token.h"
+
+static struct store *
+cli_store(int argc, char **argv, int rdonly)
+{
+	const char	*dir = cli_opt(argc, argv, "--store");
+	struct store	*s;
+	char		 err[512];
+
+	if (dir == NULL) {
+		cli_usage_error("--store DIR is required");
+		return NULL;
+	}
+	if ((s = store_open(dir, 0, rdonly ? STORE_RDONLY : 0, err,
+	    sizeof(err))) == NULL)
+		fprintf(stderr, "licproxy: %s\n", err);
+	return s;
+}
+
+int
+cli_keygen(int argc, char **argv)
+{
+	if (argc != 2)
+		return cli_usage_error("usage: licproxy keygen PATH");
+	if (token_keygen(argv[1]) == -1) {
+		fprintf(stderr, "licproxy: cannot write %s\n", argv[1]);
+		return 1;
+	}
+	fprintf(stderr, "wrote %s (private, 0600) and %s.pub\n", argv[1],
+	    argv[1]);
+	return 0;
+}
+
+static int
+keys_products(const char *list, struct store_key *k)
+{
+	char	buf[1024], *p, *save = NULL;
+	size_t	n;
+
+	if (strlen(list) >= sizeof(buf))
+		return -1;
+	strcpy(buf, list);
+	for (p = strtok_r(buf, ",", &save); p != NULL;
+	    p = strtok_r(NULL, ",", &save)) {
+		n = strlen(p);
+		if (k->n_products == 16 || n < 1 || n > 32 ||
+		    strspn(p, "abcdefghijklmnopqrstuvwxyz0123456789_") != n)
+			return -1;
+		strcpy(k->products[k->n_products++], p);
+	}
+	return k->n_products > 0 ? 0 : -1;
+}
+
+/* YYYY-MM-DD -> the end of that day, UTC. */
+static int
+keys_expiry(const char *s, int64_t *t)
+{
+	struct tm	tm;
+	char		*end;
+
+	memset(&tm, 0, sizeof(tm));
+	if ((end = strptime(s, "%Y-%m-%d", &tm)) == NULL || *end != '\0')
+		return -1;
+	*t = (int64_t)timegm(&tm) + 86400;
+	return 0;
+}
+
+static int
+keys_create(int argc, char **argv)
+{
+	const char		*name = cli_opt(argc, argv, "--name");
+	const char		*prd = cli_opt(argc, argv, "--products");
+	const char		*role = cli_opt(argc, argv, "--role");
+	const char		*exp = cli_opt(argc, argv, "--expires");
+	struct store_key	 k;
+	struct store		*s;
+	unsigned char		 sha[32];
+	char			 key[TOKEN_KEY_LEN + 1];
+	enum lease_role		 r = ROLE_MEMBER;
+
+	memset(&k, 0, sizeof(k));
+	if (name == NULL || strlen(name) < 1 || strlen(name) >= sizeof(k.name))
+		return cli_usage_error("--name NAME (1-64 chars) is required");
+	if (prd == NULL || keys_products(prd, &k) == -1)
+		return cli_usage_error("--products a,b: 1-16 names of [a-z0-9_]");
+	if (role != NULL && role_parse(role, &r) == -1)
+		return cli_usage_error("--role must be member or proxy");
+	if (exp != NULL && keys_expiry(exp, &k.expires) == -1)
+		return cli_usage_error("--expires must be YYYY-MM-DD");
+	if ((s = cli_store(argc, argv, 0)) == NULL)
+		return 1;
+	strcpy(k.name, name);
+	k.role = r;
+	k.created = time(NULL);
+	if (token_key_generate(key) == -1)
+		goto fail;
+	token_key_hash(key, TOKEN_KEY_LEN, sha);
+	token_kid_from_hash(sha, k.kid);
+	if (store_key_put(s, sha, &k) != 0)
+		goto fail;
+	store_close(s);
+	printf("%s\n", key);
+	fprintf(stderr, "created key_id %s name %s role %s products %s%s%s\n",
+	    k.kid, k.name, role_name(r), prd, exp ? " expires " : "",
+	    exp ? exp : "");
+	OPENSSL_cleanse(key, sizeof(key));
+	return 0;
+fail:
+	fprintf(stderr, "licproxy: cannot store the new key\n");
+	store_close(s);
+	return 1;
+}
+
+static const char *
+keys_status(const struct store_key *k)
+{
+	if (k->revoked)
+		return "revoked";
+	if (k->expires != 0 && k->expires <= time(NULL))
+		return "expired";
+	return "active";
+}
+
+static int
+keys_list1(const struct store_key *k, void *arg)
+{
+	json_t	*arr = arg, *prd = json_array();
+	char	 buf[600] = "", exp[16] = "-";
+	time_t	 t = (time_t)k->expires - 86400;
+	int	 i;
+
+	for (i = 0; i < k->n_products; i++) {
+		json_array_append_new(prd, json_string(k->products[i]));
+		snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf), "%s%s",
+		    i ? "," : "", k->products[i]);
+	}
+	if (k->expires != 0)
+		strftime(exp, sizeof(exp), "%Y-%m-%d", gmtime(&t));
+	if (arr != NULL)
+		json_array_append_new(arr, json_pack("{s:s,s:s,s:s,s:o,s:s,s:s*}",
+		    "key_id", k->kid, "name", k->name, "role",
+		    role_name((enum lease_role)k->role), "products", prd,
+		    "status", keys_status(k), "expires",
+		    k->expires ? exp : NULL));
+	else {
+		json_decref(prd);
+		printf("%-16s  %-20s  %-6s  %-8s  %-10s  %s\n", k->kid, k->name,
+		    role_name((enum lease_role)k->role), keys_status(k), exp,
+		    buf);
+	}
+	return 0;
+}
+
+static int
+keys_list(int argc, char **argv)
+{
+	struct store	*s;
+	json_t		*arr = NULL;
+	int		 rv;
+
+	if ((s = cli_store(argc, argv, 1)) == NULL)
+		return 1;
+	if (cli_flag(argc, argv, "--json"))
+		arr = json_array();
+	else
+		printf("%-16s  %-20s  %-6s  %-8s  %-10s  %s\n", "KEY_ID", "NAME",
+		    "ROLE", "STATUS", "EXPIRES", "PRODUCTS");
+	rv = store_key_foreach(s, keys_list1, arr);
+	store_close(s);
+	if (arr != NULL) {
+		json_dumpf(arr, stdout, JSON_COMPACT);
+		printf("\n");
+		json_decref(arr);
+	}
+	return rv == 0 ? 0 : 1;
+}
+
+static int
+keys_revoke(int argc, char **argv)
+{
+	struct store	*s;
+	const char	*kid = argv[argc - 1];
+	int		 r;
+
+	if (argc < 4 || strlen(kid) != 16 ||
+	    strspn(kid, "0123456789abcdef") != 16)
+		return cli_usage_error("usage: licproxy keys revoke --store DIR "
+		    "KEY_ID (16 lowercase hex)");
+	if ((s = cli_store(argc, argv, 0)) == NULL)
+		return 1;
+	r = store_key_revoke(s, kid);
+	store_close(s);
+	if (r == STORE_ENOTFOUND) {
+		fprintf(stderr, "licproxy: no key with key_id %s\n", kid);
+		return 1;
+	}
+	if (r != 0)
+		return 1;
+	fprintf(stderr, "revoked %s\n", kid);
+	return 0;
+}
+
+int
+cli_keys(int argc, char **argv)
+{
+	if (argc >= 2 && strcmp(argv[1], "create") == 0)
+		return keys_create(argc, argv);
+	if (argc >= 2 && strcmp(argv[1], "list") == 0)
+		return keys_list(argc, argv);
+	if (argc >= 2 && strcmp(argv[1], "revoke") == 0)
+		return keys_revoke(argc, argv);
+	return cli_usage_error("usage: licproxy keys create|list|revoke ...");
+}
+
+int
+cli_usage(int argc, char **argv)
+{
+	struct usage_total	*t = NULL;
+	struct store		*s;
+	json_t			*arr;
+	size_t			 n = 0, i;
+	int			 json = cli_flag(argc, argv, "--json");
+
+	if ((s = cli_store(argc, argv, 1)) == NULL)
+		return 1;
+	if (store_ledger_totals(s, &t, &n) != 0) {
+		store_close(s);
+		return 1;
+	}
+	store_close(s);
+	arr = json_array();
+	if (!json)
+		printf("%-16s  %-16s  %-20s  %14s  %8s\n", "KEY_ID", "PRODUCT",
+		    "METRIC", "QUANTITY", "RECORDS");
+	for (i = 0; i < n; i++) {
+		if (json)
+			json_array_append_new(arr, json_pack(
+			    "{s:s,s:s,s:s,s:f,s:I}", "key_id", t[i].kid,
+			    "product", t[i].product, "metric", t[i].metric,
+			    "quantity", t[i].quantity,
+			    "records", (json_int_t)t[i].records));
+		else
+			printf("%-16s  %-16s  %-20s  %14.3f  %8llu\n", t[i].kid,
+			    t[i].product, t[i].metric, t[i].quantity,
+			    (unsigned long long)t[i].records);
+	}
+	if (json) {
+		json_dumpf(arr, stdout, JSON_COMPACT);
+		printf("\n");
+	}
+	json_decref(arr);
+	free(t);
+	return 0;
+}

@@ -1,0 +1,540 @@
+/*
+ * master.c - binds the listeners, forks the workers and the uplink (or the
+ * issuer), then only supervises: reaps and respawns with back-off, reloads
+ * on HUP, drains and stops on TERM/INT, reopens logs on USR1.
+ * No event-driven network I/O here and never the LMDB environment: an env
+ * must not cross a fork.
+ */
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/ssl.h>
+
+#include "conf.h"
+#include "log.h"
+#include "master.h"
+#include "proc.h"
+#include "sdnotify.h"
+#include "stats.h"
+#include "tls.h"
+
+#define MASTER_MAX_CHILDREN	STATS_MAX_SLOTS
+#define BACKOFF_MIN_MS		100
+#define BACKOFF_MAX_MS		30000
+#define BACKOFF_FATAL_MS	60000	/* a child that exited 2 */
+#define STABLE_MS		10000	/* lived this long: not a crash loop */
+#define STOP_DEADLINE_MS	8000	/* SPEC: gone within 10 s of TERM */
+
+struct child {
+	pid_t		pid;		/* 0 = free */
+	int		role;		/* enum stats_role */
+	int		gen;		/* configuration generation */
+	int64_t		started;
+	int64_t		kill_at;	/* 0, or SIGKILL after this (draining) */
+};
+
+struct master {
+	struct conf		*cf;
+	struct conf_overrides	 ov;
+	const char		*cfpath;
+	SSL_CTX			*tls;
+	int			 fd_tls, fd_status, fd_ipc;
+	char			 ipc_path[108];
+	int			 gen;
+	int			 stopping;
+	int64_t			 stop_deadline;
+	int			 fails[3];	/* consecutive quick deaths */
+	int64_t			 not_before[3];	/* back-off, by role */
+	struct child		 kids[MASTER_MAX_CHILDREN];
+	pid_t			 pid;
+};
+
+static int64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int
+master_listen(const char *host, int port)
+{
+	struct addrinfo	 hints, *res = NULL;
+	char		 sport[16];
+	int		 fd = -1, one = 1, e;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	snprintf(sport, sizeof(sport), "%d", port);
+	if ((e = getaddrinfo(host, sport, &hints, &res)) != 0) {
+		log_warnx("%s:%d: %s", host, port, gai_strerror(e));
+		return -1;
+	}
+	fd = socket(res->ai_family, res->ai_socktype | SOCK_NONBLOCK |
+	    SOCK_CLOEXEC, 0);
+	if (fd == -1 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
+	    bind(fd, res->ai_addr, res->ai_addrlen) == -1 ||
+	    listen(fd, 1024) == -1) {
+		log_warn("cannot listen on %s:%d", host, port);
+		if (fd != -1)
+			close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	return fd;
+}
+
+/* The workers' channel to the uplink/issuer: a Unix socket in the store. */
+static int
+master_listen_ipc(struct master *m)
+{
+	struct sockaddr_un	 sun;
+	struct passwd		*pw;
+	const char		*user = m->cf->server.user;
+	int			 fd;
+
+	if (mkdir(m->cf->store.path, 0700) == -1 && errno != EEXIST) {
+		log_warn("store.path %s", m->cf->store.path);
+		return -1;
+	}
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	if ((size_t)snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/ipc.sock",
+	    m->cf->store.path) >= sizeof(sun.sun_path)) {
+		log_warnx("store.path %s: too long for a Unix socket",
+		    m->cf->store.path);
+		return -1;
+	}
+	unlink(sun.sun_path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1 || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1 ||
+	    chmod(sun.sun_path, 0600) == -1 || listen(fd, 128) == -1) {
+		log_warn("ipc socket %s", sun.sun_path);
+		if (fd != -1)
+			close(fd);
+		return -1;
+	}
+	if (geteuid() == 0 && user != NULL && *user != '\0' &&
+	    (pw = getpwnam(user)) != NULL) {
+		if (chown(sun.sun_path, pw->pw_uid, pw->pw_gid) == -1 ||
+		    chown(m->cf->store.path, pw->pw_uid, pw->pw_gid) == -1)
+			log_warn("chown %s", m->cf->store.path);
+	}
+	memcpy(m->ipc_path, sun.sun_path, sizeof(m->ipc_path));
+	return fd;
+}
+
+static const char *
+role_comm(int role)
+{
+	return role == ROLE_WORKER ? "licproxy-worker" :
+	    role == ROLE_UPLINK ? "licproxy-uplink" : "licproxy-issuer";
+}
+
+static void
+child_run(struct master *m, int role, int slot)
+{
+	struct proc_env	env;
+	sigset_t	none;
+	int		sig;
+
+	for (sig = 1; sig < NSIG; sig++)
+		signal(sig, SIG_DFL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	/* Die with the master, even if it is SIGKILLed. */
+	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	if (getppid() != m->pid)
+		_exit(0);
+	memset(&env, 0, sizeof(env));
+	env.cf = m->cf;
+	env.tls = m->tls;
+	env.fd_tls = m->fd_tls;
+	env.fd_status = m->fd_status;
+	env.fd_ipc = m->fd_ipc;
+	env.slot = slot;
+	memcpy(env.ipc_path, m->ipc_path, sizeof(env.ipc_path));
+	stats_attach(slot);
+	proc_name(role_comm(role));
+	if (role == ROLE_WORKER) {
+		close(m->fd_ipc);
+		worker_main(&env);
+	}
+	close(m->fd_tls);
+	close(m->fd_status);
+	if (role == ROLE_UPLINK)
+		uplink_main(&env);
+	issuer_main(&env);
+}
+
+static int
+master_spawn(struct master *m, int role)
+{
+	struct child	*c = NULL;
+	pid_t		 pid;
+	int		 i, slot;
+
+	for (i = 0; i < MASTER_MAX_CHILDREN && c == NULL; i++)
+		if (m->kids[i].pid == 0)
+			c = &m->kids[i];
+	if (c == NULL || (slot = stats_slot_claim(-1, role)) == -1) {
+		log_warnx("too many processes");
+		return -1;
+	}
+	if ((pid = fork()) == -1) {
+		log_warn("fork");
+		stats_slot_release(-1);
+		return -1;
+	}
+	if (pid == 0)
+		child_run(m, role, slot);
+	stats->slots[slot].pid = pid;
+	c->pid = pid;
+	c->role = role;
+	c->gen = m->gen;
+	c->started = now_ms();
+	c->kill_at = 0;
+	log_debug("started %s pid %d", role_comm(role), (int)pid);
+	return 0;
+}
+
+static int
+master_count(struct master *m, int role, int gen)
+{
+	int i, n = 0;
+
+	for (i = 0; i < MASTER_MAX_CHILDREN; i++)
+		if (m->kids[i].pid != 0 && m->kids[i].role == role &&
+		    m->kids[i].gen == gen && m->kids[i].kill_at == 0)
+			n++;
+	return n;
+}
+
+/* Bring the current generation up to strength, honouring back-off. */
+static void
+master_fill(struct master *m)
+{
+	int	up = m->cf->mode == CONF_AUTHORITY ? ROLE_ISSUER : ROLE_UPLINK;
+	int64_t	now = now_ms();
+
+	if (m->stopping)
+		return;
+	if (now >= m->not_before[up])
+		while (master_count(m, up, m->gen) < 1 &&
+		    master_spawn(m, up) == 0)
+			;
+	if (now >= m->not_before[ROLE_WORKER])
+		while (master_count(m, ROLE_WORKER, m->gen) <
+		    m->cf->server.workers && master_spawn(m, ROLE_WORKER) == 0)
+			;
+	stats->workers_conf = m->cf->server.workers;
+	stats->workers_alive = master_count(m, ROLE_WORKER, m->gen);
+	stats->uplink_alive = master_count(m, up, m->gen) > 0;
+}
+
+static void
+master_died(struct master *m, struct child *c, int status)
+{
+	int64_t	lived = now_ms() - c->started, delay;
+	int	code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+
+	stats_slot_release(c->pid);
+	c->pid = 0;
+	if (m->stopping || c->kill_at != 0 || c->gen != m->gen)
+		return;		/* we asked it to go */
+	if (WIFSIGNALED(status))
+		log_warnx("%s died on signal %d", role_comm(c->role),
+		    WTERMSIG(status));
+	else
+		log_warnx("%s exited with %d", role_comm(c->role), code);
+	stats->restarts[c->role]++;
+	m->fails[c->role] = lived >= STABLE_MS ? 0 : m->fails[c->role] + 1;
+	delay = m->fails[c->role] == 0 ? 0 :
+	    BACKOFF_MIN_MS << (m->fails[c->role] < 9 ? m->fails[c->role] - 1 : 9);
+	if (delay > BACKOFF_MAX_MS)
+		delay = BACKOFF_MAX_MS;
+	if (code == 2) {
+		log_warnx("%s: fatal configuration error, next try in %ds",
+		    role_comm(c->role), BACKOFF_FATAL_MS / 1000);
+		delay = BACKOFF_FATAL_MS;
+	} else if (delay > 0)
+		log_info("respawning %s in %lldms", role_comm(c->role),
+		    (long long)delay);
+	m->not_before[c->role] = now_ms() + delay;
+}
+
+static void
+master_reap(struct master *m)
+{
+	pid_t	pid;
+	int	status, i;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+		for (i = 0; i < MASTER_MAX_CHILDREN; i++)
+			if (m->kids[i].pid == pid)
+				master_died(m, &m->kids[i], status);
+}
+
+/* Ask children of generations before gen (or all) to finish and exit. */
+static void
+master_retire(struct master *m, int all, int sig, int64_t deadline)
+{
+	int i;
+
+	for (i = 0; i < MASTER_MAX_CHILDREN; i++) {
+		struct child *c = &m->kids[i];
+		if (c->pid == 0 || c->kill_at != 0 || (!all && c->gen == m->gen))
+			continue;
+		kill(c->pid, sig);
+		c->kill_at = deadline;
+	}
+}
+
+static void
+master_enforce_deadlines(struct master *m)
+{
+	int64_t	now = now_ms();
+	int	i;
+
+	for (i = 0; i < MASTER_MAX_CHILDREN; i++)
+		if (m->kids[i].pid != 0 && m->kids[i].kill_at != 0 &&
+		    now >= m->kids[i].kill_at) {
+			log_warnx("%s pid %d did not drain in time, killing",
+			    role_comm(m->kids[i].role), (int)m->kids[i].pid);
+			kill(m->kids[i].pid, SIGKILL);
+			m->kids[i].kill_at = INT64_MAX;
+		}
+}
+
+static int
+master_rebind(struct master *m, const struct conf *ncf)
+{
+	const struct conf	*o = m->cf;
+	int			 fd;
+
+	if (strcmp(o->server.host, ncf->server.host) != 0 ||
+	    o->server.port != ncf->server.port) {
+		if ((fd = master_listen(ncf->server.host,
+		    ncf->server.port)) == -1)
+			return -1;
+		close(m->fd_tls);
+		m->fd_tls = fd;
+	}
+	if (strcmp(o->server.status_host, ncf->server.status_host) != 0 ||
+	    o->server.status_port != ncf->server.status_port) {
+		if ((fd = master_listen(ncf->server.status_host,
+		    ncf->server.status_port)) == -1)
+			return -1;
+		close(m->fd_status);
+		m->fd_status = fd;
+	}
+	return 0;
+}
+
+static void
+master_reload(struct master *m)
+{
+	struct conf	*ncf;
+	SSL_CTX		*ntls;
+	char		 err[4096];
+
+	sdnotify("RELOADING=1");
+	log_info("reloading %s", m->cfpath);
+	if ((ncf = conf_load(m->cfpath, &m->ov, 1, err, sizeof(err))) == NULL) {
+		log_warnx("reload failed, keeping the running configuration:"
+		    "\n%s", err);
+		goto done;
+	}
+	if ((ntls = tls_server_ctx_new(ncf, err, sizeof(err))) == NULL) {
+		log_warnx("reload failed, keeping the running configuration:"
+		    " %s", err);
+		conf_free(ncf);
+		goto done;
+	}
+	if (ncf->mode != m->cf->mode || strcmp(ncf->store.path,
+	    m->cf->store.path) != 0 || master_rebind(m, ncf) == -1) {
+		log_warnx("reload failed: mode and store.path need a restart,"
+		    " listeners must be free; keeping the running configuration");
+		SSL_CTX_free(ntls);
+		conf_free(ncf);
+		goto done;
+	}
+	SSL_CTX_free(m->tls);
+	conf_free(m->cf);
+	m->tls = ntls;
+	m->cf = ncf;
+	log_init(ncf->log.level, ncf->log.json, NULL);
+	m->gen++;
+	memset(m->fails, 0, sizeof(m->fails));
+	memset(m->not_before, 0, sizeof(m->not_before));
+	master_fill(m);
+	/* USR2: finish in-flight and keep-alive requests, then exit. */
+	master_retire(m, 0, SIGUSR2,
+	    now_ms() + m->cf->server.drain_timeout_ms);
+	log_info("reloaded: generation %d", m->gen);
+done:
+	sdnotify("READY=1");
+}
+
+static void
+master_signal_children(struct master *m, int sig)
+{
+	int i;
+
+	for (i = 0; i < MASTER_MAX_CHILDREN; i++)
+		if (m->kids[i].pid != 0)
+			kill(m->kids[i].pid, sig);
+}
+
+static void
+master_stop(struct master *m, int sig)
+{
+	int64_t	drain = m->cf->server.drain_timeout_ms;
+
+	if (m->stopping)
+		return;
+	log_info("signal %d: stopping", sig);
+	sdnotify("STOPPING=1");
+	m->stopping = 1;
+	if (drain > STOP_DEADLINE_MS)
+		drain = STOP_DEADLINE_MS;
+	master_retire(m, 1, SIGTERM, now_ms() + drain);
+}
+
+static int
+master_children_left(struct master *m)
+{
+	int i, n = 0;
+
+	for (i = 0; i < MASTER_MAX_CHILDREN; i++)
+		n += m->kids[i].pid != 0;
+	return n;
+}
+
+static void
+master_handle(struct master *m, int sig)
+{
+	switch (sig) {
+	case SIGCHLD:
+		master_reap(m);
+		break;
+	case SIGHUP:
+		if (!m->stopping)
+			master_reload(m);
+		break;
+	case SIGTERM:
+	case SIGINT:
+		master_stop(m, sig);
+		break;
+	case SIGUSR1:
+		if (log_reopen(m->cf->log.file) == -1)
+			log_warn("reopen %s", m->cf->log.file);
+		master_signal_children(m, SIGUSR1);
+		break;
+	}
+}
+
+static void
+master_loop(struct master *m)
+{
+	struct timespec	tick = { 0, 100 * 1000000 };
+	sigset_t	set;
+	int		sig;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGUSR1);
+	for (;;) {
+		sig = sigtimedwait(&set, NULL, &tick);
+		if (sig > 0)
+			master_handle(m, sig);
+		master_reap(m);	/* SIGCHLD coalesces */
+		master_enforce_deadlines(m);
+		if (m->stopping && master_children_left(m) == 0)
+			return;
+		master_fill(m);
+	}
+}
+
+static int
+master_setup(struct master *m)
+{
+	char err[1024];
+
+	if (stats_create() == -1 || tls_init() == -1) {
+		log_warn("shared memory");
+		return -1;
+	}
+	stats->started = time(NULL);
+	stats->mode = m->cf->mode;
+	stats->state = m->cf->mode == CONF_AUTHORITY ? ST_AUTHORITY :
+	    ST_INITIALIZING;
+	if ((m->tls = tls_server_ctx_new(m->cf, err, sizeof(err))) == NULL) {
+		log_warnx("%s", err);
+		return -1;
+	}
+	m->fd_tls = master_listen(m->cf->server.host, m->cf->server.port);
+	m->fd_status = master_listen(m->cf->server.status_host,
+	    m->cf->server.status_port);
+	m->fd_ipc = master_listen_ipc(m);
+	if (m->fd_tls == -1 || m->fd_status == -1 || m->fd_ipc == -1)
+		return -1;
+	return 0;
+}
+
+int
+master_main(struct conf *cf, const char *cfpath,
+    const struct conf_overrides *ov)
+{
+	static struct master	 master;
+	struct master		*m = &master;
+	sigset_t		 set;
+
+	m->cf = cf;
+	m->cfpath = cfpath;
+	m->ov = *ov;
+	m->pid = getpid();
+	m->fd_tls = m->fd_status = m->fd_ipc = -1;
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGUSR1);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	if (master_setup(m) == -1)
+		return 1;
+	log_info("%s mode, listening on %s:%d (TLS) and %s:%d (status),"
+	    " %d workers", cf->mode == CONF_AUTHORITY ? "authority" : "proxy",
+	    cf->server.host, cf->server.port, cf->server.status_host,
+	    cf->server.status_port, cf->server.workers);
+	master_fill(m);
+	sdnotify("READY=1");
+	master_loop(m);
+	unlink(m->ipc_path);
+	log_info("stopped");
+	return 0;
+}

@@ -1,0 +1,454 @@
+/*
+ * uplink.c - proxy mode: the only process that talks to the network.
+ * Coalesces lease requests per key (single flight), fetches leases upstream
+ * with failover, verifies them against license.trusted_keys, stores them,
+ * answers the waiting workers, checks its own key every sync_interval, and
+ * relays the usage spool (relay.c).
+ */
+#include <sys/queue.h>
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <jansson.h>
+
+#include "chans.h"
+#include "conf.h"
+#include "httpc.h"
+#include "ipc.h"
+#include "log.h"
+#include "proc.h"
+#include "stats.h"
+#include "store.h"
+#include "token.h"
+#include "uplink.h"
+
+#define TICK_S		2
+#define MAX_WAITERS	1024
+
+struct uplink	up;
+
+struct waiter {
+	uint64_t	chan;
+	uint32_t	rid;
+};
+
+struct flight {
+	LIST_ENTRY(flight)	 entry;
+	unsigned char		 sha[32];
+	char			 key[TOKEN_KEY_LEN + 1];
+	char			 kid[TOKEN_KID_LEN + 1];
+	struct waiter		*w;
+	int			 nw;
+	int			 self;		/* the proxy's own key check */
+};
+
+static LIST_HEAD(, flight) flights = LIST_HEAD_INITIALIZER(flights);
+
+/* ---- failover calls ---- */
+
+struct call {
+	char		*method, *path, *key, *body;
+	size_t		 len;
+	int		 url;
+	uplink_done	 done;
+	void		*arg;
+};
+
+static void	call_attempt(struct call *);
+
+static void
+call_free(struct call *c)
+{
+	free(c->method);
+	free(c->path);
+	if (c->key != NULL)
+		explicit_bzero(c->key, strlen(c->key));
+	free(c->key);
+	free(c->body);
+	free(c);
+}
+
+static void
+call_result(const struct httpc_res *r, void *arg)
+{
+	struct call	*c = arg;
+	int		 answered = r->err == 0 && r->status < 500;
+
+	stats_up_begin();
+	stats->up_bytes_in += r->bytes_in;
+	stats->up_bytes_out += r->bytes_out;
+	stats->up_requests[!answered ? UP_ERROR : r->status < 300 ? UP_OK :
+	    UP_REJECTED]++;
+	stats_up_end();
+	if (!answered) {
+		log_warnx("upstream %s: %s", up.cf->license.server_url[c->url],
+		    r->err ? r->errstr : "server error");
+		if (++c->url < up.cf->license.n_server_url) {
+			call_attempt(c);
+			return;
+		}
+	}
+	c->done(answered, r, c->arg);
+	call_free(c);
+}
+
+static void
+call_attempt(struct call *c)
+{
+	struct httpc_req req;
+
+	memset(&req, 0, sizeof(req));
+	req.method = c->method;
+	req.url = up.cf->license.server_url[c->url];
+	req.path = c->path;
+	req.key = c->key;
+	req.ctype = c->body != NULL ? "application/json" : NULL;
+	req.body = c->body;
+	req.bodylen = c->len;
+	req.timeout_ms = up.cf->license.timeout_ms;
+	if (httpc_request(up.base, up.dns, up.ctx, &req, call_result, c) == -1) {
+		struct httpc_res r = { .err = HTTPC_ECONNECT,
+		    .errstr = "bad upstream URL" };
+		call_result(&r, c);
+	}
+}
+
+int
+uplink_call(const char *method, const char *path, const char *key,
+    const char *body, size_t len, uplink_done done, void *arg)
+{
+	struct call *c;
+
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return -1;
+	c->method = strdup(method);
+	c->path = strdup(path);
+	c->key = strdup(key);
+	c->body = body != NULL ? malloc(len + 1) : NULL;
+	if (c->method == NULL || c->path == NULL || c->key == NULL ||
+	    (body != NULL && c->body == NULL)) {
+		call_free(c);
+		return -1;
+	}
+	if (body != NULL)
+		memcpy(c->body, body, len);
+	c->len = len;
+	c->done = done;
+	c->arg = arg;
+	call_attempt(c);
+	return 0;
+}
+
+/* ---- state ---- */
+
+void
+uplink_refresh_stats(void)
+{
+	uint64_t total = 0, valid = 0, pending = 0, fwd = 0;
+
+	store_lease_count(up.store, store_now(up.store), &total, &valid);
+	store_spool_stats(up.store, &pending, &fwd);
+	stats_up_begin();
+	stats->leases_cached = valid;
+	stats->usage_pending = pending;
+	stats->usage_forwarded = fwd;
+	stats_up_end();
+}
+
+void
+uplink_state(int answered, const char *error)
+{
+	uint64_t total = 0, valid = 0;
+
+	store_lease_count(up.store, store_now(up.store), &total, &valid);
+	stats_up_begin();
+	stats->leases_cached = valid;
+	if (answered) {
+		stats->state = ST_CONNECTED;
+		stats->last_success = time(NULL);
+	} else {
+		stats->state = valid > 0 ? ST_TRUSTBASED : ST_DISCONNECTED;
+		snprintf(stats->last_error, sizeof(stats->last_error), "%s",
+		    error != NULL ? error : "upstream unreachable");
+	}
+	stats_up_end();
+}
+
+/* ---- leases ---- */
+
+static void
+flight_finish(struct flight *f, int status, const char *reason)
+{
+	struct ipc_msg	m;
+	int		i;
+
+	memset(&m, 0, sizeof(m));
+	m.type = IPC_LEASE_RES;
+	m.status = status;
+	snprintf(m.reason, sizeof(m.reason), "%s", reason ? reason : "");
+	m.retry_after = (up.cf->license.timeout_ms + 999) / 1000;
+	for (i = 0; i < f->nw; i++) {
+		m.rid = f->w[i].rid;
+		chans_send(f->w[i].chan, &m);
+	}
+	LIST_REMOVE(f, entry);
+	explicit_bzero(f->key, sizeof(f->key));
+	free(f->w);
+	free(f);
+}
+
+/* A 200 from upstream: keep the lease only if a trusted key signed it. */
+static int
+flight_store(struct flight *f, const struct httpc_res *r)
+{
+	json_t		*j = json_loadb(r->body, r->bodylen, 0, NULL);
+	const char	*tok = json_string_value(json_object_get(j, "lease"));
+	struct lease	 l;
+	int		 rv = -1;
+
+	if (tok == NULL || strlen(tok) > TOKEN_MAX ||
+	    token_verify(tok, strlen(tok), up.trusted, up.ntrusted, &l) == -1)
+		log_warnx("upstream lease for %s does not verify against "
+		    "license.trusted_keys: refused", f->kid);
+	else if (strcmp(l.kid, f->kid) != 0)
+		log_warnx("upstream lease for %s names key %s: refused",
+		    f->kid, l.kid);
+	else if (l.exp <= store_now(up.store))
+		log_warnx("upstream lease for %s already expired", f->kid);
+	else if (store_lease_put(up.store, f->sha, tok, strlen(tok),
+	    l.exp) == 0) {
+		store_reject_del(up.store, f->sha);
+		rv = 0;
+	}
+	json_decref(j);
+	return rv;
+}
+
+static void
+flight_rejected(struct flight *f, const struct httpc_res *r)
+{
+	json_t		*j = json_loadb(r->body, r->bodylen, 0, NULL);
+	const char	*why = json_string_value(json_object_get(j, "reason"));
+	int64_t		 until;
+
+	if (why == NULL || (strcmp(why, "revoked") != 0 &&
+	    strcmp(why, "expired") != 0))
+		why = "unknown";
+	until = store_now(up.store) + (up.cf->license.negative_ttl_ms + 999) /
+	    1000;
+	/* The rejection replaces a cached lease at once. */
+	store_lease_del(up.store, f->sha);
+	store_reject_put(up.store, f->sha, why, until);
+	log_info("upstream rejected %s: %s", f->kid, why);
+	flight_finish(f, 403, why);
+	json_decref(j);
+}
+
+static void
+flight_done(int answered, const struct httpc_res *r, void *arg)
+{
+	struct flight *f = arg;
+
+	if (!answered) {
+		uplink_state(0, r->errstr ? r->errstr : "upstream server error");
+		if (f->self)
+			log_warnx("upstream unreachable: serving from cache");
+		flight_finish(f, 503, NULL);
+		return;
+	}
+	uplink_state(1, NULL);
+	if (r->status == 200 && flight_store(f, r) == 0)
+		flight_finish(f, 200, NULL);
+	else if (r->status == 403 || r->status == 401)
+		flight_rejected(f, r);
+	else {
+		if (r->status != 200)
+			log_warnx("upstream answered %d for %s", r->status,
+			    f->kid);
+		flight_finish(f, 503, NULL);
+	}
+	uplink_refresh_stats();
+}
+
+static struct flight *
+flight_find(const unsigned char sha[32])
+{
+	struct flight *f;
+
+	LIST_FOREACH(f, &flights, entry)
+		if (memcmp(f->sha, sha, 32) == 0)
+			return f;
+	return NULL;
+}
+
+static int
+flight_wait(struct flight *f, uint64_t chan, uint32_t rid)
+{
+	struct waiter *w;
+
+	if (f->nw >= MAX_WAITERS ||
+	    (w = reallocarray(f->w, f->nw + 1, sizeof(*w))) == NULL)
+		return -1;
+	f->w = w;
+	f->w[f->nw].chan = chan;
+	f->w[f->nw].rid = rid;
+	f->nw++;
+	return 0;
+}
+
+static struct flight *
+flight_start(const char *key, int self)
+{
+	struct flight *f;
+
+	if ((f = calloc(1, sizeof(*f))) == NULL)
+		return NULL;
+	memcpy(f->key, key, TOKEN_KEY_LEN);
+	token_key_hash(f->key, TOKEN_KEY_LEN, f->sha);
+	token_kid_from_hash(f->sha, f->kid);
+	f->self = self;
+	LIST_INSERT_HEAD(&flights, f, entry);
+	if (uplink_call("GET", "/v1/license", f->key, NULL, 0, flight_done,
+	    f) == -1) {
+		LIST_REMOVE(f, entry);
+		free(f);
+		return NULL;
+	}
+	return f;
+}
+
+static void
+uplink_request(uint64_t chan, const struct ipc_msg *m)
+{
+	struct ipc_msg	 res;
+	struct flight	*f;
+	unsigned char	 sha[32];
+
+	if (m->type == IPC_USAGE_KICK) {
+		relay_kick();
+		return;
+	}
+	if (m->type != IPC_LEASE_REQ || up.stopping ||
+	    !token_key_valid(m->key, strlen(m->key)))
+		goto unavailable;
+	token_key_hash(m->key, TOKEN_KEY_LEN, sha);
+	/* Single flight: however many ask, one upstream request per key. */
+	if ((f = flight_find(sha)) == NULL &&
+	    (f = flight_start(m->key, 0)) == NULL)
+		goto unavailable;
+	if (m->refresh || flight_wait(f, chan, m->rid) == 0)
+		return;
+unavailable:
+	if (m->type != IPC_LEASE_REQ || m->refresh)
+		return;
+	memset(&res, 0, sizeof(res));
+	res.type = IPC_LEASE_RES;
+	res.rid = m->rid;
+	res.status = 503;
+	res.retry_after = 1;
+	chans_send(chan, &res);
+}
+
+/* ---- timers, signals, setup ---- */
+
+static void
+uplink_selfcheck(evutil_socket_t fd, short ev, void *arg)
+{
+	unsigned char sha[32];
+
+	(void)fd, (void)ev, (void)arg;
+	token_key_hash(up.cf->license.key, TOKEN_KEY_LEN, sha);
+	if (!up.stopping && flight_find(sha) == NULL)
+		flight_start(up.cf->license.key, 1);
+}
+
+static void
+uplink_tick(evutil_socket_t fd, short ev, void *arg)
+{
+	(void)fd, (void)ev, (void)arg;
+	store_clock_advance(up.store, time(NULL));
+	store_reader_check(up.store);
+	uplink_refresh_stats();
+	if (up.stopping && !relay_busy())
+		event_base_loopexit(up.base, NULL);
+}
+
+static void
+uplink_stop(evutil_socket_t sig, short ev, void *arg)
+{
+	(void)sig, (void)ev, (void)arg;
+	up.stopping = 1;
+	chans_close_all();
+	if (!relay_busy())	/* else the batch in flight finishes first */
+		event_base_loopexit(up.base, NULL);
+}
+
+static void
+uplink_setup(struct proc_env *env)
+{
+	char	err[512];
+	int	i;
+
+	if ((up.base = event_base_new()) == NULL)
+		fatalx("event_base_new");
+	up.dns = evdns_base_new(up.base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+	for (i = 0; i < up.cf->license.n_trusted_keys && i < UPLINK_MAX_TRUSTED;
+	    i++)
+		if ((up.trusted[up.ntrusted++] = token_load_public(
+		    up.cf->license.trusted_keys[i])) == NULL) {
+			log_warnx("%s: not an Ed25519 public key",
+			    up.cf->license.trusted_keys[i]);
+			exit(2);
+		}
+	if ((up.ctx = httpc_ctx_new(up.cf->license.ca_file, err,
+	    sizeof(err))) == NULL) {
+		log_warnx("%s", err);
+		exit(2);
+	}
+	if ((up.store = store_open(up.cf->store.path, up.cf->store.max_size, 0,
+	    err, sizeof(err))) == NULL) {
+		log_warnx("%s", err);
+		exit(1);
+	}
+	if (chans_init(up.base, env->fd_ipc, uplink_request) == -1)
+		fatalx("ipc listener");
+}
+
+static void
+uplink_timer(void (*cb)(evutil_socket_t, short, void *), int ms)
+{
+	struct timeval	 tv = { ms / 1000, (ms % 1000) * 1000 };
+	struct event	*ev;
+
+	if ((ev = event_new(up.base, -1, EV_PERSIST, cb, NULL)) == NULL ||
+	    event_add(ev, &tv) == -1)
+		fatalx("timer");
+}
+
+void
+uplink_main(struct proc_env *env)
+{
+	up.cf = env->cf;
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGINT, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);
+	proc_no_dump();		/* holds the proxy's own key */
+	uplink_setup(env);
+	if (proc_drop_privs(up.cf->server.user) == -1)
+		exit(2);
+	evsignal_add(evsignal_new(up.base, SIGTERM, uplink_stop, NULL), NULL);
+	evsignal_add(evsignal_new(up.base, SIGUSR2, uplink_stop, NULL), NULL);
+	uplink_timer(uplink_tick, TICK_S * 1000);
+	uplink_timer(uplink_selfcheck, up.cf->license.sync_interval_ms);
+	relay_init();
+	uplink_refresh_stats();
+	uplink_selfcheck(-1, 0, NULL);
+	event_base_dispatch(up.base);
+	exit(0);
+}

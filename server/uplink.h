@@ -1,0 +1,47 @@
+/* uplink.h - internals shared by the uplink's files (uplink.c, relay.c). */
+#ifndef UPLINK_H
+#define UPLINK_H
+
+#include <stddef.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+
+struct conf;
+struct event_base;
+struct evdns_base;
+struct httpc_res;
+struct store;
+
+#define UPLINK_MAX_TRUSTED	16
+
+struct uplink {
+	const struct conf	*cf;
+	struct event_base	*base;
+	struct evdns_base	*dns;
+	struct store		*store;
+	SSL_CTX			*ctx;
+	EVP_PKEY		*trusted[UPLINK_MAX_TRUSTED];
+	int			 ntrusted;
+	int			 stopping;
+};
+
+extern struct uplink	up;
+
+/*
+ * One upstream call with failover down license.server_url: a URL that
+ * cannot be reached or answers 5xx is followed by the next. done gets
+ * res of the answering URL (answered=1) or of the last failure.
+ */
+typedef void (*uplink_done)(int answered, const struct httpc_res *, void *);
+int	uplink_call(const char *method, const char *path, const char *key,
+	    const char *body, size_t len, uplink_done, void *arg);
+/* An upstream pass finished: set Connected/TrustBased/Disconnected. */
+void	uplink_state(int answered, const char *error);
+void	uplink_refresh_stats(void);
+
+/* relay.c: the usage spool, forwarded upstream in batches. */
+void	relay_init(void);
+void	relay_kick(void);
+int	relay_busy(void);
+
+#endif

@@ -1,0 +1,1225 @@
+/*
+ * store.c - the one LMDB environment shared by the workers, the uplink (or
+ * issuer) and the CLI. Every process opens it after fork; LMDB's own locking
+ * makes the writers take turns and lets readers run alongside them.
+ *
+ * Values are a small hand-packed layout led by a version byte: the records
+ * are flat and bounded, so a fixed layout is smaller than msgpack and its
+ * decoder can check every length against both the value and the target
+ * field. Integers are big-endian so that seq keys sort by age.
+ */
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <endian.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <lmdb.h>
+
+#include "log.h"
+#include "store.h"
+
+#define STORE_VERSION	1
+#define STORE_KIDLEN	16
+#define STORE_IDMAX	64
+#define STORE_MAXREADERS 256
+#define STORE_VALMAX	1024	/* largest packed record (a key: ~630) */
+
+enum store_db {
+	DB_LEASES, DB_REJECTS, DB_SPOOL, DB_USAGE_IDS, DB_META, DB_KEYS,
+	DB_LEDGER, DB_COUNT
+};
+
+static const char *const store_dbnames[DB_COUNT] = {
+	"leases", "rejects", "spool", "usage_ids", "meta", "keys", "ledger"
+};
+
+struct store {
+	MDB_env		*env;
+	MDB_dbi		 dbi[DB_COUNT];
+	unsigned int	 have;		/* bit per db that exists */
+	int		 rdonly;
+};
+
+struct wbuf {
+	unsigned char	 b[STORE_VALMAX];
+	size_t		 len;
+	int		 err;
+};
+
+struct rbuf {
+	const unsigned char	*p;
+	size_t			 len, off;
+	int			 err;
+};
+
+#define HAVE(s, db)	(((s)->have & (1u << (db))) != 0)
+
+/* ---- packing ---- */
+
+static void
+wb_u8(struct wbuf *w, unsigned int v)
+{
+	if (v > 0xff || w->len + 1 > sizeof(w->b)) {
+		w->err = 1;
+		return;
+	}
+	w->b[w->len++] = v;
+}
+
+static void
+wb_u64(struct wbuf *w, uint64_t v)
+{
+	uint64_t be = htobe64(v);
+
+	if (w->len + 8 > sizeof(w->b)) {
+		w->err = 1;
+		return;
+	}
+	memcpy(w->b + w->len, &be, 8);
+	w->len += 8;
+}
+
+/* A field without its NUL inside fsz bytes is a caller bug: refuse it. */
+static void
+wb_str(struct wbuf *w, const char *s, size_t fsz)
+{
+	size_t l = strnlen(s, fsz);
+
+	if (l == fsz || l > 0xff || w->len + 1 + l > sizeof(w->b)) {
+		w->err = 1;
+		return;
+	}
+	w->b[w->len++] = l;
+	memcpy(w->b + w->len, s, l);
+	w->len += l;
+}
+
+static unsigned int
+rb_u8(struct rbuf *r)
+{
+	if (r->off + 1 > r->len) {
+		r->err = 1;
+		return 0;
+	}
+	return r->p[r->off++];
+}
+
+static uint64_t
+rb_u64(struct rbuf *r)
+{
+	uint64_t be;
+
+	if (r->off + 8 > r->len) {
+		r->err = 1;
+		return 0;
+	}
+	memcpy(&be, r->p + r->off, 8);
+	r->off += 8;
+	return be64toh(be);
+}
+
+static void
+rb_str(struct rbuf *r, char *dst, size_t dsz)
+{
+	size_t l = rb_u8(r);
+
+	if (r->err || l >= dsz || r->off + l > r->len ||
+	    memchr(r->p + r->off, '\0', l) != NULL) {
+		r->err = 1;
+		dst[0] = '\0';
+		return;
+	}
+	memcpy(dst, r->p + r->off, l);
+	dst[l] = '\0';
+	r->off += l;
+}
+
+static void
+rb_init(struct rbuf *r, const MDB_val *v)
+{
+	r->p = v->mv_data;
+	r->len = v->mv_size;
+	r->off = 0;
+	r->err = 0;
+	if (rb_u8(r) != STORE_VERSION)
+		r->err = 1;
+}
+
+/* The decoder must have consumed the value exactly. */
+static int
+rb_done(const struct rbuf *r, const char *what)
+{
+	if (r->err || r->off != r->len) {
+		log_warnx("store: corrupt %s record", what);
+		return -1;
+	}
+	return 0;
+}
+
+static uint64_t
+be64_get(const void *p)
+{
+	uint64_t be;
+
+	memcpy(&be, p, 8);
+	return be64toh(be);
+}
+
+static void
+be64_put(void *p, uint64_t v)
+{
+	uint64_t be = htobe64(v);
+
+	memcpy(p, &be, 8);
+}
+
+static void
+rec_pack(struct wbuf *w, const struct usage_rec *r)
+{
+	uint64_t q;
+
+	memcpy(&q, &r->quantity, 8);
+	wb_u8(w, STORE_VERSION);
+	wb_u64(w, q);
+	wb_str(w, r->kid, sizeof(r->kid));
+	wb_str(w, r->id, sizeof(r->id));
+	wb_str(w, r->product, sizeof(r->product));
+	wb_str(w, r->metric, sizeof(r->metric));
+	wb_str(w, r->ts, sizeof(r->ts));
+}
+
+static int
+rec_unpack(const MDB_val *v, struct usage_rec *r)
+{
+	struct rbuf	rb;
+	uint64_t	q;
+
+	memset(r, 0, sizeof(*r));
+	rb_init(&rb, v);
+	q = rb_u64(&rb);
+	memcpy(&r->quantity, &q, 8);
+	rb_str(&rb, r->kid, sizeof(r->kid));
+	rb_str(&rb, r->id, sizeof(r->id));
+	rb_str(&rb, r->product, sizeof(r->product));
+	rb_str(&rb, r->metric, sizeof(r->metric));
+	rb_str(&rb, r->ts, sizeof(r->ts));
+	return rb_done(&rb, "usage");
+}
+
+static void
+key_pack(struct wbuf *w, const struct store_key *k)
+{
+	int i;
+
+	wb_u8(w, STORE_VERSION);
+	wb_u8(w, k->role < 0 ? 0x100 : (unsigned int)k->role);
+	wb_u8(w, k->revoked != 0);
+	wb_u64(w, (uint64_t)k->expires);
+	wb_u64(w, (uint64_t)k->created);
+	wb_str(w, k->kid, sizeof(k->kid));
+	wb_str(w, k->name, sizeof(k->name));
+	if (k->n_products < 0 || k->n_products > 16) {
+		w->err = 1;
+		return;
+	}
+	wb_u8(w, k->n_products);
+	for (i = 0; i < k->n_products; i++)
+		wb_str(w, k->products[i], sizeof(k->products[i]));
+}
+
+static int
+key_unpack(const MDB_val *v, struct store_key *k)
+{
+	struct rbuf	rb;
+	int		i;
+
+	memset(k, 0, sizeof(*k));
+	rb_init(&rb, v);
+	k->role = rb_u8(&rb);
+	k->revoked = rb_u8(&rb);
+	k->expires = (int64_t)rb_u64(&rb);
+	k->created = (int64_t)rb_u64(&rb);
+	rb_str(&rb, k->kid, sizeof(k->kid));
+	rb_str(&rb, k->name, sizeof(k->name));
+	k->n_products = rb_u8(&rb);
+	if (k->n_products > 16)
+		rb.err = 1;
+	for (i = 0; !rb.err && i < k->n_products; i++)
+		rb_str(&rb, k->products[i], sizeof(k->products[i]));
+	return rb_done(&rb, "key");
+}
+
+/* ---- transactions and errors ---- */
+
+/* Map an LMDB code to ours; only the unexpected ones are worth a log. */
+static int
+store_err(int rc, const char *what)
+{
+	switch (rc) {
+	case MDB_NOTFOUND:
+		return STORE_ENOTFOUND;
+	case MDB_MAP_FULL:
+		log_warnx("store: %s: map full (raise store.max_size)", what);
+		return STORE_EFULL;
+	default:
+		log_warnx("store: %s: %s", what, mdb_strerror(rc));
+		return -1;
+	}
+}
+
+/*
+ * Another process may have grown the map, or killed processes may hold
+ * every reader slot: both are repaired here and the begin retried once.
+ */
+static int
+store_begin(struct store *s, int write, MDB_txn **txn)
+{
+	int	rc, i, dead;
+
+	if (write && s->rdonly) {
+		log_warnx("store: write on a read-only store");
+		return -1;
+	}
+	for (i = 0; i < 2; i++) {
+		rc = mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, txn);
+		if (rc == 0)
+			return 0;
+		if (rc == MDB_MAP_RESIZED)
+			rc = mdb_env_set_mapsize(s->env, 0);
+		else if (rc == MDB_READERS_FULL)
+			rc = mdb_reader_check(s->env, &dead);
+		if (rc != 0)
+			break;
+	}
+	return store_err(rc, "begin");
+}
+
+static int
+store_commit(MDB_txn *txn, const char *what)
+{
+	int rc;
+
+	if ((rc = mdb_txn_commit(txn)) != 0)
+		return store_err(rc, what);
+	return 0;
+}
+
+/* Read one value and hand it to fn inside the read transaction. */
+static int
+store_read(struct store *s, int db, MDB_val *k,
+    int (*fn)(const MDB_val *, void *), void *arg)
+{
+	MDB_txn	*txn;
+	MDB_val	 v;
+	int	 rc, ret;
+
+	if (!HAVE(s, db))
+		return STORE_ENOTFOUND;
+	if ((ret = store_begin(s, 0, &txn)) != 0)
+		return ret;
+	rc = mdb_get(txn, s->dbi[db], k, &v);
+	if (rc == 0)
+		ret = fn(&v, arg);
+	else
+		ret = store_err(rc, store_dbnames[db]);
+	mdb_txn_abort(txn);
+	return ret;
+}
+
+/* One put (v != NULL) or delete, committed durably. */
+static int
+store_write1(struct store *s, int db, MDB_val *k, MDB_val *v)
+{
+	MDB_txn	*txn;
+	int	 rc, ret;
+
+	if ((ret = store_begin(s, 1, &txn)) != 0)
+		return ret;
+	if (v != NULL)
+		rc = mdb_put(txn, s->dbi[db], k, v, 0);
+	else
+		rc = mdb_del(txn, s->dbi[db], k, NULL);
+	if (rc != 0) {
+		mdb_txn_abort(txn);
+		return store_err(rc, store_dbnames[db]);
+	}
+	return store_commit(txn, store_dbnames[db]);
+}
+
+/* Walk a db in key order in one read txn; fn returns non-zero to stop. */
+static int
+store_iter(struct store *s, int db,
+    int (*fn)(const MDB_val *, const MDB_val *, void *), void *arg)
+{
+	MDB_txn		*txn;
+	MDB_cursor	*cur = NULL;
+	MDB_val		 k, v;
+	int		 rc, ret;
+
+	if (!HAVE(s, db))
+		return 0;
+	if ((ret = store_begin(s, 0, &txn)) != 0)
+		return ret;
+	if ((rc = mdb_cursor_open(txn, s->dbi[db], &cur)) != 0) {
+		ret = store_err(rc, store_dbnames[db]);
+		goto done;
+	}
+	while ((rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) == 0)
+		if ((ret = fn(&k, &v, arg)) != 0)
+			break;
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		ret = store_err(rc, store_dbnames[db]);
+	else if (ret > 0)
+		ret = 0;
+done:
+	if (cur != NULL)
+		mdb_cursor_close(cur);
+	mdb_txn_abort(txn);
+	return ret;
+}
+
+static int
+meta_get(struct store *s, MDB_txn *txn, const char *name, uint64_t *val)
+{
+	MDB_val	k, v;
+	int	rc;
+
+	*val = 0;
+	if (!HAVE(s, DB_META))
+		return 0;
+	k.mv_data = (void *)name;
+	k.mv_size = strlen(name);
+	rc = mdb_get(txn, s->dbi[DB_META], &k, &v);
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc != 0)
+		return store_err(rc, "meta");
+	if (v.mv_size != 8) {
+		log_warnx("store: corrupt meta %s", name);
+		return -1;
+	}
+	*val = be64_get(v.mv_data);
+	return 0;
+}
+
+static int
+meta_put(struct store *s, MDB_txn *txn, const char *name, uint64_t val)
+{
+	unsigned char	b[8];
+	MDB_val		k, v;
+	int		rc;
+
+	be64_put(b, val);
+	k.mv_data = (void *)name;
+	k.mv_size = strlen(name);
+	v.mv_data = b;
+	v.mv_size = sizeof(b);
+	if ((rc = mdb_put(txn, s->dbi[DB_META], &k, &v, 0)) != 0)
+		return store_err(rc, "meta");
+	return 0;
+}
+
+/* ---- open / close ---- */
+
+static int
+store_mkdirs(const char *dir)
+{
+	char	path[PATH_MAX], *p;
+	int	n;
+
+	n = snprintf(path, sizeof(path), "%s", dir);
+	if (n < 0 || (size_t)n >= sizeof(path)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	for (p = path + 1; *p != '\0'; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(path, 0700) == -1 && errno != EEXIST)
+			return -1;
+		*p = '/';
+	}
+	if (mkdir(path, 0700) == -1 && errno != EEXIST)
+		return -1;
+	return 0;
+}
+
+/* Read-only opens tolerate missing dbs: an absent db reads as empty. */
+static int
+store_open_dbs(struct store *s)
+{
+	MDB_txn	*txn;
+	int	 i, rc, ret;
+
+	if ((ret = store_begin(s, !s->rdonly, &txn)) != 0)
+		return ret;
+	for (i = 0; i < DB_COUNT; i++) {
+		rc = mdb_dbi_open(txn, store_dbnames[i],
+		    s->rdonly ? 0 : MDB_CREATE, &s->dbi[i]);
+		if (rc == MDB_NOTFOUND && s->rdonly)
+			continue;
+		if (rc != 0) {
+			mdb_txn_abort(txn);
+			return store_err(rc, store_dbnames[i]);
+		}
+		s->have |= 1u << i;
+	}
+	/* Even a read txn must commit for its dbi handles to outlive it. */
+	return store_commit(txn, "open");
+}
+
+static int
+store_env_setup(struct store *s, uint64_t max_size)
+{
+	long		pg = sysconf(_SC_PAGESIZE);
+	uint64_t	sz;
+	int		rc;
+
+	if (pg <= 0)
+		pg = 4096;
+	if ((rc = mdb_env_set_maxdbs(s->env, DB_COUNT + 1)) != 0 ||
+	    (rc = mdb_env_set_maxreaders(s->env, STORE_MAXREADERS)) != 0)
+		return rc;
+	/* 0 keeps the size recorded in the env (handy for CLI readers). */
+	if (max_size == 0)
+		return 0;
+	if (max_size > SIZE_MAX - (uint64_t)pg)
+		return EINVAL;
+	sz = (max_size + pg - 1) / pg * pg;
+	return mdb_env_set_mapsize(s->env, (size_t)sz);
+}
+
+struct store *
+store_open(const char *dir, uint64_t max_size, int flags, char *err,
+    size_t errlen)
+{
+	struct store	*s = NULL;
+	unsigned int	 eflags = MDB_NOTLS;
+	int		 rc, dead;
+
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	if (dir == NULL || *dir == '\0') {
+		rc = EINVAL;
+		goto fail;
+	}
+	if ((s = calloc(1, sizeof(*s))) == NULL) {
+		rc = errno;
+		goto fail;
+	}
+	s->rdonly = (flags & STORE_RDONLY) != 0;
+	if (s->rdonly)
+		eflags |= MDB_RDONLY;
+	else if (store_mkdirs(dir) == -1) {
+		rc = errno;
+		goto fail;
+	}
+	if ((rc = mdb_env_create(&s->env)) != 0 ||
+	    (rc = store_env_setup(s, max_size)) != 0 ||
+	    (rc = mdb_env_open(s->env, dir, eflags, 0600)) != 0)
+		goto fail;
+	/* A killed process may have left its reader slot behind. */
+	if ((rc = mdb_reader_check(s->env, &dead)) != 0)
+		goto fail;
+	if (dead > 0)
+		log_info("store: cleared %d stale reader(s)", dead);
+	if (store_open_dbs(s) != 0) {
+		rc = -1;
+		goto fail;
+	}
+	return s;
+fail:
+	if (err != NULL && errlen > 0)
+		snprintf(err, errlen, "store %s: %s", dir ? dir : "",
+		    rc == -1 ? "cannot open databases" : mdb_strerror(rc));
+	store_close(s);
+	return NULL;
+}
+
+void
+store_close(struct store *s)
+{
+	if (s == NULL)
+		return;
+	if (s->env != NULL)
+		mdb_env_close(s->env);
+	free(s);
+}
+
+int
+store_reader_check(struct store *s)
+{
+	int rc, dead = 0;
+
+	if ((rc = mdb_reader_check(s->env, &dead)) != 0)
+		return store_err(rc, "reader check");
+	return dead;
+}
+
+/* ---- clock ---- */
+
+int64_t
+store_now(struct store *s)
+{
+	MDB_txn		*txn;
+	uint64_t	 mark = 0;
+	int64_t		 now = time(NULL);
+
+	if (store_begin(s, 0, &txn) != 0)
+		return now;
+	if (meta_get(s, txn, "clock", &mark) != 0)
+		mark = 0;
+	mdb_txn_abort(txn);
+	return (int64_t)mark > now ? (int64_t)mark : now;
+}
+
+int
+store_clock_advance(struct store *s, int64_t now)
+{
+	MDB_txn		*txn;
+	uint64_t	 mark;
+	int		 ret;
+
+	if ((ret = store_begin(s, 1, &txn)) != 0)
+		return ret;
+	if ((ret = meta_get(s, txn, "clock", &mark)) != 0)
+		goto fail;
+	if (now <= (int64_t)mark) {
+		mdb_txn_abort(txn);
+		return 0;
+	}
+	if ((ret = meta_put(s, txn, "clock", (uint64_t)now)) != 0)
+		goto fail;
+	return store_commit(txn, "clock");
+fail:
+	mdb_txn_abort(txn);
+	return ret;
+}
+
+/* ---- leases: value = 8-byte big-endian exp + token bytes ---- */
+
+struct lease_buf {
+	char	*buf;
+	size_t	 bufsz;
+};
+
+static int
+lease_copy(const MDB_val *v, void *arg)
+{
+	struct lease_buf	*lb = arg;
+	size_t			 len;
+
+	if (v->mv_size < 8) {
+		log_warnx("store: corrupt lease record");
+		return -1;
+	}
+	len = v->mv_size - 8;
+	if (len >= lb->bufsz || len > INT_MAX)
+		return -1;
+	memcpy(lb->buf, (const char *)v->mv_data + 8, len);
+	lb->buf[len] = '\0';
+	return (int)len;
+}
+
+int
+store_lease_get(struct store *s, const unsigned char sha[32], char *buf,
+    size_t bufsz)
+{
+	struct lease_buf	lb = { buf, bufsz };
+	MDB_val			k = { STORE_SHA_LEN, (void *)sha };
+
+	if (buf == NULL || bufsz == 0)
+		return -1;
+	return store_read(s, DB_LEASES, &k, lease_copy, &lb);
+}
+
+int
+store_lease_put(struct store *s, const unsigned char sha[32], const char *tok,
+    size_t len, int64_t exp)
+{
+	MDB_val		 k = { STORE_SHA_LEN, (void *)sha }, v;
+	unsigned char	*b;
+	int		 ret;
+
+	if (tok == NULL || len == 0 || len > INT_MAX - 8)
+		return -1;
+	if ((b = malloc(len + 8)) == NULL) {
+		log_warn("store: lease");
+		return -1;
+	}
+	be64_put(b, (uint64_t)exp);
+	memcpy(b + 8, tok, len);
+	v.mv_data = b;
+	v.mv_size = len + 8;
+	ret = store_write1(s, DB_LEASES, &k, &v);
+	free(b);
+	return ret;
+}
+
+int
+store_lease_del(struct store *s, const unsigned char sha[32])
+{
+	MDB_val k = { STORE_SHA_LEN, (void *)sha };
+
+	return store_write1(s, DB_LEASES, &k, NULL);
+}
+
+struct lease_count {
+	int64_t		now;
+	uint64_t	total, valid;
+};
+
+static int
+lease_count1(const MDB_val *k, const MDB_val *v, void *arg)
+{
+	struct lease_count *lc = arg;
+
+	(void)k;
+	lc->total++;
+	if (v->mv_size >= 8 && (int64_t)be64_get(v->mv_data) > lc->now)
+		lc->valid++;
+	return 0;
+}
+
+int
+store_lease_count(struct store *s, int64_t now, uint64_t *total,
+    uint64_t *valid)
+{
+	struct lease_count	lc = { now, 0, 0 };
+	int			ret;
+
+	if ((ret = store_iter(s, DB_LEASES, lease_count1, &lc)) != 0)
+		return ret;
+	if (total != NULL)
+		*total = lc.total;
+	if (valid != NULL)
+		*valid = lc.valid;
+	return 0;
+}
+
+struct lease_each {
+	int	(*cb)(const unsigned char *, const char *, size_t, void *);
+	void	*arg;
+};
+
+/* The callback gets a NUL-terminated copy, never a pointer into the map. */
+static int
+lease_each1(const MDB_val *k, const MDB_val *v, void *arg)
+{
+	struct lease_each	*le = arg;
+	char			*tok;
+	size_t			 len;
+	int			 ret;
+
+	if (k->mv_size != STORE_SHA_LEN || v->mv_size < 8) {
+		log_warnx("store: corrupt lease record skipped");
+		return 0;
+	}
+	len = v->mv_size - 8;
+	if ((tok = malloc(len + 1)) == NULL) {
+		log_warn("store: lease");
+		return -1;
+	}
+	memcpy(tok, (const char *)v->mv_data + 8, len);
+	tok[len] = '\0';
+	ret = le->cb(k->mv_data, tok, len, le->arg);
+	free(tok);
+	return ret != 0 ? 1 : 0;
+}
+
+int
+store_lease_foreach(struct store *s,
+    int (*cb)(const unsigned char sha[32], const char *tok, size_t len,
+    void *arg), void *arg)
+{
+	struct lease_each le = { cb, arg };
+
+	return store_iter(s, DB_LEASES, lease_each1, &le);
+}
+
+/* ---- rejections ---- */
+
+struct reject_out {
+	char	*reason;
+	size_t	 rsz;
+	int64_t	*until;
+};
+
+static int
+reject_copy(const MDB_val *v, void *arg)
+{
+	struct reject_out	*ro = arg;
+	struct rbuf		 rb;
+	char			 reason[256];
+	int64_t			 until;
+
+	rb_init(&rb, v);
+	until = (int64_t)rb_u64(&rb);
+	rb_str(&rb, reason, sizeof(reason));
+	if (rb_done(&rb, "rejection") != 0)
+		return -1;
+	if (ro->reason != NULL) {
+		if (strlen(reason) >= ro->rsz)
+			return -1;
+		memcpy(ro->reason, reason, strlen(reason) + 1);
+	}
+	if (ro->until != NULL)
+		*ro->until = until;
+	return 0;
+}
+
+int
+store_reject_get(struct store *s, const unsigned char sha[32], char *reason,
+    size_t rsz, int64_t *until)
+{
+	struct reject_out	ro = { reason, rsz, until };
+	MDB_val			k = { STORE_SHA_LEN, (void *)sha };
+
+	return store_read(s, DB_REJECTS, &k, reject_copy, &ro);
+}
+
+int
+store_reject_put(struct store *s, const unsigned char sha[32],
+    const char *reason, int64_t until)
+{
+	struct wbuf	w = { .len = 0 };
+	MDB_val		k = { STORE_SHA_LEN, (void *)sha }, v;
+
+	if (reason == NULL)
+		return -1;
+	wb_u8(&w, STORE_VERSION);
+	wb_u64(&w, (uint64_t)until);
+	wb_str(&w, reason, 256);
+	if (w.err)
+		return -1;
+	v.mv_data = w.b;
+	v.mv_size = w.len;
+	return store_write1(s, DB_REJECTS, &k, &v);
+}
+
+int
+store_reject_del(struct store *s, const unsigned char sha[32])
+{
+	MDB_val k = { STORE_SHA_LEN, (void *)sha };
+
+	return store_write1(s, DB_REJECTS, &k, NULL);
+}
+
+/* ---- key registry ---- */
+
+int
+store_key_put(struct store *s, const unsigned char sha[32],
+    const struct store_key *key)
+{
+	struct wbuf	w = { .len = 0 };
+	MDB_val		k = { STORE_SHA_LEN, (void *)sha }, v;
+
+	key_pack(&w, key);
+	if (w.err) {
+		log_warnx("store: key record out of bounds");
+		return -1;
+	}
+	v.mv_data = w.b;
+	v.mv_size = w.len;
+	return store_write1(s, DB_KEYS, &k, &v);
+}
+
+static int
+key_copy(const MDB_val *v, void *arg)
+{
+	return key_unpack(v, arg);
+}
+
+int
+store_key_get(struct store *s, const unsigned char sha[32],
+    struct store_key *key)
+{
+	MDB_val k = { STORE_SHA_LEN, (void *)sha };
+
+	return store_read(s, DB_KEYS, &k, key_copy, key);
+}
+
+/* Rewrites every record whose kid matches; returns how many, or < 0. */
+static int
+key_revoke_txn(struct store *s, MDB_txn *txn, const char *kid)
+{
+	MDB_cursor		*cur;
+	MDB_val			 k, v;
+	struct store_key	 key;
+	struct wbuf		 w = { .len = 0 };
+	int			 rc, n = 0;
+
+	if ((rc = mdb_cursor_open(txn, s->dbi[DB_KEYS], &cur)) != 0)
+		return store_err(rc, "keys");
+	while ((rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) == 0) {
+		if (key_unpack(&v, &key) != 0 || strcmp(key.kid, kid) != 0)
+			continue;
+		key.revoked = 1;
+		w.len = 0;
+		w.err = 0;
+		key_pack(&w, &key);
+		v.mv_data = w.b;
+		v.mv_size = w.len;
+		if (w.err || (rc = mdb_cursor_put(cur, &k, &v,
+		    MDB_CURRENT)) != 0)
+			break;
+		n++;
+	}
+	mdb_cursor_close(cur);
+	if (w.err)
+		return -1;
+	if (rc != MDB_NOTFOUND)
+		return store_err(rc, "keys");
+	return n;
+}
+
+int
+store_key_revoke(struct store *s, const char *kid)
+{
+	MDB_txn	*txn;
+	int	 n;
+
+	if (kid == NULL || strlen(kid) != STORE_KIDLEN)
+		return STORE_ENOTFOUND;
+	if ((n = store_begin(s, 1, &txn)) != 0)
+		return n;
+	if ((n = key_revoke_txn(s, txn, kid)) <= 0) {
+		mdb_txn_abort(txn);
+		return n == 0 ? STORE_ENOTFOUND : n;
+	}
+	return store_commit(txn, "keys");
+}
+
+struct key_each {
+	int	(*cb)(const struct store_key *, void *);
+	void	*arg;
+};
+
+static int
+key_each1(const MDB_val *k, const MDB_val *v, void *arg)
+{
+	struct key_each		*ke = arg;
+	struct store_key	 key;
+
+	(void)k;
+	if (key_unpack(v, &key) != 0)
+		return 0;
+	return ke->cb(&key, ke->arg) != 0 ? 1 : 0;
+}
+
+int
+store_key_foreach(struct store *s, int (*cb)(const struct store_key *, void *),
+    void *arg)
+{
+	struct key_each ke = { cb, arg };
+
+	return store_iter(s, DB_KEYS, key_each1, &ke);
+}
+
+/* ---- usage ---- */
+
+static int
+rec_valid(const struct usage_rec *r)
+{
+	size_t idl = strnlen(r->id, sizeof(r->id));
+
+	return strnlen(r->kid, sizeof(r->kid)) == STORE_KIDLEN &&
+	    idl > 0 && idl < sizeof(r->id) &&
+	    strnlen(r->product, sizeof(r->product)) < sizeof(r->product) &&
+	    strnlen(r->metric, sizeof(r->metric)) < sizeof(r->metric) &&
+	    strnlen(r->ts, sizeof(r->ts)) < sizeof(r->ts);
+}
+
+/* kid(16) + id: the de-duplication and ledger key. */
+static void
+rec_idkey(const struct usage_rec *r, unsigned char *buf, MDB_val *k)
+{
+	size_t idl = strlen(r->id);
+
+	memcpy(buf, r->kid, STORE_KIDLEN);
+	memcpy(buf + STORE_KIDLEN, r->id, idl);
+	k->mv_data = buf;
+	k->mv_size = STORE_KIDLEN + idl;
+}
+
+/* Returns 1 for a duplicate, 0 when stored, < 0 on error. */
+static int
+usage_add1(struct store *s, MDB_txn *txn, const struct usage_rec *r,
+    int ledger, uint64_t now, uint64_t *seq)
+{
+	unsigned char	 idbuf[STORE_KIDLEN + STORE_IDMAX], tb[8], sb[8];
+	struct wbuf	 w = { .len = 0 };
+	MDB_val		 k, v;
+	int		 rc;
+
+	rec_idkey(r, idbuf, &k);
+	be64_put(tb, now);
+	v.mv_data = tb;
+	v.mv_size = sizeof(tb);
+	rc = mdb_put(txn, s->dbi[DB_USAGE_IDS], &k, &v, MDB_NOOVERWRITE);
+	if (rc == MDB_KEYEXIST)
+		return 1;
+	if (rc != 0)
+		return store_err(rc, "usage ids");
+	rec_pack(&w, r);
+	if (w.err)
+		return -1;
+	v.mv_data = w.b;
+	v.mv_size = w.len;
+	if (ledger) {
+		/* The ledger is its own guard should the ids have been pruned. */
+		rc = mdb_put(txn, s->dbi[DB_LEDGER], &k, &v, MDB_NOOVERWRITE);
+		if (rc == MDB_KEYEXIST)
+			return 1;
+		return rc == 0 ? 0 : store_err(rc, "ledger");
+	}
+	be64_put(sb, ++*seq);
+	k.mv_data = sb;
+	k.mv_size = sizeof(sb);
+	rc = mdb_put(txn, s->dbi[DB_SPOOL], &k, &v, MDB_NOOVERWRITE);
+	return rc == 0 ? 0 : store_err(rc, "spool");
+}
+
+int
+store_usage_append(struct store *s, const struct usage_rec *recs, int n,
+    int ledger, unsigned char *dup)
+{
+	MDB_txn		*txn = NULL;
+	uint64_t	 seq, mark, now = (uint64_t)time(NULL);
+	int		 i, ret;
+
+	if (n < 0 || (n > 0 && recs == NULL))
+		return -1;
+	for (i = 0; i < n; i++)
+		if (!rec_valid(&recs[i])) {
+			log_warnx("store: usage record %d out of bounds", i);
+			return -1;
+		}
+	if (n == 0)
+		return 0;
+	if ((ret = store_begin(s, 1, &txn)) != 0)
+		return ret;
+	if ((ret = meta_get(s, txn, "seq", &seq)) != 0 ||
+	    (ret = meta_get(s, txn, "clock", &mark)) != 0)
+		goto fail;
+	if (mark > now)
+		now = mark;
+	for (i = 0; i < n; i++) {
+		if ((ret = usage_add1(s, txn, &recs[i], ledger, now, &seq)) < 0)
+			goto fail;
+		if (dup != NULL)
+			dup[i] = ret;
+	}
+	if (!ledger && (ret = meta_put(s, txn, "seq", seq)) != 0)
+		goto fail;
+	return store_commit(txn, "usage");
+fail:
+	mdb_txn_abort(txn);
+	return ret;
+}
+
+struct spool_peek {
+	struct usage_rec	*recs;
+	uint64_t		*seqs;
+	int			 max, n;
+};
+
+static int
+spool_peek1(const MDB_val *k, const MDB_val *v, void *arg)
+{
+	struct spool_peek *sp = arg;
+
+	if (sp->n >= sp->max)
+		return 1;
+	/* A record we cannot decode would block the relay forever: fail loud. */
+	if (k->mv_size != 8 || rec_unpack(v, &sp->recs[sp->n]) != 0)
+		return -1;
+	sp->seqs[sp->n++] = be64_get(k->mv_data);
+	return 0;
+}
+
+int
+store_spool_peek(struct store *s, struct usage_rec *recs, uint64_t *seqs,
+    int max)
+{
+	struct spool_peek	sp = { recs, seqs, max, 0 };
+	int			ret;
+
+	if (max <= 0)
+		return 0;
+	if ((ret = store_iter(s, DB_SPOOL, spool_peek1, &sp)) != 0)
+		return ret;
+	return sp.n;
+}
+
+int
+store_spool_delete(struct store *s, const uint64_t *seqs, int n)
+{
+	MDB_txn		*txn;
+	unsigned char	 sb[8];
+	MDB_val		 k = { sizeof(sb), sb };
+	uint64_t	 fwd, deleted = 0;
+	int		 i, rc, ret;
+
+	if (n <= 0)
+		return n == 0 ? 0 : -1;
+	if ((ret = store_begin(s, 1, &txn)) != 0)
+		return ret;
+	for (i = 0; i < n; i++) {
+		be64_put(sb, seqs[i]);
+		rc = mdb_del(txn, s->dbi[DB_SPOOL], &k, NULL);
+		if (rc == 0)
+			deleted++;
+		else if (rc != MDB_NOTFOUND) {
+			ret = store_err(rc, "spool");
+			goto fail;
+		}
+	}
+	if ((ret = meta_get(s, txn, "forwarded", &fwd)) != 0 ||
+	    (ret = meta_put(s, txn, "forwarded", fwd + deleted)) != 0)
+		goto fail;
+	return store_commit(txn, "spool");
+fail:
+	mdb_txn_abort(txn);
+	return ret;
+}
+
+int
+store_spool_stats(struct store *s, uint64_t *pending, uint64_t *forwarded)
+{
+	MDB_txn		*txn;
+	MDB_stat	 st;
+	uint64_t	 fwd = 0;
+	int		 rc, ret;
+
+	if ((ret = store_begin(s, 0, &txn)) != 0)
+		return ret;
+	memset(&st, 0, sizeof(st));
+	if (HAVE(s, DB_SPOOL) &&
+	    (rc = mdb_stat(txn, s->dbi[DB_SPOOL], &st)) != 0)
+		ret = store_err(rc, "spool");
+	else
+		ret = meta_get(s, txn, "forwarded", &fwd);
+	mdb_txn_abort(txn);
+	if (ret != 0)
+		return ret;
+	if (pending != NULL)
+		*pending = st.ms_entries;
+	if (forwarded != NULL)
+		*forwarded = fwd;
+	return 0;
+}
+
+int
+store_usage_prune_ids(struct store *s, int64_t before)
+{
+	MDB_txn		*txn;
+	MDB_cursor	*cur;
+	MDB_val		 k, v;
+	int		 rc, ret;
+
+	if ((ret = store_begin(s, 1, &txn)) != 0)
+		return ret;
+	if ((rc = mdb_cursor_open(txn, s->dbi[DB_USAGE_IDS], &cur)) != 0)
+		goto fail;
+	while ((rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) == 0) {
+		if (v.mv_size == 8 && (int64_t)be64_get(v.mv_data) >= before)
+			continue;
+		if ((rc = mdb_cursor_del(cur, 0)) != 0)
+			break;
+	}
+	mdb_cursor_close(cur);
+	if (rc != MDB_NOTFOUND)
+		goto fail;
+	return store_commit(txn, "usage ids");
+fail:
+	mdb_txn_abort(txn);
+	return store_err(rc, "usage ids");
+}
+
+struct totals {
+	struct usage_total	*v;
+	size_t			 n, cap;
+};
+
+static int
+total_cmp(const char *kid, const char *prd, const char *met,
+    const struct usage_total *t)
+{
+	int c;
+
+	if ((c = strcmp(kid, t->kid)) != 0 ||
+	    (c = strcmp(prd, t->product)) != 0)
+		return c;
+	return strcmp(met, t->metric);
+}
+
+/* Groups are few: a sorted array with binary-search insertion suffices. */
+static int
+totals_add1(const MDB_val *k, const MDB_val *v, void *arg)
+{
+	struct totals		*t = arg;
+	struct usage_rec	 r;
+	struct usage_total	*p;
+	size_t			 lo = 0, hi = t->n, mid = 0;
+	int			 c = 1;
+
+	(void)k;
+	if (rec_unpack(v, &r) != 0)
+		return -1;
+	while (lo < hi) {
+		mid = (lo + hi) / 2;
+		if ((c = total_cmp(r.kid, r.product, r.metric, &t->v[mid])) == 0)
+			break;
+		if (c < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	if (c == 0)
+		p = &t->v[mid];
+	else {
+		if (t->n == t->cap) {
+			size_t ncap = t->cap ? t->cap * 2 : 16;
+			if ((p = reallocarray(t->v, ncap, sizeof(*p))) == NULL)
+				return -1;
+			t->v = p;
+			t->cap = ncap;
+		}
+		memmove(&t->v[lo + 1], &t->v[lo], (t->n - lo) * sizeof(*p));
+		p = &t->v[lo];
+		memset(p, 0, sizeof(*p));
+		memcpy(p->kid, r.kid, sizeof(p->kid));
+		memcpy(p->product, r.product, sizeof(p->product));
+		memcpy(p->metric, r.metric, sizeof(p->metric));
+		t->n++;
+	}
+	p->quantity += r.quantity;
+	p->records++;
+	return 0;
+}
+
+int
+store_ledger_totals(struct store *s, struct usage_total **out, size_t *n)
+{
+	struct totals	t = { NULL, 0, 0 };
+	int		ret;
+
+	*out = NULL;
+	*n = 0;
+	if ((ret = store_iter(s, DB_LEDGER, totals_add1, &t)) != 0) {
+		free(t.v);
+		return ret;
+	}
+	*out = t.v;
+	*n = t.n;
+	return 0;
+}

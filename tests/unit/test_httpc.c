@@ -1,0 +1,1175 @@
+/*
+ * test_httpc.c - the uplink's HTTP client against real servers: forked
+ * blocking OpenSSL/plain servers and a CONNECT proxy on 127.0.0.1, with
+ * certificates made by the openssl tool in a temp dir.
+ */
+
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+
+#include <errno.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <event2/event.h>
+#include <openssl/ssl.h>
+
+#include "httpc.h"
+
+#define KEY	"ABCDEFGHIJabcdefghij0123456789KLMNOPQRST"
+#define REC_MAX	(1024 * 1024)
+
+static char	 tmpdir[] = "/tmp/test_httpc.XXXXXX";
+static char	 good_crt[300], good_key[300];
+static char	 other_crt[300], other_key[300];
+static char	 wrong_crt[300], wrong_key[300];
+static SSL_CTX	*ctx_good, *ctx_wrong;
+
+struct child {
+	pid_t	 pid;
+	int	 port;
+	int	 rfd;		/* records written by the child */
+};
+
+struct result {
+	int	 called;
+	int	 err;
+	int	 status;
+	int	 retry_after;
+	char	*body;
+	size_t	 bodylen;
+	size_t	 in, out;
+	char	 errstr[256];
+};
+
+/* ---------- helpers shared by the children ---------- */
+
+static int
+listen_on(int family, int *port)
+{
+	struct sockaddr_storage	 ss;
+	struct sockaddr_in	*s4 = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6	*s6 = (struct sockaddr_in6 *)&ss;
+	socklen_t		 sl;
+	int			 fd, one = 1;
+
+	memset(&ss, 0, sizeof(ss));
+	if ((fd = socket(family, SOCK_STREAM, 0)) == -1)
+		return -1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (family == AF_INET) {
+		s4->sin_family = AF_INET;
+		s4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		sl = sizeof(*s4);
+	} else {
+		s6->sin6_family = AF_INET6;
+		s6->sin6_addr = in6addr_loopback;
+		sl = sizeof(*s6);
+	}
+	if (bind(fd, (struct sockaddr *)&ss, sl) == -1 ||
+	    listen(fd, 16) == -1 ||
+	    getsockname(fd, (struct sockaddr *)&ss, &sl) == -1) {
+		close(fd);
+		return -1;
+	}
+	*port = ntohs(family == AF_INET ? s4->sin_port : s6->sin6_port);
+	return fd;
+}
+
+static int
+free_port(void)
+{
+	int	 fd, port;
+
+	fd = listen_on(AF_INET, &port);
+	assert_true(fd != -1);
+	close(fd);
+	return port;
+}
+
+static int
+io_read(SSL *ssl, int fd, void *buf, size_t n)
+{
+	return ssl ? SSL_read(ssl, buf, (int)n) : (int)read(fd, buf, n);
+}
+
+static void
+io_write(SSL *ssl, int fd, const void *buf, size_t n)
+{
+	const char	*p = buf;
+	int		 r;
+
+	while (n > 0) {
+		r = ssl ? SSL_write(ssl, p, (int)n) : (int)write(fd, p, n);
+		if (r <= 0)
+			return;
+		p += r;
+		n -= r;
+	}
+}
+
+static void
+write_record(int wfd, const char *buf, size_t len)
+{
+	uint32_t	 l = (uint32_t)len;
+
+	if (write(wfd, &l, sizeof(l)) != sizeof(l))
+		_exit(1);
+	while (len > 0) {
+		ssize_t r = write(wfd, buf, len);
+		if (r <= 0)
+			_exit(1);
+		buf += r;
+		len -= r;
+	}
+}
+
+/* Read one request (head + Content-Length body) into buf. */
+static size_t
+read_request(SSL *ssl, int fd, char *buf, size_t max)
+{
+	size_t	 len = 0, want = 0;
+	char	*end, *cl;
+	int	 r;
+
+	for (;;) {
+		if (want == 0 && (end = memmem(buf, len, "\r\n\r\n", 4))) {
+			want = end + 4 - buf;
+			buf[len] = '\0';
+			if ((cl = strcasestr(buf, "\r\nContent-Length:")))
+				want += strtoul(cl + 17, NULL, 10);
+		}
+		if (want != 0 && len >= want)
+			return len;
+		if (len + 1 >= max ||
+		    (r = io_read(ssl, fd, buf + len, max - len - 1)) <= 0)
+			return len;
+		len += r;
+	}
+}
+
+/* ---------- test server ---------- */
+
+static void
+srv_loop(int lfd, SSL_CTX *sctx, const char *resp, size_t rlen, int wfd)
+{
+	static char	 buf[REC_MAX];
+	const char	*sni;
+	SSL		*ssl;
+	size_t		 n;
+	int		 fd;
+
+	for (;;) {
+		if ((fd = accept(lfd, NULL, NULL)) == -1)
+			continue;
+		ssl = NULL;
+		if (sctx != NULL) {
+			ssl = SSL_new(sctx);
+			SSL_set_fd(ssl, fd);
+			if (SSL_accept(ssl) != 1) {
+				SSL_free(ssl);
+				close(fd);
+				continue;
+			}
+		}
+		sni = ssl ? SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name)
+		    : NULL;
+		n = snprintf(buf, 300, "SNI=%s\n", sni ? sni : "-");
+		n += read_request(ssl, fd, buf + n, sizeof(buf) - n);
+		if (resp != NULL)
+			io_write(ssl, fd, resp, rlen);
+		write_record(wfd, buf, n);
+		if (resp == NULL)	/* silent: hold until the client gives up */
+			while (io_read(ssl, fd, buf, sizeof(buf)) > 0)
+				;
+		if (ssl != NULL) {
+			SSL_shutdown(ssl);
+			SSL_free(ssl);
+		}
+		close(fd);
+	}
+}
+
+/* resp NULL = accept, read, never answer. */
+static void
+srv_start(struct child *ch, int family, const char *crt, const char *key,
+    const char *resp, size_t rlen)
+{
+	SSL_CTX	*sctx = NULL;
+	int	 p[2], lfd;
+
+	lfd = listen_on(family, &ch->port);
+	assert_true(lfd != -1);
+	assert_int_equal(pipe(p), 0);
+	ch->pid = fork();
+	assert_true(ch->pid != -1);
+	if (ch->pid == 0) {
+		close(p[0]);
+		if (crt != NULL) {
+			sctx = SSL_CTX_new(TLS_server_method());
+			if (sctx == NULL ||
+			    SSL_CTX_use_certificate_chain_file(sctx, crt) != 1 ||
+			    SSL_CTX_use_PrivateKey_file(sctx, key,
+			    SSL_FILETYPE_PEM) != 1)
+				_exit(1);
+		}
+		srv_loop(lfd, sctx, resp, rlen, p[1]);
+		_exit(0);
+	}
+	close(p[1]);
+	close(lfd);
+	ch->rfd = p[0];
+}
+
+static void
+child_stop(struct child *ch)
+{
+	kill(ch->pid, SIGKILL);
+	waitpid(ch->pid, NULL, 0);
+	close(ch->rfd);
+}
+
+static int
+read_full(int fd, void *buf, size_t n)
+{
+	char	*p = buf;
+	ssize_t	 r;
+
+	while (n > 0) {
+		if ((r = read(fd, p, n)) <= 0)
+			return -1;
+		p += r;
+		n -= r;
+	}
+	return 0;
+}
+
+/* One record from a child, NUL-terminated in *out (malloc); -1 if none. */
+static int
+child_record(struct child *ch, char **out, int timeout_ms)
+{
+	struct pollfd	 pfd = { ch->rfd, POLLIN, 0 };
+	uint32_t	 len;
+
+	*out = NULL;
+	if (poll(&pfd, 1, timeout_ms) != 1)
+		return -1;
+	if (read_full(ch->rfd, &len, sizeof(len)) == -1)
+		return -1;
+	assert_true(len < REC_MAX);
+	*out = malloc(len + 1);
+	assert_non_null(*out);
+	assert_int_equal(read_full(ch->rfd, *out, len), 0);
+	(*out)[len] = '\0';
+	return (int)len;
+}
+
+/* ---------- CONNECT proxy ---------- */
+
+static void
+splice_fds(int a, int b)
+{
+	struct pollfd	 pfd[2] = { { a, POLLIN, 0 }, { b, POLLIN, 0 } };
+	char		 buf[16384];
+	ssize_t		 n;
+	int		 i;
+
+	for (;;) {
+		if (poll(pfd, 2, 10000) <= 0)
+			return;
+		for (i = 0; i < 2; i++) {
+			if (pfd[i].revents == 0)
+				continue;
+			if ((n = read(pfd[i].fd, buf, sizeof(buf))) <= 0)
+				return;
+			io_write(NULL, pfd[!i].fd, buf, n);
+		}
+	}
+}
+
+static void
+proxy_loop(int lfd, int reject, int wfd)
+{
+	struct sockaddr_in	 sin;
+	char			 buf[8192];
+	size_t			 n;
+	int			 fd, up, port;
+	const char		*ok = "HTTP/1.1 200 Connection established\r\n\r\n";
+	const char		*no = "HTTP/1.1 407 Proxy Authentication "
+				    "Required\r\nContent-Length: 0\r\n\r\n";
+
+	for (;;) {
+		if ((fd = accept(lfd, NULL, NULL)) == -1)
+			continue;
+		n = read_request(NULL, fd, buf, sizeof(buf));
+		write_record(wfd, buf, n);
+		buf[n] = '\0';
+		if (reject || sscanf(buf, "CONNECT %*[^:]:%d ", &port) != 1) {
+			io_write(NULL, fd, no, strlen(no));
+			close(fd);
+			continue;
+		}
+		memset(&sin, 0, sizeof(sin));
+		sin.sin_family = AF_INET;
+		sin.sin_port = htons(port);
+		sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		up = socket(AF_INET, SOCK_STREAM, 0);
+		if (connect(up, (struct sockaddr *)&sin, sizeof(sin)) == 0) {
+			io_write(NULL, fd, ok, strlen(ok));
+			splice_fds(fd, up);
+		}
+		close(up);
+		close(fd);
+	}
+}
+
+static void
+proxy_start(struct child *ch, int reject)
+{
+	int	 p[2], lfd;
+
+	lfd = listen_on(AF_INET, &ch->port);
+	assert_true(lfd != -1);
+	assert_int_equal(pipe(p), 0);
+	ch->pid = fork();
+	assert_true(ch->pid != -1);
+	if (ch->pid == 0) {
+		close(p[0]);
+		proxy_loop(lfd, reject, p[1]);
+		_exit(0);
+	}
+	close(p[1]);
+	close(lfd);
+	ch->rfd = p[0];
+}
+
+/* ---------- client driver ---------- */
+
+static void
+on_done(const struct httpc_res *r, void *arg)
+{
+	struct result	*res = arg;
+
+	res->called++;
+	res->err = r->err;
+	res->status = r->status;
+	res->retry_after = r->retry_after;
+	res->in = r->bytes_in;
+	res->out = r->bytes_out;
+	if (r->err != 0) {
+		assert_non_null(r->errstr);
+		snprintf(res->errstr, sizeof(res->errstr), "%s", r->errstr);
+		assert_null(r->body);
+		return;
+	}
+	assert_non_null(r->body);
+	assert_int_equal(r->body[r->bodylen], '\0');
+	res->body = malloc(r->bodylen + 1);
+	assert_non_null(res->body);
+	memcpy(res->body, r->body, r->bodylen + 1);
+	res->bodylen = r->bodylen;
+}
+
+static int
+run_req(SSL_CTX *ctx, const struct httpc_req *req, struct result *res)
+{
+	struct event_base	*base;
+	int			 rv;
+
+	memset(res, 0, sizeof(*res));
+	base = event_base_new();
+	assert_non_null(base);
+	rv = httpc_request(base, NULL, ctx, req, on_done, res);
+	assert_int_equal(res->called, 0);	/* never from inside */
+	if (rv == 0) {
+		/* returns only once nothing of the request is left armed */
+		assert_int_equal(event_base_dispatch(base), 1);
+		assert_int_equal(res->called, 1);
+	}
+	event_base_free(base);
+	return rv;
+}
+
+static void
+run_get(SSL_CTX *ctx, const char *url, const char *path, int timeout_ms,
+    struct result *res)
+{
+	struct httpc_req req = { "GET", url, path, KEY, NULL, NULL, 0,
+	    timeout_ms };
+
+	assert_int_equal(run_req(ctx, &req, res), 0);
+}
+
+static void
+res_free(struct result *res)
+{
+	free(res->body);
+	res->body = NULL;
+}
+
+static char *
+url_of(const char *scheme, const char *host, int port, const char *path)
+{
+	static char	 buf[256];
+
+	snprintf(buf, sizeof(buf), "%s://%s:%d%s", scheme, host, port, path);
+	return buf;
+}
+
+static const char ok_resp[] = "HTTP/1.1 200 OK\r\nContent-Type: "
+    "application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}";
+
+/* ---------- tests ---------- */
+
+static void
+test_get_ok(void **state)
+{
+	struct child	 srv;
+	struct result	 res;
+	char		*rec, host[64];
+
+	(void)state;
+	srv_start(&srv, AF_INET, good_crt, good_key, ok_resp,
+	    sizeof(ok_resp) - 1);
+	run_get(ctx_good, url_of("https", "127.0.0.1", srv.port, "/api"),
+	    "/v1/license", 5000, &res);
+	assert_int_equal(res.err, 0);
+	assert_int_equal(res.status, 200);
+	assert_int_equal(res.retry_after, -1);
+	assert_string_equal(res.body, "{\"ok\":true}");
+	assert_int_equal(res.bodylen, 11);
+	/* TLS records and the handshake are counted, not just plaintext */
+	assert_true(res.in > sizeof(ok_resp) + 100);
+	assert_true(res.out > 150);
+	assert_true(child_record(&srv, &rec, 3000) > 0);
+	/* an IP literal is never sent as SNI */
+	assert_true(strncmp(rec, "SNI=-\nGET /api/v1/license HTTP/1.1\r\n",
+	    36) == 0);
+	snprintf(host, sizeof(host), "\r\nHost: 127.0.0.1:%d\r\n", srv.port);
+	assert_non_null(strstr(rec, host));
+	assert_non_null(strstr(rec, "\r\nAuthorization: Token " KEY "\r\n"));
+	assert_non_null(strstr(rec, "\r\nUser-Agent: licproxy\r\n"));
+	assert_non_null(strstr(rec, "\r\nAccept: application/json\r\n"));
+	assert_non_null(strstr(rec, "\r\nConnection: close\r\n"));
+	assert_null(strstr(rec, "Content-Length"));
+	free(rec);
+	res_free(&res);
+	child_stop(&srv);
+}
+
+static void
+test_get_hostname_sni(void **state)
+{
+	struct child	 srv;
+	struct result	 res;
+	char		*rec;
+
+	(void)state;
+	srv_start(&srv, AF_INET, good_crt, good_key, ok_resp,
+	    sizeof(ok_resp) - 1);
+	run_get(ctx_good, url_of("https", "localhost", srv.port, "/"),
+	    "/v1/license", 5000, &res);
+	assert_int_equal(res.err, 0);
+	assert_int_equal(res.status, 200);
+	assert_true(child_record(&srv, &rec, 3000) > 0);
+	/* prefix "/" + "/v1/license" joins with a single slash */
+	assert_true(strncmp(rec, "SNI=localhost\nGET /v1/license HTTP/1.1\r\n",
+	    40) == 0);
+	free(rec);
+	res_free(&res);
+	child_stop(&srv);
+}
+
+static void
+test_post_body(void **state)
+{
+	struct child	 srv;
+	struct result	 res;
+	struct httpc_req req = { 0 };
+	unsigned char	*body;
+	char		*rec, *p, hdr[64];
+	size_t		 i, n = 200000;
+	int		 len;
+
+	(void)state;
+	body = malloc(n);
+	assert_non_null(body);
+	for (i = 0; i < n; i++)
+		body[i] = (unsigned char)(i * 7 + (i >> 8));
+	srv_start(&srv, AF_INET, good_crt, good_key, ok_resp,
+	    sizeof(ok_resp) - 1);
+	req.method = "POST";
+	req.url = url_of("https", "127.0.0.1", srv.port, "");
+	req.path = "/v1/usage";
+	req.key = KEY;
+	req.ctype = "application/json; charset=utf-8";
+	req.body = body;
+	req.bodylen = n;
+	req.timeout_ms = 5000;
+	assert_int_equal(run_req(ctx_good, &req, &res), 0);
+	assert_int_equal(res.err, 0);
+	assert_int_equal(res.status, 200);
+	assert_true(res.out > n);
+	assert_true((len = child_record(&srv, &rec, 3000)) > 0);
+	assert_true(strncmp(rec, "SNI=-\nPOST /v1/usage HTTP/1.1\r\n", 31) == 0);
+	assert_non_null(strstr(rec,
+	    "\r\nContent-Type: application/json; charset=utf-8\r\n"));
+	snprintf(hdr, sizeof(hdr), "\r\nContent-Length: %zu\r\n", n);
+	assert_non_null(strstr(rec, hdr));
+	p = strstr(rec, "\r\n\r\n");
+	assert_non_null(p);
+	p += 4;
+	assert_int_equal((size_t)(rec + len - p), n);
+	assert_memory_equal(p, body, n);
+	free(rec);
+	free(body);
+	res_free(&res);
+	child_stop(&srv);
+}
+
+static void
+test_403_retry_after(void **state)
+{
+	static const char resp[] = "HTTP/1.1 403 Forbidden\r\nRetry-After: "
+	    "30\r\nContent-Length: 26\r\n\r\n{\"error\":\"key_rejected\"}\r\n";
+	struct child	 srv;
+	struct result	 res;
+
+	(void)state;
+	srv_start(&srv, AF_INET, good_crt, good_key, resp, sizeof(resp) - 1);
+	run_get(ctx_good, url_of("https", "127.0.0.1", srv.port, ""),
+	    "/v1/license", 5000, &res);
+	assert_int_equal(res.err, 0);
+	assert_int_equal(res.status, 403);
+	assert_int_equal(res.retry_after, 30);
+	assert_string_equal(res.body, "{\"error\":\"key_rejected\"}\r\n");
+	res_free(&res);
+	child_stop(&srv);
+}
+
+static void
+test_untrusted_ca(void **state)
+{
+	struct child	 srv;
+	struct result	 res;
+	char		*rec;
+
+	(void)state;
+	srv_start(&srv, AF_INET, other_crt, other_key, ok_resp,
+	    sizeof(ok_resp) - 1);
+	run_get(ctx_good, url_of("https", "127.0.0.1", srv.port, ""),
+	    "/v1/license", 5000, &res);
+	assert_int_equal(res.err, HTTPC_ETLS);
+	assert_non_null(strstr(res.errstr, "certificate verify failed"));
+	assert_int_equal(res.status, 0);
+	/* nothing of the request may have reached the server */
+	assert_int_equal(child_record(&srv, &rec, 200), -1);
+	child_stop(&srv);
+}
+
+static void
+test_name_mismatch(void **state)
+{
+	struct child	 srv;
+	struct result	 res;
+
+	(void)state;
+	/* the cert is trusted (ctx_wrong) but names only other.example */
+	srv_start(&srv, AF_INET, wrong_crt, wrong_key, ok_resp,
+	    sizeof(ok_resp) - 1);
+	run_get(ctx_wrong, url_of("https", "127.0.0.1", srv.port, ""),
+	    "/v1/license", 5000, &res);
+	assert_int_equal(res.err, HTTPC_ETLS);
+	assert_non_null(strstr(res.errstr, "IP address mismatch"));
+	run_get(ctx_wrong, url_of("https", "localhost", srv.port, ""),
+	    "/v1/license", 5000, &res);
+	assert_int_equal(res.err, HTTPC_ETLS);
+	assert_non_null(strstr(res.errstr, "hostname mismatch"));
+	child_stop(&srv);
+}
+
+static long
+now_ms(void)
+{
+	struct timespec	 ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000;
+}
+
+static void
+test_timeout(void **state)
+{
+	struct child	 srv;
+	struct result	 res;
+	long		 t0, dt;
+	char		*rec;
+
+	(void)state;
+	srv_start(&srv, AF_INET, good_crt, good_key, NULL, 0);
+	t0 = now_ms();
+	run_get(ctx_good, url_of("https", "127.0.0.1", srv.port, ""),
+	    "/v1/license", 300, &res);
+	dt = now_ms() - t0;
+	assert_int_equal(res.err, HTTPC_ETIMEOUT);
+	assert_non_null(strstr(res.errstr, "300 ms"));
+	assert_true(dt >= 290 && dt < 1500);
+	/* the request did go out: the timer covered the response wait */
+	assert_true(child_record(&srv, &rec, 3000) > 0);
+	free(rec);
+	child_stop(&srv);
+}
+
+static void
+test_refused(void **state)
+{
+	struct result	 res;
+	int		 port = free_port();
+
+	(void)state;
+	run_get(ctx_good, url_of("https", "127.0.0.1", port, ""), "/x", 5000,
+	    &res);
+	assert_int_equal(res.err, HTTPC_ECONNECT);
+	assert_non_null(strstr(res.errstr, "refused"));
+	run_get(NULL, url_of("http", "127.0.0.1", port, ""), "/x", 5000, &res);
+	assert_int_equal(res.err, HTTPC_ECONNECT);
+}
+
+static void
+expect_proto(const char *resp, int tls, const char *errpart)
+{
+	struct child	 srv;
+	struct result	 res;
+
+	srv_start(&srv, AF_INET, tls ? good_crt : NULL, good_key, resp,
+	    strlen(resp));
+	run_get(tls ? ctx_good : NULL, url_of(tls ? "https" : "http",
+	    "127.0.0.1", srv.port, ""), "/v1/license", 5000, &res);
+	assert_int_equal(res.err, HTTPC_EPROTO);
+	if (errpart != NULL)
+		assert_non_null(strstr(res.errstr, errpart));
+	assert_null(res.body);
+	child_stop(&srv);
+}
+
+static char *
+resp_with_header(size_t vlen)
+{
+	static const char tail[] = "\r\nContent-Length: 2\r\n\r\nok";
+	char	*r;
+	size_t	 n;
+
+	r = malloc(vlen + 64);
+	assert_non_null(r);
+	n = snprintf(r, 64, "HTTP/1.1 200 OK\r\nX-Big: ");
+	memset(r + n, 'a', vlen);
+	memcpy(r + n + vlen, tail, sizeof(tail));
+	return r;
+}
+
+static void
+test_big_header(void **state)
+{
+	struct child	 srv;
+	struct result	 res;
+	char		*r;
+
+	(void)state;
+	r = resp_with_header(20000);
+	expect_proto(r, 1, "header too large");
+	free(r);
+	/* just under the 16 KiB bound still works */
+	r = resp_with_header(16000);
+	srv_start(&srv, AF_INET, good_crt, good_key, r, strlen(r));
+	run_get(ctx_good, url_of("https", "127.0.0.1", srv.port, ""), "/",
+	    5000, &res);
+	assert_int_equal(res.err, 0);
+	assert_string_equal(res.body, "ok");
+	res_free(&res);
+	child_stop(&srv);
+	free(r);
+}
+
+static void
+test_malformed(void **state)
+{
+	(void)state;
+	expect_proto("HTTP/1.1 200 OK\r\nContent-Length: 5000000\r\n\r\n", 0,
+	    "too large");
+	expect_proto("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n"
+	    "Content-Length: 4\r\n\r\nabcd", 0, NULL);
+	expect_proto("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort", 1,
+	    "closed mid-response");
+	expect_proto("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+	    "zz\r\nhello\r\n0\r\n\r\n", 0, NULL);
+	expect_proto("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nx", 0,
+	    NULL);
+	expect_proto("HTTP/1.1 200 OK\r\nBad Header: x\r\n\r\n", 0, NULL);
+	expect_proto("SSH-2.0-OpenSSH_9.6\r\n", 0, NULL);
+	expect_proto("HTTP/1.1 20 OK\r\n\r\n", 1, NULL);
+	expect_proto("", 0, "closed mid-response");
+}
+
+static void
+test_chunked(void **state)
+{
+	static const char resp[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: "
+	    "Chunked\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n"
+	    "a\r\n, chunked!\r\n0\r\nX-Trailer: y\r\n\r\n";
+	struct child	 srv;
+	struct result	 res;
+
+	(void)state;
+	srv_start(&srv, AF_INET, good_crt, good_key, resp, sizeof(resp) - 1);
+	run_get(ctx_good, url_of("https", "127.0.0.1", srv.port, ""), "/",
+	    5000, &res);
+	assert_int_equal(res.err, 0);
+	assert_int_equal(res.status, 200);
+	assert_string_equal(res.body, "hello world, chunked!");
+	assert_int_equal(res.bodylen, 21);
+	res_free(&res);
+	child_stop(&srv);
+}
+
+static void
+test_until_close(void **state)
+{
+	static const char resp[] = "HTTP/1.0 200 OK\r\n\r\nno length here";
+	struct child	 srv;
+	struct result	 res;
+	int		 tls;
+
+	(void)state;
+	for (tls = 0; tls < 2; tls++) {
+		srv_start(&srv, AF_INET, tls ? good_crt : NULL, good_key, resp,
+		    sizeof(resp) - 1);
+		run_get(tls ? ctx_good : NULL, url_of(tls ? "https" : "http",
+		    "127.0.0.1", srv.port, ""), "/", 5000, &res);
+		assert_int_equal(res.err, 0);
+		assert_string_equal(res.body, "no length here");
+		res_free(&res);
+		child_stop(&srv);
+	}
+}
+
+static void
+test_interim_and_head(void **state)
+{
+	static const char resp[] = "HTTP/1.1 100 Continue\r\n\r\n"
+	    "HTTP/1.1 202 Accepted\r\nContent-Length: 4\r\n\r\ndone";
+	static const char hresp[] = "HTTP/1.1 200 OK\r\nContent-Length: 99"
+	    "\r\n\r\n";
+	struct httpc_req req = { "HEAD", NULL, "/", KEY, NULL, NULL, 0, 5000 };
+	struct child	 srv;
+	struct result	 res;
+
+	(void)state;
+	srv_start(&srv, AF_INET, NULL, NULL, resp, sizeof(resp) - 1);
+	run_get(NULL, url_of("http", "127.0.0.1", srv.port, ""), "/", 5000,
+	    &res);
+	assert_int_equal(res.err, 0);
+	assert_int_equal(res.status, 202);
+	assert_string_equal(res.body, "done");
+	res_free(&res);
+	child_stop(&srv);
+	/* HEAD: the Content-Length describes a body that is not sent */
+	srv_start(&srv, AF_INET, NULL, NULL, hresp, sizeof(hresp) - 1);
+	req.url = url_of("http", "127.0.0.1", srv.port, "");
+	assert_int_equal(run_req(NULL, &req, &res), 0);
+	assert_int_equal(res.err, 0);
+	assert_int_equal(res.status, 200);
+	assert_int_equal(res.bodylen, 0);
+	res_free(&res);
+	child_stop(&srv);
+}
+
+/* Plain http: the byte counters must match the wire exactly. */
+static void
+test_plain_counts(void **state)
+{
+	struct child	 srv;
+	struct result	 res;
+	char		*rec;
+	int		 len;
+
+	(void)state;
+	srv_start(&srv, AF_INET, NULL, NULL, ok_resp, sizeof(ok_resp) - 1);
+	run_get(NULL, url_of("http", "127.0.0.1", srv.port, "/pre/"),
+	    "v1/license", 5000, &res);
+	assert_int_equal(res.err, 0);
+	assert_int_equal(res.status, 200);
+	assert_int_equal(res.in, sizeof(ok_resp) - 1);
+	assert_true((len = child_record(&srv, &rec, 3000)) > 0);
+	assert_int_equal(res.out, len - 6);	/* minus "SNI=-\n" */
+	assert_true(strncmp(rec + 6, "GET /pre/v1/license HTTP/1.1\r\n",
+	    30) == 0);
+	free(rec);
+	res_free(&res);
+	child_stop(&srv);
+}
+
+static void
+test_ipv6_literal(void **state)
+{
+	struct child	 srv;
+	struct result	 res;
+	char		*rec, url[128], host[64];
+	int		 fd, port;
+
+	(void)state;
+	if ((fd = listen_on(AF_INET6, &port)) == -1) {
+		skip();
+		return;
+	}
+	close(fd);
+	srv_start(&srv, AF_INET6, NULL, NULL, ok_resp, sizeof(ok_resp) - 1);
+	snprintf(url, sizeof(url), "http://[::1]:%d", srv.port);
+	run_get(NULL, url, "/v1/license", 5000, &res);
+	assert_int_equal(res.err, 0);
+	assert_string_equal(res.body, "{\"ok\":true}");
+	assert_true(child_record(&srv, &rec, 3000) > 0);
+	snprintf(host, sizeof(host), "\r\nHost: [::1]:%d\r\n", srv.port);
+	assert_non_null(strstr(rec, host));
+	free(rec);
+	res_free(&res);
+	child_stop(&srv);
+}
+
+static void
+set_proxy(const char *var, int port)
+{
+	char	 buf[64];
+
+	snprintf(buf, sizeof(buf), "http://127.0.0.1:%d", port);
+	assert_int_equal(setenv(var, buf, 1), 0);
+}
+
+static void
+clear_proxy_env(void)
+{
+	unsetenv("HTTPS_PROXY");
+	unsetenv("https_proxy");
+	unsetenv("HTTP_PROXY");
+	unsetenv("http_proxy");
+	unsetenv("NO_PROXY");
+	unsetenv("no_proxy");
+}
+
+static void
+test_proxy_connect(void **state)
+{
+	struct child	 srv, px;
+	struct result	 res;
+	char		*rec, line[128];
+
+	(void)state;
+	srv_start(&srv, AF_INET, good_crt, good_key, ok_resp,
+	    sizeof(ok_resp) - 1);
+	proxy_start(&px, 0);
+	set_proxy("HTTPS_PROXY", px.port);
+	run_get(ctx_good, url_of("https", "localhost", srv.port, ""),
+	    "/v1/license", 5000, &res);
+	assert_int_equal(res.err, 0);
+	assert_int_equal(res.status, 200);
+	assert_string_equal(res.body, "{\"ok\":true}");
+	assert_true(child_record(&px, &rec, 3000) > 0);
+	snprintf(line, sizeof(line), "CONNECT localhost:%d HTTP/1.1\r\n"
+	    "Host: localhost:%d\r\n\r\n", srv.port, srv.port);
+	assert_string_equal(rec, line);
+	free(rec);
+	/* TLS ran end to end through the tunnel, SNI included */
+	assert_true(child_record(&srv, &rec, 3000) > 0);
+	assert_true(strncmp(rec, "SNI=localhost\nGET /v1/license", 29) == 0);
+	free(rec);
+	res_free(&res);
+	clear_proxy_env();
+	child_stop(&px);
+	child_stop(&srv);
+}
+
+static void
+test_proxy_plain_http(void **state)
+{
+	struct child	 srv, px;
+	struct result	 res;
+	char		*rec;
+
+	(void)state;
+	srv_start(&srv, AF_INET, NULL, NULL, ok_resp, sizeof(ok_resp) - 1);
+	proxy_start(&px, 0);
+	/* HTTPS_PROXY is not for http:// urls */
+	set_proxy("HTTPS_PROXY", free_port());
+	set_proxy("http_proxy", px.port);
+	run_get(NULL, url_of("http", "127.0.0.1", srv.port, ""), "/a", 5000,
+	    &res);
+	assert_int_equal(res.err, 0);
+	assert_string_equal(res.body, "{\"ok\":true}");
+	assert_true(child_record(&px, &rec, 3000) > 0);
+	assert_true(strncmp(rec, "CONNECT 127.0.0.1:", 18) == 0);
+	free(rec);
+	res_free(&res);
+	clear_proxy_env();
+	child_stop(&px);
+	child_stop(&srv);
+}
+
+static void
+no_proxy_case(const char *var, const char *list, const char *host)
+{
+	struct child	 srv, px;
+	struct result	 res;
+	char		*rec;
+
+	srv_start(&srv, AF_INET, good_crt, good_key, ok_resp,
+	    sizeof(ok_resp) - 1);
+	proxy_start(&px, 0);
+	set_proxy("https_proxy", px.port);
+	assert_int_equal(setenv(var, list, 1), 0);
+	run_get(ctx_good, url_of("https", host, srv.port, ""), "/v1/license",
+	    5000, &res);
+	assert_int_equal(res.err, 0);
+	assert_int_equal(res.status, 200);
+	assert_int_equal(child_record(&px, &rec, 200), -1);
+	assert_true(child_record(&srv, &rec, 3000) > 0);
+	free(rec);
+	res_free(&res);
+	clear_proxy_env();
+	child_stop(&px);
+	child_stop(&srv);
+}
+
+static void
+test_no_proxy(void **state)
+{
+	(void)state;
+	no_proxy_case("NO_PROXY", "127.0.0.1", "127.0.0.1");
+	no_proxy_case("no_proxy", "example.com, .localhost", "localhost");
+	no_proxy_case("NO_PROXY", "*", "localhost");
+}
+
+static void
+test_no_proxy_nomatch(void **state)
+{
+	struct child	 px;
+	struct result	 res;
+	char		*rec;
+
+	(void)state;
+	/* "host.localhost" is no suffix match of "localhost"'s parent */
+	proxy_start(&px, 1);
+	set_proxy("HTTPS_PROXY", px.port);
+	assert_int_equal(setenv("NO_PROXY", "calhost,127.0.0.2", 1), 0);
+	run_get(ctx_good, "https://localhost:1/", "/x", 5000, &res);
+	assert_int_equal(res.err, HTTPC_ECONNECT);
+	assert_non_null(strstr(res.errstr, "407"));
+	assert_true(child_record(&px, &rec, 3000) > 0);
+	assert_true(strncmp(rec, "CONNECT localhost:1 HTTP/1.1\r\n", 30) == 0);
+	free(rec);
+	clear_proxy_env();
+	child_stop(&px);
+}
+
+static void
+test_proxy_down(void **state)
+{
+	struct result	 res;
+
+	(void)state;
+	set_proxy("HTTPS_PROXY", free_port());
+	run_get(ctx_good, "https://localhost:1/", "/x", 5000, &res);
+	assert_int_equal(res.err, HTTPC_ECONNECT);
+	assert_non_null(strstr(res.errstr, "proxy"));
+	clear_proxy_env();
+}
+
+static void
+expect_bad(SSL_CTX *ctx, const char *url, const char *path, const char *key)
+{
+	struct httpc_req req = { "GET", url, path, key, NULL, NULL, 0, 1000 };
+	struct result	 res;
+
+	assert_int_equal(run_req(ctx, &req, &res), -1);
+}
+
+static void
+test_bad_requests(void **state)
+{
+	struct httpc_req req = { "get", "https://a.example", "/", KEY, NULL,
+	    NULL, 0, 1000 };
+	struct result	 res;
+
+	(void)state;
+	expect_bad(ctx_good, "ftp://a.example/", "/", KEY);
+	expect_bad(ctx_good, "a.example", "/", KEY);
+	expect_bad(ctx_good, "https://", "/", KEY);
+	expect_bad(ctx_good, "https://:443/", "/", KEY);
+	expect_bad(ctx_good, "https://a.example:0/", "/", KEY);
+	expect_bad(ctx_good, "https://a.example:65536/", "/", KEY);
+	expect_bad(ctx_good, "https://a.example:12ab/", "/", KEY);
+	expect_bad(ctx_good, "https://a.example:/", "/", KEY);
+	expect_bad(ctx_good, "https://user@a.example/", "/", KEY);
+	expect_bad(ctx_good, "https://a example/", "/", KEY);
+	expect_bad(ctx_good, "https://a.example/p q", "/", KEY);
+	expect_bad(ctx_good, "https://[::1/", "/", KEY);
+	expect_bad(ctx_good, "https://[127.0.0.1]/", "/", KEY);
+	expect_bad(ctx_good, "https://[a.example]/", "/", KEY);
+	expect_bad(ctx_good, "https://a.example?x", "/", KEY);
+	expect_bad(ctx_good, "https://a.example", "/v1\r\nX-Evil: 1", KEY);
+	expect_bad(ctx_good, "https://a.example", "/v1 HTTP/1.0", KEY);
+	expect_bad(ctx_good, "https://a.example", "/", "KEY\r\nX-Evil: 1");
+	expect_bad(ctx_good, "https://a.example", "/", "two words");
+	expect_bad(NULL, "https://a.example", "/", KEY);	/* no ctx */
+	expect_bad(ctx_good, NULL, "/", KEY);
+	assert_int_equal(run_req(ctx_good, &req, &res), -1);	/* method */
+	req.method = "POST";
+	req.bodylen = 10;					/* no body */
+	assert_int_equal(run_req(ctx_good, &req, &res), -1);
+	req.bodylen = 0;
+	req.ctype = "text/plain\r\nX-Evil: 1";
+	assert_int_equal(run_req(ctx_good, &req, &res), -1);
+	/* a proxy we cannot use is refused up front, not silently bypassed */
+	setenv("HTTPS_PROXY", "https://proxy.example:3128", 1);
+	expect_bad(ctx_good, "https://a.example", "/", KEY);
+	setenv("HTTPS_PROXY", "http://u:p@proxy.example:3128", 1);
+	expect_bad(ctx_good, "https://a.example", "/", KEY);
+	setenv("HTTPS_PROXY", "http://proxy.example:3128/path", 1);
+	expect_bad(ctx_good, "https://a.example", "/", KEY);
+	clear_proxy_env();
+}
+
+static void
+test_ctx_new(void **state)
+{
+	SSL_CTX	*ctx;
+	char	 err[256], path[400];
+	FILE	*f;
+
+	(void)state;
+	ctx = httpc_ctx_new(NULL, err, sizeof(err));
+	assert_non_null(ctx);
+	assert_int_equal(SSL_CTX_get_min_proto_version(ctx), TLS1_2_VERSION);
+	assert_int_equal(SSL_CTX_get_verify_mode(ctx), SSL_VERIFY_PEER);
+	SSL_CTX_free(ctx);
+	ctx = httpc_ctx_new("", err, sizeof(err));
+	assert_non_null(ctx);
+	SSL_CTX_free(ctx);
+	err[0] = '\0';
+	snprintf(path, sizeof(path), "%s/missing.pem", tmpdir);
+	assert_null(httpc_ctx_new(path, err, sizeof(err)));
+	assert_non_null(strstr(err, path));
+	snprintf(path, sizeof(path), "%s/garbage.pem", tmpdir);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("-----BEGIN CERTIFICATE-----\nnot base64 !!\n"
+	    "-----END CERTIFICATE-----\n", f);
+	fclose(f);
+	err[0] = '\0';
+	assert_null(httpc_ctx_new(path, err, sizeof(err)));
+	assert_non_null(strstr(err, path));
+}
+
+/* ---------- fixtures ---------- */
+
+static int
+mkcert(const char *name, const char *san, char *crt, char *key)
+{
+	char	 cmd[1200];
+
+	snprintf(crt, 300, "%s/%s.crt", tmpdir, name);
+	snprintf(key, 300, "%s/%s.key", tmpdir, name);
+	snprintf(cmd, sizeof(cmd), "openssl req -x509 -newkey ed25519 -nodes "
+	    "-subj /CN=%s -addext subjectAltName=%s -days 2 -keyout %s "
+	    "-out %s >/dev/null 2>&1", name, san, key, crt);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+static int
+group_setup(void **state)
+{
+	char	 err[256];
+
+	(void)state;
+	if (mkdtemp(tmpdir) == NULL)
+		return -1;
+	if (mkcert("good", "DNS:localhost,IP:127.0.0.1", good_crt,
+	    good_key) == -1 ||
+	    mkcert("other", "DNS:localhost,IP:127.0.0.1", other_crt,
+	    other_key) == -1 ||
+	    mkcert("wrong", "DNS:other.example", wrong_crt, wrong_key) == -1)
+		return -1;
+	if ((ctx_good = httpc_ctx_new(good_crt, err, sizeof(err))) == NULL ||
+	    (ctx_wrong = httpc_ctx_new(wrong_crt, err, sizeof(err))) == NULL) {
+		fprintf(stderr, "httpc_ctx_new: %s\n", err);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+group_teardown(void **state)
+{
+	char	 cmd[300];
+
+	(void)state;
+	SSL_CTX_free(ctx_good);
+	SSL_CTX_free(ctx_wrong);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+static int
+test_setup(void **state)
+{
+	(void)state;
+	alarm(30);	/* a hung loop must fail the run, not stall it */
+	clear_proxy_env();
+	return 0;
+}
+
+#define T(f)	cmocka_unit_test_setup_teardown(f, test_setup, NULL)
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		T(test_get_ok),
+		T(test_get_hostname_sni),
+		T(test_post_body),
+		T(test_403_retry_after),
+		T(test_untrusted_ca),
+		T(test_name_mismatch),
+		T(test_timeout),
+		T(test_refused),
+		T(test_big_header),
+		T(test_malformed),
+		T(test_chunked),
+		T(test_until_close),
+		T(test_interim_and_head),
+		T(test_plain_counts),
+		T(test_ipv6_literal),
+		T(test_proxy_connect),
+		T(test_proxy_plain_http),
+		T(test_no_proxy),
+		T(test_no_proxy_nomatch),
+		T(test_proxy_down),
+		T(test_bad_requests),
+		T(test_ctx_new),
+	};
+
+	signal(SIGPIPE, SIG_IGN);
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

@@ -1,0 +1,742 @@
+/* test_store.c - the LMDB store: every db, the error paths, two processes. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE	/* nftw */
+#endif
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+
+#include <ftw.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <lmdb.h>
+
+#include "log.h"
+#include "store.h"
+
+#define MAPSZ	(8ULL << 20)
+
+struct fix {
+	char	 dir[64];
+	char	 path[128];	/* the env dir: a not-yet-existing subdir */
+};
+
+static int
+rm1(const char *p, const struct stat *sb, int type, struct FTW *ftw)
+{
+	(void)sb;
+	(void)type;
+	(void)ftw;
+	return remove(p);
+}
+
+static int
+setup(void **state)
+{
+	struct fix *f = calloc(1, sizeof(*f));
+
+	if (f == NULL)
+		return -1;
+	snprintf(f->dir, sizeof(f->dir), "/tmp/test_store.XXXXXX");
+	if (mkdtemp(f->dir) == NULL)
+		return -1;
+	snprintf(f->path, sizeof(f->path), "%s/a/b", f->dir);
+	*state = f;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	struct fix *f = *state;
+
+	nftw(f->dir, rm1, 16, FTW_DEPTH | FTW_PHYS);
+	free(f);
+	return 0;
+}
+
+static struct store *
+open_rw(struct fix *f, uint64_t sz)
+{
+	char		 err[256];
+	struct store	*s = store_open(f->path, sz, 0, err, sizeof(err));
+
+	if (s == NULL)
+		fail_msg("store_open: %s", err);
+	return s;
+}
+
+static void
+sha_of(unsigned char sha[32], int n)
+{
+	memset(sha, 0, 32);
+	sha[0] = 0xab;
+	sha[31] = n;
+}
+
+static void
+mkrec(struct usage_rec *r, const char *kid, const char *id,
+    const char *product, const char *metric, double q)
+{
+	memset(r, 0, sizeof(*r));
+	snprintf(r->kid, sizeof(r->kid), "%s", kid);
+	snprintf(r->id, sizeof(r->id), "%s", id);
+	snprintf(r->product, sizeof(r->product), "%s", product);
+	snprintf(r->metric, sizeof(r->metric), "%s", metric);
+	r->quantity = q;
+	snprintf(r->ts, sizeof(r->ts), "2026-11-26T16:00:00Z");
+}
+
+static const char KID1[] = "0123456789abcdef";
+static const char KID2[] = "fedcba9876543210";
+
+static void
+t_open_persist(void **state)
+{
+	struct fix	*f = *state;
+	struct store	*s;
+	unsigned char	 sha[32];
+	char		 buf[64];
+	struct stat	 sb;
+
+	s = open_rw(f, MAPSZ);
+	assert_int_equal(stat(f->path, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0700);
+	sha_of(sha, 1);
+	assert_int_equal(store_lease_put(s, sha, "tok.sig", 7, 100), 0);
+	assert_int_equal(store_reader_check(s), 0);
+	store_close(s);
+
+	s = open_rw(f, MAPSZ);
+	assert_int_equal(store_lease_get(s, sha, buf, sizeof(buf)), 7);
+	assert_string_equal(buf, "tok.sig");
+	store_close(s);
+
+	/* A read-only open of an existing env sees the same data. */
+	s = store_open(f->path, 0, STORE_RDONLY, buf, sizeof(buf));
+	assert_non_null(s);
+	assert_int_equal(store_lease_get(s, sha, buf, sizeof(buf)), 7);
+	assert_string_equal(buf, "tok.sig");
+	assert_int_equal(store_lease_put(s, sha, "x", 1, 1), -1);
+	store_close(s);
+	store_close(NULL);
+}
+
+static void
+t_rdonly_missing(void **state)
+{
+	struct fix	*f = *state;
+	struct stat	 sb;
+	char		 err[256];
+
+	assert_null(store_open(f->path, MAPSZ, STORE_RDONLY, err,
+	    sizeof(err)));
+	assert_non_null(strstr(err, f->path));
+	assert_int_equal(stat(f->path, &sb), -1);
+	assert_null(store_open(NULL, MAPSZ, 0, err, sizeof(err)));
+	assert_null(store_open("", MAPSZ, 0, NULL, 0));
+}
+
+static void
+t_lease(void **state)
+{
+	struct fix	*f = *state;
+	struct store	*s = open_rw(f, MAPSZ);
+	unsigned char	 a[32], b[32], c[32];
+	char		 buf[16];
+	uint64_t	 total = 99, valid = 99;
+
+	sha_of(a, 1);
+	sha_of(b, 2);
+	sha_of(c, 3);
+	assert_int_equal(store_lease_get(s, a, buf, sizeof(buf)),
+	    STORE_ENOTFOUND);
+	assert_int_equal(store_lease_count(s, 1000, &total, &valid), 0);
+	assert_int_equal(total, 0);
+	assert_int_equal(valid, 0);
+	assert_int_equal(store_lease_put(s, a, "aaaa", 4, 2000), 0);
+	assert_int_equal(store_lease_put(s, b, "bbbbbbbbbb", 10, 500), 0);
+	assert_int_equal(store_lease_put(s, c, "cc", 2, 1000), 0);
+	assert_int_equal(store_lease_put(s, c, "", 0, 1000), -1);
+	/* Replacing keeps one entry and the new token. */
+	assert_int_equal(store_lease_put(s, c, "ccc", 3, 1001), 0);
+	assert_int_equal(store_lease_get(s, c, buf, sizeof(buf)), 3);
+	assert_string_equal(buf, "ccc");
+	/* Exactly len + 1 is enough; len is not. */
+	assert_int_equal(store_lease_get(s, b, buf, 11), 10);
+	assert_int_equal(store_lease_get(s, b, buf, 10), -1);
+	assert_int_equal(store_lease_count(s, 1000, &total, &valid), 0);
+	assert_int_equal(total, 3);
+	assert_int_equal(valid, 2);
+	assert_int_equal(store_lease_count(s, 2000, &total, &valid), 0);
+	assert_int_equal(valid, 0);
+	assert_int_equal(store_lease_del(s, a), 0);
+	assert_int_equal(store_lease_del(s, a), STORE_ENOTFOUND);
+	assert_int_equal(store_lease_get(s, a, buf, sizeof(buf)),
+	    STORE_ENOTFOUND);
+	assert_int_equal(store_lease_count(s, 0, &total, &valid), 0);
+	assert_int_equal(total, 2);
+	assert_int_equal(valid, 2);
+	store_close(s);
+}
+
+struct lease_seen {
+	int	n;
+	size_t	len[4];
+	char	tok[4][16];
+	int	stop_after;
+};
+
+static int
+lease_cb(const unsigned char sha[32], const char *tok, size_t len, void *arg)
+{
+	struct lease_seen *ls = arg;
+
+	assert_int_equal(sha[0], 0xab);
+	assert_int_equal(tok[len], '\0');
+	ls->len[ls->n] = len;
+	snprintf(ls->tok[ls->n], sizeof(ls->tok[0]), "%s", tok);
+	ls->n++;
+	return ls->n == ls->stop_after;
+}
+
+static void
+t_lease_foreach(void **state)
+{
+	struct fix		*f = *state;
+	struct store		*s = open_rw(f, MAPSZ);
+	struct lease_seen	 ls = { .stop_after = 0 };
+	unsigned char		 sha[32];
+
+	assert_int_equal(store_lease_foreach(s, lease_cb, &ls), 0);
+	assert_int_equal(ls.n, 0);
+	sha_of(sha, 2);
+	assert_int_equal(store_lease_put(s, sha, "two", 3, 1), 0);
+	sha_of(sha, 1);
+	assert_int_equal(store_lease_put(s, sha, "one!", 4, 1), 0);
+	assert_int_equal(store_lease_foreach(s, lease_cb, &ls), 0);
+	assert_int_equal(ls.n, 2);
+	assert_string_equal(ls.tok[0], "one!");	/* sha order */
+	assert_int_equal(ls.len[0], 4);
+	assert_string_equal(ls.tok[1], "two");
+	memset(&ls, 0, sizeof(ls));
+	ls.stop_after = 1;
+	assert_int_equal(store_lease_foreach(s, lease_cb, &ls), 0);
+	assert_int_equal(ls.n, 1);
+	store_close(s);
+}
+
+static void
+t_reject(void **state)
+{
+	struct fix	*f = *state;
+	struct store	*s = open_rw(f, MAPSZ);
+	unsigned char	 sha[32];
+	char		 reason[16], big[300];
+	int64_t		 until = 0;
+
+	sha_of(sha, 7);
+	assert_int_equal(store_reject_get(s, sha, reason, sizeof(reason),
+	    &until), STORE_ENOTFOUND);
+	assert_int_equal(store_reject_put(s, sha, "revoked", 1234567), 0);
+	assert_int_equal(store_reject_get(s, sha, reason, sizeof(reason),
+	    &until), 0);
+	assert_string_equal(reason, "revoked");
+	assert_int_equal(until, 1234567);
+	/* Too small a buffer is an error, not a truncation. */
+	assert_int_equal(store_reject_get(s, sha, reason, 7, &until), -1);
+	assert_int_equal(store_reject_get(s, sha, NULL, 0, &until), 0);
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	assert_int_equal(store_reject_put(s, sha, big, 1), -1);
+	assert_int_equal(store_reject_put(s, sha, NULL, 1), -1);
+	assert_int_equal(store_reject_del(s, sha), 0);
+	assert_int_equal(store_reject_get(s, sha, reason, sizeof(reason),
+	    &until), STORE_ENOTFOUND);
+	assert_int_equal(store_reject_del(s, sha), STORE_ENOTFOUND);
+	store_close(s);
+}
+
+static void
+t_clock(void **state)
+{
+	struct fix	*f = *state;
+	struct store	*s = open_rw(f, MAPSZ);
+	int64_t		 t0 = time(NULL), future = t0 + 86400 * 365;
+
+	assert_true(store_now(s) >= t0);
+	assert_true(store_now(s) < future);
+	assert_int_equal(store_clock_advance(s, future), 0);
+	assert_true(store_now(s) >= future);
+	/* Going back is ignored, across a reopen too. */
+	assert_int_equal(store_clock_advance(s, t0), 0);
+	assert_true(store_now(s) >= future);
+	store_close(s);
+	s = open_rw(f, MAPSZ);
+	assert_true(store_now(s) >= future);
+	assert_int_equal(store_clock_advance(s, future + 10), 0);
+	assert_true(store_now(s) >= future + 10);
+	store_close(s);
+}
+
+static void
+mkkey(struct store_key *k, const char *kid, const char *name)
+{
+	memset(k, 0, sizeof(*k));
+	snprintf(k->kid, sizeof(k->kid), "%s", kid);
+	snprintf(k->name, sizeof(k->name), "%s", name);
+	k->role = 1;
+	k->n_products = 2;
+	snprintf(k->products[0], sizeof(k->products[0]), "api");
+	snprintf(k->products[1], sizeof(k->products[1]), "engine");
+	k->expires = 1900000000;
+	k->created = 1700000000;
+}
+
+static int
+key_cb(const struct store_key *k, void *arg)
+{
+	int *n = arg;
+
+	assert_true(strcmp(k->kid, KID1) == 0 || strcmp(k->kid, KID2) == 0);
+	(*n)++;
+	return 0;
+}
+
+static void
+t_keys(void **state)
+{
+	struct fix		*f = *state;
+	struct store		*s = open_rw(f, MAPSZ);
+	struct store_key	 k, got;
+	unsigned char		 a[32], b[32];
+	int			 n = 0;
+
+	sha_of(a, 1);
+	sha_of(b, 2);
+	assert_int_equal(store_key_get(s, a, &got), STORE_ENOTFOUND);
+	mkkey(&k, KID1, "first");
+	assert_int_equal(store_key_put(s, a, &k), 0);
+	mkkey(&k, KID2, "second");
+	k.role = 0;
+	k.expires = 0;
+	assert_int_equal(store_key_put(s, b, &k), 0);
+	assert_int_equal(store_key_get(s, a, &got), 0);
+	assert_string_equal(got.kid, KID1);
+	assert_string_equal(got.name, "first");
+	assert_int_equal(got.role, 1);
+	assert_int_equal(got.n_products, 2);
+	assert_string_equal(got.products[0], "api");
+	assert_string_equal(got.products[1], "engine");
+	assert_int_equal(got.expires, 1900000000);
+	assert_int_equal(got.created, 1700000000);
+	assert_int_equal(got.revoked, 0);
+	assert_int_equal(store_key_foreach(s, key_cb, &n), 0);
+	assert_int_equal(n, 2);
+
+	assert_int_equal(store_key_revoke(s, KID1), 0);
+	assert_int_equal(store_key_get(s, a, &got), 0);
+	assert_int_equal(got.revoked, 1);
+	assert_string_equal(got.name, "first");
+	assert_int_equal(store_key_get(s, b, &got), 0);
+	assert_int_equal(got.revoked, 0);
+	/* Exact match only: no prefixes, no strangers. */
+	assert_int_equal(store_key_revoke(s, "0123456789abcde"),
+	    STORE_ENOTFOUND);
+	assert_int_equal(store_key_revoke(s, "0000000000000000"),
+	    STORE_ENOTFOUND);
+	assert_int_equal(store_key_revoke(s, NULL), STORE_ENOTFOUND);
+	mkkey(&k, KID1, "bad");
+	k.n_products = 17;
+	assert_int_equal(store_key_put(s, a, &k), -1);
+	store_close(s);
+}
+
+static void
+t_usage_dups(void **state)
+{
+	struct fix		*f = *state;
+	struct store		*s = open_rw(f, MAPSZ);
+	struct usage_rec	 r[4], out[8];
+	uint64_t		 seqs[8], pend, fwd;
+	unsigned char		 dup[4];
+
+	mkrec(&r[0], KID1, "r-1", "engine", "audio_seconds", 1.5);
+	mkrec(&r[1], KID1, "r-2", "engine", "audio_seconds", 2);
+	mkrec(&r[2], KID1, "r-1", "engine", "audio_seconds", 9);
+	mkrec(&r[3], KID2, "r-1", "api", "calls", 1);	/* other key */
+	memset(dup, 7, sizeof(dup));
+	assert_int_equal(store_usage_append(s, r, 4, 0, dup), 0);
+	assert_int_equal(dup[0], 0);
+	assert_int_equal(dup[1], 0);
+	assert_int_equal(dup[2], 1);
+	assert_int_equal(dup[3], 0);
+	assert_int_equal(store_spool_stats(s, &pend, &fwd), 0);
+	assert_int_equal(pend, 3);
+	assert_int_equal(fwd, 0);
+
+	mkrec(&r[0], KID1, "r-3", "engine", "audio_seconds", 3);
+	mkrec(&r[1], KID1, "r-2", "engine", "audio_seconds", 2);
+	assert_int_equal(store_usage_append(s, r, 2, 0, dup), 0);
+	assert_int_equal(dup[0], 0);
+	assert_int_equal(dup[1], 1);
+	assert_int_equal(store_spool_peek(s, out, seqs, 8), 4);
+	assert_string_equal(out[0].id, "r-1");
+	assert_true(out[0].quantity == 1.5);	/* the first one won */
+	assert_string_equal(out[3].id, "r-3");
+
+	/* Bad records refuse the whole batch. */
+	mkrec(&r[0], KID1, "r-9", "engine", "audio_seconds", 3);
+	mkrec(&r[1], "short", "r-10", "engine", "audio_seconds", 2);
+	assert_int_equal(store_usage_append(s, r, 2, 0, dup), -1);
+	mkrec(&r[1], KID1, "", "engine", "audio_seconds", 2);
+	assert_int_equal(store_usage_append(s, r, 2, 0, dup), -1);
+	assert_int_equal(store_usage_append(s, r, -1, 0, dup), -1);
+	assert_int_equal(store_usage_append(s, r, 0, 0, dup), 0);
+	assert_int_equal(store_spool_stats(s, &pend, NULL), 0);
+	assert_int_equal(pend, 4);
+	store_close(s);
+}
+
+static void
+t_spool(void **state)
+{
+	struct fix		*f = *state;
+	struct store		*s = open_rw(f, MAPSZ);
+	struct usage_rec	 r[5], out[5];
+	uint64_t		 seqs[5], del[3], pend, fwd;
+	char			 id[32];
+	int			 i;
+
+	assert_int_equal(store_spool_peek(s, out, seqs, 5), 0);
+	for (i = 0; i < 5; i++) {
+		snprintf(id, sizeof(id), "id-%d", 4 - i);
+		mkrec(&r[i], KID1, id, "engine", "m", i);
+	}
+	assert_int_equal(store_usage_append(s, r, 3, 0, NULL), 0);
+	assert_int_equal(store_usage_append(s, r + 3, 2, 0, NULL), 0);
+	/* Age order, not id order. */
+	assert_int_equal(store_spool_peek(s, out, seqs, 3), 3);
+	for (i = 0; i < 3; i++) {
+		assert_memory_equal(&out[i], &r[i], sizeof(out[i]));
+		if (i > 0)
+			assert_true(seqs[i] > seqs[i - 1]);
+	}
+	del[0] = seqs[0];
+	del[1] = seqs[2];
+	del[2] = 999999;	/* unknown: not counted */
+	assert_int_equal(store_spool_delete(s, del, 3), 0);
+	assert_int_equal(store_spool_stats(s, &pend, &fwd), 0);
+	assert_int_equal(pend, 3);
+	assert_int_equal(fwd, 2);
+	assert_int_equal(store_spool_peek(s, out, seqs, 5), 3);
+	assert_string_equal(out[0].id, "id-3");
+	assert_string_equal(out[1].id, "id-1");
+	assert_string_equal(out[2].id, "id-0");
+	assert_int_equal(store_spool_delete(s, seqs, 3), 0);
+	store_close(s);
+
+	/* Counters survive a restart; new seqs keep growing. */
+	s = open_rw(f, MAPSZ);
+	assert_int_equal(store_spool_stats(s, &pend, &fwd), 0);
+	assert_int_equal(pend, 0);
+	assert_int_equal(fwd, 5);
+	mkrec(&r[0], KID1, "later", "engine", "m", 1);
+	assert_int_equal(store_usage_append(s, r, 1, 0, NULL), 0);
+	assert_int_equal(store_spool_peek(s, out, del, 5), 1);
+	assert_true(del[0] > seqs[2]);
+	store_close(s);
+}
+
+static void
+t_ledger(void **state)
+{
+	struct fix		*f = *state;
+	struct store		*s = open_rw(f, MAPSZ);
+	struct usage_rec	 r[5];
+	struct usage_total	*t;
+	unsigned char		 dup[5];
+	uint64_t		 pend;
+	size_t			 n;
+
+	assert_int_equal(store_ledger_totals(s, &t, &n), 0);
+	assert_int_equal(n, 0);
+	free(t);
+	mkrec(&r[0], KID2, "a", "engine", "seconds", 2.5);
+	mkrec(&r[1], KID1, "a", "engine", "seconds", 1);
+	mkrec(&r[2], KID1, "b", "api", "calls", 4);
+	mkrec(&r[3], KID1, "c", "engine", "seconds", 0.5);
+	mkrec(&r[4], KID1, "a", "engine", "seconds", 100);	/* dup */
+	assert_int_equal(store_usage_append(s, r, 5, 1, dup), 0);
+	assert_int_equal(dup[4], 1);
+	assert_int_equal(dup[0] + dup[1] + dup[2] + dup[3], 0);
+	mkrec(&r[0], KID1, "b", "api", "calls", 50);		/* dup */
+	mkrec(&r[1], KID1, "d", "api", "calls", 6);
+	assert_int_equal(store_usage_append(s, r, 2, 1, dup), 0);
+	assert_int_equal(dup[0], 1);
+	assert_int_equal(dup[1], 0);
+	/* Ledger mode never spools. */
+	assert_int_equal(store_spool_stats(s, &pend, NULL), 0);
+	assert_int_equal(pend, 0);
+
+	assert_int_equal(store_ledger_totals(s, &t, &n), 0);
+	assert_int_equal(n, 3);
+	assert_string_equal(t[0].kid, KID1);
+	assert_string_equal(t[0].product, "api");
+	assert_string_equal(t[0].metric, "calls");
+	assert_true(t[0].quantity == 10);
+	assert_int_equal(t[0].records, 2);
+	assert_string_equal(t[1].kid, KID1);
+	assert_string_equal(t[1].product, "engine");
+	assert_true(t[1].quantity == 1.5);
+	assert_int_equal(t[1].records, 2);
+	assert_string_equal(t[2].kid, KID2);
+	assert_true(t[2].quantity == 2.5);
+	assert_int_equal(t[2].records, 1);
+	free(t);
+
+	/* Pruned ids do not let a ledger record in twice. */
+	assert_int_equal(store_usage_prune_ids(s, INT64_MAX), 0);
+	mkrec(&r[0], KID1, "a", "engine", "seconds", 1);
+	assert_int_equal(store_usage_append(s, r, 1, 1, dup), 0);
+	assert_int_equal(dup[0], 1);
+	store_close(s);
+}
+
+static void
+t_prune(void **state)
+{
+	struct fix		*f = *state;
+	struct store		*s = open_rw(f, MAPSZ);
+	struct usage_rec	 a[3], b[2];
+	unsigned char		 dup[3];
+	int64_t			 later = time(NULL) + 100000;
+
+	mkrec(&a[0], KID1, "old-1", "p", "m", 1);
+	mkrec(&a[1], KID2, "old-2", "p", "m", 1);
+	mkrec(&a[2], KID1, "old-3", "p", "m", 1);
+	assert_int_equal(store_usage_append(s, a, 3, 0, dup), 0);
+	/* Ids appended after the clock jumps carry the later time. */
+	assert_int_equal(store_clock_advance(s, later), 0);
+	mkrec(&b[0], KID1, "new-1", "p", "m", 1);
+	mkrec(&b[1], KID1, "old-0", "p", "m", 1);  /* sorts among the old */
+	assert_int_equal(store_usage_append(s, b, 2, 0, dup), 0);
+
+	assert_int_equal(store_usage_prune_ids(s, 0), 0);
+	assert_int_equal(store_usage_append(s, a, 3, 0, dup), 0);
+	assert_int_equal(dup[0] + dup[1] + dup[2], 3);
+
+	assert_int_equal(store_usage_prune_ids(s, later - 1), 0);
+	assert_int_equal(store_usage_append(s, a, 3, 0, dup), 0);
+	assert_int_equal(dup[0] + dup[1] + dup[2], 0);	/* forgotten */
+	assert_int_equal(store_usage_append(s, b, 2, 0, dup), 0);
+	assert_int_equal(dup[0], 1);
+	assert_int_equal(dup[1], 1);
+	store_close(s);
+}
+
+static void
+t_map_full(void **state)
+{
+	struct fix		*f = *state;
+	struct store		*s = open_rw(f, 128 * 1024 - 100);
+	struct usage_rec	*r;
+	struct usage_rec	 out[8];
+	uint64_t		 seqs[8], pend;
+	unsigned char		*dup, sha[32];
+	char			 buf[32], id[32];
+	int			 i, big = 2000;
+
+	r = calloc(big, sizeof(*r));
+	dup = calloc(big, 1);
+	assert_non_null(r);
+	assert_non_null(dup);
+	for (i = 0; i < big; i++) {
+		snprintf(id, sizeof(id), "record-%06d", i);
+		mkrec(&r[i], KID1, id, "engine", "audio_seconds", i);
+	}
+	sha_of(sha, 1);
+	assert_int_equal(store_lease_put(s, sha, "first", 5, 1), 0);
+	assert_int_equal(store_usage_append(s, r, 5, 0, dup), 0);
+	/* 2000 records (~300 KiB) do not fit in 128 KiB: all or nothing. */
+	assert_int_equal(store_usage_append(s, r + 5, big - 5, 0, dup),
+	    STORE_EFULL);
+	assert_int_equal(store_spool_stats(s, &pend, NULL), 0);
+	assert_int_equal(pend, 5);
+	assert_int_equal(store_spool_peek(s, out, seqs, 8), 5);
+	assert_string_equal(out[4].id, "record-000004");
+	assert_int_equal(store_lease_get(s, sha, buf, sizeof(buf)), 5);
+	/* Leases keep being written and the failed ids were not kept. */
+	sha_of(sha, 2);
+	assert_int_equal(store_lease_put(s, sha, "second", 6, 1), 0);
+	assert_int_equal(store_lease_get(s, sha, buf, sizeof(buf)), 6);
+	assert_string_equal(buf, "second");
+	assert_int_equal(store_usage_append(s, r + 3, 3, 0, dup), 0);
+	assert_int_equal(dup[0], 1);
+	assert_int_equal(dup[1], 1);
+	assert_int_equal(dup[2], 0);
+	assert_int_equal(store_spool_stats(s, &pend, NULL), 0);
+	assert_int_equal(pend, 6);
+	free(r);
+	free(dup);
+	store_close(s);
+}
+
+static void
+t_rdonly_empty_dbs(void **state)
+{
+	struct fix		*f = *state;
+	struct store		*s;
+	struct usage_total	*t;
+	struct usage_rec	 r;
+	uint64_t		 pend = 9, fwd = 9, seq;
+	unsigned char		 sha[32];
+	size_t			 n;
+	char			 err[128];
+	int			 cnt = 0;
+	MDB_env			*env;
+	MDB_txn			*txn;
+
+	/* An env that exists but holds none of our named dbs. */
+	snprintf(err, sizeof(err), "%s/a", f->dir);
+	assert_int_equal(mkdir(err, 0700), 0);
+	assert_int_equal(mkdir(f->path, 0700), 0);
+	assert_int_equal(mdb_env_create(&env), 0);
+	assert_int_equal(mdb_env_open(env, f->path, 0, 0600), 0);
+	assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+
+	s = store_open(f->path, 0, STORE_RDONLY, err, sizeof(err));
+	assert_non_null(s);
+	assert_int_equal(store_spool_stats(s, &pend, &fwd), 0);
+	assert_int_equal(pend, 0);
+	assert_int_equal(fwd, 0);
+	assert_int_equal(store_spool_peek(s, &r, &seq, 1), 0);
+	assert_int_equal(store_key_foreach(s, key_cb, &cnt), 0);
+	assert_int_equal(cnt, 0);
+	assert_int_equal(store_ledger_totals(s, &t, &n), 0);
+	assert_int_equal(n, 0);
+	free(t);
+	assert_true(store_now(s) >= time(NULL) - 1);
+	sha_of(sha, 1);
+	assert_int_equal(store_lease_get(s, sha, err, sizeof(err)),
+	    STORE_ENOTFOUND);
+	assert_int_equal(store_key_revoke(s, KID1), -1);
+	mkrec(&r, KID1, "x", "p", "m", 1);
+	assert_int_equal(store_usage_append(s, &r, 1, 0, NULL), -1);
+	assert_int_equal(store_clock_advance(s, INT32_MAX), -1);
+	store_close(s);
+}
+
+/* Child: open after fork, append, check the parent's lease, exit. */
+static int
+child_writer(const char *path, int rfd)
+{
+	struct store		*s;
+	struct usage_rec	 r[10];
+	unsigned char		 sha[32];
+	char			 c, buf[32], id[32];
+	int			 i, ok = 1;
+
+	if (read(rfd, &c, 1) != 1)
+		return 2;
+	if ((s = store_open(path, MAPSZ, 0, NULL, 0)) == NULL)
+		return 3;
+	sha_of(sha, 5);
+	if (store_lease_get(s, sha, buf, sizeof(buf)) != 6 ||
+	    strcmp(buf, "parent") != 0)
+		ok = 0;
+	for (i = 0; i < 10; i++) {
+		snprintf(id, sizeof(id), "child-%d", i);
+		mkrec(&r[i], KID2, id, "p", "m", i);
+	}
+	for (i = 0; i < 10 && ok; i++)
+		if (store_usage_append(s, &r[i], 1, 0, NULL) != 0)
+			ok = 0;
+	store_close(s);
+	return ok ? 0 : 4;
+}
+
+static void
+t_fork(void **state)
+{
+	struct fix		*f = *state;
+	struct store		*s;
+	struct usage_rec	 out[16];
+	uint64_t		 seqs[16], pend;
+	unsigned char		 sha[32];
+	int			 fds[2], st, i;
+	pid_t			 pid;
+
+	/* The directory must exist before the child races the parent. */
+	store_close(open_rw(f, MAPSZ));
+	assert_int_equal(pipe(fds), 0);
+	pid = fork();
+	assert_true(pid != -1);
+	if (pid == 0) {
+		close(fds[1]);
+		_exit(child_writer(f->path, fds[0]));
+	}
+	close(fds[0]);
+	s = open_rw(f, MAPSZ);
+	sha_of(sha, 5);
+	assert_int_equal(store_lease_put(s, sha, "parent", 6, 1), 0);
+	/* Hold a read snapshot open while the child writes. */
+	assert_int_equal(store_spool_stats(s, &pend, NULL), 0);
+	assert_int_equal(pend, 0);
+	assert_int_equal(write(fds[1], "g", 1), 1);
+	close(fds[1]);
+	for (i = 0; i < 3; i++) {
+		mkrec(&out[0], KID1, i == 0 ? "p-0" : i == 1 ? "p-1" : "p-2",
+		    "p", "m", 1);
+		assert_int_equal(store_usage_append(s, out, 1, 0, NULL), 0);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	assert_int_equal(store_spool_stats(s, &pend, NULL), 0);
+	assert_int_equal(pend, 13);
+	assert_int_equal(store_spool_peek(s, out, seqs, 16), 13);
+	for (i = 1; i < 13; i++)
+		assert_true(seqs[i] > seqs[i - 1]);
+	assert_int_equal(store_reader_check(s), 0);
+	store_close(s);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(t_open_persist, setup, teardown),
+		cmocka_unit_test_setup_teardown(t_rdonly_missing, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(t_lease, setup, teardown),
+		cmocka_unit_test_setup_teardown(t_lease_foreach, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(t_reject, setup, teardown),
+		cmocka_unit_test_setup_teardown(t_clock, setup, teardown),
+		cmocka_unit_test_setup_teardown(t_keys, setup, teardown),
+		cmocka_unit_test_setup_teardown(t_usage_dups, setup, teardown),
+		cmocka_unit_test_setup_teardown(t_spool, setup, teardown),
+		cmocka_unit_test_setup_teardown(t_ledger, setup, teardown),
+		cmocka_unit_test_setup_teardown(t_prune, setup, teardown),
+		cmocka_unit_test_setup_teardown(t_map_full, setup, teardown),
+		cmocka_unit_test_setup_teardown(t_rdonly_empty_dbs, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(t_fork, setup, teardown),
+	};
+
+	log_init(LOG_ERR, 0, "test");
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

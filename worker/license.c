@@ -1,0 +1,285 @@
+/*
+ * license.c - GET /v1/license and the key check that POST /v1/usage shares.
+ * Answers from the store when it can; a miss (or, in a proxy, a lease past
+ * refresh_at) becomes a message to the uplink/issuer, which alone writes
+ * leases. When the answer comes back the request is dispatched again and
+ * reads what was stored.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "conf.h"
+#include "ipc.h"
+#include "log.h"
+#include "stats.h"
+#include "store.h"
+#include "token.h"
+#include "worker.h"
+
+#define REFRESH_SLOTS	256
+#define RETRY_AFTER	5	/* seconds, when nothing at all answers */
+
+/* Recently asked refreshes, so a hot key does not flood the uplink. */
+static struct {
+	unsigned char	sha[8];
+	int64_t		at;
+} refreshes[REFRESH_SLOTS];
+
+static void
+license_unavailable(struct conn *c, int retry_after)
+{
+	char extra[48];
+
+	snprintf(extra, sizeof(extra), "Retry-After: %d\r\n", retry_after);
+	conn_error(c, 503, "upstream_unavailable",
+	    "no valid lease cached and no upstream answered", NULL, extra);
+}
+
+static void
+license_rejected(struct conn *c, const char *reason)
+{
+	char more[64];
+
+	snprintf(more, sizeof(more), ",\"reason\":\"%s\"", reason);
+	conn_error(c, 403, "key_rejected", "license key rejected", more, NULL);
+}
+
+/* 0 with c->key and c->sha set, or -1 after replying 401. */
+static int
+license_key(struct conn *c)
+{
+	const char	*key;
+	int		 len;
+
+	if (!c->req.auth_present ||
+	    (len = http_auth_key(&c->req, &key)) <= 0) {
+		conn_error(c, 401, "missing_key",
+		    "send Authorization: Token KEY", NULL, NULL);
+		return -1;
+	}
+	if (!token_key_valid(key, (size_t)len)) {
+		conn_error(c, 401, "malformed_key",
+		    "a license key is 40 characters of A-Z, a-z, 0-9", NULL, NULL);
+		return -1;
+	}
+	memcpy(c->key, key, TOKEN_KEY_LEN);
+	c->key[TOKEN_KEY_LEN] = '\0';
+	token_key_hash(c->key, TOKEN_KEY_LEN, c->sha);
+	return 0;
+}
+
+/* Authority: the registry decides, so a revocation counts at once. */
+static int
+license_registry(struct conn *c, int64_t now)
+{
+	struct store_key	k;
+	int			r;
+
+	r = store_key_get(worker->store, c->sha, &k);
+	if (r == STORE_ENOTFOUND) {
+		license_rejected(c, "unknown");
+		return -1;
+	}
+	if (r != 0) {
+		conn_error(c, 500, "internal", "store error", NULL, NULL);
+		return -1;
+	}
+	if (k.revoked) {
+		license_rejected(c, "revoked");
+		return -1;
+	}
+	if (k.expires != 0 && k.expires <= now) {
+		license_rejected(c, "expired");
+		return -1;
+	}
+	return 0;
+}
+
+/* Proxy: a rejection from upstream stands for negative_ttl. */
+static int
+license_negative(struct conn *c, int64_t now)
+{
+	char	reason[16];
+	int64_t	until;
+
+	if (store_reject_get(worker->store, c->sha, reason, sizeof(reason),
+	    &until) == 0 && until > now) {
+		license_rejected(c, reason);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+license_refresh(struct conn *c, int64_t now)
+{
+	struct ipc_msg	 m;
+	unsigned int	 i = c->sha[0] | (c->sha[1] << 8);
+
+	i %= REFRESH_SLOTS;
+	if (memcmp(refreshes[i].sha, c->sha, 8) == 0 && refreshes[i].at >= now)
+		return;
+	memcpy(refreshes[i].sha, c->sha, 8);
+	refreshes[i].at = now;
+	memset(&m, 0, sizeof(m));
+	m.type = IPC_LEASE_REQ;
+	memcpy(m.key, c->key, sizeof(m.key));
+	m.refresh = 1;
+	worker_send_up(&m);
+}
+
+static int
+license_ask(struct conn *c)
+{
+	struct ipc_msg m;
+
+	if (c->after_ipc) {
+		/* The uplink said 200 but nothing usable is stored. */
+		license_unavailable(c, 1);
+		return -1;
+	}
+	memset(&m, 0, sizeof(m));
+	m.type = IPC_LEASE_REQ;
+	if (++worker->next_rid == 0)
+		worker->next_rid = 1;
+	m.rid = worker->next_rid;
+	memcpy(m.key, c->key, sizeof(m.key));
+	if (worker_send_up(&m) == -1) {
+		license_unavailable(c, 1);
+		return -1;
+	}
+	c->rid = m.rid;
+	TAILQ_INSERT_TAIL(&worker->waiting, c, wentry);
+	if (stats_self != NULL)
+		stats_self->cache_misses++;
+	return -1;
+}
+
+/*
+ * 0 with a verified-at-store-time lease in l/tok, or -1 when it has
+ * replied or is waiting for the uplink (then dispatched again).
+ */
+static int
+license_resolve(struct conn *c, struct lease *l, char *tok, size_t toksz)
+{
+	int	authority = worker->cf->mode == CONF_AUTHORITY;
+	int64_t	now;
+	int	n;
+
+	if (license_key(c) == -1)
+		return -1;
+	now = store_now(worker->store);
+	if (authority ? license_registry(c, now) : license_negative(c, now))
+		return -1;
+	n = store_lease_get(worker->store, c->sha, tok, toksz);
+	if (n <= 0 || token_decode(tok, (size_t)n, l) == -1 || l->exp <= now)
+		return license_ask(c);
+	if (now >= l->rat && !c->after_ipc) {
+		if (authority)
+			return license_ask(c);
+		license_refresh(c, now);
+	}
+	if (!c->after_ipc && stats_self != NULL)
+		stats_self->cache_hits++;
+	return 0;
+}
+
+int
+license_check(struct conn *c, int *role)
+{
+	struct lease	l;
+	char		tok[TOKEN_MAX + 1];
+
+	if (license_resolve(c, &l, tok, sizeof(tok)) == -1)
+		return -1;
+	*role = l.role;
+	return 0;
+}
+
+static void
+license_time(int64_t t, char *buf, size_t sz)
+{
+	time_t		tt = (time_t)t;
+	struct tm	tm;
+
+	gmtime_r(&tt, &tm);
+	strftime(buf, sz, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+void
+license_handle(struct conn *c)
+{
+	struct lease	 l;
+	char		 tok[TOKEN_MAX + 1], body[TOKEN_MAX + 1024];
+	char		 prd[TOKEN_MAX_PRODUCTS * (TOKEN_PRODUCT_MAX + 3) + 1];
+	char		 iat[32], rat[32], exp[32];
+	const char	*source;
+	size_t		 o = 0;
+	int		 i, n;
+
+	if (license_resolve(c, &l, tok, sizeof(tok)) == -1)
+		return;
+	/* Products are [a-z0-9_] (checked in token_decode): no escaping. */
+	for (i = 0; i < l.n_products; i++)
+		o += snprintf(prd + o, sizeof(prd) - o, "%s\"%s\"",
+		    i ? "," : "", l.products[i]);
+	prd[o] = '\0';
+	license_time(l.iat, iat, sizeof(iat));
+	license_time(l.rat, rat, sizeof(rat));
+	license_time(l.exp, exp, sizeof(exp));
+	source = worker->cf->mode == CONF_AUTHORITY ? "authority" :
+	    c->source_up ? "upstream" : "cache";
+	n = snprintf(body, sizeof(body), "{\"key_id\":\"%s\",\"status\":\"%s\","
+	    "\"products\":[%s],\"role\":\"%s\",\"issued_at\":\"%s\","
+	    "\"refresh_at\":\"%s\",\"expires_at\":\"%s\",\"source\":\"%s\","
+	    "\"lease\":\"%s\"}", l.kid, l.status, prd, role_name(l.role), iat,
+	    rat, exp, source, tok);
+	conn_reply(c, 200, NULL, body, (size_t)n);
+}
+
+void
+license_forget(struct conn *c)
+{
+	if (c->rid != 0) {
+		TAILQ_REMOVE(&worker->waiting, c, wentry);
+		c->rid = 0;
+	}
+}
+
+void
+license_ipc(const struct ipc_msg *m)
+{
+	struct conn *c;
+
+	TAILQ_FOREACH(c, &worker->waiting, wentry)
+		if (c->rid == m->rid)
+			break;
+	if (c == NULL)
+		return;		/* the client went away meanwhile */
+	license_forget(c);
+	switch (m->status) {
+	case 200:
+		c->after_ipc = c->source_up = 1;
+		conn_dispatch(c);
+		break;
+	case 403:
+		license_rejected(c, m->reason[0] ? m->reason : "unknown");
+		break;
+	default:
+		license_unavailable(c, m->retry_after > 0 ? m->retry_after :
+		    RETRY_AFTER);
+	}
+}
+
+/* The uplink went away: nobody will answer the waiting requests. */
+void
+license_fail_waiting(void)
+{
+	struct conn *c;
+
+	while ((c = TAILQ_FIRST(&worker->waiting)) != NULL) {
+		license_forget(c);
+		license_unavailable(c, 1);
+	}
+}

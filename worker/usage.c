@@ -1,0 +1,368 @@
+/*
+ * usage.c - POST /v1/usage. Records are validated in full (nothing of a bad
+ * request is kept), then every request that arrived in this turn of the
+ * event loop goes into ONE durable LMDB write transaction (group commit);
+ * callers hear 202 only after it is on disk.
+ */
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <jansson.h>
+
+#include "conf.h"
+#include "ipc.h"
+#include "log.h"
+#include "stats.h"
+#include "store.h"
+#include "token.h"
+#include "worker.h"
+
+#define USAGE_MAX_RECORDS	1000
+#define USAGE_KICK_AT		1000	/* spool backlog that wakes the uplink */
+
+static int
+usage_charset(const char *s, size_t min, size_t max, const char *extra,
+    int lower_only)
+{
+	size_t n = strlen(s), i;
+
+	if (n < min || n > max)
+		return -1;
+	for (i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		if (islower(ch) || isdigit(ch) || strchr(extra, ch) != NULL)
+			continue;
+		if (!lower_only && isupper(ch))
+			continue;
+		return -1;
+	}
+	return 0;
+}
+
+static int
+usage_digits(const char *s, int n)
+{
+	while (n-- > 0)
+		if (!isdigit((unsigned char)*s++))
+			return -1;
+	return 0;
+}
+
+/* RFC 3339 date-time: 2026-11-26T16:00:00[.fff](Z|+hh:mm|-hh:mm) */
+static int
+usage_rfc3339(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n < 20 || n > 35 || usage_digits(s, 4) || s[4] != '-' ||
+	    usage_digits(s + 5, 2) || s[7] != '-' || usage_digits(s + 8, 2) ||
+	    (s[10] != 'T' && s[10] != 't') || usage_digits(s + 11, 2) ||
+	    s[13] != ':' || usage_digits(s + 14, 2) || s[16] != ':' ||
+	    usage_digits(s + 17, 2))
+		return -1;
+	if (atoi(s + 5) < 1 || atoi(s + 5) > 12 || atoi(s + 8) < 1 ||
+	    atoi(s + 8) > 31 || atoi(s + 11) > 23 || atoi(s + 14) > 59 ||
+	    atoi(s + 17) > 60)
+		return -1;
+	s += 19;
+	if (*s == '.') {
+		if (!isdigit((unsigned char)*++s))
+			return -1;
+		while (isdigit((unsigned char)*s))
+			s++;
+	}
+	if ((*s == 'Z' || *s == 'z') && s[1] == '\0')
+		return 0;
+	if ((*s == '+' || *s == '-') && strlen(s) == 6 &&
+	    usage_digits(s + 1, 2) == 0 && s[3] == ':' &&
+	    usage_digits(s + 4, 2) == 0 && atoi(s + 1) < 24 && atoi(s + 4) < 60)
+		return 0;
+	return -1;
+}
+
+static void
+usage_bad(struct conn *c, const char *field, const char *why)
+{
+	char msg[160];
+
+	snprintf(msg, sizeof(msg), "%s: %s", field, why);
+	conn_error(c, 400, "bad_request", msg, NULL, NULL);
+}
+
+static int
+usage_str(json_t *rec, const char *name, char *dst, size_t dstsz,
+    const char **why)
+{
+	json_t		*v = json_object_get(rec, name);
+	const char	*s;
+
+	if (v == NULL) {
+		*why = "required";
+		return -1;
+	}
+	if (!json_is_string(v)) {
+		*why = "must be a string";
+		return -1;
+	}
+	s = json_string_value(v);
+	if (strlen(s) >= dstsz || strlen(s) != json_string_length(v)) {
+		*why = "too long";
+		return -1;
+	}
+	memcpy(dst, s, strlen(s) + 1);
+	return 0;
+}
+
+/* One record into r; on error names the field in *field / *why. */
+static int
+usage_record(json_t *j, int proxy, const char *kid, struct usage_rec *r,
+    const char **field, const char **why)
+{
+	static const char *const known[] = { "id", "product", "metric",
+	    "quantity", "ts", "key_id" };
+	const char	*k;
+	json_t		*v;
+	size_t		 i;
+
+	*why = "invalid";
+	if (!json_is_object(j)) {
+		*field = "";
+		*why = "must be an object";
+		return -1;
+	}
+	json_object_foreach(j, k, v) {
+		for (i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+			if (strcmp(k, known[i]) == 0)
+				break;
+		if (i == sizeof(known) / sizeof(known[0])) {
+			*field = "";
+			*why = "unknown field";
+			return -1;
+		}
+	}
+	memset(r, 0, sizeof(*r));
+	if (usage_str(j, *field = "id", r->id, sizeof(r->id), why) ||
+	    usage_charset(r->id, 1, 64, "._:-", 0))
+		return -1;
+	if (usage_str(j, *field = "product", r->product, sizeof(r->product),
+	    why) || usage_charset(r->product, 1, 32, "_", 1))
+		return -1;
+	if (usage_str(j, *field = "metric", r->metric, sizeof(r->metric),
+	    why) || usage_charset(r->metric, 1, 32, "_", 1))
+		return -1;
+	*field = "quantity";
+	v = json_object_get(j, "quantity");
+	if (v == NULL || !json_is_number(v) ||
+	    !isfinite(r->quantity = json_number_value(v)) || r->quantity < 0) {
+		*why = "must be a finite number >= 0";
+		return -1;
+	}
+	if (usage_str(j, *field = "ts", r->ts, sizeof(r->ts), why) ||
+	    usage_rfc3339(r->ts)) {
+		*why = "must be an RFC 3339 date-time";
+		return -1;
+	}
+	*field = "key_id";
+	if ((v = json_object_get(j, "key_id")) == NULL) {
+		memcpy(r->kid, kid, sizeof(r->kid));
+		return 0;
+	}
+	if (!proxy) {
+		*why = "only a key with role proxy may report for other keys";
+		return -1;
+	}
+	if (usage_str(j, "key_id", r->kid, sizeof(r->kid), why) ||
+	    strlen(r->kid) != 16 || usage_charset(r->kid, 16, 16, "", 1) ||
+	    strspn(r->kid, "0123456789abcdef") != 16) {
+		*why = "must be 16 lowercase hex characters";
+		return -1;
+	}
+	return 0;
+}
+
+static int
+usage_parse(struct conn *c, int proxy)
+{
+	json_error_t	 jerr;
+	json_t		*root, *recs;
+	const char	*field, *why;
+	char		 kid[TOKEN_KID_LEN + 1], name[96];
+	size_t		 i, n;
+	int		 rv = -1;
+
+	token_kid_from_hash(c->sha, kid);
+	root = json_loadb(c->body != NULL ? c->body : "", c->bodylen,
+	    JSON_REJECT_DUPLICATES, &jerr);
+	if (root == NULL) {
+		usage_bad(c, "body", "not valid JSON");
+		return -1;
+	}
+	recs = json_object_get(root, "records");
+	if (!json_is_object(root) || json_object_size(root) != 1 ||
+	    !json_is_array(recs)) {
+		usage_bad(c, "records", "body must be {\"records\":[...]}");
+		goto done;
+	}
+	n = json_array_size(recs);
+	if (n < 1 || n > USAGE_MAX_RECORDS) {
+		usage_bad(c, "records", "must hold 1 to 1000 records");
+		goto done;
+	}
+	if ((c->urecs = calloc(n, sizeof(*c->urecs))) == NULL) {
+		conn_error(c, 500, "internal", "out of memory", NULL, NULL);
+		goto done;
+	}
+	for (i = 0; i < n; i++)
+		if (usage_record(json_array_get(recs, i), proxy, kid,
+		    &c->urecs[i], &field, &why) == -1) {
+			snprintf(name, sizeof(name), "records[%zu]%s%s", i,
+			    *field ? "." : "", field);
+			usage_bad(c, name, why);
+			goto done;
+		}
+	c->nurecs = (int)n;
+	rv = 0;
+done:
+	if (rv == -1) {
+		free(c->urecs);
+		c->urecs = NULL;
+	}
+	json_decref(root);
+	return rv;
+}
+
+static int
+usage_json_type(const char *ct)
+{
+	size_t n = strlen("application/json");
+
+	return strncasecmp(ct, "application/json", n) == 0 &&
+	    (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
+}
+
+void
+usage_handle(struct conn *c)
+{
+	int role;
+
+	if (!usage_json_type(c->req.ctype)) {
+		conn_error(c, 415, "unsupported_media_type",
+		    "send Content-Type: application/json", NULL, NULL);
+		return;
+	}
+	if (license_check(c, &role) == -1)
+		return;		/* answered, or dispatched again later */
+	if (usage_parse(c, role == ROLE_PROXY) == -1)
+		return;
+	c->in_batch = 1;
+	TAILQ_INSERT_TAIL(&worker->batch, c, wentry);
+	worker->batch_recs += c->nurecs;
+	/* Runs after every event this loop turn has already activated. */
+	event_active(worker->commit_ev, EV_TIMEOUT, 1);
+}
+
+static void
+usage_answer(struct conn *c, int rv, const unsigned char *dup)
+{
+	char	body[64];
+	int	i, d = 0, n;
+
+	free(c->urecs);
+	c->urecs = NULL;
+	c->in_batch = 0;
+	if (rv == STORE_EFULL) {
+		conn_error(c, 507, "spool_full",
+		    "usage store is full; nothing of this request was kept",
+		    NULL, NULL);
+		return;
+	}
+	if (rv != 0) {
+		conn_error(c, 500, "internal", "store error; nothing kept",
+		    NULL, NULL);
+		return;
+	}
+	for (i = 0; i < c->nurecs; i++)
+		d += dup[i];
+	n = snprintf(body, sizeof(body), "{\"accepted\":%d,\"duplicates\":%d}",
+	    c->nurecs - d, d);
+	conn_reply(c, 202, NULL, body, (size_t)n);
+}
+
+static void
+usage_kick(void)
+{
+	static int64_t	last;
+	struct ipc_msg	m;
+	uint64_t	pending, fwd;
+	int64_t		now = conn_now_ms();
+
+	if (worker->cf->mode != CONF_PROXY || now - last < 1000 ||
+	    store_spool_stats(worker->store, &pending, &fwd) != 0 ||
+	    pending < USAGE_KICK_AT)
+		return;
+	last = now;
+	memset(&m, 0, sizeof(m));
+	m.type = IPC_USAGE_KICK;
+	worker_send_up(&m);
+}
+
+static void
+usage_commit(evutil_socket_t fd, short ev, void *arg)
+{
+	struct usage_rec	*all;
+	unsigned char		*dup;
+	struct conn		*c;
+	int			 n = worker->batch_recs, o = 0, rv = -1;
+
+	(void)fd, (void)ev, (void)arg;
+	all = calloc(n > 0 ? n : 1, sizeof(*all));
+	dup = calloc(n > 0 ? n : 1, 1);
+	if (all != NULL && dup != NULL) {
+		TAILQ_FOREACH(c, &worker->batch, wentry) {
+			memcpy(all + o, c->urecs, c->nurecs * sizeof(*all));
+			o += c->nurecs;
+		}
+		rv = store_usage_append(worker->store, all, n,
+		    worker->cf->mode == CONF_AUTHORITY, dup);
+		if (rv == STORE_EFULL)
+			log_warnx("usage store full (store.max_size): refusing"
+			    " usage with 507, leases are still served");
+	}
+	o = 0;
+	worker->batch_recs = 0;
+	while ((c = TAILQ_FIRST(&worker->batch)) != NULL) {
+		TAILQ_REMOVE(&worker->batch, c, wentry);
+		usage_answer(c, rv, dup != NULL ? dup + o : NULL);
+		o += c->nurecs;
+	}
+	free(all);
+	free(dup);
+	if (rv == 0)
+		usage_kick();
+}
+
+void
+usage_forget(struct conn *c)
+{
+	/* Gone before the commit: never acknowledged, so nothing is owed;
+	 * a retry of the same records is de-duplicated anyway. */
+	if (c->in_batch) {
+		TAILQ_REMOVE(&worker->batch, c, wentry);
+		worker->batch_recs -= c->nurecs;
+		c->in_batch = 0;
+	}
+	free(c->urecs);
+	c->urecs = NULL;
+}
+
+int
+usage_init(void)
+{
+	TAILQ_INIT(&worker->batch);
+	worker->commit_ev = event_new(worker->base, -1, 0, usage_commit, NULL);
+	return worker->commit_ev == NULL ? -1 : 0;
+}

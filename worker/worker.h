@@ -1,0 +1,101 @@
+/* worker.h - state shared by the worker's modules (one worker per process). */
+#ifndef WORKER_H
+#define WORKER_H
+
+#include <sys/queue.h>
+#include <stdint.h>
+
+#include "http.h"
+
+struct conf;
+struct conn;
+struct event;
+struct event_base;
+struct evconnlistener;
+struct ipc_chan;
+struct ipc_msg;
+struct proc_env;
+struct store;
+struct usage_rec;
+
+TAILQ_HEAD(connq, conn);
+
+struct worker {
+	struct event_base	*base;
+	struct proc_env		*env;
+	const struct conf	*cf;
+	struct store		*store;
+	struct ipc_chan		*up;		/* NULL while reconnecting */
+	struct event		*up_retry;
+	struct evconnlistener	*l_tls, *l_status;
+	struct connq		 conns;
+	int			 nconns;
+	int			 paused;	/* listeners off: max_connections */
+	int			 draining;	/* USR2 (reload) or TERM */
+	int			 stopping;	/* TERM: close idle at once */
+	struct connq		 waiting;	/* conns awaiting the uplink */
+	uint32_t		 next_rid;
+	struct connq		 batch;		/* usage awaiting group commit */
+	int			 batch_recs;
+	struct event		*commit_ev;
+};
+
+extern struct worker	*worker;
+
+/* conn.c */
+enum conn_state { CONN_READING, CONN_BUSY, CONN_CLOSING };
+
+struct conn {
+	TAILQ_ENTRY(conn)	 entry;		/* worker->conns */
+	TAILQ_ENTRY(conn)	 wentry;	/* worker->waiting / usage batch */
+	struct bufferevent	*bev;
+	int			 is_status;
+	enum conn_state		 state;
+	int			 have_head;
+	struct http_req		 req;
+	size_t			 headlen;
+	char			*body;
+	size_t			 bodylen;
+	uint32_t		 rid;		/* awaiting the uplink, or 0 */
+	int			 in_read;	/* conn_read is on the stack */
+	int			 after_ipc;	/* uplink answered 200: re-read */
+	int			 source_up;	/* lease came from upstream now */
+	int64_t			 started_ms;	/* first byte of this request */
+	struct usage_rec	*urecs;	/* validated, awaiting group commit */
+	int			 nurecs;
+	int			 in_batch;
+	unsigned char		 sha[32];	/* the caller's key hash */
+	char			 key[41];
+};
+
+void	 conn_accept(int fd, int is_status);
+void	 conn_reply(struct conn *, int code, const char *extra,
+	    const char *body, size_t len);
+void	 conn_reply_type(struct conn *, int code, const char *ctype,
+	    const char *body, size_t len);
+/* {"error":code,"message":msg<more>} where more is ",\"k\":v" or "". */
+void	 conn_error(struct conn *, int code, const char *error,
+	    const char *msg, const char *more, const char *extra);
+void	 conn_close_idle(void);
+void	 conn_dispatch(struct conn *);
+int64_t	 conn_now_ms(void);
+
+/* license.c */
+void	 license_handle(struct conn *);
+void	 license_ipc(const struct ipc_msg *);
+/* Authenticate like GET /v1/license; on success fills role and returns 0,
+ * otherwise it has replied (or is waiting on the uplink) and returns -1. */
+int	 license_check(struct conn *, int *role);
+void	 license_forget(struct conn *);	/* conn goes away while waiting */
+void	 license_fail_waiting(void);
+int	 worker_send_up(const struct ipc_msg *);
+
+/* status.c */
+void	 status_handle(struct conn *);
+
+/* usage.c */
+void	 usage_handle(struct conn *);
+void	 usage_forget(struct conn *);
+int	 usage_init(void);
+
+#endif
