@@ -36,7 +36,6 @@ deps:
 	@./packaging/deps.sh
 
 build: $(BUILD)/licproxy
-	@if [ "$(BUILD)" != build ]; then mkdir -p build && ln -sf ../$(BUILD)/licproxy build/licproxy; fi
 
 $(BUILD)/licproxy: $(BUILD)/obj/server/main.o $(BUILD)/liblicproxy.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm

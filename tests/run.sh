@@ -1,0 +1,40 @@
+#!/bin/sh
+# Runs the cmocka unit tests and the integration tests against the real
+# binary; the last line is "N passed, N failed" over both.
+# usage: tests/run.sh [unit|integration]
+BUILD=${BUILD:-build}
+what=${1:-all}
+passed=0
+failed=0
+rc=0
+
+if [ "$what" != integration ]; then
+	for t in "$BUILD"/tests/test_*; do
+		[ -x "$t" ] || continue
+		out=$("$t" 2>&1)
+		r=$?
+		p=$(printf '%s\n' "$out" | sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' | tail -n 1)
+		f=$(printf '%s\n' "$out" | sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' | tail -n 1)
+		p=${p:-0}
+		f=${f:-0}
+		if [ $r -ne 0 ] && [ "$f" = 0 ]; then f=1; fi	# crashed
+		[ "$f" != 0 ] && { printf '%s\n' "$out"; rc=1; }
+		echo "unit $(basename "$t"): $p passed, $f failed"
+		passed=$((passed + p))
+		failed=$((failed + f))
+	done
+fi
+if [ "$what" != unit ]; then
+	out=$(mktemp)
+	LICPROXY="$PWD/$BUILD/licproxy" /usr/bin/python3 tests/integration/run.py | tee "$out"
+	line=$(tail -n 1 "$out")
+	rm -f "$out"
+	p=$(echo "$line" | sed -n 's/^integration: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p')
+	f=$(echo "$line" | sed -n 's/^integration: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p')
+	[ -z "$p" ] && { p=0; f=1; }
+	passed=$((passed + p))
+	failed=$((failed + f))
+fi
+[ "$failed" != 0 ] && rc=1
+echo "$passed passed, $failed failed"
+exit $rc
