@@ -392,6 +392,11 @@ hc_close(struct hc_conn *c)
 		bufferevent_free(c->bev);	/* the filter frees sock too */
 	} else if (c->sock != NULL)
 		bufferevent_free(c->sock);
+	/*
+	 * A pending lookup keeps its own reference to sock (libevent 2.1 has
+	 * no way to cancel it); the bufferevent goes when the resolver gives
+	 * up or answers, with our callbacks already gone.
+	 */
 	c->bev = c->sock = NULL;
 }
 
@@ -620,9 +625,8 @@ hc_start_proxy(struct hc_conn *c)
 	c->state = ST_PROXY;
 	c->hdrbytes = 0;
 	bufferevent_setcb(c->sock, hc_proxy_readcb, NULL, hc_eventcb, c);
-	if (bufferevent_write(c->sock, "CONNECT ", 8) == -1 ||
-	    evbuffer_add_printf(bufferevent_get_output(c->sock),
-	    "%s HTTP/1.1\r\nHost: %s\r\n\r\n", auth, auth) == -1)
+	if (evbuffer_add_printf(bufferevent_get_output(c->sock),
+	    "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", auth, auth) == -1)
 		hc_finish(c, HTTPC_ECONNECT, "cannot queue CONNECT");
 }
 
@@ -840,9 +844,12 @@ hc_respond(struct hc_conn *c, int eof)
 		r = 1;			/* no length: the body ends at close */
 	if (r == 1)
 		hc_finish(c, 0, NULL);
-	else if (r == -1)
-		hc_finish(c, HTTPC_EPROTO, "%s", c->errbuf[0] != '\0' ?
-		    c->errbuf : "malformed response");
+	else if (r == -1) {
+		if (c->errbuf[0] == '\0')
+			snprintf(c->errbuf, sizeof(c->errbuf),
+			    "malformed response");
+		hc_finish(c, HTTPC_EPROTO, NULL);	/* errbuf says why */
+	}
 	else if (eof)
 		hc_finish(c, HTTPC_EPROTO, "connection closed mid-response");
 }

@@ -97,6 +97,13 @@ cli_check(int argc, char **argv)
 			free(f.body);
 			continue;
 		}
+		if (f.status != 200 && f.status != 401 && f.status != 403) {
+			/* A 404 or 405 is a wrong URL, not a verdict on the key. */
+			fprintf(stderr, "%s: HTTP %d, not a license server "
+			    "answer\n", argv[i], f.status);
+			free(f.body);
+			continue;
+		}
 		printf("%s\n", f.body);
 		rv = f.status == 200 ? 0 : 3;
 		free(f.body);

@@ -70,13 +70,24 @@ keys_products(const char *list, struct store_key *k)
 static int
 keys_expiry(const char *s, int64_t *t)
 {
-	struct tm	tm;
+	struct tm	tm, back;
+	time_t		day;
 	char		*end;
 
+	/* strptime takes "2026-1-5"; the contract says YYYY-MM-DD. */
+	if (strlen(s) != 10 || strspn(s, "0123456789-") != 10 ||
+	    s[4] != '-' || s[7] != '-')
+		return -1;
 	memset(&tm, 0, sizeof(tm));
 	if ((end = strptime(s, "%Y-%m-%d", &tm)) == NULL || *end != '\0')
 		return -1;
-	*t = (int64_t)timegm(&tm) + 86400;
+	/* timegm turns 2026-02-30 into March 2: refuse what did not exist. */
+	back = tm;
+	day = timegm(&back);	/* normalizes its argument */
+	if (gmtime_r(&day, &back) == NULL || back.tm_mday != tm.tm_mday ||
+	    back.tm_mon != tm.tm_mon || back.tm_year != tm.tm_year)
+		return -1;
+	*t = (int64_t)day + 86400;
 	return 0;
 }
 

@@ -323,6 +323,39 @@ flight_start(const char *key, int self)
 	return f;
 }
 
+/*
+ * A worker's miss (or refresh) can cross the answer of the flight that just
+ * landed for the same key: it looked before the lease was stored and asks
+ * after the flight is gone. Answer it from the store instead of asking
+ * upstream a second time.
+ */
+static int
+flight_landed(const unsigned char sha[32], const struct ipc_msg *m,
+    struct ipc_msg *res)
+{
+	struct lease	l;
+	char		tok[TOKEN_MAX + 1], reason[16];
+	int64_t		now = store_now(up.store), until;
+	int		n;
+
+	memset(res, 0, sizeof(*res));
+	res->type = IPC_LEASE_RES;
+	res->rid = m->rid;
+	n = store_lease_get(up.store, sha, tok, sizeof(tok));
+	if (n > 0 && token_decode(tok, (size_t)n, &l) == 0 && l.exp > now &&
+	    (!m->refresh || l.rat > now)) {
+		res->status = 200;
+		return 1;
+	}
+	if (store_reject_get(up.store, sha, reason, sizeof(reason),
+	    &until) == 0 && until > now) {
+		res->status = 403;
+		snprintf(res->reason, sizeof(res->reason), "%s", reason);
+		return 1;
+	}
+	return 0;
+}
+
 static void
 uplink_request(uint64_t chan, const struct ipc_msg *m)
 {
@@ -339,9 +372,15 @@ uplink_request(uint64_t chan, const struct ipc_msg *m)
 		goto unavailable;
 	token_key_hash(m->key, TOKEN_KEY_LEN, sha);
 	/* Single flight: however many ask, one upstream request per key. */
-	if ((f = flight_find(sha)) == NULL &&
-	    (f = flight_start(m->key, 0)) == NULL)
-		goto unavailable;
+	if ((f = flight_find(sha)) == NULL) {
+		if (flight_landed(sha, m, &res)) {
+			if (!m->refresh)
+				chans_send(chan, &res);
+			return;
+		}
+		if ((f = flight_start(m->key, 0)) == NULL)
+			goto unavailable;
+	}
 	if (m->refresh || flight_wait(f, chan, m->rid) == 0)
 		return;
 unavailable:

@@ -139,7 +139,8 @@ usage_record(json_t *j, int proxy, const char *kid, struct usage_rec *r,
 			if (strcmp(k, known[i]) == 0)
 				break;
 		if (i == sizeof(known) / sizeof(known[0])) {
-			*field = "";
+			/* Named only when it cannot break the JSON message. */
+			*field = usage_charset(k, 1, 32, "_-", 0) == 0 ? k : "";
 			*why = "unknown field";
 			return -1;
 		}
@@ -204,7 +205,9 @@ usage_parse(struct conn *c, int proxy)
 	recs = json_object_get(root, "records");
 	if (!json_is_object(root) || json_object_size(root) != 1 ||
 	    !json_is_array(recs)) {
-		usage_bad(c, "records", "body must be {\"records\":[...]}");
+		/* No quotes here: conn_error does not escape the message. */
+		usage_bad(c, "records", "body must be an object whose only "
+		    "field, records, is an array");
 		goto done;
 	}
 	n = json_array_size(recs);

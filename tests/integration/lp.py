@@ -464,3 +464,115 @@ def key_id(key):
 __all__ = ["Pki", "Server", "Fixture", "run", "wait_for", "free_port",
            "verify_token", "token_payload", "comm", "fake_key", "key_id",
            "raw_tls_version_refused", "struct"]
+
+
+# -- helpers for test_ops (appended) --
+
+def socket_owner(server_port, client_port, pids):
+    """The pid among `pids` that holds the server end of the TCP connection
+    127.0.0.1:client_port -> :server_port, or None."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            lport = int(cols[1].rsplit(":", 1)[1], 16)
+            rport = int(cols[2].rsplit(":", 1)[1], 16)
+            if lport == server_port and rport == client_port:
+                inodes.add("socket:[%s]" % cols[9])
+    for pid in pids:
+        fd_dir = "/proc/%d/fd" % pid
+        try:
+            for fd in os.listdir(fd_dir):
+                try:
+                    if os.readlink(os.path.join(fd_dir, fd)) in inodes:
+                        return pid
+                except OSError:
+                    pass
+        except OSError:
+            pass
+    return None
+
+
+class ConnectProxy:
+    """A small threaded HTTP CONNECT proxy on 127.0.0.1 that records the
+    request lines it was sent (self.lines) and tunnels the bytes."""
+
+    def __init__(self):
+        import threading
+        self.lines = []
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import threading
+        while not self.closed:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,),
+                             daemon=True).start()
+
+    def _serve(self, c):
+        import select
+        up = None
+        try:
+            head = b""
+            while b"\r\n\r\n" not in head and len(head) < 8192:
+                b = c.recv(4096)
+                if not b:
+                    return
+                head += b
+            line = head.split(b"\r\n", 1)[0].decode(errors="replace")
+            with self.lock:
+                self.lines.append(line)
+            parts = line.split()
+            if len(parts) != 3 or parts[0] != "CONNECT":
+                c.sendall(b"HTTP/1.1 405 Method Not Allowed\r\n"
+                          b"Content-Length: 0\r\n\r\n")
+                return
+            host, port = parts[1].rsplit(":", 1)
+            try:
+                up = socket.create_connection((host, int(port)), timeout=5)
+            except OSError:
+                c.sendall(b"HTTP/1.1 502 Bad Gateway\r\n"
+                          b"Content-Length: 0\r\n\r\n")
+                return
+            c.sendall(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+            rest = head.split(b"\r\n\r\n", 1)[1]
+            if rest:
+                up.sendall(rest)
+            socks = [c, up]
+            while not self.closed:
+                r, _, _ = select.select(socks, [], [], 0.5)
+                for s in r:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    (up if s is c else c).sendall(data)
+        except OSError:
+            pass
+        finally:
+            c.close()
+            if up is not None:
+                up.close()
+
+    def connects(self):
+        with self.lock:
+            return [ln for ln in self.lines if ln.startswith("CONNECT ")]
+
+    def cleanup(self):
+        self.closed = True
+        self.sock.close()
