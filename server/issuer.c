@@ -122,6 +122,15 @@ issuer_stop(evutil_socket_t sig, short ev, void *arg)
 	event_base_loopexit(is.base, NULL);
 }
 
+/* USR1 from the master (log rotation): its default action would kill us. */
+static void
+issuer_reopen_log(evutil_socket_t sig, short ev, void *arg)
+{
+	(void)sig, (void)ev, (void)arg;
+	if (log_reopen(is.cf->log.file) == -1)
+		log_warn("reopen %s", is.cf->log.file);
+}
+
 void
 issuer_main(struct proc_env *env)
 {
@@ -156,6 +165,8 @@ issuer_main(struct proc_env *env)
 	issuer_tick(-1, 0, NULL);
 	evsignal_add(evsignal_new(is.base, SIGTERM, issuer_stop, NULL), NULL);
 	evsignal_add(evsignal_new(is.base, SIGUSR2, issuer_stop, NULL), NULL);
+	evsignal_add(evsignal_new(is.base, SIGUSR1, issuer_reopen_log, NULL),
+	    NULL);
 	event_base_dispatch(is.base);
 	exit(0);
 }

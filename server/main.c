@@ -14,6 +14,7 @@
 #include "log.h"
 #include "master.h"
 #include "proc.h"
+#include "tls.h"
 
 #define DEFAULT_CONF	"/etc/licproxy/licproxy.yaml"
 
@@ -148,6 +149,7 @@ cmd_serve(int argc, char **argv, int check_only)
 	struct conf		*cf;
 	const char		*cfpath = DEFAULT_CONF;
 	char			 err[8192];
+	SSL_CTX			*tls;
 
 	memset(&ov, 0, sizeof(ov));
 	if (serve_args(argc, argv, &cfpath, &ov) != 0)
@@ -162,6 +164,12 @@ cmd_serve(int argc, char **argv, int check_only)
 		return 2;
 	}
 	if (check_only) {
+		if ((tls = tls_server_ctx_new(cf, err, sizeof(err))) == NULL) {
+			fprintf(stderr, "%s\n", err);
+			conf_free(cf);
+			return 2;
+		}
+		SSL_CTX_free(tls);
 		printf("%s: configuration OK (%s mode)\n", cfpath,
 		    cf->mode == CONF_AUTHORITY ? "authority" : "proxy");
 		conf_free(cf);

@@ -38,6 +38,7 @@
 #define BACKOFF_FATAL_MS	60000	/* a child that exited 2 */
 #define STABLE_MS		10000	/* lived this long: not a crash loop */
 #define STOP_DEADLINE_MS	8000	/* SPEC: gone within 10 s of TERM */
+#define BACKEND_GRACE_MS	1000	/* uplink/issuer, after the workers */
 
 struct child {
 	pid_t		pid;		/* 0 = free */
@@ -159,6 +160,8 @@ child_run(struct master *m, int role, int slot)
 
 	for (sig = 1; sig < NSIG; sig++)
 		signal(sig, SIG_DFL);
+	/* A log rotation before the child's own handler is up is no crash. */
+	signal(SIGUSR1, SIG_IGN);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	/* Die with the master, even if it is SIGKILLed. */
@@ -294,15 +297,19 @@ master_reap(struct master *m)
 				master_died(m, &m->kids[i], status);
 }
 
-/* Ask children of generations before gen (or all) to finish and exit. */
+/*
+ * Ask children of generations before gen (or all) to finish and exit;
+ * role -1 = every role.
+ */
 static void
-master_retire(struct master *m, int all, int sig, int64_t deadline)
+master_retire(struct master *m, int all, int role, int sig, int64_t deadline)
 {
 	int i;
 
 	for (i = 0; i < MASTER_MAX_CHILDREN; i++) {
 		struct child *c = &m->kids[i];
-		if (c->pid == 0 || c->kill_at != 0 || (!all && c->gen == m->gen))
+		if (c->pid == 0 || c->kill_at != 0 || (!all && c->gen == m->gen) ||
+		    (role != -1 && c->role != role))
 			continue;
 		kill(c->pid, sig);
 		c->kill_at = deadline;
@@ -388,7 +395,7 @@ master_reload(struct master *m)
 	memset(m->not_before, 0, sizeof(m->not_before));
 	master_fill(m);
 	/* USR2: finish in-flight and keep-alive requests, then exit. */
-	master_retire(m, 0, SIGUSR2,
+	master_retire(m, 0, -1, SIGUSR2,
 	    now_ms() + m->cf->server.drain_timeout_ms);
 	log_info("reloaded: generation %d", m->gen);
 done:
@@ -415,9 +422,28 @@ master_stop(struct master *m, int sig)
 	log_info("signal %d: stopping", sig);
 	sdnotify("STOPPING=1");
 	m->stopping = 1;
-	if (drain > STOP_DEADLINE_MS)
-		drain = STOP_DEADLINE_MS;
-	master_retire(m, 1, SIGTERM, now_ms() + drain);
+	m->stop_deadline = now_ms() + STOP_DEADLINE_MS;
+	if (drain > STOP_DEADLINE_MS - BACKEND_GRACE_MS)
+		drain = STOP_DEADLINE_MS - BACKEND_GRACE_MS;
+	/*
+	 * Workers first: a request they are still finishing may need the
+	 * uplink or issuer, which master_loop stops once they are gone.
+	 */
+	master_retire(m, 1, ROLE_WORKER, SIGTERM, now_ms() + drain);
+}
+
+static void
+master_stop_backend(struct master *m)
+{
+	int64_t	deadline = now_ms() + BACKEND_GRACE_MS;
+	int	i;
+
+	for (i = 0; i < MASTER_MAX_CHILDREN; i++)
+		if (m->kids[i].pid != 0 && m->kids[i].role == ROLE_WORKER)
+			return;
+	if (deadline < m->stop_deadline)
+		deadline = m->stop_deadline;
+	master_retire(m, 1, -1, SIGTERM, deadline);
 }
 
 static int
@@ -471,6 +497,8 @@ master_loop(struct master *m)
 		if (sig > 0)
 			master_handle(m, sig);
 		master_reap(m);	/* SIGCHLD coalesces */
+		if (m->stopping)
+			master_stop_backend(m);
 		master_enforce_deadlines(m);
 		if (m->stopping && master_children_left(m) == 0)
 			return;
@@ -493,7 +521,7 @@ master_setup(struct master *m)
 	    ST_INITIALIZING;
 	if ((m->tls = tls_server_ctx_new(m->cf, err, sizeof(err))) == NULL) {
 		log_warnx("%s", err);
-		return -1;
+		return 2;	/* a configuration error, like check-config says */
 	}
 	m->fd_tls = master_listen(m->cf->server.host, m->cf->server.port);
 	m->fd_status = master_listen(m->cf->server.status_host,
@@ -511,6 +539,7 @@ master_main(struct conf *cf, const char *cfpath,
 	static struct master	 master;
 	struct master		*m = &master;
 	sigset_t		 set;
+	int			 rv;
 
 	m->cf = cf;
 	m->cfpath = cfpath;
@@ -525,8 +554,8 @@ master_main(struct conf *cf, const char *cfpath,
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGUSR1);
 	sigprocmask(SIG_BLOCK, &set, NULL);
-	if (master_setup(m) == -1)
-		return 1;
+	if ((rv = master_setup(m)) != 0)
+		return rv == 2 ? 2 : 1;
 	log_info("%s mode, listening on %s:%d (TLS) and %s:%d (status),"
 	    " %d workers", cf->mode == CONF_AUTHORITY ? "authority" : "proxy",
 	    cf->server.host, cf->server.port, cf->server.status_host,

@@ -418,6 +418,15 @@ uplink_tick(evutil_socket_t fd, short ev, void *arg)
 		event_base_loopexit(up.base, NULL);
 }
 
+/* USR1 from the master (log rotation): its default action would kill us. */
+static void
+uplink_reopen_log(evutil_socket_t sig, short ev, void *arg)
+{
+	(void)sig, (void)ev, (void)arg;
+	if (log_reopen(up.cf->log.file) == -1)
+		log_warn("reopen %s", up.cf->log.file);
+}
+
 static void
 uplink_stop(evutil_socket_t sig, short ev, void *arg)
 {
@@ -483,6 +492,8 @@ uplink_main(struct proc_env *env)
 		exit(2);
 	evsignal_add(evsignal_new(up.base, SIGTERM, uplink_stop, NULL), NULL);
 	evsignal_add(evsignal_new(up.base, SIGUSR2, uplink_stop, NULL), NULL);
+	evsignal_add(evsignal_new(up.base, SIGUSR1, uplink_reopen_log, NULL),
+	    NULL);
 	uplink_timer(uplink_tick, TICK_S * 1000);
 	uplink_timer(uplink_selfcheck, up.cf->license.sync_interval_ms);
 	relay_init();

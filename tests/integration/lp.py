@@ -221,7 +221,24 @@ class Server:
     def cleanup(self):
         if self.proc is not None and self.proc.poll() is None:
             self.kill()
+        found = self.sanitizer_reports()
         shutil.rmtree(self.dir, ignore_errors=True)
+        if found:
+            raise AssertionError("sanitizer report in %s log:\n%s" % (
+                self.mode, found))
+
+    def sanitizer_reports(self):
+        """ASan/UBSan findings (make test SANITIZE=1) in this log."""
+        try:
+            text = self.logs()
+        except OSError:
+            return ""
+        for marker in ("ERROR: AddressSanitizer", "runtime error:",
+                       "ERROR: LeakSanitizer"):
+            i = text.find(marker)
+            if i != -1:
+                return text[max(0, i - 200):i + 2000]
+        return ""
 
     # -- processes --
     def children(self):
@@ -441,8 +458,14 @@ class Fixture:
         return self
 
     def __exit__(self, *exc):
+        errors = []
         for item in reversed(self.items):
-            item.cleanup()
+            try:
+                item.cleanup()
+            except AssertionError as e:
+                errors.append(str(e))
+        if errors and exc[0] is None:
+            raise AssertionError("\n".join(errors))
         return False
 
 
