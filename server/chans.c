@@ -101,13 +101,19 @@ chans_send(uint64_t id, const struct ipc_msg *m)
 }
 
 void
+chans_stop_listening(void)
+{
+	if (chans_listener != NULL)
+		evconnlistener_free(chans_listener);
+	chans_listener = NULL;
+}
+
+void
 chans_close_all(void)
 {
 	struct chan *c;
 
-	if (chans_listener != NULL)
-		evconnlistener_free(chans_listener);
-	chans_listener = NULL;
+	chans_stop_listening();
 	while ((c = LIST_FIRST(&chans)) != NULL) {
 		LIST_REMOVE(c, entry);
 		ipc_chan_free(c->ch);

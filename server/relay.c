@@ -80,7 +80,7 @@ static void
 relay_done(int answered, const struct httpc_res *r, void *arg)
 {
 	(void)arg;
-	rl.busy = 0;
+	rl.busy = 0;	/* a stopping uplink exits on its next tick */
 	uplink_state(answered, answered ? NULL : r->errstr);
 	if (answered && r->status == 202) {
 		if (store_spool_delete(up.store, rl.seqs, rl.n) != 0)
@@ -89,11 +89,8 @@ relay_done(int answered, const struct httpc_res *r, void *arg)
 		log_debug("forwarded %d usage records", rl.n);
 		rl.failures = 0;
 		uplink_refresh_stats();
-		if (up.stopping)
-			event_base_loopexit(up.base, NULL);
-		else
-			relay_schedule(rl.n == RELAY_BATCH ? 0 :
-			    up.cf->license.sync_interval_ms);
+		relay_schedule(rl.n == RELAY_BATCH ? 0 :
+		    up.cf->license.sync_interval_ms);
 		return;
 	}
 	if (answered)
@@ -101,10 +98,7 @@ relay_done(int answered, const struct httpc_res *r, void *arg)
 		    "keeping it spooled", r->status, (int)(r->bodylen > 200 ?
 		    200 : r->bodylen), r->body);
 	rl.failures++;
-	if (up.stopping)
-		event_base_loopexit(up.base, NULL);
-	else
-		relay_schedule(relay_backoff_ms());
+	relay_schedule(relay_backoff_ms());
 }
 
 static void

@@ -28,7 +28,7 @@
 #include "token.h"
 #include "uplink.h"
 
-#define TICK_S		2
+#define TICK_S		1
 #define MAX_WAITERS	1024
 
 struct uplink	up;
@@ -367,7 +367,7 @@ uplink_request(uint64_t chan, const struct ipc_msg *m)
 		relay_kick();
 		return;
 	}
-	if (m->type != IPC_LEASE_REQ || up.stopping ||
+	if (m->type != IPC_LEASE_REQ ||
 	    !token_key_valid(m->key, strlen(m->key)))
 		goto unavailable;
 	token_key_hash(m->key, TOKEN_KEY_LEN, sha);
@@ -407,6 +407,12 @@ uplink_selfcheck(evutil_socket_t fd, short ev, void *arg)
 		flight_start(up.cf->license.key, 1);
 }
 
+static int
+uplink_idle(void)
+{
+	return !relay_busy() && LIST_EMPTY(&flights);
+}
+
 static void
 uplink_tick(evutil_socket_t fd, short ev, void *arg)
 {
@@ -414,7 +420,7 @@ uplink_tick(evutil_socket_t fd, short ev, void *arg)
 	store_clock_advance(up.store, time(NULL));
 	store_reader_check(up.store);
 	uplink_refresh_stats();
-	if (up.stopping && !relay_busy())
+	if (up.stopping && uplink_idle())
 		event_base_loopexit(up.base, NULL);
 }
 
@@ -427,13 +433,18 @@ uplink_reopen_log(evutil_socket_t sig, short ev, void *arg)
 		log_warn("reopen %s", up.cf->log.file);
 }
 
+/*
+ * TERM (after the workers are gone) or USR2 (a reload replaced us): take no
+ * new workers, but finish the lease fetches and the usage batch under way
+ * for the ones still attached; the tick exits once nothing is in flight.
+ */
 static void
 uplink_stop(evutil_socket_t sig, short ev, void *arg)
 {
 	(void)sig, (void)ev, (void)arg;
 	up.stopping = 1;
-	chans_close_all();
-	if (!relay_busy())	/* else the batch in flight finishes first */
+	chans_stop_listening();
+	if (uplink_idle())
 		event_base_loopexit(up.base, NULL);
 }
 

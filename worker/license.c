@@ -9,6 +9,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <event2/event.h>
+
 #include "conf.h"
 #include "ipc.h"
 #include "log.h"
@@ -150,6 +152,7 @@ license_ask(struct conn *c)
 		return -1;
 	}
 	c->rid = m.rid;
+	c->wait_ms = conn_now_ms();
 	TAILQ_INSERT_TAIL(&worker->waiting, c, wentry);
 	if (stats_self != NULL)
 		stats_self->cache_misses++;
@@ -282,4 +285,36 @@ license_fail_waiting(void)
 		license_forget(c);
 		license_unavailable(c, 1);
 	}
+}
+
+/*
+ * The uplink answers within its own timeouts; this deadline only guards a
+ * client against an uplink that hangs: every URL's timeout, plus slack.
+ */
+static void
+license_sweep(evutil_socket_t fd, short ev, void *arg)
+{
+	const struct conf	*cf = worker->cf;
+	int64_t			 limit, now = conn_now_ms();
+	struct conn		*c;
+
+	(void)fd, (void)ev, (void)arg;
+	limit = cf->mode == CONF_AUTHORITY ? 5000 :
+	    (int64_t)cf->license.timeout_ms * cf->license.n_server_url + 2000;
+	/* FIFO: the oldest waiter is first. */
+	while ((c = TAILQ_FIRST(&worker->waiting)) != NULL &&
+	    now - c->wait_ms > limit) {
+		license_forget(c);
+		license_unavailable(c, RETRY_AFTER);
+	}
+}
+
+int
+license_init(void)
+{
+	struct timeval	 tv = { 1, 0 };
+	struct event	*ev;
+
+	ev = event_new(worker->base, -1, EV_PERSIST, license_sweep, NULL);
+	return ev == NULL || event_add(ev, &tv) == -1 ? -1 : 0;
 }

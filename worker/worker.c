@@ -189,7 +189,8 @@ worker_main(struct proc_env *env)
 	w.cf = env->cf;
 	TAILQ_INIT(&w.conns);
 	TAILQ_INIT(&w.waiting);
-	if ((w.base = event_base_new()) == NULL || usage_init() == -1)
+	if ((w.base = event_base_new()) == NULL || usage_init() == -1 ||
+	    license_init() == -1)
 		fatalx("event_base_new");
 	if ((w.store = store_open(w.cf->store.path, w.cf->store.max_size, 0,
 	    err, sizeof(err))) == NULL) {

@@ -57,6 +57,7 @@ struct conn {
 	char			*body;
 	size_t			 bodylen;
 	uint32_t		 rid;		/* awaiting the uplink, or 0 */
+	int64_t			 wait_ms;	/* when it started waiting */
 	int			 in_read;	/* conn_read is on the stack */
 	int			 after_ipc;	/* uplink answered 200: re-read */
 	int			 source_up;	/* lease came from upstream now */
@@ -88,6 +89,7 @@ void	 license_ipc(const struct ipc_msg *);
 int	 license_check(struct conn *, int *role);
 void	 license_forget(struct conn *);	/* conn goes away while waiting */
 void	 license_fail_waiting(void);
+int	 license_init(void);
 int	 worker_send_up(const struct ipc_msg *);
 
 /* status.c */
