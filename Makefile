@@ -7,13 +7,13 @@ VERSION   = 0.1.0
 
 CC       ?= cc
 OPT      ?= -O2
-CFLAGS   += -std=gnu11 $(OPT) -g -Wall -Wextra -Werror -Wshadow \
+override CFLAGS += -std=gnu11 $(OPT) -g -Wall -Wextra -Werror -Wshadow \
             -Wno-missing-field-initializers \
             -D_GNU_SOURCE -DLICPROXY_VERSION='"$(VERSION)"' \
             -Icommon -Istore -Iworker -Iserver
 ifeq ($(SANITIZE),1)
 OPT       = -O1
-CFLAGS   += -fsanitize=address,undefined -fno-omit-frame-pointer
+override CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer
 LDFLAGS  += -fsanitize=address,undefined
 BUILD     = build-san
 endif
@@ -46,7 +46,7 @@ $(BUILD)/liblicproxy.a: $(LIBOBJS)
 
 $(BUILD)/obj/%.o: %.c $(wildcard */*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/liblicproxy.a
 	@mkdir -p $(dir $@)

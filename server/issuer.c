@@ -150,13 +150,13 @@ issuer_main(struct proc_env *env)
 		    is.cf->authority.signing_key);
 		exit(2);
 	}
+	if (proc_drop_privs(is.cf->server.user) == -1)
+		exit(2);
 	if ((is.store = store_open(is.cf->store.path, is.cf->store.max_size, 0,
 	    err, sizeof(err))) == NULL) {
 		log_warnx("%s", err);
 		exit(1);
 	}
-	if (proc_drop_privs(is.cf->server.user) == -1)
-		exit(2);
 	proc_no_dump();
 	if (chans_init(is.base, env->fd_ipc, issuer_request) == -1)
 		fatalx("ipc listener");

@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <pwd.h>
 #include <signal.h>
@@ -104,6 +105,29 @@ master_listen(const char *host, int port)
 	return fd;
 }
 
+/*
+ * Children open the store as server.user; files a root-run CLI created
+ * (keys create before the first start) must become theirs.
+ */
+static void
+master_chown_store(struct master *m, const struct passwd *pw,
+    const char *sock)
+{
+	static const char *const files[] = { "data.mdb", "lock.mdb" };
+	char	path[PATH_MAX];
+	size_t	i;
+
+	if (chown(sock, pw->pw_uid, pw->pw_gid) == -1 ||
+	    chown(m->cf->store.path, pw->pw_uid, pw->pw_gid) == -1)
+		log_warn("chown %s", m->cf->store.path);
+	for (i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", m->cf->store.path,
+		    files[i]);
+		if (chown(path, pw->pw_uid, pw->pw_gid) == -1 && errno != ENOENT)
+			log_warn("chown %s", path);
+	}
+}
+
 /* The workers' channel to the uplink/issuer: a Unix socket in the store. */
 static int
 master_listen_ipc(struct master *m)
@@ -135,11 +159,8 @@ master_listen_ipc(struct master *m)
 		return -1;
 	}
 	if (geteuid() == 0 && user != NULL && *user != '\0' &&
-	    (pw = getpwnam(user)) != NULL) {
-		if (chown(sun.sun_path, pw->pw_uid, pw->pw_gid) == -1 ||
-		    chown(m->cf->store.path, pw->pw_uid, pw->pw_gid) == -1)
-			log_warn("chown %s", m->cf->store.path);
-	}
+	    (pw = getpwnam(user)) != NULL)
+		master_chown_store(m, pw, sun.sun_path);
 	memcpy(m->ipc_path, sun.sun_path, sizeof(m->ipc_path));
 	return fd;
 }
@@ -178,6 +199,9 @@ child_run(struct master *m, int role, int slot)
 	memcpy(env.ipc_path, m->ipc_path, sizeof(env.ipc_path));
 	stats_attach(slot);
 	proc_name(role_comm(role));
+	/* Only the uplink needs the proxy's own key. */
+	if (role != ROLE_UPLINK)
+		explicit_bzero(m->cf->license.key, sizeof(m->cf->license.key));
 	if (role == ROLE_WORKER) {
 		close(m->fd_ipc);
 		worker_main(&env);
@@ -456,6 +480,20 @@ master_children_left(struct master *m)
 	return n;
 }
 
+/* A log file the (root) master created must be reopenable by children. */
+static void
+master_chown_log(struct master *m)
+{
+	const char	*user = m->cf->server.user;
+	struct passwd	*pw;
+
+	if (geteuid() != 0 || m->cf->log.file == NULL || user == NULL ||
+	    *user == '\0' || (pw = getpwnam(user)) == NULL)
+		return;
+	if (chown(m->cf->log.file, pw->pw_uid, pw->pw_gid) == -1)
+		log_warn("chown %s", m->cf->log.file);
+}
+
 static void
 master_handle(struct master *m, int sig)
 {
@@ -474,6 +512,7 @@ master_handle(struct master *m, int sig)
 	case SIGUSR1:
 		if (log_reopen(m->cf->log.file) == -1)
 			log_warn("reopen %s", m->cf->log.file);
+		master_chown_log(m);
 		master_signal_children(m, SIGUSR1);
 		break;
 	}
@@ -556,6 +595,7 @@ master_main(struct conf *cf, const char *cfpath,
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	if ((rv = master_setup(m)) != 0)
 		return rv == 2 ? 2 : 1;
+	master_chown_log(m);
 	log_info("%s mode, listening on %s:%d (TLS) and %s:%d (status),"
 	    " %d workers", cf->mode == CONF_AUTHORITY ? "authority" : "proxy",
 	    cf->server.host, cf->server.port, cf->server.status_host,

@@ -470,6 +470,9 @@ uplink_setup(struct proc_env *env)
 		log_warnx("%s", err);
 		exit(2);
 	}
+	/* Key files read as root above; the store is opened as server.user. */
+	if (proc_drop_privs(up.cf->server.user) == -1)
+		exit(2);
 	if ((up.store = store_open(up.cf->store.path, up.cf->store.max_size, 0,
 	    err, sizeof(err))) == NULL) {
 		log_warnx("%s", err);
@@ -499,8 +502,6 @@ uplink_main(struct proc_env *env)
 	signal(SIGHUP, SIG_IGN);
 	proc_no_dump();		/* holds the proxy's own key */
 	uplink_setup(env);
-	if (proc_drop_privs(up.cf->server.user) == -1)
-		exit(2);
 	evsignal_add(evsignal_new(up.base, SIGTERM, uplink_stop, NULL), NULL);
 	evsignal_add(evsignal_new(up.base, SIGUSR2, uplink_stop, NULL), NULL);
 	evsignal_add(evsignal_new(up.base, SIGUSR1, uplink_reopen_log, NULL),

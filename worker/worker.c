@@ -192,6 +192,9 @@ worker_main(struct proc_env *env)
 	if ((w.base = event_base_new()) == NULL || usage_init() == -1 ||
 	    license_init() == -1)
 		fatalx("event_base_new");
+	/* Drop first, so store files a fresh store gets belong to server.user. */
+	if (proc_drop_privs(w.cf->server.user) == -1)
+		exit(2);
 	if ((w.store = store_open(w.cf->store.path, w.cf->store.max_size, 0,
 	    err, sizeof(err))) == NULL) {
 		log_warnx("%s", err);
@@ -201,8 +204,6 @@ worker_main(struct proc_env *env)
 	worker_listen();
 	w.up_retry = evtimer_new(w.base, worker_up_connect, NULL);
 	worker_up_connect(-1, 0, NULL);
-	if (proc_drop_privs(w.cf->server.user) == -1)
-		exit(2);
 	if (proc_sandbox_worker() == -1)
 		fatal("seccomp sandbox");
 	event_base_dispatch(w.base);
