@@ -21,7 +21,6 @@
 
 #define RELAY_BATCH		1000
 #define RELAY_BACKOFF_MIN_MS	500
-#define DEDUP_WINDOW_S		(7 * 86400)	/* forwarded ids remembered */
 
 static struct {
 	struct event		*ev;
@@ -88,7 +87,7 @@ relay_done(int answered, const struct httpc_res *r, void *arg)
 			    " will be resent and de-duplicated)", rl.n);
 		log_debug("forwarded %d usage records", rl.n);
 		rl.failures = 0;
-		uplink_refresh_stats();
+		uplink_usage_stats();
 		relay_schedule(rl.n == RELAY_BATCH ? 0 :
 		    up.cf->license.sync_interval_ms);
 		return;
@@ -101,6 +100,19 @@ relay_done(int answered, const struct httpc_res *r, void *arg)
 	relay_schedule(relay_backoff_ms());
 }
 
+/* The id table is walked whole: once an hour is plenty for a 7-day window. */
+static void
+relay_prune(void)
+{
+	static int64_t	last;
+	int64_t		now = store_now(up.store);
+
+	if (now - last < STORE_ID_PRUNE_EVERY_S)
+		return;
+	last = now;
+	store_usage_prune_ids(up.store, now - STORE_ID_WINDOW_S);
+}
+
 static void
 relay_send(evutil_socket_t fd, short ev, void *arg)
 {
@@ -109,7 +121,7 @@ relay_send(evutil_socket_t fd, short ev, void *arg)
 	(void)fd, (void)ev, (void)arg;
 	if (rl.busy || up.stopping)
 		return;
-	store_usage_prune_ids(up.store, store_now(up.store) - DEDUP_WINDOW_S);
+	relay_prune();
 	rl.n = store_spool_peek(up.store, rl.recs, rl.seqs, RELAY_BATCH);
 	if (rl.n <= 0) {
 		if (rl.n < 0)

@@ -147,28 +147,39 @@ uplink_call(const char *method, const char *path, const char *key,
 
 /* ---- state ---- */
 
+/* Cheap (two counters in meta and the spool's entry count). */
 void
-uplink_refresh_stats(void)
+uplink_usage_stats(void)
 {
-	uint64_t total = 0, valid = 0, pending = 0, fwd = 0;
+	uint64_t pending = 0, fwd = 0;
 
-	store_lease_count(up.store, store_now(up.store), &total, &valid);
 	store_spool_stats(up.store, &pending, &fwd);
 	stats_up_begin();
-	stats->leases_cached = valid;
 	stats->usage_pending = pending;
 	stats->usage_forwarded = fwd;
 	stats_up_end();
 }
 
-void
-uplink_state(int answered, const char *error)
+/* Scans the lease table: from the tick, and when the upstream fails. */
+static uint64_t
+uplink_lease_stats(void)
 {
 	uint64_t total = 0, valid = 0;
 
 	store_lease_count(up.store, store_now(up.store), &total, &valid);
 	stats_up_begin();
 	stats->leases_cached = valid;
+	stats_up_end();
+	return valid;
+}
+
+void
+uplink_state(int answered, const char *error)
+{
+	/* TrustBased or Disconnected turns on what is cached right now. */
+	uint64_t valid = answered ? 0 : uplink_lease_stats();
+
+	stats_up_begin();
 	if (answered) {
 		stats->state = ST_CONNECTED;
 		stats->last_success = time(NULL);
@@ -203,6 +214,31 @@ flight_finish(struct flight *f, int status, const char *reason)
 	free(f);
 }
 
+/*
+ * Store a verified lease. The leases_cached gauge follows at once when the
+ * key had no valid lease before (the tick recounts it exactly anyway;
+ * a scan per miss would not scale).
+ */
+static int
+uplink_put_lease(const unsigned char sha[32], const char *tok, int64_t exp)
+{
+	struct lease	old;
+	char		buf[TOKEN_MAX + 1];
+	int		n, had;
+
+	n = store_lease_get(up.store, sha, buf, sizeof(buf));
+	had = n > 0 && token_decode(buf, (size_t)n, &old) == 0 &&
+	    old.exp > store_now(up.store);
+	if (store_lease_put(up.store, sha, tok, strlen(tok), exp) != 0)
+		return -1;
+	if (!had) {
+		stats_up_begin();
+		stats->leases_cached++;
+		stats_up_end();
+	}
+	return 0;
+}
+
 /* A 200 from upstream: keep the lease only if a trusted key signed it. */
 static int
 flight_store(struct flight *f, const struct httpc_res *r)
@@ -210,6 +246,8 @@ flight_store(struct flight *f, const struct httpc_res *r)
 	json_t		*j = json_loadb(r->body, r->bodylen, 0, NULL);
 	const char	*tok = json_string_value(json_object_get(j, "lease"));
 	struct lease	 l;
+	char		 why[16];
+	int64_t		 until;
 	int		 rv = -1;
 
 	if (tok == NULL || strlen(tok) > TOKEN_MAX ||
@@ -221,9 +259,11 @@ flight_store(struct flight *f, const struct httpc_res *r)
 		    f->kid, l.kid);
 	else if (l.exp <= store_now(up.store))
 		log_warnx("upstream lease for %s already expired", f->kid);
-	else if (store_lease_put(up.store, f->sha, tok, strlen(tok),
-	    l.exp) == 0) {
-		store_reject_del(up.store, f->sha);
+	else if (uplink_put_lease(f->sha, tok, l.exp) == 0) {
+		/* A read first: most keys were never rejected. */
+		if (store_reject_get(up.store, f->sha, why, sizeof(why),
+		    &until) == 0)
+			store_reject_del(up.store, f->sha);
 		rv = 0;
 	}
 	json_decref(j);
@@ -245,6 +285,7 @@ flight_rejected(struct flight *f, const struct httpc_res *r)
 	/* The rejection replaces a cached lease at once. */
 	store_lease_del(up.store, f->sha);
 	store_reject_put(up.store, f->sha, why, until);
+	uplink_lease_stats();	/* rare: a rejection may have removed one */
 	log_info("upstream rejected %s: %s", f->kid, why);
 	flight_finish(f, 403, why);
 	json_decref(j);
@@ -273,7 +314,6 @@ flight_done(int answered, const struct httpc_res *r, void *arg)
 			    f->kid);
 		flight_finish(f, 503, NULL);
 	}
-	uplink_refresh_stats();
 }
 
 static struct flight *
@@ -419,7 +459,8 @@ uplink_tick(evutil_socket_t fd, short ev, void *arg)
 	(void)fd, (void)ev, (void)arg;
 	store_clock_advance(up.store, time(NULL));
 	store_reader_check(up.store);
-	uplink_refresh_stats();
+	uplink_lease_stats();
+	uplink_usage_stats();
 	if (up.stopping && uplink_idle())
 		event_base_loopexit(up.base, NULL);
 }
@@ -509,7 +550,8 @@ uplink_main(struct proc_env *env)
 	uplink_timer(uplink_tick, TICK_S * 1000);
 	uplink_timer(uplink_selfcheck, up.cf->license.sync_interval_ms);
 	relay_init();
-	uplink_refresh_stats();
+	uplink_lease_stats();
+	uplink_usage_stats();
 	uplink_selfcheck(-1, 0, NULL);
 	event_base_dispatch(up.base);
 	exit(0);

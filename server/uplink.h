@@ -37,7 +37,7 @@ int	uplink_call(const char *method, const char *path, const char *key,
 	    const char *body, size_t len, uplink_done, void *arg);
 /* An upstream pass finished: set Connected/TrustBased/Disconnected. */
 void	uplink_state(int answered, const char *error);
-void	uplink_refresh_stats(void);
+void	uplink_usage_stats(void);
 
 /* relay.c: the usage spool, forwarded upstream in batches. */
 void	relay_init(void);

@@ -97,6 +97,13 @@ int	store_spool_peek(struct store *, struct usage_rec *recs,
 int	store_spool_delete(struct store *, const uint64_t *seqs, int n);
 int	store_spool_stats(struct store *, uint64_t *pending,
 	    uint64_t *forwarded);
+/*
+ * Usage ids are remembered this long after acceptance, so a client's retry
+ * is recognised even after its records were forwarded; pruning walks the
+ * whole table, so callers do it every STORE_ID_PRUNE_EVERY_S.
+ */
+#define STORE_ID_WINDOW_S	(7 * 86400)
+#define STORE_ID_PRUNE_EVERY_S	3600
 /* Forget de-duplication ids older than before (unix s). */
 int	store_usage_prune_ids(struct store *, int64_t before);
 /* Ledger totals per (kid, product, metric), sorted. */

@@ -31,7 +31,8 @@ if [ "$what" != unit ]; then
 	export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1:verify_asan_link_order=0}"
 	export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 	out=$(mktemp)
-	LICPROXY="$PWD/$BUILD/licproxy" /usr/bin/python3 tests/integration/run.py | tee "$out"
+	case $BUILD in /*) bin=$BUILD/licproxy ;; *) bin=$PWD/$BUILD/licproxy ;; esac
+	LICPROXY="$bin" /usr/bin/python3 tests/integration/run.py | tee "$out"
 	line=$(tail -n 1 "$out")
 	rm -f "$out"
 	p=$(echo "$line" | sed -n 's/^integration: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p')

@@ -177,7 +177,6 @@ conn_reply_full(struct conn *c, int code, const char *ctype, const char *extra,
 	}
 	c->state = CONN_READING;
 	conn_set_timeout(c, worker->cf->server.keepalive_timeout_ms);
-	bufferevent_enable(c->bev, EV_READ);
 	/* A pipelined request may already be buffered (not when conn_read's
 	 * own loop is below us: it picks it up without recursing). */
 	if (!c->in_read && evbuffer_get_length(bufferevent_get_input(c->bev)))
@@ -240,8 +239,12 @@ conn_dispatch(struct conn *c)
 {
 	struct http_req *r = &c->req;
 
+	/*
+	 * Reading stays enabled (toggling it costs epoll_ctl calls on every
+	 * request); conn_read leaves bytes buffered while the state is BUSY,
+	 * bounded by the read watermark.
+	 */
 	c->state = CONN_BUSY;
-	bufferevent_disable(c->bev, EV_READ);
 	if (c->is_status) {
 		status_handle(c);
 		return;
@@ -352,7 +355,11 @@ conn_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct conn *c = arg;
 
-	(void)bev;
+	if ((what & BEV_EVENT_TIMEOUT) && c->state == CONN_BUSY) {
+		/* Waiting on the uplink is not the client being slow. */
+		bufferevent_enable(bev, EV_READ);
+		return;
+	}
 	if ((what & BEV_EVENT_TIMEOUT) && c->state == CONN_READING &&
 	    (c->have_head || evbuffer_get_length(bufferevent_get_input(bev)))) {
 		c->req.keepalive = 0;

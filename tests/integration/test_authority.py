@@ -483,7 +483,9 @@ def test_process_tree_respawn_and_stop():
     """Children are N workers + 1 issuer by comm; a killed worker and a
     killed issuer are respawned and counted; TERM stops everything."""
     with Fixture() as fx:
-        auth = authority(fx, workers=3)
+        # max_connections 2: a worker holding two stops accepting, so the
+        # held connections below must spread over every worker.
+        auth = authority(fx, workers=3, max_connections=2)
         key = auth.create_key()
         auth.start()
         kids = wait_for(lambda: (lambda k: k if sorted(k) == [
