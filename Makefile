@@ -27,7 +27,7 @@ LIBOBJS   = $(LIBSRCS:%.c=$(BUILD)/obj/%.o)
 UNITSRCS  = $(wildcard tests/unit/test_*.c)
 UNITBINS  = $(UNITSRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps build test unit integration run clean bench fuzz soak
+.PHONY: all deps build test unit integration run clean bench bench-usage fuzz
 
 all: deps
 	@$(MAKE) --no-print-directory build
@@ -69,6 +69,26 @@ run: all
 
 bench: all
 	@./bench/run.sh
+
+bench-usage: all
+	@./bench/usage.sh
+
+# Coverage-guided fuzzing of the parsers that face peers (clang/libFuzzer).
+# FUZZ_SECONDS per target; crashes land in build/fuzz/.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS = $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+fuzz: deps
+	@command -v clang >/dev/null || apt-get install -y --no-install-recommends clang >/dev/null
+	@mkdir -p build/fuzz
+	@for t in $(FUZZ_TARGETS); do \
+	    clang -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
+	        -Icommon -Istore -Iworker tests/fuzz/$$t.c \
+	        $$(sed -n 's/^ \* Sources: //p' tests/fuzz/$$t.c) \
+	        $$(pkg-config --libs $(PKGS)) -lm -o build/fuzz/$$t || exit 1; \
+	    echo "fuzzing $$t for $(FUZZ_SECONDS)s"; \
+	    (cd build/fuzz && ./$$t -max_total_time=$(FUZZ_SECONDS) \
+	        -print_final_stats=1 2>&1 | tail -n 5) || exit 1; \
+	done
 
 clean:
 	rm -rf build build-san

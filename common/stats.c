@@ -158,3 +158,36 @@ stats_snapshot(struct stats_shared *out)
 	} while ((s1 != s2 || (s1 & 1)) && ++tries < 100);
 	out->last_error[sizeof(out->last_error) - 1] = '\0';
 }
+
+/* FNV-1a: cheap, and collisions only merge two instances in a count. */
+static uint64_t
+stats_hash(const char *s)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	while (*s != '\0')
+		h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
+	return h != 0 ? h : 1;
+}
+
+void
+stats_instance_seen(const char *id, int64_t now)
+{
+	uint64_t	h = stats_hash(id);
+	int		i = (int)(h % STATS_INSTANCES);
+
+	/* Racing workers may overwrite each other's slot: a count, not a log. */
+	__atomic_store_n(&stats->instances[i].hash, h, __ATOMIC_RELAXED);
+	__atomic_store_n(&stats->instances[i].seen, now, __ATOMIC_RELAXED);
+}
+
+int
+stats_instances_active(const struct stats_shared *s, int64_t now)
+{
+	int i, n = 0;
+
+	for (i = 0; i < STATS_INSTANCES; i++)
+		n += s->instances[i].hash != 0 &&
+		    now - s->instances[i].seen < STATS_INSTANCE_ACTIVE_S;
+	return n;
+}

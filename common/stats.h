@@ -10,6 +10,8 @@
 #include <sys/types.h>
 
 #define STATS_MAX_SLOTS	128
+#define STATS_INSTANCES	1024	/* X-Instance-Id table (hashed, bounded) */
+#define STATS_INSTANCE_ACTIVE_S	600
 
 enum stats_role { ROLE_WORKER = 0, ROLE_UPLINK = 1, ROLE_ISSUER = 2 };
 
@@ -55,6 +57,12 @@ struct stats_shared {
 	uint64_t	 up_bytes_in, up_bytes_out;
 
 	struct stats_slot slots[STATS_MAX_SLOTS];
+
+	/* When each X-Instance-Id (by hash) was last seen; any worker writes. */
+	struct {
+		uint64_t	 hash;
+		int64_t		 seen;
+	} instances[STATS_INSTANCES];
 };
 
 extern struct stats_shared	*stats;
@@ -77,5 +85,8 @@ void	 stats_up_end(void);
 void	 stats_snapshot(struct stats_shared *out);
 
 const char *stats_state_name(int);
+
+void	 stats_instance_seen(const char *id, int64_t now);
+int	 stats_instances_active(const struct stats_shared *, int64_t now);
 
 #endif

@@ -185,6 +185,8 @@ license_resolve(struct conn *c, struct lease *l, char *tok, size_t toksz)
 	}
 	if (!c->after_ipc && stats_self != NULL)
 		stats_self->cache_hits++;
+	if (c->req.instance[0] != '\0')
+		stats_instance_seen(c->req.instance, now);
 	return 0;
 }
 

@@ -61,7 +61,7 @@ status_json(struct conn *c, const struct stats_shared *s)
 	char	*body;
 
 	j = json_pack("{s:s, s:s, s:s, s:I, s:o, s:{s:I}, s:{s:I, s:I},"
-	    " s:{s:i, s:i, s:b}}",
+	    " s:{s:i, s:i, s:b}, s:{s:i}}",
 	    "state", stats_state_name(s->state),
 	    "mode", worker->cf->mode == CONF_AUTHORITY ? "authority" : "proxy",
 	    "version", LICPROXY_VERSION,
@@ -72,7 +72,8 @@ status_json(struct conn *c, const struct stats_shared *s)
 	    "forwarded", (json_int_t)s->usage_forwarded,
 	    "processes", "workers", s->workers_conf,
 	    "workers_alive", s->workers_alive,
-	    "uplink_alive", s->uplink_alive);
+	    "uplink_alive", s->uplink_alive,
+	    "instances", "active", stats_instances_active(s, time(NULL)));
 	body = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
 	json_decref(j);
 	if (body == NULL) {
@@ -152,6 +153,10 @@ status_metrics(struct conn *c, const struct stats_shared *s)
 	M("# TYPE licproxy_usage_forwarded_total counter\n"
 	    "licproxy_usage_forwarded_total %llu\n",
 	    (unsigned long long)s->usage_forwarded);
+	M("# HELP licproxy_instances_active Distinct X-Instance-Id values seen"
+	    " in the last %d s.\n# TYPE licproxy_instances_active gauge\n"
+	    "licproxy_instances_active %d\n", STATS_INSTANCE_ACTIVE_S,
+	    stats_instances_active(s, time(NULL)));
 	M("# TYPE licproxy_process_restarts_total counter\n");
 	for (i = 0; i < 3; i++)
 		M("licproxy_process_restarts_total{role=\"%s\"} %llu\n",

@@ -1,8 +1,9 @@
 /*
  * fuzz_http.c - libFuzzer target for the request-head parser.
  *
- * Build: clang -fsanitize=fuzzer,address,undefined -Iworker \
- *	tests/fuzz/fuzz_http.c worker/http.c -o fuzz_http
+ * Build: `make fuzz` (clang -fsanitize=fuzzer,address,undefined with the
+ * sources listed below).
+ * Sources: worker/http.c
  *
  * Besides memory safety it checks what the worker relies on: a parsed
  * head lies inside the data and within max_head, the strings are

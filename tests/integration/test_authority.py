@@ -410,7 +410,9 @@ def test_status_listener():
         assert "\n" not in st.body.strip(), "one line"
         s = st.json()
         assert set(s) == {"state", "mode", "version", "uptime_s",
-                          "upstream", "leases", "usage", "processes"}, s
+                          "upstream", "leases", "usage", "processes",
+                          "instances"}, s
+        assert s["instances"] == {"active": 0}, s
         assert s["state"] == "Authority" and s["mode"] == "authority", s
         assert s["version"] == run("version").stdout.split()[-1]
         assert isinstance(s["uptime_s"], int) and s["uptime_s"] >= 0
@@ -887,3 +889,20 @@ def test_master_killed():
         assert r.status == 200, r
         assert r.json()["lease"] == lease, "the stored lease is served"
         assert auth.stop() == 0
+
+
+def test_instance_ids_counted():
+    """X-Instance-Id names callers: distinct well-formed ids are counted in
+    /v1/status and /metrics; a malformed one is ignored, not an error."""
+    with Fixture() as fx:
+        auth = authority(fx)
+        key = auth.create_key()
+        auth.start()
+        for inst in ("engine-1", "engine-1", "api.7_b", "bad id!", "x" * 65):
+            r = auth.license(key, headers={"X-Instance-Id": inst})
+            assert r.status == 200, (inst, r)
+        assert auth.status_json()["instances"] == {"active": 2}
+        assert auth.metrics()["licproxy_instances_active"] == 2
+        r = auth.license(key)
+        assert r.status == 200
+        assert auth.status_json()["instances"] == {"active": 2}
