@@ -141,7 +141,8 @@ ipc_field(const msgpack_object_kv *kv, struct ipc_msg *m, int *seen)
 		bit = F_KEY;
 	else if (strcmp(name, "ref") == 0 && ipc_get_int(v, 0, 1, &i) == 0)
 		m->refresh = (int)i, bit = F_REF;
-	else if (strcmp(name, "st") == 0 && ipc_get_int(v, 100, 599, &i) == 0)
+	else if (strcmp(name, "st") == 0 && ipc_get_int(v, 200, 503, &i) == 0 &&
+	    (i == 200 || i == 403 || i == 503))
 		m->status = (int)i, bit = F_ST;
 	else if (strcmp(name, "rsn") == 0 &&
 	    ipc_get_str(v, m->reason, sizeof(m->reason), 0) == 0)
@@ -196,7 +197,8 @@ ipc_decode(const unsigned char *buf, size_t len, struct ipc_msg *m)
 		return 0;
 	memcpy(&be, buf, 4);
 	flen = ntohl(be);
-	if (flen == 0 || flen + 4 > IPC_MAX_FRAME)
+	/* flen + 4 would wrap for lengths near 2^32 */
+	if (flen == 0 || flen > IPC_MAX_FRAME - 4)
 		return -1;
 	if (len < flen + 4)
 		return 0;

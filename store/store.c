@@ -45,6 +45,7 @@ struct store {
 	MDB_dbi		 dbi[DB_COUNT];
 	unsigned int	 have;		/* bit per db that exists */
 	int		 rdonly;
+	MDB_txn		*rtxn;		/* reset read txn kept for reuse */
 };
 
 struct wbuf {
@@ -301,6 +302,34 @@ store_begin(struct store *s, int write, MDB_txn **txn)
 	return store_err(rc, "begin");
 }
 
+/*
+ * Lookups on the request path reuse one reset read transaction: renewing
+ * it keeps its reader slot, where a fresh begin takes the reader mutex.
+ */
+static int
+store_rbegin(struct store *s, MDB_txn **txn)
+{
+	if (s->rtxn != NULL) {
+		*txn = s->rtxn;
+		s->rtxn = NULL;
+		if (mdb_txn_renew(*txn) == 0)
+			return 0;
+		mdb_txn_abort(*txn);	/* e.g. the map grew: start afresh */
+	}
+	return store_begin(s, 0, txn);
+}
+
+static void
+store_rend(struct store *s, MDB_txn *txn)
+{
+	if (s->rtxn != NULL) {
+		mdb_txn_abort(txn);
+		return;
+	}
+	mdb_txn_reset(txn);
+	s->rtxn = txn;
+}
+
 static int
 store_commit(MDB_txn *txn, const char *what)
 {
@@ -322,14 +351,14 @@ store_read(struct store *s, int db, MDB_val *k,
 
 	if (!HAVE(s, db))
 		return STORE_ENOTFOUND;
-	if ((ret = store_begin(s, 0, &txn)) != 0)
+	if ((ret = store_rbegin(s, &txn)) != 0)
 		return ret;
 	rc = mdb_get(txn, s->dbi[db], k, &v);
 	if (rc == 0)
 		ret = fn(&v, arg);
 	else
 		ret = store_err(rc, store_dbnames[db]);
-	mdb_txn_abort(txn);
+	store_rend(s, txn);
 	return ret;
 }
 
@@ -549,6 +578,8 @@ store_close(struct store *s)
 {
 	if (s == NULL)
 		return;
+	if (s->rtxn != NULL)
+		mdb_txn_abort(s->rtxn);
 	if (s->env != NULL)
 		mdb_env_close(s->env);
 	free(s);
@@ -573,11 +604,11 @@ store_now(struct store *s)
 	uint64_t	 mark = 0;
 	int64_t		 now = time(NULL);
 
-	if (store_begin(s, 0, &txn) != 0)
+	if (store_rbegin(s, &txn) != 0)
 		return now;
 	if (meta_get(s, txn, "clock", &mark) != 0)
 		mark = 0;
-	mdb_txn_abort(txn);
+	store_rend(s, txn);
 	return (int64_t)mark > now ? (int64_t)mark : now;
 }
 
