@@ -49,7 +49,10 @@ int	 ipc_encode(const struct ipc_msg *m, unsigned char *buf, size_t bufsz);
  */
 int	 ipc_decode(const unsigned char *buf, size_t len, struct ipc_msg *m);
 
-/* Framed channel over a bufferevent. */
+/*
+ * Framed channel over a bufferevent. msg_cb must not free the channel (the
+ * read loop goes on with it); close_cb may, and is the place to do it.
+ */
 struct ipc_chan;
 typedef void (*ipc_msg_cb)(struct ipc_chan *, const struct ipc_msg *, void *);
 typedef void (*ipc_close_cb)(struct ipc_chan *, int bad, void *);

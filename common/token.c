@@ -21,6 +21,7 @@
 #include <openssl/rand.h>
 
 #include "log.h"
+#include "mpcheck.h"
 #include "token.h"
 
 #define TOKEN_SIG_LEN		64
@@ -347,103 +348,6 @@ token_sign(const struct lease *l, EVP_PKEY *priv, char *tok, size_t toksz)
 	return ret;
 }
 
-/* Reads an n-byte big-endian length at p[*pos]. */
-static int
-mp_len(const unsigned char *p, size_t len, size_t *pos, int n, uint64_t *v)
-{
-	int i;
-
-	if (len - *pos < (size_t)n)
-		return -1;
-	*v = 0;
-	for (i = 0; i < n; i++)
-		*v = *v << 8 | p[(*pos)++];
-	return 0;
-}
-
-/*
- * Steps over one msgpack header (and the bytes of a str/bin/ext), reporting
- * how many child objects a container announces. Per format byte 0xc0-0xdf:
- * kind, size of the length field, fixed bytes that follow.
- */
-enum { MP_BAD, MP_FIXED, MP_DATA, MP_ARRAY, MP_MAP };
-static const struct { unsigned char kind, nlen, fixed; } mp_fmt[32] = {
-	{ MP_FIXED, 0, 0 }, { MP_BAD, 0, 0 },	/* nil, unused */
-	{ MP_FIXED, 0, 0 }, { MP_FIXED, 0, 0 },	/* false, true */
-	{ MP_DATA, 1, 0 }, { MP_DATA, 2, 0 }, { MP_DATA, 4, 0 },  /* bin */
-	{ MP_DATA, 1, 1 }, { MP_DATA, 2, 1 }, { MP_DATA, 4, 1 },  /* ext */
-	{ MP_FIXED, 0, 4 }, { MP_FIXED, 0, 8 },	/* float */
-	{ MP_FIXED, 0, 1 }, { MP_FIXED, 0, 2 },	/* uint */
-	{ MP_FIXED, 0, 4 }, { MP_FIXED, 0, 8 },
-	{ MP_FIXED, 0, 1 }, { MP_FIXED, 0, 2 },	/* int */
-	{ MP_FIXED, 0, 4 }, { MP_FIXED, 0, 8 },
-	{ MP_FIXED, 0, 2 }, { MP_FIXED, 0, 3 },	/* fixext */
-	{ MP_FIXED, 0, 5 }, { MP_FIXED, 0, 9 }, { MP_FIXED, 0, 17 },
-	{ MP_DATA, 1, 0 }, { MP_DATA, 2, 0 }, { MP_DATA, 4, 0 },  /* str */
-	{ MP_ARRAY, 2, 0 }, { MP_ARRAY, 4, 0 },
-	{ MP_MAP, 2, 0 }, { MP_MAP, 4, 0 },
-};
-
-static int
-mp_skip(const unsigned char *p, size_t len, size_t *pos, uint64_t *children)
-{
-	unsigned char	 b = p[(*pos)++];
-	uint64_t	 n = 0;
-
-	*children = 0;
-	if (b <= 0x7f || b >= 0xe0)
-		return 0;
-	if (b <= 0x8f) {
-		*children = 2 * (uint64_t)(b & 0x0f);
-		return 0;
-	}
-	if (b <= 0x9f) {
-		*children = b & 0x0f;
-		return 0;
-	}
-	if (b <= 0xbf)
-		n = b & 0x1f;
-	else {
-		b -= 0xc0;
-		if (mp_fmt[b].kind == MP_BAD ||
-		    mp_len(p, len, pos, mp_fmt[b].nlen, &n) == -1)
-			return -1;
-		if (mp_fmt[b].kind == MP_ARRAY || mp_fmt[b].kind == MP_MAP) {
-			*children = mp_fmt[b].kind == MP_MAP ? 2 * n : n;
-			return 0;
-		}
-		if (mp_fmt[b].kind == MP_FIXED)
-			n = 0;
-		n += mp_fmt[b].fixed;
-	}
-	if (n > len - *pos)
-		return -1;
-	*pos += n;
-	return 0;
-}
-
-/*
- * msgpack-c allocates whatever a header claims before looking for the data,
- * so first walk the headers: every announced object needs at least one byte
- * still unread, and the buffer must hold exactly one object.
- */
-static int
-mp_precheck(const unsigned char *p, size_t len)
-{
-	uint64_t pending = 1, children;
-	size_t pos = 0;
-
-	while (pending > 0) {
-		if (pos >= len || mp_skip(p, len, &pos, &children) == -1)
-			return -1;
-		pending--;
-		if (children > len - pos || pending + children > len - pos)
-			return -1;
-		pending += children;
-	}
-	return pos == len ? 0 : -1;
-}
-
 /* Copies a msgpack str into dst, refusing what would not fit or hides a NUL. */
 static int
 obj_str(const msgpack_object *o, char *dst, size_t dstsz)
@@ -593,7 +497,8 @@ payload_decode(const unsigned char *p, size_t len, struct lease *out)
 
 	msgpack_unpacked_init(&up);
 	memset(&l, 0, sizeof(l));
-	if (mp_precheck(p, len) == -1)
+	/* msgpack-c allocates what headers claim: prove they fit first. */
+	if (len > INT32_MAX || mpcheck(p, len) != (int)len)
 		goto fail;
 	if (msgpack_unpack_next(&up, (const char *)p, len, &off) !=
 	    MSGPACK_UNPACK_SUCCESS || off != len)

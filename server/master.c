@@ -356,27 +356,40 @@ master_enforce_deadlines(struct master *m)
 		}
 }
 
+/* A listener for host:port, or -1 to keep fd when the address is the same. */
+static int
+master_relisten(const char *ohost, int oport, const char *host, int port,
+    int *fd)
+{
+	*fd = -1;
+	if (strcmp(ohost, host) == 0 && oport == port)
+		return 0;
+	return (*fd = master_listen(host, port)) == -1 ? -1 : 0;
+}
+
+/* Listener address changes: bind both new sockets before giving up any. */
 static int
 master_rebind(struct master *m, const struct conf *ncf)
 {
 	const struct conf	*o = m->cf;
-	int			 fd;
+	int			 tls, st;
 
-	if (strcmp(o->server.host, ncf->server.host) != 0 ||
-	    o->server.port != ncf->server.port) {
-		if ((fd = master_listen(ncf->server.host,
-		    ncf->server.port)) == -1)
-			return -1;
-		close(m->fd_tls);
-		m->fd_tls = fd;
+	if (master_relisten(o->server.host, o->server.port, ncf->server.host,
+	    ncf->server.port, &tls) == -1)
+		return -1;
+	if (master_relisten(o->server.status_host, o->server.status_port,
+	    ncf->server.status_host, ncf->server.status_port, &st) == -1) {
+		if (tls != -1)
+			close(tls);
+		return -1;
 	}
-	if (strcmp(o->server.status_host, ncf->server.status_host) != 0 ||
-	    o->server.status_port != ncf->server.status_port) {
-		if ((fd = master_listen(ncf->server.status_host,
-		    ncf->server.status_port)) == -1)
-			return -1;
+	if (tls != -1) {
+		close(m->fd_tls);
+		m->fd_tls = tls;
+	}
+	if (st != -1) {
 		close(m->fd_status);
-		m->fd_status = fd;
+		m->fd_status = st;
 	}
 	return 0;
 }

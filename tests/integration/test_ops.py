@@ -12,7 +12,8 @@ import threading
 import time
 
 from lp import (Fixture, Pki, Server, ConnectProxy, run, wait_for,
-                raw_tls_version_refused, socket_owner, fake_key, key_id)
+                raw_tls_version_refused, socket_owner, fake_key, key_id,
+                free_port)
 
 RECORD = {"id": "r-1", "product": "engine", "metric": "audio_seconds",
           "quantity": 12.5, "ts": "2026-11-26T16:00:00Z"}
@@ -816,3 +817,46 @@ def test_sd_notify_ready_reloading_stopping():
             assert extra is None, extra
         finally:
             ns.close()
+
+
+def test_hup_moves_listeners():
+    """A reload that changes server.port and status_port applies them: the
+    new ports serve, the old ones are closed once the old workers are gone;
+    a new port that is taken keeps the old configuration running."""
+    with Fixture() as fx:
+        pki = fx.add(Pki("ops"))
+        srv = fx.add(Server(pki, "authority", workers=2))
+        key = srv.create_key()
+        srv.start()
+        old_port, old_status = srv.port, srv.status_port
+
+        # A taken port: the reload is refused and nothing moves.
+        blocker = socket.socket()
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen(1)
+        srv.conf["server"]["port"] = blocker.getsockname()[1]
+        srv.write_conf()
+        srv.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload failed" in srv.logs(), what="reload error")
+        blocker.close()
+        assert srv.license(key).status == 200
+        assert srv.status("/healthz").status == 200
+
+        new_port, new_status = free_port(), free_port()
+        srv.conf["server"]["port"] = new_port
+        srv.conf["server"]["status_port"] = new_status
+        srv.write_conf()
+        srv.proc.send_signal(signal.SIGHUP)
+        srv.port, srv.status_port = new_port, new_status
+        wait_for(lambda: srv.license(key).status == 200, what="new port")
+        assert srv.status("/healthz").status == 200
+
+        def closed(port):
+            try:
+                socket.create_connection(("127.0.0.1", port), 1).close()
+            except OSError:
+                return True
+            return False
+        wait_for(lambda: closed(old_port) and closed(old_status),
+                 what="old listeners closed")
+        assert srv.stop() == 0
