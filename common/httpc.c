@@ -3,7 +3,9 @@
  *
  * Each request is its own connection ("Connection: close"): the uplink talks
  * to the upstream a few times a minute, so keep-alive would buy little and
- * cost a connection cache.  One timer bounds the whole attempt.
+ * cost a connection cache.  What a new connection does not have to repeat is
+ * the full handshake: the last session per upstream is kept and resumed.
+ * One timer bounds the whole attempt.
  */
 
 #include <sys/types.h>
@@ -15,10 +17,12 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <event2/event.h>
 #include <event2/buffer.h>
@@ -36,6 +40,7 @@
 #define HC_HDR_MAX	(16 * 1024)	/* status line + headers (+ trailers) */
 #define HC_CHUNKLINE_MAX 1024
 #define HC_TIMEOUT_DEF	30000
+#define HC_SESS_MAX	16		/* upstreams with a resumable session */
 
 enum hc_state {
 	ST_CONNECT,		/* TCP to the server or the proxy */
@@ -73,6 +78,7 @@ struct hc_conn {
 	int			 proxy_st;	/* status of the CONNECT answer */
 	enum hc_state		 state;
 	SSL_CTX			*ctx;
+	unsigned long		 ctxid;		/* 0: no session cache */
 	struct bufferevent	*sock;		/* TCP */
 	struct bufferevent	*bev;		/* sock, or the TLS filter on it */
 	struct evbuffer_cb_entry *cnt_in, *cnt_out;
@@ -86,6 +92,26 @@ struct hc_conn {
 	struct httpc_res	 res;
 	char			 errbuf[256];
 };
+
+/*
+ * The session cache: a resumed handshake sends no certificate and makes no
+ * signature or chain check, the costly part of a new upstream connection.
+ * Skipping the check is safe only for the peer it was done for, so an entry
+ * is only ever offered to the same host and port (the SNI follows from the
+ * host) under the same SSL_CTX, i.e. the same trust store.
+ */
+struct hc_sess {
+	unsigned long	 ctxid;		/* 0: slot unused */
+	int		 port;
+	char		 host[256];
+	SSL_SESSION	*sess;
+	unsigned long	 stamp;		/* last store or use, for LRU */
+};
+
+static struct hc_sess	 hc_sessions[HC_SESS_MAX];
+static unsigned long	 hc_sess_clock;
+static unsigned long	 hc_ctx_ids;
+static int		 hc_ctx_idx = -1;
 
 static void	hc_eventcb(struct bufferevent *, short, void *);
 static void	hc_readcb(struct bufferevent *, void *);
@@ -122,6 +148,131 @@ httpc_ctx_new(const char *ca_file, char *err, size_t errlen)
 	ERR_clear_error();
 	SSL_CTX_free(ctx);
 	return NULL;
+}
+
+/*
+ * A number for the context, kept in its ex_data.  Its address would not do:
+ * a context freed on reload and a new one with another ca_file can land at
+ * the same address, and must not inherit sessions the old one verified.
+ */
+static unsigned long
+hc_ctx_id(SSL_CTX *ctx)
+{
+	void	*v;
+
+	if (hc_ctx_idx == -1)
+		hc_ctx_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL,
+		    NULL);
+	if (hc_ctx_idx == -1)
+		return 0;
+	if ((v = SSL_CTX_get_ex_data(ctx, hc_ctx_idx)) != NULL)
+		return (unsigned long)(uintptr_t)v;
+	if (SSL_CTX_set_ex_data(ctx, hc_ctx_idx,
+	    (void *)(uintptr_t)(hc_ctx_ids + 1)) != 1)
+		return 0;
+	return ++hc_ctx_ids;
+}
+
+static void
+hc_sess_clear(struct hc_sess *e)
+{
+	SSL_SESSION_free(e->sess);
+	memset(e, 0, sizeof(*e));
+}
+
+static struct hc_sess *
+hc_sess_find(const struct hc_conn *c)
+{
+	struct hc_sess	*e;
+	size_t		 i;
+
+	if (c->ctxid == 0)
+		return NULL;
+	for (i = 0; i < HC_SESS_MAX; i++) {
+		e = &hc_sessions[i];
+		if (e->ctxid == c->ctxid && e->port == c->url.port &&
+		    strcmp(e->host, c->url.host) == 0)
+			return e;
+	}
+	return NULL;
+}
+
+/* Offer the cached session, unless it is spent or past its lifetime. */
+static void
+hc_sess_offer(struct hc_conn *c, SSL *ssl)
+{
+	struct hc_sess	*e;
+	time_t		 now = time(NULL);
+
+	if ((e = hc_sess_find(c)) == NULL)
+		return;
+	if (!SSL_SESSION_is_resumable(e->sess) ||
+	    now - SSL_SESSION_get_time(e->sess) >=
+	    SSL_SESSION_get_timeout(e->sess)) {
+		hc_sess_clear(e);
+		return;
+	}
+	/* a refused session is no error: the server just does a full one */
+	if (SSL_set_session(ssl, e->sess) == 1)
+		e->stamp = ++hc_sess_clock;
+}
+
+/* An unused slot, else the least recently used one. */
+static struct hc_sess *
+hc_sess_victim(void)
+{
+	struct hc_sess	*e, *lru = &hc_sessions[0];
+	size_t		 i;
+
+	for (i = 0; i < HC_SESS_MAX; i++) {
+		e = &hc_sessions[i];
+		if (e->ctxid == 0)
+			return e;
+		if (e->stamp < lru->stamp)
+			lru = e;
+	}
+	return lru;
+}
+
+/* Forget a session the server's handshake failed on. */
+static void
+hc_sess_drop(struct hc_conn *c)
+{
+	struct hc_sess	*e;
+
+	if ((e = hc_sess_find(c)) != NULL)
+		hc_sess_clear(e);
+}
+
+/*
+ * Keep the connection's session once the response is in: with TLS 1.3 the
+ * tickets arrive after the handshake, ahead of the response.
+ */
+static void
+hc_sess_save(struct hc_conn *c, SSL *ssl)
+{
+	SSL_SESSION	*s;
+	struct hc_sess	*e;
+
+	/*
+	 * We close without close_notify; SSL_free would then call the
+	 * session bad and spoil the copy we keep.  The exchange did finish.
+	 */
+	SSL_set_shutdown(ssl, SSL_get_shutdown(ssl) | SSL_SENT_SHUTDOWN);
+	if (c->ctxid == 0 || (s = SSL_get1_session(ssl)) == NULL)
+		return;
+	if (!SSL_SESSION_is_resumable(s)) {
+		SSL_SESSION_free(s);
+		return;
+	}
+	if ((e = hc_sess_find(c)) == NULL)
+		e = hc_sess_victim();
+	hc_sess_clear(e);
+	e->ctxid = c->ctxid;
+	e->port = c->url.port;
+	memcpy(e->host, c->url.host, sizeof(e->host));
+	e->sess = s;
+	e->stamp = ++hc_sess_clock;
 }
 
 /* Host names as DNS allows them; anything else could smuggle headers. */
@@ -443,6 +594,7 @@ hc_finish(struct hc_conn *c, int err, const char *fmt, ...)
 {
 	struct timeval	 now = { 0, 0 };
 	va_list		 ap;
+	SSL		*ssl;
 
 	if (c->finished)
 		return;
@@ -454,6 +606,9 @@ hc_finish(struct hc_conn *c, int err, const char *fmt, ...)
 		vsnprintf(c->errbuf, sizeof(c->errbuf), fmt, ap);
 		va_end(ap);
 	}
+	if (err == 0 && c->url.tls && c->bev != NULL &&
+	    (ssl = bufferevent_openssl_get_ssl(c->bev)) != NULL)
+		hc_sess_save(c, ssl);
 	hc_close(c);
 	if (c->starting)
 		evtimer_add(c->timer, &now);
@@ -511,6 +666,8 @@ hc_start_tls(struct hc_conn *c)
 		SSL_free(ssl);
 		goto fail;
 	}
+	c->ctxid = hc_ctx_id(c->ctx);
+	hc_sess_offer(c, ssl);
 	c->state = ST_TLS;
 	tls = bufferevent_openssl_filter_new(c->base, c->sock, ssl,
 	    BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
@@ -873,6 +1030,7 @@ hc_tls_error(struct hc_conn *c, struct bufferevent *bev)
 		if (first == 0)
 			first = e;
 	ERR_clear_error();
+	hc_sess_drop(c);
 	if (ssl != NULL && (v = SSL_get_verify_result(ssl)) != X509_V_OK)
 		hc_finish(c, HTTPC_ETLS, "%s: certificate verify failed: %s",
 		    c->url.host, X509_verify_cert_error_string(v));

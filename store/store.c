@@ -46,6 +46,7 @@ struct store {
 	unsigned int	 have;		/* bit per db that exists */
 	int		 rdonly;
 	MDB_txn		*rtxn;		/* reset read txn kept for reuse */
+	MDB_txn		*snap;		/* open snapshot (store_snapshot) */
 };
 
 struct wbuf {
@@ -309,6 +310,10 @@ store_begin(struct store *s, int write, MDB_txn **txn)
 static int
 store_rbegin(struct store *s, MDB_txn **txn)
 {
+	if (s->snap != NULL) {
+		*txn = s->snap;
+		return 0;
+	}
 	if (s->rtxn != NULL) {
 		*txn = s->rtxn;
 		s->rtxn = NULL;
@@ -322,12 +327,38 @@ store_rbegin(struct store *s, MDB_txn **txn)
 static void
 store_rend(struct store *s, MDB_txn *txn)
 {
+	if (txn == s->snap)
+		return;
 	if (s->rtxn != NULL) {
 		mdb_txn_abort(txn);
 		return;
 	}
 	mdb_txn_reset(txn);
 	s->rtxn = txn;
+}
+
+int
+store_snapshot(struct store *s)
+{
+	MDB_txn *txn;
+
+	if (s->snap != NULL)
+		return 0;
+	if (store_rbegin(s, &txn) != 0)
+		return -1;
+	s->snap = txn;
+	return 0;
+}
+
+void
+store_snapshot_end(struct store *s)
+{
+	MDB_txn *txn = s->snap;
+
+	if (txn == NULL)
+		return;
+	s->snap = NULL;
+	store_rend(s, txn);
 }
 
 static int

@@ -26,6 +26,14 @@ struct store	*store_open(const char *dir, uint64_t max_size, int flags,
 void		 store_close(struct store *);
 int		 store_reader_check(struct store *);	/* returns # cleared */
 
+/*
+ * One read snapshot for a run of single-value getters (store_now,
+ * store_*_get): one transaction instead of one each. Writes in between are
+ * not seen until store_snapshot_end. Iterators open their own.
+ */
+int		 store_snapshot(struct store *);
+void		 store_snapshot_end(struct store *);
+
 /* Clock high-water mark: max(time(NULL), stored mark). */
 int64_t		 store_now(struct store *);
 int		 store_clock_advance(struct store *, int64_t now);

@@ -168,14 +168,19 @@ license_resolve(struct conn *c, struct lease *l, char *tok, size_t toksz)
 {
 	int	authority = worker->cf->mode == CONF_AUTHORITY;
 	int64_t	now;
-	int	n;
+	int	n, rejected;
 
 	if (license_key(c) == -1)
 		return -1;
+	/* Clock, registry or rejection, and lease: one read transaction. */
+	store_snapshot(worker->store);
 	now = store_now(worker->store);
-	if (authority ? license_registry(c, now) : license_negative(c, now))
+	rejected = authority ? license_registry(c, now) :
+	    license_negative(c, now);
+	n = rejected ? 0 : store_lease_get(worker->store, c->sha, tok, toksz);
+	store_snapshot_end(worker->store);
+	if (rejected)
 		return -1;
-	n = store_lease_get(worker->store, c->sha, tok, toksz);
 	if (n <= 0 || token_decode(tok, (size_t)n, l) == -1 || l->exp <= now)
 		return license_ask(c);
 	if (now >= l->rat && !c->after_ipc) {

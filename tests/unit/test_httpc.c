@@ -44,7 +44,16 @@ static SSL_CTX	*ctx_good, *ctx_wrong;
 struct child {
 	pid_t	 pid;
 	int	 port;
+	int	 port2;		/* second listener of a twin server */
 	int	 rfd;		/* records written by the child */
+};
+
+/* How a test server runs; srv_start() uses all zeroes. */
+struct srvopt {
+	int	 maxver;	/* highest TLS version, 0 = library default */
+	int	 report;	/* answer with what the handshake was */
+	int	 port;		/* listen here, 0 = any free port */
+	int	 twin;		/* one more listener, same process and keys */
 };
 
 /* children still running, killed after each test even when it failed */
@@ -63,8 +72,9 @@ struct result {
 
 /* ---------- helpers shared by the children ---------- */
 
+/* want 0: any free port */
 static int
-listen_on(int family, int *port)
+listen_at(int family, int want, int *port)
 {
 	struct sockaddr_storage	 ss;
 	struct sockaddr_in	*s4 = (struct sockaddr_in *)&ss;
@@ -79,10 +89,12 @@ listen_on(int family, int *port)
 	if (family == AF_INET) {
 		s4->sin_family = AF_INET;
 		s4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		s4->sin_port = htons(want);
 		sl = sizeof(*s4);
 	} else {
 		s6->sin6_family = AF_INET6;
 		s6->sin6_addr = in6addr_loopback;
+		s6->sin6_port = htons(want);
 		sl = sizeof(*s6);
 	}
 	if (bind(fd, (struct sockaddr *)&ss, sl) == -1 ||
@@ -93,6 +105,12 @@ listen_on(int family, int *port)
 	}
 	*port = ntohs(family == AF_INET ? s4->sin_port : s6->sin6_port);
 	return fd;
+}
+
+static int
+listen_on(int family, int *port)
+{
+	return listen_at(family, 0, port);
 }
 
 static int
@@ -204,17 +222,65 @@ reap(pid_t pid)
 
 /* ---------- test server ---------- */
 
+/* the ClientHello of the connection at hand offered a session to resume */
+static int	 srv_offered;
+
+static int
+srv_hello_cb(SSL *ssl, int *al, void *arg)
+{
+	const unsigned char	*ext;
+	size_t			 len;
+
+	(void)al;
+	(void)arg;
+	/* TLS 1.3 resumes by PSK; 1.2 by ticket (empty = "I take one") */
+	srv_offered = SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_psk, &ext,
+	    &len) == 1 || (SSL_client_hello_get0_ext(ssl,
+	    TLSEXT_TYPE_session_ticket, &ext, &len) == 1 && len > 0);
+	return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+static int
+srv_accept(const int lfd[2])
+{
+	struct pollfd	 pfd[2] = { { lfd[0], POLLIN, 0 },
+	    { lfd[1], POLLIN, 0 } };
+	int		 i;
+
+	if (poll(pfd, 2, -1) <= 0)
+		return -1;
+	for (i = 0; i < 2; i++)
+		if (pfd[i].revents & POLLIN)
+			return accept(lfd[i], NULL, NULL);
+	return -1;
+}
+
+/* What the handshake was, as the body of a 200. */
+static size_t
+srv_report(SSL *ssl, char *buf, size_t len)
+{
+	char	 body[100];
+	int	 n;
+
+	n = snprintf(body, sizeof(body), "offered=%d resumed=%d %s",
+	    srv_offered, (int)SSL_session_reused(ssl), SSL_get_version(ssl));
+	return snprintf(buf, len, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n"
+	    "\r\n%s", n, body);
+}
+
 static void
-srv_loop(int lfd, SSL_CTX *sctx, const char *resp, size_t rlen, int wfd)
+srv_loop(const int lfd[2], SSL_CTX *sctx, const char *resp, size_t rlen,
+    int report, int wfd)
 {
 	static char	 buf[REC_MAX];
+	char		 rbuf[200];
 	const char	*sni;
 	SSL		*ssl;
 	size_t		 n;
 	int		 fd;
 
 	for (;;) {
-		if ((fd = accept(lfd, NULL, NULL)) == -1)
+		if ((fd = srv_accept(lfd)) == -1)
 			continue;
 		ssl = NULL;
 		if (sctx != NULL) {
@@ -230,6 +296,10 @@ srv_loop(int lfd, SSL_CTX *sctx, const char *resp, size_t rlen, int wfd)
 		    : NULL;
 		n = snprintf(buf, 300, "SNI=%s\n", sni ? sni : "-");
 		n += read_request(ssl, fd, buf + n, sizeof(buf) - n);
+		if (report && ssl != NULL) {
+			rlen = srv_report(ssl, rbuf, sizeof(rbuf));
+			resp = rbuf;
+		}
 		if (resp != NULL)
 			io_write(ssl, fd, resp, rlen);
 		write_record(wfd, buf, n);
@@ -244,34 +314,60 @@ srv_loop(int lfd, SSL_CTX *sctx, const char *resp, size_t rlen, int wfd)
 	}
 }
 
-/* resp NULL = accept, read, never answer. */
+static SSL_CTX *
+srv_ctx(const char *crt, const char *key, const struct srvopt *o)
+{
+	SSL_CTX	*sctx;
+
+	if ((sctx = SSL_CTX_new(TLS_server_method())) == NULL ||
+	    SSL_CTX_use_certificate_chain_file(sctx, crt) != 1 ||
+	    SSL_CTX_use_PrivateKey_file(sctx, key, SSL_FILETYPE_PEM) != 1)
+		_exit(1);
+	if (o->maxver != 0 &&
+	    SSL_CTX_set_max_proto_version(sctx, o->maxver) != 1)
+		_exit(1);
+	SSL_CTX_set_client_hello_cb(sctx, srv_hello_cb, NULL);
+	return sctx;
+}
+
+/* resp NULL = accept, read, never answer (unless o->report). */
 static void
-srv_start(struct child *ch, int family, const char *crt, const char *key,
-    const char *resp, size_t rlen)
+srv_start_opt(struct child *ch, int family, const char *crt, const char *key,
+    const char *resp, size_t rlen, const struct srvopt *o)
 {
 	SSL_CTX	*sctx = NULL;
-	int	 p[2], lfd;
+	int	 p[2], lfd[2] = { -1, -1 };
 
-	lfd = listen_on(family, &ch->port);
-	assert_true(lfd != -1);
+	lfd[0] = listen_at(family, o->port, &ch->port);
+	assert_true(lfd[0] != -1);
+	ch->port2 = 0;
+	if (o->twin) {
+		lfd[1] = listen_on(family, &ch->port2);
+		assert_true(lfd[1] != -1);
+	}
 	assert_int_equal(pipe(p), 0);
 	ch->pid = spawn();
 	if (ch->pid == 0) {
 		close(p[0]);
-		if (crt != NULL) {
-			sctx = SSL_CTX_new(TLS_server_method());
-			if (sctx == NULL ||
-			    SSL_CTX_use_certificate_chain_file(sctx, crt) != 1 ||
-			    SSL_CTX_use_PrivateKey_file(sctx, key,
-			    SSL_FILETYPE_PEM) != 1)
-				_exit(1);
-		}
-		srv_loop(lfd, sctx, resp, rlen, p[1]);
+		if (crt != NULL)
+			sctx = srv_ctx(crt, key, o);
+		srv_loop(lfd, sctx, resp, rlen, o->report, p[1]);
 		_exit(0);
 	}
 	close(p[1]);
-	close(lfd);
+	close(lfd[0]);
+	if (lfd[1] != -1)
+		close(lfd[1]);
 	ch->rfd = p[0];
+}
+
+static void
+srv_start(struct child *ch, int family, const char *crt, const char *key,
+    const char *resp, size_t rlen)
+{
+	struct srvopt	 o = { 0 };
+
+	srv_start_opt(ch, family, crt, key, resp, rlen, &o);
 }
 
 static void
@@ -1192,6 +1288,203 @@ test_ctx_new(void **state)
 	assert_non_null(strstr(err, path));
 }
 
+/* ---------- TLS session resumption ---------- */
+
+static SSL_CTX *
+ctx_new_good(void)
+{
+	SSL_CTX	*ctx;
+	char	 err[256];
+
+	ctx = httpc_ctx_new(good_crt, err, sizeof(err));
+	assert_non_null(ctx);
+	return ctx;
+}
+
+/* GET from a reporting server: must succeed, and its side of the handshake
+ * must read "offered=X resumed=Y VERSION". */
+static void
+expect_hs(SSL_CTX *ctx, const char *host, int port, const char *want)
+{
+	struct result	 res;
+
+	run_get(ctx, url_of("https", host, port, ""), "/", 5000, &res);
+	if (res.err != 0)
+		fail_msg("%s:%d: %s", host, port, res.errstr);
+	assert_int_equal(res.status, 200);
+	if (strcmp(res.body, want) != 0)
+		fail_msg("%s:%d: server saw \"%s\", want \"%s\"", host, port,
+		    res.body, want);
+	res_free(&res);
+}
+
+static void
+test_resume(void **state)
+{
+	static const struct { int maxver; const char *v; } vers[] = {
+		{ 0, "TLSv1.3" }, { TLS1_2_VERSION, "TLSv1.2" } };
+	static const char *const hosts[] = { "localhost", "127.0.0.1" };
+	struct srvopt	 o = { 0 };
+	struct child	 srv;
+	SSL_CTX		*ctx;
+	char		 full[64], resumed[64];
+	size_t		 i, h;
+
+	(void)state;
+	for (i = 0; i < 2; i++) {
+		o.maxver = vers[i].maxver;
+		o.report = 1;
+		srv_start_opt(&srv, AF_INET, good_crt, good_key, NULL, 0, &o);
+		snprintf(full, sizeof(full), "offered=0 resumed=0 %s",
+		    vers[i].v);
+		snprintf(resumed, sizeof(resumed), "offered=1 resumed=1 %s",
+		    vers[i].v);
+		ctx = ctx_new_good();
+		for (h = 0; h < 2; h++) {
+			expect_hs(ctx, hosts[h], srv.port, full);
+			expect_hs(ctx, hosts[h], srv.port, resumed);
+			/* a resumed connection leaves a resumable session */
+			expect_hs(ctx, hosts[h], srv.port, resumed);
+		}
+		SSL_CTX_free(ctx);
+		child_stop(&srv);
+	}
+}
+
+/* A session is for its host, port and context only. */
+static void
+test_resume_other_upstream(void **state)
+{
+	struct srvopt	 o = { 0 };
+	struct child	 srv;
+	SSL_CTX		*ctx, *ctx2;
+	const char	*full = "offered=0 resumed=0 TLSv1.3";
+	const char	*resumed = "offered=1 resumed=1 TLSv1.3";
+
+	(void)state;
+	/* two ports, one process: either would take the other's tickets */
+	o.report = 1;
+	o.twin = 1;
+	srv_start_opt(&srv, AF_INET, good_crt, good_key, NULL, 0, &o);
+	ctx = ctx_new_good();
+	expect_hs(ctx, "localhost", srv.port, full);
+	expect_hs(ctx, "localhost", srv.port, resumed);
+	expect_hs(ctx, "127.0.0.1", srv.port, full);	/* other host */
+	expect_hs(ctx, "localhost", srv.port2, full);	/* other port */
+	expect_hs(ctx, "localhost", srv.port, resumed);	/* still cached */
+	expect_hs(ctx, "127.0.0.1", srv.port, resumed);
+	expect_hs(ctx, "localhost", srv.port2, resumed);
+	/* another context may trust other CAs: never its sessions */
+	ctx2 = ctx_new_good();
+	expect_hs(ctx2, "localhost", srv.port, full);
+	expect_hs(ctx2, "localhost", srv.port, resumed);
+	/* a context made after one is freed (maybe at its address) neither */
+	SSL_CTX_free(ctx2);
+	ctx2 = ctx_new_good();
+	expect_hs(ctx2, "localhost", srv.port, full);
+	SSL_CTX_free(ctx2);
+	SSL_CTX_free(ctx);
+	child_stop(&srv);
+}
+
+/* The server restarts with new ticket keys: a full handshake, no error. */
+static void
+test_resume_restart(void **state)
+{
+	static const struct { int maxver; const char *v; } vers[] = {
+		{ 0, "TLSv1.3" }, { TLS1_2_VERSION, "TLSv1.2" } };
+	struct srvopt	 o = { 0 };
+	struct child	 srv;
+	SSL_CTX		*ctx;
+	char		 want[64];
+	size_t		 i;
+
+	(void)state;
+	ctx = ctx_new_good();
+	for (i = 0; i < 2; i++) {
+		o.maxver = vers[i].maxver;
+		o.report = 1;
+		o.port = 0;
+		srv_start_opt(&srv, AF_INET, good_crt, good_key, NULL, 0, &o);
+		snprintf(want, sizeof(want), "offered=0 resumed=0 %s",
+		    vers[i].v);
+		expect_hs(ctx, "localhost", srv.port, want);
+		snprintf(want, sizeof(want), "offered=1 resumed=1 %s",
+		    vers[i].v);
+		expect_hs(ctx, "localhost", srv.port, want);
+		child_stop(&srv);
+		o.port = srv.port;
+		srv_start_opt(&srv, AF_INET, good_crt, good_key, NULL, 0, &o);
+		snprintf(want, sizeof(want), "offered=1 resumed=0 %s",
+		    vers[i].v);
+		expect_hs(ctx, "localhost", srv.port, want);
+		/* and the new server's session replaced the dead one */
+		snprintf(want, sizeof(want), "offered=1 resumed=1 %s",
+		    vers[i].v);
+		expect_hs(ctx, "localhost", srv.port, want);
+		child_stop(&srv);
+	}
+	SSL_CTX_free(ctx);
+}
+
+/* A failed handshake drops the upstream's session. */
+static void
+test_resume_tls_fail(void **state)
+{
+	struct srvopt	 o = { 0 };
+	struct child	 srv;
+	struct result	 res;
+	SSL_CTX		*ctx;
+
+	(void)state;
+	ctx = ctx_new_good();
+	o.report = 1;
+	srv_start_opt(&srv, AF_INET, good_crt, good_key, NULL, 0, &o);
+	expect_hs(ctx, "localhost", srv.port, "offered=0 resumed=0 TLSv1.3");
+	expect_hs(ctx, "localhost", srv.port, "offered=1 resumed=1 TLSv1.3");
+	child_stop(&srv);
+	/* same address, a certificate we do not trust: verified in full */
+	o.port = srv.port;
+	srv_start_opt(&srv, AF_INET, other_crt, other_key, NULL, 0, &o);
+	run_get(ctx, url_of("https", "localhost", srv.port, ""), "/", 5000,
+	    &res);
+	assert_int_equal(res.err, HTTPC_ETLS);
+	assert_non_null(strstr(res.errstr, "certificate verify failed"));
+	child_stop(&srv);
+	srv_start_opt(&srv, AF_INET, good_crt, good_key, NULL, 0, &o);
+	expect_hs(ctx, "localhost", srv.port, "offered=0 resumed=0 TLSv1.3");
+	child_stop(&srv);
+	SSL_CTX_free(ctx);
+}
+
+/* 16 upstreams are kept; the 17th pushes out the least recently used. */
+static void
+test_resume_lru(void **state)
+{
+	const char	*full = "offered=0 resumed=0 TLSv1.3";
+	const char	*resumed = "offered=1 resumed=1 TLSv1.3";
+	struct srvopt	 o = { 0 };
+	struct child	 srv;
+	SSL_CTX		*ctx[17];
+	size_t		 i;
+
+	(void)state;
+	o.report = 1;
+	srv_start_opt(&srv, AF_INET, good_crt, good_key, NULL, 0, &o);
+	for (i = 0; i < 17; i++)
+		ctx[i] = ctx_new_good();
+	for (i = 0; i < 16; i++)
+		expect_hs(ctx[i], "localhost", srv.port, full);
+	expect_hs(ctx[0], "localhost", srv.port, resumed);
+	expect_hs(ctx[16], "localhost", srv.port, full);
+	expect_hs(ctx[1], "localhost", srv.port, full);		/* evicted */
+	expect_hs(ctx[0], "localhost", srv.port, resumed);
+	expect_hs(ctx[16], "localhost", srv.port, resumed);
+	for (i = 0; i < 17; i++)
+		SSL_CTX_free(ctx[i]);
+	child_stop(&srv);
+}
+
 /* ---------- fixtures ---------- */
 
 static int
@@ -1288,6 +1581,11 @@ main(void)
 		T(test_proxy_down),
 		T(test_bad_requests),
 		T(test_ctx_new),
+		T(test_resume),
+		T(test_resume_other_upstream),
+		T(test_resume_restart),
+		T(test_resume_tls_fail),
+		T(test_resume_lru),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
