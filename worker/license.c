@@ -28,6 +28,20 @@ static struct {
 	int64_t		at;
 } refreshes[REFRESH_SLOTS];
 
+/* Decoded and rendered leases, by key hash (see license_decode). */
+#define DECODED_SLOTS	256
+#define SIG_B64_MAX	96	/* an Ed25519 signature is 86 chars */
+
+struct decoded {
+	int		 valid;
+	unsigned char	 sha[32];
+	char		 sig[SIG_B64_MAX + 1];
+	struct lease	 l;
+	char		 head[1024];
+	int		 headlen;
+};
+static struct decoded decoded[DECODED_SLOTS];
+
 static void
 license_unavailable(struct conn *c, int retry_after)
 {
@@ -159,54 +173,6 @@ license_ask(struct conn *c)
 	return -1;
 }
 
-/*
- * 0 with a verified-at-store-time lease in l/tok, or -1 when it has
- * replied or is waiting for the uplink (then dispatched again).
- */
-static int
-license_resolve(struct conn *c, struct lease *l, char *tok, size_t toksz)
-{
-	int	authority = worker->cf->mode == CONF_AUTHORITY;
-	int64_t	now;
-	int	n, rejected;
-
-	if (license_key(c) == -1)
-		return -1;
-	/* Clock, registry or rejection, and lease: one read transaction. */
-	store_snapshot(worker->store);
-	now = store_now(worker->store);
-	rejected = authority ? license_registry(c, now) :
-	    license_negative(c, now);
-	n = rejected ? 0 : store_lease_get(worker->store, c->sha, tok, toksz);
-	store_snapshot_end(worker->store);
-	if (rejected)
-		return -1;
-	if (n <= 0 || token_decode(tok, (size_t)n, l) == -1 || l->exp <= now)
-		return license_ask(c);
-	if (now >= l->rat && !c->after_ipc) {
-		if (authority)
-			return license_ask(c);
-		license_refresh(c, now);
-	}
-	if (!c->after_ipc && stats_self != NULL)
-		stats_self->cache_hits++;
-	if (c->req.instance[0] != '\0')
-		stats_instance_seen(c->req.instance, now);
-	return 0;
-}
-
-int
-license_check(struct conn *c, int *role)
-{
-	struct lease	l;
-	char		tok[TOKEN_MAX + 1];
-
-	if (license_resolve(c, &l, tok, sizeof(tok)) == -1)
-		return -1;
-	*role = l.role;
-	return 0;
-}
-
 static void
 license_time(int64_t t, char *buf, size_t sz)
 {
@@ -217,34 +183,128 @@ license_time(int64_t t, char *buf, size_t sz)
 	strftime(buf, sz, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
+/* The JSON fields of a 200 that depend only on the lease. */
+static void
+license_render(struct decoded *d)
+{
+	char	prd[TOKEN_MAX_PRODUCTS * (TOKEN_PRODUCT_MAX + 3) + 1];
+	char	iat[32], rat[32], exp[32];
+	size_t	o = 0;
+	int	i;
+
+	/* Products are [a-z0-9_] (checked in token_decode): no escaping. */
+	for (i = 0; i < d->l.n_products; i++)
+		o += snprintf(prd + o, sizeof(prd) - o, "%s\"%s\"",
+		    i ? "," : "", d->l.products[i]);
+	prd[o] = '\0';
+	license_time(d->l.iat, iat, sizeof(iat));
+	license_time(d->l.rat, rat, sizeof(rat));
+	license_time(d->l.exp, exp, sizeof(exp));
+	d->headlen = snprintf(d->head, sizeof(d->head), "{\"key_id\":\"%s\","
+	    "\"status\":\"%s\",\"products\":[%s],\"role\":\"%s\","
+	    "\"issued_at\":\"%s\",\"refresh_at\":\"%s\",\"expires_at\":\"%s\",",
+	    d->l.kid, d->l.status, prd, role_name(d->l.role), iat, rat, exp);
+}
+
+/*
+ * Stored tokens were verified before they were stored, and an Ed25519
+ * signature pins its payload: a slot whose key hash and signature match
+ * holds this very lease, decoded and rendered once instead of per request.
+ */
+static const struct decoded *
+license_decode(const unsigned char sha[32], const char *tok, size_t len)
+{
+	struct decoded	*d = &decoded[(sha[0] | sha[1] << 8) % DECODED_SLOTS];
+	const char	*sig = memchr(tok, '.', len);
+
+	if (sig == NULL || (size_t)(tok + len - ++sig) >= sizeof(d->sig))
+		return NULL;
+	if (d->valid && memcmp(d->sha, sha, 32) == 0 &&
+	    strcmp(d->sig, sig) == 0)
+		return d;
+	d->valid = 0;
+	if (token_decode(tok, len, &d->l) == -1)
+		return NULL;
+	memcpy(d->sha, sha, 32);
+	strcpy(d->sig, sig);
+	license_render(d);
+	d->valid = d->headlen > 0 && (size_t)d->headlen < sizeof(d->head);
+	return d->valid ? d : NULL;
+}
+
+/*
+ * The decoded lease (its token in tok), or NULL when it has replied or is
+ * waiting for the uplink (then dispatched again).
+ */
+static const struct decoded *
+license_resolve(struct conn *c, char *tok, size_t toksz)
+{
+	const struct decoded *d;
+
+	int	authority = worker->cf->mode == CONF_AUTHORITY;
+	int64_t	now;
+	int	n, rejected;
+
+	if (license_key(c) == -1)
+		return NULL;
+	/* Clock, registry or rejection, and lease: one read transaction. */
+	store_snapshot(worker->store);
+	now = store_now(worker->store);
+	rejected = authority ? license_registry(c, now) :
+	    license_negative(c, now);
+	n = rejected ? 0 : store_lease_get(worker->store, c->sha, tok, toksz);
+	store_snapshot_end(worker->store);
+	if (rejected)
+		return NULL;
+	if (n <= 0 || (d = license_decode(c->sha, tok, (size_t)n)) == NULL ||
+	    d->l.exp <= now) {
+		license_ask(c);
+		return NULL;
+	}
+	if (now >= d->l.rat && !c->after_ipc) {
+		if (authority) {
+			license_ask(c);
+			return NULL;
+		}
+		license_refresh(c, now);
+	}
+	if (!c->after_ipc && stats_self != NULL)
+		stats_self->cache_hits++;
+	if (c->req.instance[0] != '\0')
+		stats_instance_seen(c->req.instance, now);
+	return d;
+}
+
+int
+license_check(struct conn *c, int *role)
+{
+	const struct decoded	*d;
+	char			 tok[TOKEN_MAX + 1];
+
+	if ((d = license_resolve(c, tok, sizeof(tok))) == NULL)
+		return -1;
+	*role = d->l.role;
+	return 0;
+}
+
 void
 license_handle(struct conn *c)
 {
-	struct lease	 l;
-	char		 tok[TOKEN_MAX + 1], body[TOKEN_MAX + 1024];
-	char		 prd[TOKEN_MAX_PRODUCTS * (TOKEN_PRODUCT_MAX + 3) + 1];
-	char		 iat[32], rat[32], exp[32];
-	const char	*source;
-	size_t		 o = 0;
-	int		 i, n;
+	const struct decoded	*d;
+	char			 tok[TOKEN_MAX + 1], body[TOKEN_MAX + 1100];
+	const char		*source;
+	int			 n;
 
-	if (license_resolve(c, &l, tok, sizeof(tok)) == -1)
+	if ((d = license_resolve(c, tok, sizeof(tok))) == NULL)
 		return;
-	/* Products are [a-z0-9_] (checked in token_decode): no escaping. */
-	for (i = 0; i < l.n_products; i++)
-		o += snprintf(prd + o, sizeof(prd) - o, "%s\"%s\"",
-		    i ? "," : "", l.products[i]);
-	prd[o] = '\0';
-	license_time(l.iat, iat, sizeof(iat));
-	license_time(l.rat, rat, sizeof(rat));
-	license_time(l.exp, exp, sizeof(exp));
 	source = worker->cf->mode == CONF_AUTHORITY ? "authority" :
 	    c->source_up ? "upstream" : "cache";
-	n = snprintf(body, sizeof(body), "{\"key_id\":\"%s\",\"status\":\"%s\","
-	    "\"products\":[%s],\"role\":\"%s\",\"issued_at\":\"%s\","
-	    "\"refresh_at\":\"%s\",\"expires_at\":\"%s\",\"source\":\"%s\","
-	    "\"lease\":\"%s\"}", l.kid, l.status, prd, role_name(l.role), iat,
-	    rat, exp, source, tok);
+	n = snprintf(body, sizeof(body), "%s\"source\":\"%s\",\"lease\":\"%s\"}",
+	    d->head, source, tok);
+	if (n < 0 || (size_t)n >= sizeof(body)) {	/* cannot happen: bounded */
+		conn_error(c, 500, "internal", "lease too large", NULL, NULL);
+		return;
+	}
 	conn_reply(c, 200, NULL, body, (size_t)n);
 }
 
