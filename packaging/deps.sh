@@ -20,6 +20,7 @@ command -v openssl >/dev/null 2>&1 || need="$need openssl"
 command -v curl >/dev/null 2>&1 || need="$need curl"
 [ -x /usr/bin/python3 ] || need="$need python3"
 command -v faketime >/dev/null 2>&1 || need="$need faketime"
+command -v mdb_stat >/dev/null 2>&1 || need="$need lmdb-utils"
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" != 0 ]; then
 	echo "licproxy: missing packages:$need" >&2

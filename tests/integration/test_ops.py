@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import ssl
 import threading
 import time
@@ -860,3 +861,36 @@ def test_hup_moves_listeners():
         wait_for(lambda: closed(old_port) and closed(old_status),
                  what="old listeners closed")
         assert srv.stop() == 0
+
+
+def test_stale_reader_slots_cleared():
+    """A worker killed with -9 leaves its LMDB reader slot behind; slots of
+    dead processes are cleared (mdb_reader_check: every child at open, the
+    uplink every tick), so killed children cannot exhaust the table."""
+    def readers(store):
+        # mdb_stat exits 1 after printing the table (no -a): read stdout.
+        out = subprocess.run(["mdb_stat", "-r", store], capture_output=True,
+                             text=True).stdout
+        assert "Reader Table Status" in out, out
+        return {int(ln.split()[0]) for ln in out.splitlines()[2:]
+                if ln.strip() and ln.split()[0].isdigit()}
+    with Fixture() as fx:
+        pki = fx.add(Pki("ops"))
+        auth = fx.add(Server(pki, "authority"))
+        key = auth.create_key()
+        auth.start()
+        proxy_key = auth.create_key(name="proxy", role="proxy")
+        proxy = proxy_of(fx, auth, pki, proxy_key)
+        proxy.start()
+        # A worker that served a lookup keeps its reader slot.
+        for _ in range(10):
+            assert proxy.license(key).status == 200
+        workers = set(proxy.children_by_comm()["licproxy-worker"])
+        holding = wait_for(lambda: workers & readers(proxy.store),
+                           what="a worker in the reader table")
+        victim = min(holding)
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: victim not in readers(proxy.store),
+                 what="the dead worker's slot cleared")
+        assert proxy.license(key).status == 200
+        assert proxy.stop() == 0
