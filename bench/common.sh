@@ -29,6 +29,7 @@ if [ -n "$need" ]; then
 fi
 PATH=$PATH:/usr/sbin
 BENCH_OUT=${BENCH_OUT:-$(mktemp -d "${TMPDIR:-/tmp}/licproxy-bench.XXXXXX")}
+mkdir -p "$BENCH_OUT"
 export BENCH_OUT
 FSYNC_BIN=$BENCH_OUT/fsync_rate
 cc -O2 -Wall -o "$FSYNC_BIN" bench/fsync_rate.c
