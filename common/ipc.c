@@ -288,9 +288,3 @@ ipc_chan_send(struct ipc_chan *c, const struct ipc_msg *m)
 		return -1;
 	return bufferevent_write(c->bev, buf, n);
 }
-
-int
-ipc_chan_fd(struct ipc_chan *c)
-{
-	return bufferevent_getfd(c->bev);
-}

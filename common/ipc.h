@@ -61,6 +61,5 @@ struct ipc_chan	*ipc_chan_new(struct event_base *, int fd, ipc_msg_cb,
 		    ipc_close_cb, void *arg);
 void		 ipc_chan_free(struct ipc_chan *);
 int		 ipc_chan_send(struct ipc_chan *, const struct ipc_msg *);
-int		 ipc_chan_fd(struct ipc_chan *);
 
 #endif

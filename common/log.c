@@ -35,12 +35,6 @@ log_setrole(const char *role)
 }
 
 int
-log_getlevel(void)
-{
-	return log_level;
-}
-
-int
 log_reopen(const char *path)
 {
 	int fd;
