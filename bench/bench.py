@@ -48,17 +48,7 @@ def log(*a):
 
 def proc_tree(pid):
     """pid and all its descendants."""
-    kids = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % d) as f:
-                st = f.read()
-        except OSError:
-            continue
-        ppid = int(st.rsplit(")", 1)[1].split()[1])
-        kids.setdefault(ppid, []).append(int(d))
+    kids = lp.ppid_map()
     out, todo = [], [pid]
     while todo:
         p = todo.pop()

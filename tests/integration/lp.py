@@ -242,19 +242,7 @@ class Server:
 
     # -- processes --
     def children(self):
-        out = []
-        for d in os.listdir("/proc"):
-            if not d.isdigit():
-                continue
-            try:
-                with open("/proc/%s/stat" % d) as f:
-                    st = f.read()
-            except OSError:
-                continue
-            ppid = int(st.rsplit(")", 1)[1].split()[1])
-            if ppid == self.proc.pid:
-                out.append(int(d))
-        return sorted(out)
+        return sorted(ppid_map().get(self.proc.pid, []))
 
     def children_by_comm(self):
         res = {}
@@ -331,6 +319,22 @@ class Server:
         if expires:
             args += ["--expires", expires]
         return run(*args).stdout.strip()
+
+
+def ppid_map():
+    """{ppid: [pid, ...]} for every process now in /proc."""
+    kids = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                st = f.read()
+        except OSError:
+            continue
+        ppid = int(st.rsplit(")", 1)[1].split()[1])
+        kids.setdefault(ppid, []).append(int(d))
+    return kids
 
 
 def comm(pid):
