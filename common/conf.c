@@ -25,7 +25,6 @@
 
 #define CONF_DEFAULT_PATH	"/etc/licproxy/licproxy.yaml"
 #define CONF_KEYFILE_MAX	4096
-#define CONF_MAX_WORKERS	1024
 #define CONF_MAX_CONNS		1048576
 #define CONF_SHOW_MAX		80	/* longest value echoed in a message */
 
@@ -253,6 +252,7 @@ conf_ncpu(void)
 
 	if (n < 1)
 		return 1;
+	/* auto on a big machine: as many as the shared stats block holds */
 	return n > CONF_MAX_WORKERS ? CONF_MAX_WORKERS : (int)n;
 }
 
@@ -539,7 +539,7 @@ conf_scalar(struct cctx *c, const char *path, const struct kdef *k,
 			return 0;
 		}
 		return conf_int(c, path, v, field, 1, CONF_MAX_WORKERS,
-		    "must be \"auto\" or 1-1024");
+		    "must be \"auto\" or 1-60");
 	case K_COUNT:
 		return conf_int(c, path, v, field, 1, CONF_MAX_CONNS,
 		    "must be 1-1048576");
@@ -825,7 +825,7 @@ conf_overrides(struct cctx *c, const struct conf_overrides *ov)
 		conf_setstr(c, &cf->store.path, ov->store);
 	if (ov->workers < 0 || ov->workers > CONF_MAX_WORKERS)
 		conf_errp(c, NULL, "server.workers (--workers): must be "
-		    "1-1024, got %d", ov->workers);
+		    "1-60, got %d", ov->workers);
 	else if (ov->workers > 0)
 		cf->server.workers = ov->workers;
 	if (ov->n_upstream < 0 || ov->n_upstream > CONF_MAX_URLS) {

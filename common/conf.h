@@ -8,6 +8,8 @@
 #define CONF_MAX_URLS		16
 #define CONF_MAX_TRUSTED	16
 #define CONF_KEY_LEN		40
+/* Two generations (during a reload) plus uplinks fit STATS_MAX_SLOTS. */
+#define CONF_MAX_WORKERS	60
 
 enum conf_mode { CONF_PROXY = 0, CONF_AUTHORITY = 1 };
 

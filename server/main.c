@@ -121,7 +121,7 @@ serve_args(int argc, char **argv, const char **cfpath,
 			break;
 		case 'w':
 			if (parse_port(optarg, &ov->workers) == -1 ||
-			    ov->workers > 1024)
+			    ov->workers > CONF_MAX_WORKERS)
 				return cli_usage_error("bad --workers \"%s\"",
 				    optarg);
 			break;

@@ -344,7 +344,7 @@ test_multiple_errors(void **state)
 	    "  format: xml\n"
 	    "colour: red\n", NULL, 0,
 	    "%:3:9: server.port: must be 1-65535, got \"http\"\n"
-	    "%:4:12: server.workers: must be \"auto\" or 1-1024, got \"0\"\n"
+	    "%:4:12: server.workers: must be \"auto\" or 1-60, got \"0\"\n"
 	    "%:5:13: server.max_body: must be a size greater than 0 (bytes, "
 	    "KiB, MiB or GiB), got \"10KB\"\n"
 	    "%:6:19: server.header_timeout: must be a duration such as "
@@ -521,7 +521,7 @@ test_overrides_bad(void **state)
 	ov.license_key = "short";
 	load_fails("license:\n  trusted_keys: /k\n", &ov, 0,
 	    "%: server.port (--port): must be 1-65535, got 70000\n"
-	    "%: server.workers (--workers): must be 1-1024, got -1\n"
+	    "%: server.workers (--workers): must be 1-60, got -1\n"
 	    "%: license.server_url (--upstream): must be an http:// or "
 	    "https:// URL, got \"gopher://x\"\n"
 	    "%: license.server_url: proxy mode needs at least one upstream "
