@@ -264,11 +264,18 @@ key_unpack(const MDB_val *v, struct store_key *k)
 static int
 store_err(int rc, const char *what)
 {
+	static time_t	full_logged;
+
 	switch (rc) {
 	case MDB_NOTFOUND:
 		return STORE_ENOTFOUND;
 	case MDB_MAP_FULL:
-		log_warnx("store: %s: map full (raise store.max_size)", what);
+		/* A full store stays full for a while: say so once a minute. */
+		if (time(NULL) - full_logged >= 60) {
+			full_logged = time(NULL);
+			log_warnx("store: %s: map full (raise store.max_size)",
+			    what);
+		}
 		return STORE_EFULL;
 	default:
 		log_warnx("store: %s: %s", what, mdb_strerror(rc));

@@ -316,6 +316,7 @@ usage_kick(void)
 static void
 usage_commit(evutil_socket_t fd, short ev, void *arg)
 {
+	static int64_t		 full_logged = -10000;
 	struct usage_rec	*all;
 	unsigned char		*dup;
 	struct conn		*c;
@@ -331,9 +332,11 @@ usage_commit(evutil_socket_t fd, short ev, void *arg)
 		}
 		rv = store_usage_append(worker->store, all, n,
 		    worker->cf->mode == CONF_AUTHORITY, dup);
-		if (rv == STORE_EFULL)
+		if (rv == STORE_EFULL && conn_now_ms() - full_logged >= 10000) {
+			full_logged = conn_now_ms();
 			log_warnx("usage store full (store.max_size): refusing"
 			    " usage with 507, leases are still served");
+		}
 	}
 	o = 0;
 	worker->batch_recs = 0;
