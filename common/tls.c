@@ -61,8 +61,13 @@ tls_server_ctx_new(const struct conf *cf, char *err, size_t errlen)
 		return NULL;
 	}
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	/*
+	 * A client may half-close TCP after its request (no close_notify):
+	 * treat that as an orderly end of its input, so the answer can still
+	 * be written, instead of a fatal "unexpected EOF".
+	 */
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION |
-	    SSL_OP_CIPHER_SERVER_PREFERENCE);
+	    SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_IGNORE_UNEXPECTED_EOF);
 	/* TLS 1.2: forward-secret AEAD suites only. */
 	SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20");
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);

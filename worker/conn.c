@@ -138,7 +138,7 @@ conn_reply_full(struct conn *c, int code, const char *ctype, const char *extra,
     const char *body, size_t len)
 {
 	char	buf[REPLY_MAX], *out = buf, *big = NULL;
-	int	keep = c->req.keepalive && !worker->draining, n;
+	int	keep = c->req.keepalive && !worker->draining && !c->peer_eof, n;
 	size_t	cap = sizeof(buf);
 
 	if (len + 1024 > cap) {
@@ -355,9 +355,16 @@ conn_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct conn *c = arg;
 
-	if ((what & BEV_EVENT_TIMEOUT) && c->state == CONN_BUSY) {
+	if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) &&
+	    c->state == CONN_BUSY) {
 		/* Waiting on the uplink is not the client being slow. */
 		bufferevent_enable(bev, EV_READ);
+		return;
+	}
+	if ((what & BEV_EVENT_EOF) && c->state == CONN_BUSY) {
+		/* A half-close after the request still gets its answer. */
+		c->peer_eof = 1;
+		bufferevent_disable(bev, EV_READ);
 		return;
 	}
 	if ((what & BEV_EVENT_TIMEOUT) && c->state == CONN_READING &&

@@ -59,6 +59,7 @@ struct conn {
 	uint32_t		 rid;		/* awaiting the uplink, or 0 */
 	int64_t			 wait_ms;	/* when it started waiting */
 	int			 in_read;	/* conn_read is on the stack */
+	int			 peer_eof;	/* client half-closed while BUSY */
 	int			 after_ipc;	/* uplink answered 200: re-read */
 	int			 source_up;	/* lease came from upstream now */
 	int64_t			 started_ms;	/* first byte of this request */

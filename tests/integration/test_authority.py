@@ -906,3 +906,38 @@ def test_instance_ids_counted():
         r = auth.license(key)
         assert r.status == 200
         assert auth.status_json()["instances"] == {"active": 2}
+
+
+def test_half_closed_client_still_answered():
+    """A client that sends its request and then shuts down its sending side
+    (HTTP/1.0 style) still gets the answer, also when the worker has to wait
+    for the issuer (a key with no lease yet), and the connection closes."""
+    import socket
+    with Fixture() as fx:
+        auth = authority(fx)
+        keys = [auth.create_key(name="h%d" % i) for i in range(3)]
+        auth.start()
+        for key in keys:
+            raw = socket.create_connection(("127.0.0.1", auth.port), 10)
+            s = auth.pki.context().wrap_socket(raw,
+                                               server_hostname="localhost")
+            s.sendall(("GET /v1/license HTTP/1.1\r\nHost: x\r\n"
+                       "Authorization: Token %s\r\n\r\n" % key).encode())
+            # TCP half-close under the TLS session (SSLSocket.shutdown
+            # would drop the TLS layer on our side).
+            socket.socket.shutdown(s, socket.SHUT_WR)
+            data = b""
+            while True:
+                try:
+                    chunk = s.recv(65536)
+                except (ssl.SSLEOFError, ConnectionResetError):
+                    break
+                if not chunk:
+                    break
+                data += chunk
+            s.close()
+            head, _, body = data.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 "), data[:200]
+            assert b"Connection: close" in head, head
+            assert json.loads(body)["key_id"] == key_id(key)
+        assert auth.stop() == 0
