@@ -1,11 +1,13 @@
 /*
  * httpc.c - one-shot HTTP/1.1 client for the uplink (libevent + OpenSSL).
  *
- * Each request is its own connection ("Connection: close"): the uplink talks
- * to the upstream a few times a minute, so keep-alive would buy little and
- * cost a connection cache.  What a new connection does not have to repeat is
- * the full handshake: the last session per upstream is kept and resumed.
- * One timer bounds the whole attempt.
+ * A proxy miss waits for its upstream request, so the connect and the
+ * handshake are on a client's critical path: a connection whose response
+ * had a known length is parked in a small idle pool and taken by the next
+ * request to the same upstream.  Concurrent requests still open their own
+ * connections, one request at a time on each (no pipelining).  A new
+ * connection at least skips the full handshake: the last session per
+ * upstream is kept and resumed.  One timer bounds the whole attempt.
  */
 
 #include <sys/types.h>
@@ -41,6 +43,9 @@
 #define HC_CHUNKLINE_MAX 1024
 #define HC_TIMEOUT_DEF	30000
 #define HC_SESS_MAX	16		/* upstreams with a resumable session */
+#define HC_IDLE_PER	4		/* idle connections per upstream */
+#define HC_IDLE_MAX	32		/* idle connections in all */
+#define HC_IDLE_MS	30000		/* an idle connection lives this long */
 
 enum hc_state {
 	ST_CONNECT,		/* TCP to the server or the proxy */
@@ -66,6 +71,7 @@ struct hc_url {
 
 struct hc_conn {
 	struct event_base	*base;
+	struct evdns_base	*dns;
 	httpc_cb		 cb;
 	void			*arg;
 	struct hc_url		 url;
@@ -76,6 +82,9 @@ struct hc_conn {
 	int			 timeout_ms;
 	int			 head;		/* HEAD: never a body */
 	int			 proxy_st;	/* status of the CONNECT answer */
+	int			 reused;	/* on a connection from the pool */
+	int			 retried;	/* reused one failed: fresh one */
+	int			 noreuse;	/* response ends the connection */
 	enum hc_state		 state;
 	SSL_CTX			*ctx;
 	unsigned long		 ctxid;		/* 0: no session cache */
@@ -108,7 +117,29 @@ struct hc_sess {
 	unsigned long	 stamp;		/* last store or use, for LRU */
 };
 
+/*
+ * An idle connection, keyed by everything that makes it the same upstream:
+ * the loop it runs on, the trust store (as for sessions), scheme, host,
+ * port, and the proxy the tunnel goes through.
+ */
+struct hc_idle {
+	struct event_base	*base;		/* NULL: slot unused */
+	unsigned long		 ctxid;
+	int			 tls;
+	int			 port;
+	int			 proxied;
+	int			 pport;
+	char			 host[256];
+	char			 phost[256];
+	struct bufferevent	*sock, *bev;
+	struct event		*timer;
+	unsigned long		 stamp;		/* when parked, for LRU */
+};
+
 static struct hc_sess	 hc_sessions[HC_SESS_MAX];
+static struct hc_idle	 hc_idle[HC_IDLE_MAX];
+static unsigned long	 hc_idle_clock;
+static int		 hc_idle_ms = -1;	/* -1: not read yet */
 static unsigned long	 hc_sess_clock;
 static unsigned long	 hc_ctx_ids;
 static int		 hc_ctx_idx = -1;
@@ -254,11 +285,6 @@ hc_sess_save(struct hc_conn *c, SSL *ssl)
 	SSL_SESSION	*s;
 	struct hc_sess	*e;
 
-	/*
-	 * We close without close_notify; SSL_free would then call the
-	 * session bad and spoil the copy we keep.  The exchange did finish.
-	 */
-	SSL_set_shutdown(ssl, SSL_get_shutdown(ssl) | SSL_SENT_SHUTDOWN);
 	if (c->ctxid == 0 || (s = SSL_get1_session(ssl)) == NULL)
 		return;
 	if (!SSL_SESSION_is_resumable(s)) {
@@ -495,7 +521,7 @@ hc_build(struct hc_conn *c, const struct httpc_req *req)
 		evbuffer_add_printf(b, "Authorization: Token %s\r\n",
 		    req->key);
 	evbuffer_add_printf(b, "User-Agent: licproxy\r\n"
-	    "Accept: application/json\r\nConnection: close\r\n");
+	    "Accept: application/json\r\nConnection: keep-alive\r\n");
 	if (req->ctype != NULL)
 		evbuffer_add_printf(b, "Content-Type: %s\r\n", req->ctype);
 	/* a POST without Content-Length may get 411 */
@@ -526,8 +552,19 @@ hc_count_out(struct evbuffer *b, const struct evbuffer_cb_info *i, void *arg)
 	c->res.bytes_out += i->n_deleted;
 }
 
+/* Byte counters on the raw socket: TLS records count, not just plaintext. */
+static int
+hc_count(struct hc_conn *c)
+{
+	c->cnt_in = evbuffer_add_cb(bufferevent_get_input(c->sock),
+	    hc_count_in, c);
+	c->cnt_out = evbuffer_add_cb(bufferevent_get_output(c->sock),
+	    hc_count_out, c);
+	return c->cnt_in == NULL || c->cnt_out == NULL ? -1 : 0;
+}
+
 static void
-hc_close(struct hc_conn *c)
+hc_uncount(struct hc_conn *c)
 {
 	if (c->sock != NULL) {
 		if (c->cnt_in != NULL)
@@ -538,11 +575,32 @@ hc_close(struct hc_conn *c)
 			    bufferevent_get_output(c->sock), c->cnt_out);
 	}
 	c->cnt_in = c->cnt_out = NULL;
-	if (c->bev != NULL) {
-		bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
-		bufferevent_free(c->bev);	/* the filter frees sock too */
-	} else if (c->sock != NULL)
-		bufferevent_free(c->sock);
+}
+
+/*
+ * clean: the last exchange on the connection finished.  We close without
+ * close_notify; SSL_free would then call the session bad and spoil the
+ * copy the session cache keeps.
+ */
+static void
+hc_bev_free(struct bufferevent *bev, struct bufferevent *sock, int clean)
+{
+	SSL	*ssl;
+
+	if (bev == NULL && (bev = sock) == NULL)
+		return;
+	if (clean && (ssl = bufferevent_openssl_get_ssl(bev)) != NULL)
+		SSL_set_shutdown(ssl, SSL_get_shutdown(ssl) |
+		    SSL_SENT_SHUTDOWN);
+	bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
+	bufferevent_free(bev);		/* a TLS filter frees sock too */
+}
+
+static void
+hc_close(struct hc_conn *c, int clean)
+{
+	hc_uncount(c);
+	hc_bev_free(c->bev, c->sock, clean);
 	/*
 	 * A pending lookup keeps its own reference to sock (libevent 2.1 has
 	 * no way to cancel it); the bufferevent goes when the resolver gives
@@ -551,12 +609,204 @@ hc_close(struct hc_conn *c)
 	c->bev = c->sock = NULL;
 }
 
+static int
+hc_idle_match(const struct hc_idle *e, const struct hc_conn *c)
+{
+	return e->base == c->base && e->ctxid == c->ctxid &&
+	    e->tls == c->url.tls && e->port == c->url.port &&
+	    strcmp(e->host, c->url.host) == 0 && e->proxied == c->proxied &&
+	    (!c->proxied || (e->pport == c->proxy.port &&
+	    strcmp(e->phost, c->proxy.host) == 0));
+}
+
+static void
+hc_idle_close(struct hc_idle *e)
+{
+	hc_bev_free(e->bev, e->sock, 1);
+	event_free(e->timer);
+	memset(e, 0, sizeof(*e));
+}
+
+/* Anything from an idle server, bytes or EOF, ends the connection. */
+static void
+hc_idle_readcb(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	hc_idle_close(arg);
+}
+
+static void
+hc_idle_eventcb(struct bufferevent *bev, short what, void *arg)
+{
+	(void)bev;
+	(void)what;
+	hc_idle_close(arg);
+}
+
+static void
+hc_idle_timercb(evutil_socket_t fd, short ev, void *arg)
+{
+	(void)fd;
+	(void)ev;
+	hc_idle_close(arg);
+}
+
+/* LICPROXY_HTTPC_IDLE_MS shortens the idle life (tests); 0 = no pool. */
+static int
+hc_idle_timeout(void)
+{
+	const char	*s;
+	char		*end;
+	long		 v;
+
+	if (hc_idle_ms != -1)
+		return hc_idle_ms;
+	hc_idle_ms = HC_IDLE_MS;
+	if ((s = getenv("LICPROXY_HTTPC_IDLE_MS")) != NULL && *s != '\0') {
+		errno = 0;
+		v = strtol(s, &end, 10);
+		if (*end == '\0' && errno == 0 && v >= 0 && v <= HC_IDLE_MS)
+			hc_idle_ms = (int)v;
+	}
+	return hc_idle_ms;
+}
+
+static int
+hc_event_is(const struct event_base *base, const struct event *ev, void *arg)
+{
+	(void)base;
+	return ev == arg;
+}
+
+/*
+ * An idle connection lives as long as the loop it was parked on.  A caller
+ * that frees its event_base takes the entry's events with it, and a new
+ * base may land at the same address: the entry's timer (pending or firing
+ * while it is parked) is then not among the base's events.  Freeing its
+ * bufferevents would touch the dead base, so the entry is let go as is.
+ */
+static int
+hc_idle_alive(struct hc_idle *e)
+{
+	if (event_base_foreach_event(e->base, hc_event_is, e->timer) != 0)
+		return 1;
+	memset(e, 0, sizeof(*e));
+	return 0;
+}
+
+/* The most recently parked connection to c's upstream, or NULL. */
+static struct hc_idle *
+hc_idle_take(struct hc_conn *c)
+{
+	struct hc_idle	*e, *best = NULL;
+	size_t		 i;
+
+	for (i = 0; i < HC_IDLE_MAX; i++) {
+		e = &hc_idle[i];
+		if (e->base == NULL || e->base != c->base || !hc_idle_alive(e))
+			continue;
+		if (hc_idle_match(e, c) && (best == NULL ||
+		    e->stamp > best->stamp))
+			best = e;
+	}
+	return best;
+}
+
+/*
+ * A slot for c's connection: the oldest of its upstream's when that has
+ * its share, else a free one, else the oldest on c's loop (another loop's
+ * cannot be closed from here: it may be gone).  NULL: do not park.
+ */
+static struct hc_idle *
+hc_idle_slot(const struct hc_conn *c)
+{
+	struct hc_idle	*e, *unused = NULL, *oldup = NULL, *oldest = NULL;
+	size_t		 i;
+	int		 n = 0;
+
+	for (i = 0; i < HC_IDLE_MAX; i++) {
+		e = &hc_idle[i];
+		if (e->base == NULL) {
+			if (unused == NULL)
+				unused = e;
+			continue;
+		}
+		if (e->base != c->base || !hc_idle_alive(e))
+			continue;
+		if (oldest == NULL || e->stamp < oldest->stamp)
+			oldest = e;
+		if (!hc_idle_match(e, c))
+			continue;
+		n++;
+		if (oldup == NULL || e->stamp < oldup->stamp)
+			oldup = e;
+	}
+	if (n >= HC_IDLE_PER)
+		e = oldup;
+	else if (unused != NULL)
+		return unused;
+	else
+		e = oldest;
+	if (e != NULL)
+		hc_idle_close(e);
+	return e;
+}
+
+static void
+hc_idle_key(struct hc_idle *e, const struct hc_conn *c)
+{
+	e->base = c->base;
+	e->ctxid = c->ctxid;
+	e->tls = c->url.tls;
+	e->port = c->url.port;
+	memcpy(e->host, c->url.host, sizeof(e->host));
+	e->proxied = c->proxied;
+	e->pport = c->proxied ? c->proxy.port : 0;
+	memcpy(e->phost, c->proxied ? c->proxy.host : "", c->proxied ?
+	    sizeof(e->phost) : 1);
+	e->stamp = ++hc_idle_clock;
+}
+
+/*
+ * Keep c's connection for the next request to its upstream, if the
+ * response left it reusable.  0: parked, c no longer owns it.
+ */
+static int
+hc_idle_park(struct hc_conn *c)
+{
+	struct hc_idle	*e;
+	struct timeval	 tv;
+	int		 ms = hc_idle_timeout();
+
+	if (ms == 0 || c->noreuse || c->bev == NULL ||
+	    (c->url.tls && c->ctxid == 0) ||
+	    evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 ||
+	    (e = hc_idle_slot(c)) == NULL)
+		return -1;
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
+	if ((e->timer = evtimer_new(c->base, hc_idle_timercb, e)) == NULL)
+		return -1;
+	if (evtimer_add(e->timer, &tv) == -1) {
+		event_free(e->timer);
+		e->timer = NULL;
+		return -1;
+	}
+	hc_uncount(c);
+	hc_idle_key(e, c);
+	e->sock = c->sock;
+	e->bev = c->bev;
+	c->bev = c->sock = NULL;
+	bufferevent_setcb(e->bev, hc_idle_readcb, NULL, hc_idle_eventcb, e);
+	return 0;
+}
+
 static void
 hc_free(struct hc_conn *c)
 {
 	if (c == NULL)
 		return;
-	hc_close(c);
+	hc_close(c, 0);
 	if (c->timer != NULL)
 		event_free(c->timer);
 	if (c->req != NULL)
@@ -609,7 +859,8 @@ hc_finish(struct hc_conn *c, int err, const char *fmt, ...)
 	if (err == 0 && c->url.tls && c->bev != NULL &&
 	    (ssl = bufferevent_openssl_get_ssl(c->bev)) != NULL)
 		hc_sess_save(c, ssl);
-	hc_close(c);
+	if (err != 0 || hc_idle_park(c) == -1)
+		hc_close(c, err == 0);
 	if (c->starting)
 		evtimer_add(c->timer, &now);
 	else
@@ -640,7 +891,9 @@ hc_send_request(struct hc_conn *c)
 	c->state = ST_STATUS;
 	c->hdrbytes = 0;
 	bufferevent_setcb(c->bev, hc_readcb, NULL, hc_eventcb, c);
-	if (bufferevent_write_buffer(c->bev, c->req) == -1 ||
+	/* a copy: a stale pooled connection sends it once more */
+	if (bufferevent_write(c->bev, evbuffer_pullup(c->req, -1),
+	    evbuffer_get_length(c->req)) == -1 ||
 	    bufferevent_enable(c->bev, EV_READ | EV_WRITE) == -1)
 		hc_finish(c, HTTPC_ECONNECT, "cannot queue the request");
 }
@@ -826,6 +1079,23 @@ hc_content_length(struct hc_conn *c, const char *v)
 	return 0;
 }
 
+/* "close" among the Connection header's tokens */
+static int
+hc_conn_close(const char *v)
+{
+	size_t	 n;
+
+	for (;;) {
+		v += strspn(v, ", \t");
+		if (*v == '\0')
+			return 0;
+		n = strcspn(v, ", \t");
+		if (n == 5 && strncasecmp(v, "close", 5) == 0)
+			return 1;
+		v += n;
+	}
+}
+
 static int
 hc_header(struct hc_conn *c, char *line)
 {
@@ -847,6 +1117,8 @@ hc_header(struct hc_conn *c, char *line)
 		c->chunked = 1;
 	} else if (strcasecmp(line, "Retry-After") == 0)
 		c->res.retry_after = hc_retry_after(v);
+	else if (strcasecmp(line, "Connection") == 0 && hc_conn_close(v))
+		c->noreuse = 1;
 	return 0;
 }
 
@@ -867,8 +1139,11 @@ hc_headers_done(struct hc_conn *c)
 		c->state = ST_CHUNK_SIZE;
 	else if (c->clen == 0)
 		c->state = ST_DONE;
-	else
+	else {
 		c->state = ST_BODY;
+		if (c->clen < 0)	/* ends at close: nothing to reuse */
+			c->noreuse = 1;
+	}
 }
 
 static int
@@ -905,6 +1180,9 @@ hc_line(struct hc_conn *c, char *line)
 	case ST_STATUS:
 		if ((c->res.status = hc_status_line(line)) == -1)
 			return -1;
+		/* 1.0 closes unless told otherwise; not worth the parse */
+		if (line[7] == '0')
+			c->noreuse = 1;
 		c->state = ST_HEADERS;
 		return 0;
 	case ST_HEADERS:
@@ -1063,6 +1341,30 @@ hc_conn_error(struct hc_conn *c, short what)
 		    evutil_socket_error_to_string(err));
 }
 
+static int	hc_connect(struct hc_conn *);
+
+/*
+ * The server closed a pooled connection as we took it: nothing of the
+ * response came, so the request goes once more on a fresh connection,
+ * still under the attempt's timer.  Both calls are safe to repeat: the
+ * license GET is idempotent, usage POSTs are de-duplicated upstream.
+ */
+static int
+hc_retry(struct hc_conn *c)
+{
+	if (!c->reused || c->retried || c->state != ST_STATUS ||
+	    c->hdrbytes != 0 ||
+	    evbuffer_get_length(bufferevent_get_input(c->bev)) != 0)
+		return 0;
+	hc_close(c, 1);
+	c->reused = 0;
+	c->retried = 1;
+	c->state = ST_CONNECT;
+	if (hc_connect(c) == -1)
+		hc_finish(c, HTTPC_ECONNECT, "cannot open a new connection");
+	return 1;
+}
+
 static void
 hc_eventcb(struct bufferevent *bev, short what, void *arg)
 {
@@ -1077,7 +1379,7 @@ hc_eventcb(struct bufferevent *bev, short what, void *arg)
 			hc_start_session(c);
 		return;
 	}
-	if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
+	if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) || hc_retry(c))
 		return;
 	if (c->state == ST_CONNECT || c->state == ST_PROXY)
 		hc_conn_error(c, what);
@@ -1091,36 +1393,68 @@ hc_eventcb(struct bufferevent *bev, short what, void *arg)
 }
 
 static int
-hc_connect(struct hc_conn *c, struct evdns_base *dns)
+hc_connect(struct hc_conn *c)
 {
 	const struct hc_url	*to = c->proxied ? &c->proxy : &c->url;
-	struct timeval		 tv;
+	int			 starting = c->starting;
 
 	c->sock = bufferevent_socket_new(c->base, -1, BEV_OPT_CLOSE_ON_FREE);
 	if (c->sock == NULL)
 		return -1;
 	c->bev = c->sock;
-	c->cnt_in = evbuffer_add_cb(bufferevent_get_input(c->sock),
-	    hc_count_in, c);
-	c->cnt_out = evbuffer_add_cb(bufferevent_get_output(c->sock),
-	    hc_count_out, c);
-	if (c->cnt_in == NULL || c->cnt_out == NULL)
+	if (hc_count(c) == -1)
 		return -1;
 	bufferevent_setcb(c->sock, NULL, NULL, hc_eventcb, c);
 	if (bufferevent_enable(c->sock, EV_READ | EV_WRITE) == -1)
 		return -1;
+	/* may fail (and call hc_eventcb) right here: hc_finish defers */
+	c->starting = 1;
+	if (bufferevent_socket_connect_hostname(c->sock, c->dns, AF_UNSPEC,
+	    to->host, to->port) == -1)
+		hc_finish(c, HTTPC_ECONNECT, "cannot connect to %s:%d",
+		    to->host, to->port);
+	c->starting = starting;
+	return 0;
+}
+
+/* Send on an idle connection to the upstream if there is one; 1 if so. */
+static int
+hc_reuse(struct hc_conn *c)
+{
+	struct hc_idle	*e;
+
+	if (hc_idle_timeout() == 0 || (e = hc_idle_take(c)) == NULL)
+		return 0;
+	c->sock = e->sock;
+	c->bev = e->bev;
+	event_free(e->timer);
+	memset(e, 0, sizeof(*e));
+	c->reused = 1;
+	/* a write error can call back right here: hc_finish defers */
+	c->starting = 1;
+	if (hc_count(c) == -1)
+		hc_finish(c, HTTPC_ECONNECT, "cannot count bytes");
+	else
+		hc_send_request(c);
+	c->starting = 0;
+	return 1;
+}
+
+/* Start the attempt's timer, then a pooled connection or a new one. */
+static int
+hc_start(struct hc_conn *c)
+{
+	struct timeval	 tv;
+
 	tv.tv_sec = c->timeout_ms / 1000;
 	tv.tv_usec = (c->timeout_ms % 1000) * 1000;
 	if (evtimer_add(c->timer, &tv) == -1)
 		return -1;
-	/* may fail (and call hc_eventcb) right here: hc_finish defers */
-	c->starting = 1;
-	if (bufferevent_socket_connect_hostname(c->sock, dns, AF_UNSPEC,
-	    to->host, to->port) == -1)
-		hc_finish(c, HTTPC_ECONNECT, "cannot connect to %s:%d",
-		    to->host, to->port);
-	c->starting = 0;
-	return 0;
+	if (c->url.tls)
+		c->ctxid = hc_ctx_id(c->ctx);
+	if (hc_reuse(c))
+		return 0;
+	return hc_connect(c);
 }
 
 int
@@ -1134,6 +1468,7 @@ httpc_request(struct event_base *base, struct evdns_base *dns, SSL_CTX *ctx,
 		return -1;
 	}
 	c->base = base;
+	c->dns = dns;
 	c->ctx = ctx;
 	c->cb = cb;
 	c->arg = arg;
@@ -1156,7 +1491,7 @@ httpc_request(struct event_base *base, struct evdns_base *dns, SSL_CTX *ctx,
 		log_warnx("httpc: %s: bad request fields", req->url);
 		goto fail;
 	}
-	if (hc_setup_proxy(c) == -1 || hc_connect(c, dns) == -1)
+	if (hc_setup_proxy(c) == -1 || hc_start(c) == -1)
 		goto fail;
 	return 0;
  fail:

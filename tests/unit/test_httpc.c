@@ -631,7 +631,7 @@ test_get_ok(void **state)
 	assert_non_null(strstr(rec, "\r\nAuthorization: Token " KEY "\r\n"));
 	assert_non_null(strstr(rec, "\r\nUser-Agent: licproxy\r\n"));
 	assert_non_null(strstr(rec, "\r\nAccept: application/json\r\n"));
-	assert_non_null(strstr(rec, "\r\nConnection: close\r\n"));
+	assert_non_null(strstr(rec, "\r\nConnection: keep-alive\r\n"));
 	assert_null(strstr(rec, "Content-Length"));
 	free(rec);
 	res_free(&res);
@@ -1485,6 +1485,479 @@ test_resume_lru(void **state)
 	child_stop(&srv);
 }
 
+/* ---------- keep-alive ---------- */
+
+#define KA_IDLE_MS	500	/* LICPROXY_HTTPC_IDLE_MS for this run */
+#define KA_PORTS	9
+
+/* How a keep-alive server answers each request on a connection. */
+enum ka_mode {
+	KA_KEEP,		/* Content-Length, stays open */
+	KA_CLOSE_EACH,		/* closes after each answer, says nothing */
+	KA_SAY_CLOSE,		/* "Connection: close", but stays open */
+	KA_HTTP10,		/* HTTP/1.0 with a length, stays open */
+	KA_UNTIL_CLOSE,		/* no length: the body ends at close */
+	KA_LATE_CLOSE,		/* reads the 2nd request, closes unanswered */
+	KA_DROP_AFTER_FIRST	/* as LATE_CLOSE, later conns never answer */
+};
+
+struct ka_srv {
+	struct child	 ch;
+	int		 ports[KA_PORTS];
+};
+
+/* One record in one write: children of one server share the pipe. */
+static void
+ka_record(int wfd, const char *fmt, ...)
+{
+	char		 buf[4000];
+	uint32_t	 l;
+	va_list		 ap;
+	int		 n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf + sizeof(l), sizeof(buf) - sizeof(l), fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(buf) - sizeof(l))
+		n = sizeof(buf) - sizeof(l) - 1;
+	l = (uint32_t)n;
+	memcpy(buf, &l, sizeof(l));
+	if (write(wfd, buf, sizeof(l) + n) != (ssize_t)(sizeof(l) + n))
+		_exit(1);
+}
+
+/* 0: answer and go on, 1: answer and close, -1: close unanswered */
+static int
+ka_answer(int mode, int conn, int req, char *resp, size_t len)
+{
+	char	 body[64];
+	int	 n;
+
+	if ((mode == KA_LATE_CLOSE && req == 2) ||
+	    (mode == KA_DROP_AFTER_FIRST && (conn > 1 || req > 1)))
+		return -1;
+	n = snprintf(body, sizeof(body), "conn=%d req=%d", conn, req);
+	if (mode == KA_UNTIL_CLOSE) {
+		snprintf(resp, len, "HTTP/1.1 200 OK\r\n\r\n%s", body);
+		return 1;
+	}
+	snprintf(resp, len, "HTTP/1.%d 200 OK\r\n%sContent-Length: %d\r\n"
+	    "\r\n%s", mode == KA_HTTP10 ? 0 : 1, mode == KA_SAY_CLOSE ?
+	    "Connection: close\r\n" : "", n, body);
+	return mode == KA_CLOSE_EACH;
+}
+
+static void
+ka_conn(SSL_CTX *sctx, int fd, int conn, int mode, int wfd)
+{
+	static char	 buf[8192];
+	char		 resp[256];
+	SSL		*ssl = NULL;
+	size_t		 n;
+	int		 req, r;
+
+	if (sctx != NULL) {
+		ssl = SSL_new(sctx);
+		SSL_set_fd(ssl, fd);
+		if (SSL_accept(ssl) != 1)
+			_exit(0);
+	}
+	for (req = 1;; req++) {
+		if ((n = read_request(ssl, fd, buf, sizeof(buf))) == 0) {
+			ka_record(wfd, "eof conn=%d", conn);
+			break;
+		}
+		buf[n] = '\0';
+		ka_record(wfd, "conn=%d req=%d\n%s", conn, req, buf);
+		if ((r = ka_answer(mode, conn, req, resp, sizeof(resp))) == -1)
+			break;
+		io_write(ssl, fd, resp, strlen(resp));
+		if (r == 1)
+			break;
+	}
+	if (ssl != NULL)
+		SSL_free(ssl);
+	close(fd);
+	_exit(0);
+}
+
+/* A process per connection; conn numbers count accepts over all ports. */
+static void
+ka_loop(const int *lfd, int nl, SSL_CTX *sctx, int mode, int wfd)
+{
+	struct pollfd	 pfd[KA_PORTS];
+	pid_t		 ppid = getpid();
+	int		 i, fd, conn = 0;
+
+	signal(SIGCHLD, SIG_IGN);
+	for (i = 0; i < nl; i++) {
+		pfd[i].fd = lfd[i];
+		pfd[i].events = POLLIN;
+	}
+	for (;;) {
+		if (poll(pfd, nl, -1) <= 0)
+			continue;
+		for (i = 0; i < nl; i++) {
+			if (!(pfd[i].revents & POLLIN) ||
+			    (fd = accept(lfd[i], NULL, NULL)) == -1)
+				continue;
+			conn++;
+			if (fork() == 0) {
+				if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1 ||
+				    getppid() != ppid)
+					_exit(1);
+				ka_conn(sctx, fd, conn, mode, wfd);
+			}
+			close(fd);
+		}
+	}
+}
+
+static void
+ka_start(struct ka_srv *s, int tls, int mode, int nports)
+{
+	struct srvopt	 o = { 0 };
+	SSL_CTX		*sctx = NULL;
+	int		 p[2], lfd[KA_PORTS], i;
+
+	for (i = 0; i < nports; i++) {
+		lfd[i] = listen_on(AF_INET, &s->ports[i]);
+		assert_true(lfd[i] != -1);
+	}
+	s->ch.port = s->ports[0];
+	assert_int_equal(pipe(p), 0);
+	s->ch.pid = spawn();
+	if (s->ch.pid == 0) {
+		close(p[0]);
+		if (tls)
+			sctx = srv_ctx(good_crt, good_key, &o);
+		ka_loop(lfd, nports, sctx, mode, p[1]);
+		_exit(0);
+	}
+	close(p[1]);
+	for (i = 0; i < nports; i++)
+		close(lfd[i]);
+	s->ch.rfd = p[0];
+}
+
+/* Start a GET on base; the caller runs the loop. */
+static void
+ka_start_get(struct event_base *base, SSL_CTX *ctx, const char *url,
+    struct result *res)
+{
+	struct httpc_req req = { "GET", url, "/", KEY, NULL, NULL, 0, 5000 };
+
+	memset(res, 0, sizeof(*res));
+	assert_int_equal(httpc_request(base, NULL, ctx, &req, on_done, res),
+	    0);
+}
+
+/* One GET on base, which keeps running: its pool outlives the call. */
+static void
+ka_get(struct event_base *base, SSL_CTX *ctx, const char *url,
+    const char *want, struct result *res)
+{
+	ka_start_get(base, ctx, url, res);
+	while (res->called == 0)
+		event_base_loop(base, EVLOOP_ONCE);
+	if (res->err != 0)
+		fail_msg("%s: %s", url, res->errstr);
+	assert_int_equal(res->status, 200);
+	if (want != NULL && strcmp(res->body, want) != 0)
+		fail_msg("%s: got \"%s\", want \"%s\"", url, res->body, want);
+}
+
+static void
+ka_get1(struct event_base *base, SSL_CTX *ctx, const char *url,
+    const char *want)
+{
+	struct result	 res;
+
+	ka_get(base, ctx, url, want, &res);
+	res_free(&res);
+}
+
+/* Run base until nothing is armed (idle connections time out), free it. */
+static long
+ka_drain(struct event_base *base)
+{
+	struct timespec	 t0, t1;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	assert_int_equal(event_base_dispatch(base), 1);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	event_base_free(base);
+	return (t1.tv_sec - t0.tv_sec) * 1000 +
+	    (t1.tv_nsec - t0.tv_nsec) / 1000000;
+}
+
+/* Next record that starts with prefix (others skipped), or fail. */
+static char *
+ka_expect(struct ka_srv *s, const char *prefix, int timeout_ms)
+{
+	char	*rec;
+
+	for (;;) {
+		if (child_record(&s->ch, &rec, timeout_ms) < 0)
+			fail_msg("no server record \"%s\"", prefix);
+		if (strncmp(rec, prefix, strlen(prefix)) == 0)
+			return rec;
+		free(rec);
+	}
+}
+
+/* Sequential requests share one connection, TLS or not. */
+static void
+test_ka_reuse(void **state)
+{
+	struct ka_srv		 s;
+	struct event_base	*base;
+	struct result		 res;
+	SSL_CTX			*ctx;
+	char			*rec;
+	const char		*url;
+	size_t			 in1;
+	int			 tls;
+
+	(void)state;
+	for (tls = 0; tls < 2; tls++) {
+		ctx = tls ? ctx_good : NULL;
+		ka_start(&s, tls, KA_KEEP, 1);
+		url = url_of(tls ? "https" : "http", "127.0.0.1", s.ports[0],
+		    "");
+		assert_non_null(base = event_base_new());
+		ka_get(base, ctx, url, "conn=1 req=1", &res);
+		in1 = res.in;
+		res_free(&res);
+		ka_get(base, ctx, url, "conn=1 req=2", &res);
+		/* per request: no handshake the second time */
+		if (tls)
+			assert_true(res.in < in1 && res.in > 12);
+		else
+			assert_int_equal(res.in, in1);
+		assert_true(res.out > 100);
+		res_free(&res);
+		ka_get1(base, ctx, url, "conn=1 req=3");
+		rec = ka_expect(&s, "conn=1 req=1\n", 3000);
+		assert_non_null(strstr(rec, "\r\nConnection: keep-alive\r\n"));
+		free(rec);
+		/* the idle connection is closed after its timeout */
+		assert_true(ka_drain(base) >= KA_IDLE_MS - 50);
+		free(ka_expect(&s, "eof conn=1", 3000));
+		child_stop(&s.ch);
+	}
+}
+
+/* The server drops the idle connection: the next request still works. */
+static void
+test_ka_server_closes(void **state)
+{
+	struct ka_srv		 s;
+	struct event_base	*base;
+	const char		*url;
+	int			 tls;
+
+	(void)state;
+	for (tls = 0; tls < 2; tls++) {
+		ka_start(&s, tls, KA_CLOSE_EACH, 1);
+		url = url_of(tls ? "https" : "http", "localhost", s.ports[0],
+		    "");
+		assert_non_null(base = event_base_new());
+		ka_get1(base, ctx_good, url, "conn=1 req=1");
+		/* the server's EOF ends the idle connection, not the timer */
+		assert_true(ka_drain(base) < KA_IDLE_MS - 200);
+		assert_non_null(base = event_base_new());
+		ka_get1(base, ctx_good, url, "conn=2 req=1");
+		ka_get1(base, ctx_good, url, "conn=3 req=1");
+		ka_drain(base);
+		child_stop(&s.ch);
+	}
+}
+
+/* Closed as it was taken: the request goes again on a new connection. */
+static void
+test_ka_stale_retry(void **state)
+{
+	struct ka_srv		 s;
+	struct event_base	*base;
+	struct result		 res;
+	const char		*url;
+	int			 tls;
+
+	(void)state;
+	for (tls = 0; tls < 2; tls++) {
+		ka_start(&s, tls, KA_LATE_CLOSE, 1);
+		url = url_of(tls ? "https" : "http", "127.0.0.1", s.ports[0],
+		    "");
+		assert_non_null(base = event_base_new());
+		ka_get1(base, ctx_good, url, "conn=1 req=1");
+		ka_get1(base, ctx_good, url, "conn=2 req=1");
+		free(ka_expect(&s, "conn=1 req=2\n", 3000));	/* dropped */
+		ka_get1(base, ctx_good, url, "conn=3 req=1");
+		free(ka_expect(&s, "conn=2 req=2\n", 3000));
+		ka_drain(base);
+		child_stop(&s.ch);
+	}
+	/* only once: the fresh connection failing too is the answer */
+	ka_start(&s, 0, KA_DROP_AFTER_FIRST, 1);
+	url = url_of("http", "127.0.0.1", s.ports[0], "");
+	assert_non_null(base = event_base_new());
+	ka_get1(base, NULL, url, "conn=1 req=1");
+	ka_start_get(base, NULL, url, &res);
+	while (res.called == 0)
+		event_base_loop(base, EVLOOP_ONCE);
+	assert_int_equal(res.err, HTTPC_EPROTO);
+	assert_non_null(strstr(res.errstr, "closed mid-response"));
+	free(ka_expect(&s, "conn=1 req=2\n", 3000));
+	free(ka_expect(&s, "conn=2 req=1\n", 3000));
+	ka_drain(base);
+	assert_int_equal(child_record(&s.ch, &res.body, 300), -1);
+	child_stop(&s.ch);
+}
+
+/* Responses that end the connection leave nothing in the pool. */
+static void
+test_ka_not_pooled(void **state)
+{
+	static const int modes[] = { KA_SAY_CLOSE, KA_HTTP10, KA_UNTIL_CLOSE };
+	struct ka_srv		 s;
+	struct event_base	*base;
+	const char		*url;
+	size_t			 i;
+
+	(void)state;
+	for (i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+		ka_start(&s, 1, modes[i], 1);
+		url = url_of("https", "127.0.0.1", s.ports[0], "");
+		assert_non_null(base = event_base_new());
+		ka_get1(base, ctx_good, url, "conn=1 req=1");
+		/* the client hung up at once (until-close: the server did) */
+		if (modes[i] != KA_UNTIL_CLOSE)
+			free(ka_expect(&s, "eof conn=1", 1000));
+		ka_get1(base, ctx_good, url, "conn=2 req=1");
+		assert_true(ka_drain(base) < KA_IDLE_MS - 200);
+		child_stop(&s.ch);
+	}
+}
+
+/* Pools are per scheme, host, port, TLS context and proxy route. */
+static void
+test_ka_separate_pools(void **state)
+{
+	struct ka_srv		 s;
+	struct child		 px;
+	struct event_base	*base;
+	SSL_CTX			*ctx2;
+	char			 a[256], b[256], c[256], err[256], *rec;
+
+	(void)state;
+	ka_start(&s, 1, KA_KEEP, 2);
+	snprintf(a, sizeof(a), "%s", url_of("https", "127.0.0.1", s.ports[0],
+	    ""));
+	snprintf(b, sizeof(b), "%s", url_of("https", "127.0.0.1", s.ports[1],
+	    ""));
+	snprintf(c, sizeof(c), "%s", url_of("https", "localhost", s.ports[0],
+	    ""));
+	assert_non_null(ctx2 = httpc_ctx_new(good_crt, err, sizeof(err)));
+	assert_non_null(base = event_base_new());
+	ka_get1(base, ctx_good, a, "conn=1 req=1");
+	ka_get1(base, ctx_good, b, "conn=2 req=1");
+	ka_get1(base, ctx_good, c, "conn=3 req=1");
+	ka_get1(base, ctx_good, a, "conn=1 req=2");
+	ka_get1(base, ctx_good, b, "conn=2 req=2");
+	ka_get1(base, ctx_good, c, "conn=3 req=2");
+	ka_get1(base, ctx2, a, "conn=4 req=1");
+	/* through a proxy: its own connection, reused through the tunnel */
+	proxy_start(&px, 0);
+	set_proxy("HTTPS_PROXY", px.port);
+	ka_get1(base, ctx_good, a, "conn=5 req=1");
+	ka_get1(base, ctx_good, a, "conn=5 req=2");
+	clear_proxy_env();
+	ka_get1(base, ctx_good, a, "conn=1 req=3");
+	assert_true(child_record(&px, &rec, 3000) > 0);
+	assert_true(strncmp(rec, "CONNECT 127.0.0.1:", 18) == 0);
+	free(rec);
+	ka_drain(base);
+	assert_int_equal(child_record(&px, &rec, 300), -1);	/* one CONNECT */
+	SSL_CTX_free(ctx2);
+	child_stop(&px);
+	child_stop(&s.ch);
+}
+
+/* n concurrent GETs to each of ports[0..np-1]; returns how many reused. */
+static int
+ka_burst(struct event_base *base, const struct ka_srv *s, int first, int np,
+    int n)
+{
+	struct result	 res[KA_PORTS * 5];
+	int		 i, k = np * n, done, reused = 0;
+
+	assert_true(k <= KA_PORTS * 5);
+	for (i = 0; i < k; i++)
+		ka_start_get(base, NULL, url_of("http", "127.0.0.1",
+		    s->ports[first + i / n], ""), &res[i]);
+	do {
+		event_base_loop(base, EVLOOP_ONCE);
+		for (done = 0, i = 0; i < k; i++)
+			done += res[i].called;
+	} while (done < k);
+	for (i = 0; i < k; i++) {
+		assert_int_equal(res[i].err, 0);
+		assert_int_equal(res[i].status, 200);
+		if (strstr(res[i].body, " req=1") == NULL)
+			reused++;
+		res_free(&res[i]);
+	}
+	return reused;
+}
+
+/* At most 4 idle connections per upstream and 32 in all. */
+static void
+test_ka_bounds(void **state)
+{
+	struct ka_srv		 s;
+	struct event_base	*base;
+
+	(void)state;
+	ka_start(&s, 0, KA_KEEP, KA_PORTS);
+	assert_non_null(base = event_base_new());
+	assert_int_equal(ka_burst(base, &s, 0, 1, 5), 0);
+	assert_int_equal(ka_burst(base, &s, 0, 1, 5), 4);
+	/* 8 more upstreams, 4 each: the first one's are the oldest, out */
+	assert_int_equal(ka_burst(base, &s, 1, KA_PORTS - 1, 4), 0);
+	assert_int_equal(ka_burst(base, &s, 1, KA_PORTS - 1, 4), 32);
+	assert_int_equal(ka_burst(base, &s, 0, 1, 4), 0);
+	ka_drain(base);
+	child_stop(&s.ch);
+}
+
+/* An idle connection lives KA_IDLE_MS, then the next one is new. */
+static void
+test_ka_idle_timeout(void **state)
+{
+	struct timeval		 tv = { 0, 200000 };
+	struct ka_srv		 s;
+	struct event_base	*base;
+	const char		*url;
+
+	(void)state;
+	ka_start(&s, 1, KA_KEEP, 1);
+	url = url_of("https", "127.0.0.1", s.ports[0], "");
+	assert_non_null(base = event_base_new());
+	ka_get1(base, ctx_good, url, "conn=1 req=1");
+	event_base_loopexit(base, &tv);
+	event_base_dispatch(base);
+	ka_get1(base, ctx_good, url, "conn=1 req=2");
+	tv.tv_usec = (KA_IDLE_MS + 200) * 1000;
+	event_base_loopexit(base, &tv);
+	event_base_dispatch(base);
+	free(ka_expect(&s, "eof conn=1", 1000));
+	/* a new connection still resumes the session */
+	ka_get1(base, ctx_good, url, "conn=2 req=1");
+	ka_drain(base);
+	child_stop(&s.ch);
+}
+
 /* ---------- fixtures ---------- */
 
 static int
@@ -1586,8 +2059,17 @@ main(void)
 		T(test_resume_restart),
 		T(test_resume_tls_fail),
 		T(test_resume_lru),
+		T(test_ka_reuse),
+		T(test_ka_server_closes),
+		T(test_ka_stale_retry),
+		T(test_ka_not_pooled),
+		T(test_ka_separate_pools),
+		T(test_ka_bounds),
+		T(test_ka_idle_timeout),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
+	/* idle connections would otherwise hold each loop for 30 s */
+	setenv("LICPROXY_HTTPC_IDLE_MS", "500", 1);
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
