@@ -82,9 +82,9 @@ struct hc_conn {
 	int			 timeout_ms;
 	int			 head;		/* HEAD: never a body */
 	int			 proxy_st;	/* status of the CONNECT answer */
-	int			 reused;	/* on a connection from the pool */
-	int			 retried;	/* reused one failed: fresh one */
-	int			 noreuse;	/* response ends the connection */
+	int			 reused;	/* taken from the pool */
+	int			 retried;	/* pooled one was stale */
+	int			 noreuse;	/* response ends the conn */
 	enum hc_state		 state;
 	SSL_CTX			*ctx;
 	unsigned long		 ctxid;		/* 0: no session cache */

@@ -1878,7 +1878,8 @@ test_ka_separate_pools(void **state)
 	assert_true(strncmp(rec, "CONNECT 127.0.0.1:", 18) == 0);
 	free(rec);
 	ka_drain(base);
-	assert_int_equal(child_record(&px, &rec, 300), -1);	/* one CONNECT */
+	/* one CONNECT in all */
+	assert_int_equal(child_record(&px, &rec, 300), -1);
 	SSL_CTX_free(ctx2);
 	child_stop(&px);
 	child_stop(&s.ch);
@@ -1952,8 +1953,37 @@ test_ka_idle_timeout(void **state)
 	event_base_loopexit(base, &tv);
 	event_base_dispatch(base);
 	free(ka_expect(&s, "eof conn=1", 1000));
-	/* a new connection still resumes the session */
 	ka_get1(base, ctx_good, url, "conn=2 req=1");
+	ka_drain(base);
+	child_stop(&s.ch);
+}
+
+/*
+ * A caller frees its loop with a connection parked on it (the CLI does):
+ * the entry must never be used or freed through the dead base, even when
+ * a new base lands at the same address.
+ */
+static void
+test_ka_base_freed(void **state)
+{
+	struct ka_srv		 s;
+	struct event_base	*base;
+	char			 want[32];
+	const char		*url;
+	int			 i;
+
+	(void)state;
+	ka_start(&s, 1, KA_KEEP, 1);
+	url = url_of("https", "127.0.0.1", s.ports[0], "");
+	for (i = 1; i <= 3; i++) {
+		assert_non_null(base = event_base_new());
+		snprintf(want, sizeof(want), "conn=%d req=1", i);
+		ka_get1(base, ctx_good, url, want);
+		event_base_free(base);
+	}
+	assert_non_null(base = event_base_new());
+	ka_get1(base, ctx_good, url, "conn=4 req=1");
+	ka_get1(base, ctx_good, url, "conn=4 req=2");
 	ka_drain(base);
 	child_stop(&s.ch);
 }
@@ -2066,6 +2096,7 @@ main(void)
 		T(test_ka_separate_pools),
 		T(test_ka_bounds),
 		T(test_ka_idle_timeout),
+		T(test_ka_base_freed),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
