@@ -671,27 +671,15 @@ hc_idle_timeout(void)
 	return hc_idle_ms;
 }
 
-static int
-hc_event_is(const struct event_base *base, const struct event *ev, void *arg)
+/* Before a caller frees its loop: its parked connections go first. */
+void
+httpc_close_idle(struct event_base *base)
 {
-	(void)base;
-	return ev == arg;
-}
+	size_t i;
 
-/*
- * An idle connection lives as long as the loop it was parked on.  A caller
- * that frees its event_base takes the entry's events with it, and a new
- * base may land at the same address: the entry's timer (pending or firing
- * while it is parked) is then not among the base's events.  Freeing its
- * bufferevents would touch the dead base, so the entry is let go as is.
- */
-static int
-hc_idle_alive(struct hc_idle *e)
-{
-	if (event_base_foreach_event(e->base, hc_event_is, e->timer) != 0)
-		return 1;
-	memset(e, 0, sizeof(*e));
-	return 0;
+	for (i = 0; i < HC_IDLE_MAX; i++)
+		if (hc_idle[i].base == base)
+			hc_idle_close(&hc_idle[i]);
 }
 
 /* The most recently parked connection to c's upstream, or NULL. */
@@ -703,7 +691,7 @@ hc_idle_take(struct hc_conn *c)
 
 	for (i = 0; i < HC_IDLE_MAX; i++) {
 		e = &hc_idle[i];
-		if (e->base == NULL || e->base != c->base || !hc_idle_alive(e))
+		if (e->base == NULL || e->base != c->base)
 			continue;
 		if (hc_idle_match(e, c) && (best == NULL ||
 		    e->stamp > best->stamp))
@@ -731,7 +719,7 @@ hc_idle_slot(const struct hc_conn *c)
 				unused = e;
 			continue;
 		}
-		if (e->base != c->base || !hc_idle_alive(e))
+		if (e->base != c->base)
 			continue;
 		if (oldest == NULL || e->stamp < oldest->stamp)
 			oldest = e;

@@ -53,4 +53,10 @@ SSL_CTX	*httpc_ctx_new(const char *ca_file, char *err, size_t errlen);
 int	 httpc_request(struct event_base *, struct evdns_base *, SSL_CTX *,
 	    const struct httpc_req *, httpc_cb, void *arg);
 
+/*
+ * Finished responses leave their connection parked on the caller's loop for
+ * reuse; close those before freeing that loop (the uplink's never ends).
+ */
+void	 httpc_close_idle(struct event_base *);
+
 #endif

@@ -62,6 +62,7 @@ fetch(SSL_CTX *ctx, const char *url, const char *path, const char *key,
 	}
 	while (!f->done)
 		event_base_loop(base, EVLOOP_ONCE);
+	httpc_close_idle(base);
 	event_base_free(base);
 	return 0;
 }
