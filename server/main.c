@@ -15,6 +15,7 @@
 #include "master.h"
 #include "proc.h"
 #include "tls.h"
+#include "token.h"
 
 #define DEFAULT_CONF	"/etc/licproxy/licproxy.yaml"
 
@@ -142,6 +143,37 @@ serve_args(int argc, char **argv, const char **cfpath,
 	return 0;
 }
 
+/*
+ * The key files must hold Ed25519 keys: found here, a bad one is exit 2 at
+ * start instead of a child that cannot start. Loaded and freed at once; the
+ * master keeps no key.
+ */
+static int
+serve_check_keys(const struct conf *cf, char *err, size_t errlen)
+{
+	EVP_PKEY	*k;
+	int		 i;
+
+	if (cf->mode == CONF_AUTHORITY) {
+		if ((k = token_load_private(cf->authority.signing_key)) == NULL) {
+			snprintf(err, errlen, "authority.signing_key: %s: not an "
+			    "Ed25519 private key (PEM)", cf->authority.signing_key);
+			return -1;
+		}
+		EVP_PKEY_free(k);
+		return 0;
+	}
+	for (i = 0; i < cf->license.n_trusted_keys; i++) {
+		if ((k = token_load_public(cf->license.trusted_keys[i])) == NULL) {
+			snprintf(err, errlen, "license.trusted_keys: %s: not an "
+			    "Ed25519 public key (PEM)", cf->license.trusted_keys[i]);
+			return -1;
+		}
+		EVP_PKEY_free(k);
+	}
+	return 0;
+}
+
 static int
 cmd_serve(int argc, char **argv, int check_only)
 {
@@ -158,7 +190,8 @@ cmd_serve(int argc, char **argv, int check_only)
 		fprintf(stderr, "%s\n", err);
 		return 2;
 	}
-	if (proc_user_check(cf->server.user, err, sizeof(err)) == -1) {
+	if (proc_user_check(cf->server.user, err, sizeof(err)) == -1 ||
+	    serve_check_keys(cf, err, sizeof(err)) == -1) {
 		fprintf(stderr, "%s: %s\n", cfpath, err);
 		conf_free(cf);
 		return 2;

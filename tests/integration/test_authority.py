@@ -941,3 +941,32 @@ def test_half_closed_client_still_answered():
             assert b"Connection: close" in head, head
             assert json.loads(body)["key_id"] == key_id(key)
         assert auth.stop() == 0
+
+
+def test_key_files_must_hold_ed25519_keys():
+    """A signing key or trusted key that is not an Ed25519 PEM key is a
+    configuration error at start (exit 2, naming the file), not a child
+    that keeps failing."""
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth = fx.add(Server(pki, "authority"))
+        auth.conf["authority"]["signing_key"] = pki.key   # an EC key
+        auth.write_conf()
+        p = run("check-config", auth.conf_path, check=False)
+        assert p.returncode == 2, p
+        assert "authority.signing_key: %s" % pki.key in p.stderr, p.stderr
+        p = run("serve", auth.conf_path, check=False)
+        assert p.returncode == 2, p
+        assert "not an Ed25519 private key" in p.stderr, p.stderr
+
+        bad = os.path.join(pki.dir, "bad.pub")
+        with open(bad, "w") as f:
+            f.write("not a key\n")
+        proxy = fx.add(Server(pki, "proxy", extra={"license": {
+            "server_url": ["https://127.0.0.1:1"], "trusted_keys": [bad]}},
+            env={"LICPROXY_LICENSE_KEY": fake_key("k")}))
+        proxy.write_conf()
+        p = run("check-config", proxy.conf_path, check=False,
+                env=proxy.env)
+        assert p.returncode == 2, p
+        assert "license.trusted_keys: %s" % bad in p.stderr, p.stderr
