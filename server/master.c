@@ -531,6 +531,18 @@ master_handle(struct master *m, int sig)
 	}
 }
 
+/* The signals the master takes synchronously (blocked, sigtimedwait). */
+static void
+master_sigset(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGCHLD);
+	sigaddset(set, SIGHUP);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGUSR1);
+}
+
 static void
 master_loop(struct master *m)
 {
@@ -538,12 +550,7 @@ master_loop(struct master *m)
 	sigset_t	set;
 	int		sig;
 
-	sigemptyset(&set);
-	sigaddset(&set, SIGCHLD);
-	sigaddset(&set, SIGHUP);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGUSR1);
+	master_sigset(&set);
 	for (;;) {
 		sig = sigtimedwait(&set, NULL, &tick);
 		if (sig > 0)
@@ -599,12 +606,7 @@ master_main(struct conf *cf, const char *cfpath,
 	m->pid = getpid();
 	m->fd_tls = m->fd_status = m->fd_ipc = -1;
 	signal(SIGPIPE, SIG_IGN);
-	sigemptyset(&set);
-	sigaddset(&set, SIGCHLD);
-	sigaddset(&set, SIGHUP);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGUSR1);
+	master_sigset(&set);
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	if ((rv = master_setup(m)) != 0)
 		return rv == 2 ? 2 : 1;
