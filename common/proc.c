@@ -5,12 +5,15 @@
 #include <errno.h>
 #include <grp.h>
 #include <pwd.h>
+#include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <event2/event.h>
 #include <seccomp.h>
 
 #include "log.h"
@@ -21,6 +24,38 @@ proc_name(const char *comm)
 {
 	prctl(PR_SET_NAME, comm, 0, 0, 0);
 	log_setrole(comm + strlen("licproxy-"));
+}
+
+/* The master forwards USR1 after it has rotated its own log file. */
+static void
+proc_reopen_log(evutil_socket_t sig, short ev, void *arg)
+{
+	const char *path = arg;
+
+	(void)sig, (void)ev;
+	if (log_reopen(path) == -1)
+		log_warn("reopen %s", path);
+}
+
+void
+proc_signals(struct event_base *base, const char *logfile,
+    void (*stop)(int, short, void *))
+{
+	static const int	 sigs[] = { SIGTERM, SIGUSR2, SIGUSR1 };
+	struct event		*ev;
+	size_t			 i;
+
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGINT, SIG_IGN);	/* the master turns ^C into TERM */
+	signal(SIGHUP, SIG_IGN);
+	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+		ev = sigs[i] == SIGUSR1 ?
+		    evsignal_new(base, SIGUSR1, proc_reopen_log,
+		    (void *)(uintptr_t)logfile) :
+		    evsignal_new(base, sigs[i], stop, NULL);
+		if (ev == NULL || evsignal_add(ev, NULL) == -1)
+			fatalx("signal events");
+	}
 }
 
 int

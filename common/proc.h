@@ -22,7 +22,14 @@ void	worker_main(struct proc_env *) __attribute__((noreturn));
 void	uplink_main(struct proc_env *) __attribute__((noreturn));
 void	issuer_main(struct proc_env *) __attribute__((noreturn));
 
-/* proc.c: naming, privilege drop, sandbox. */
+/*
+ * proc.c: naming, signals, privilege drop, sandbox.
+ * proc_signals: ignore what the master handles for the children (PIPE,
+ * INT, HUP), call stop on TERM and USR2, reopen logfile on USR1.
+ */
+struct event_base;
+void	proc_signals(struct event_base *, const char *logfile,
+	    void (*stop)(int, short, void *));
 void	proc_name(const char *comm);
 int	proc_drop_privs(const char *user);	/* no-op unless root */
 int	proc_user_check(const char *user, char *err, size_t errlen);

@@ -128,15 +128,6 @@ issuer_stop(evutil_socket_t sig, short ev, void *arg)
 	event_base_loopexit(is.base, NULL);
 }
 
-/* USR1 from the master (log rotation): its default action would kill us. */
-static void
-issuer_reopen_log(evutil_socket_t sig, short ev, void *arg)
-{
-	(void)sig, (void)ev, (void)arg;
-	if (log_reopen(is.cf->log.file) == -1)
-		log_warn("reopen %s", is.cf->log.file);
-}
-
 void
 issuer_main(struct proc_env *env)
 {
@@ -145,11 +136,9 @@ issuer_main(struct proc_env *env)
 	char		 err[512];
 
 	is.cf = env->cf;
-	signal(SIGPIPE, SIG_IGN);
-	signal(SIGINT, SIG_IGN);
-	signal(SIGHUP, SIG_IGN);
 	if ((is.base = event_base_new()) == NULL)
 		fatalx("event_base_new");
+	proc_signals(is.base, is.cf->log.file, issuer_stop);
 	if ((is.key = token_load_private(is.cf->authority.signing_key)) == NULL ||
 	    token_authority_id(is.key, is.iss) == -1) {
 		log_warnx("%s: cannot load the signing key",
@@ -169,10 +158,6 @@ issuer_main(struct proc_env *env)
 	ev = event_new(is.base, -1, EV_PERSIST, issuer_tick, NULL);
 	event_add(ev, &tick);
 	issuer_tick(-1, 0, NULL);
-	evsignal_add(evsignal_new(is.base, SIGTERM, issuer_stop, NULL), NULL);
-	evsignal_add(evsignal_new(is.base, SIGUSR2, issuer_stop, NULL), NULL);
-	evsignal_add(evsignal_new(is.base, SIGUSR1, issuer_reopen_log, NULL),
-	    NULL);
 	event_base_dispatch(is.base);
 	exit(0);
 }

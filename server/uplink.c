@@ -465,15 +465,6 @@ uplink_tick(evutil_socket_t fd, short ev, void *arg)
 		event_base_loopexit(up.base, NULL);
 }
 
-/* USR1 from the master (log rotation): its default action would kill us. */
-static void
-uplink_reopen_log(evutil_socket_t sig, short ev, void *arg)
-{
-	(void)sig, (void)ev, (void)arg;
-	if (log_reopen(up.cf->log.file) == -1)
-		log_warn("reopen %s", up.cf->log.file);
-}
-
 /*
  * TERM (after the workers are gone) or USR2 (a reload replaced us): take no
  * new workers, but finish the lease fetches and the usage batch under way
@@ -538,15 +529,9 @@ void
 uplink_main(struct proc_env *env)
 {
 	up.cf = env->cf;
-	signal(SIGPIPE, SIG_IGN);
-	signal(SIGINT, SIG_IGN);
-	signal(SIGHUP, SIG_IGN);
 	proc_no_dump();		/* holds the proxy's own key */
 	uplink_setup(env);
-	evsignal_add(evsignal_new(up.base, SIGTERM, uplink_stop, NULL), NULL);
-	evsignal_add(evsignal_new(up.base, SIGUSR2, uplink_stop, NULL), NULL);
-	evsignal_add(evsignal_new(up.base, SIGUSR1, uplink_reopen_log, NULL),
-	    NULL);
+	proc_signals(up.base, up.cf->log.file, uplink_stop);
 	uplink_timer(uplink_tick, TICK_S * 1000);
 	uplink_timer(uplink_selfcheck, up.cf->license.sync_interval_ms);
 	relay_init();

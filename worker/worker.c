@@ -140,32 +140,6 @@ worker_drain(evutil_socket_t sig, short ev, void *arg)
 }
 
 static void
-worker_reopen_log(evutil_socket_t sig, short ev, void *arg)
-{
-	(void)sig, (void)ev, (void)arg;
-	if (log_reopen(worker->cf->log.file) == -1)
-		log_warn("reopen %s", worker->cf->log.file);
-}
-
-static void
-worker_signals(void)
-{
-	static const int	 sigs[] = { SIGTERM, SIGUSR2, SIGUSR1 };
-	struct event		*ev;
-	size_t			 i;
-
-	signal(SIGPIPE, SIG_IGN);
-	signal(SIGINT, SIG_IGN);	/* the master turns ^C into TERM */
-	signal(SIGHUP, SIG_IGN);
-	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
-		ev = evsignal_new(worker->base, sigs[i], sigs[i] == SIGUSR1 ?
-		    worker_reopen_log : worker_drain, NULL);
-		if (ev == NULL || evsignal_add(ev, NULL) == -1)
-			fatalx("signal events");
-	}
-}
-
-static void
 worker_listen(void)
 {
 	int flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC;
@@ -200,7 +174,7 @@ worker_main(struct proc_env *env)
 		log_warnx("%s", err);
 		exit(1);
 	}
-	worker_signals();
+	proc_signals(w.base, w.cf->log.file, worker_drain);
 	worker_listen();
 	w.up_retry = evtimer_new(w.base, worker_up_connect, NULL);
 	worker_up_connect(-1, 0, NULL);
