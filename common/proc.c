@@ -8,7 +8,9 @@
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -16,8 +18,19 @@
 #include <event2/event.h>
 #include <seccomp.h>
 
+#include "conf.h"
 #include "log.h"
 #include "proc.h"
+#include "store.h"
+
+int64_t
+proc_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 void
 proc_name(const char *comm)
@@ -71,7 +84,8 @@ proc_user_check(const char *user, char *err, size_t errlen)
 	return 0;
 }
 
-int
+/* No-op unless root; naming root (or nobody at all) changes nothing. */
+static int
 proc_drop_privs(const char *user)
 {
 	struct passwd *pw;
@@ -91,6 +105,22 @@ proc_drop_privs(const char *user)
 		return -1;
 	}
 	return 0;
+}
+
+struct store *
+proc_open_store(const struct conf *cf)
+{
+	struct store	*st;
+	char		 err[512];
+
+	if (proc_drop_privs(cf->server.user) == -1)
+		exit(2);
+	if ((st = store_open(cf->store.path, cf->store.max_size, 0, err,
+	    sizeof(err))) == NULL) {
+		log_warnx("%s", err);
+		exit(1);
+	}
+	return st;
 }
 
 int

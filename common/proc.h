@@ -2,6 +2,7 @@
 #ifndef PROC_H
 #define PROC_H
 
+#include <stdint.h>
 #include <sys/types.h>
 #include <openssl/ssl.h>
 
@@ -17,6 +18,9 @@ struct proc_env {
 	int		 slot;		/* stats slot */
 };
 
+/* Milliseconds on the monotonic clock: deadlines and back-off. */
+int64_t	proc_now_ms(void);
+
 /* Entries: never return. */
 void	worker_main(struct proc_env *) __attribute__((noreturn));
 void	uplink_main(struct proc_env *) __attribute__((noreturn));
@@ -31,7 +35,11 @@ struct event_base;
 void	proc_signals(struct event_base *, const char *logfile,
 	    void (*stop)(int, short, void *));
 void	proc_name(const char *comm);
-int	proc_drop_privs(const char *user);	/* no-op unless root */
+/*
+ * Drop to server.user (exit 2 if that fails), then open the store (exit 1),
+ * so a fresh store's files belong to that user. Key files are read before.
+ */
+struct store *proc_open_store(const struct conf *);
 int	proc_user_check(const char *user, char *err, size_t errlen);
 int	proc_sandbox_worker(void);	/* NO_NEW_PRIVS + seccomp filter */
 int	proc_no_dump(void);

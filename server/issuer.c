@@ -133,7 +133,6 @@ issuer_main(struct proc_env *env)
 {
 	struct timeval	 tick = { ISSUER_TICK_S, 0 };
 	struct event	*ev;
-	char		 err[512];
 
 	is.cf = env->cf;
 	if ((is.base = event_base_new()) == NULL)
@@ -145,13 +144,7 @@ issuer_main(struct proc_env *env)
 		    is.cf->authority.signing_key);
 		exit(2);
 	}
-	if (proc_drop_privs(is.cf->server.user) == -1)
-		exit(2);
-	if ((is.store = store_open(is.cf->store.path, is.cf->store.max_size, 0,
-	    err, sizeof(err))) == NULL) {
-		log_warnx("%s", err);
-		exit(1);
-	}
+	is.store = proc_open_store(is.cf);
 	proc_no_dump();
 	if (chans_init(is.base, env->fd_ipc, issuer_request) == -1)
 		fatalx("ipc listener");

@@ -65,15 +65,6 @@ struct master {
 	pid_t			 pid;
 };
 
-static int64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int
 master_listen(const char *host, int port)
 {
@@ -238,7 +229,7 @@ master_spawn(struct master *m, int role)
 	c->pid = pid;
 	c->role = role;
 	c->gen = m->gen;
-	c->started = now_ms();
+	c->started = proc_now_ms();
 	c->kill_at = 0;
 	log_debug("started %s pid %d", role_comm(role), (int)pid);
 	return 0;
@@ -261,7 +252,7 @@ static void
 master_fill(struct master *m)
 {
 	int	up = m->cf->mode == CONF_AUTHORITY ? ROLE_ISSUER : ROLE_UPLINK;
-	int64_t	now = now_ms();
+	int64_t	now = proc_now_ms();
 
 	if (m->stopping)
 		return;
@@ -281,7 +272,7 @@ master_fill(struct master *m)
 static void
 master_died(struct master *m, struct child *c, int status)
 {
-	int64_t	lived = now_ms() - c->started, delay;
+	int64_t	lived = proc_now_ms() - c->started, delay;
 	int	code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 
 	stats_slot_release(c->pid);
@@ -306,7 +297,7 @@ master_died(struct master *m, struct child *c, int status)
 	} else if (delay > 0)
 		log_info("respawning %s in %lldms", role_comm(c->role),
 		    (long long)delay);
-	m->not_before[c->role] = now_ms() + delay;
+	m->not_before[c->role] = proc_now_ms() + delay;
 }
 
 static void
@@ -343,7 +334,7 @@ master_retire(struct master *m, int all, int role, int sig, int64_t deadline)
 static void
 master_enforce_deadlines(struct master *m)
 {
-	int64_t	now = now_ms();
+	int64_t	now = proc_now_ms();
 	int	i;
 
 	for (i = 0; i < MASTER_MAX_CHILDREN; i++)
@@ -433,7 +424,7 @@ master_reload(struct master *m)
 	master_fill(m);
 	/* USR2: finish in-flight and keep-alive requests, then exit. */
 	master_retire(m, 0, -1, SIGUSR2,
-	    now_ms() + m->cf->server.drain_timeout_ms);
+	    proc_now_ms() + m->cf->server.drain_timeout_ms);
 	log_info("reloaded: generation %d", m->gen);
 done:
 	sdnotify("READY=1");
@@ -459,20 +450,20 @@ master_stop(struct master *m, int sig)
 	log_info("signal %d: stopping", sig);
 	sdnotify("STOPPING=1");
 	m->stopping = 1;
-	m->stop_deadline = now_ms() + STOP_DEADLINE_MS;
+	m->stop_deadline = proc_now_ms() + STOP_DEADLINE_MS;
 	if (drain > STOP_DEADLINE_MS - BACKEND_GRACE_MS)
 		drain = STOP_DEADLINE_MS - BACKEND_GRACE_MS;
 	/*
 	 * Workers first: a request they are still finishing may need the
 	 * uplink or issuer, which master_loop stops once they are gone.
 	 */
-	master_retire(m, 1, ROLE_WORKER, SIGTERM, now_ms() + drain);
+	master_retire(m, 1, ROLE_WORKER, SIGTERM, proc_now_ms() + drain);
 }
 
 static void
 master_stop_backend(struct master *m)
 {
-	int64_t	deadline = now_ms() + BACKEND_GRACE_MS;
+	int64_t	deadline = proc_now_ms() + BACKEND_GRACE_MS;
 	int	i;
 
 	for (i = 0; i < MASTER_MAX_CHILDREN; i++)

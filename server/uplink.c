@@ -502,14 +502,8 @@ uplink_setup(struct proc_env *env)
 		log_warnx("%s", err);
 		exit(2);
 	}
-	/* Key files read as root above; the store is opened as server.user. */
-	if (proc_drop_privs(up.cf->server.user) == -1)
-		exit(2);
-	if ((up.store = store_open(up.cf->store.path, up.cf->store.max_size, 0,
-	    err, sizeof(err))) == NULL) {
-		log_warnx("%s", err);
-		exit(1);
-	}
+	/* Key files were read as root above. */
+	up.store = proc_open_store(up.cf);
 	if (chans_init(up.base, env->fd_ipc, uplink_request) == -1)
 		fatalx("ipc listener");
 }

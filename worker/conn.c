@@ -33,15 +33,6 @@ static void	conn_event(struct bufferevent *, short, void *);
 static void	conn_reply_full(struct conn *, int, const char *, const char *,
 		    const char *, size_t);
 
-int64_t
-conn_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void
 conn_set_timeout(struct conn *c, int ms)
 {
@@ -155,8 +146,7 @@ conn_reply_full(struct conn *c, int code, const char *ctype, const char *extra,
 	n = http_reply_build(out, cap, code, keep, ctype, extra, body, len);
 	if (n > 0 && c->req.method == HTTP_HEAD)
 		n -= (int)len;	/* same head, Content-Length of the GET */
-	stats_request(c->is_status || c->have_head ?
-	    stats_endpoint(c->req.path) : EP_OTHER, code);
+	stats_request(c->have_head ? c->ep : EP_OTHER, code);
 	if (n <= 0) {
 		static const char oops[] = "HTTP/1.1 500 Internal Server Error"
 		    "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
@@ -249,12 +239,12 @@ conn_dispatch(struct conn *c)
 		status_handle(c);
 		return;
 	}
-	if (strcmp(r->path, "/v1/license") == 0) {
+	if (c->ep == EP_LICENSE) {
 		if (r->method != HTTP_GET && r->method != HTTP_HEAD)
 			conn_method_not_allowed(c, "GET, HEAD");
 		else
 			license_handle(c);
-	} else if (strcmp(r->path, "/v1/usage") == 0) {
+	} else if (c->ep == EP_USAGE) {
 		if (r->method != HTTP_POST)
 			conn_method_not_allowed(c, "POST");
 		else
@@ -292,13 +282,13 @@ conn_read_head(struct conn *c, struct evbuffer *in)
 	int	 r;
 
 	if (c->started_ms == 0)
-		c->started_ms = conn_now_ms();
+		c->started_ms = proc_now_ms();
 	if (len > max + 4)
 		len = max + 4;
 	p = (char *)evbuffer_pullup(in, len);
 	r = http_parse(p, len, max, &c->req, &c->headlen);
 	if (r == HTTP_PARSE_MORE) {
-		if (conn_now_ms() - c->started_ms >
+		if (proc_now_ms() - c->started_ms >
 		    worker->cf->server.header_timeout_ms) {
 			c->req.keepalive = 0;
 			conn_error(c, 408, "timeout", "request header too slow",
@@ -311,6 +301,7 @@ conn_read_head(struct conn *c, struct evbuffer *in)
 		return -1;
 	}
 	c->have_head = 1;
+	c->ep = stats_endpoint(c->req.path);
 	evbuffer_drain(in, c->headlen);
 	return conn_check_body(c) == 0 ? 1 : -1;
 }

@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #include "http.h"
 
@@ -484,4 +485,14 @@ http_reply_build(char *out, size_t outsz, int code, int keepalive,
 	if (bodylen > 0)
 		p = put(p, body, bodylen);
 	return (int)(p - out);
+}
+
+void
+http_time(int64_t t, char *buf, size_t sz)
+{
+	time_t		tt = (time_t)t;
+	struct tm	tm;
+
+	gmtime_r(&tt, &tm);
+	strftime(buf, sz, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }

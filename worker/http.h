@@ -46,6 +46,8 @@ int	 http_parse(const char *buf, size_t len, size_t max_head,
 int	 http_auth_key(const struct http_req *req, const char **key);
 
 const char *http_reason(int code);
+/* Unix seconds as RFC 3339 UTC, "2026-11-26T16:00:00Z" (the API's times). */
+void	 http_time(int64_t t, char *buf, size_t sz);
 
 /*
  * Write a complete response (status line, Date-less fixed headers,

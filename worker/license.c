@@ -14,6 +14,7 @@
 #include "conf.h"
 #include "ipc.h"
 #include "log.h"
+#include "proc.h"
 #include "stats.h"
 #include "store.h"
 #include "token.h"
@@ -145,7 +146,8 @@ license_refresh(struct conn *c, int64_t now)
 	worker_send_up(&m);
 }
 
-static int
+/* Ask the uplink/issuer; the reply (or a 503 now) answers c later. */
+static void
 license_ask(struct conn *c)
 {
 	struct ipc_msg m;
@@ -153,7 +155,7 @@ license_ask(struct conn *c)
 	if (c->after_ipc) {
 		/* The uplink said 200 but nothing usable is stored. */
 		license_unavailable(c, 1);
-		return -1;
+		return;
 	}
 	memset(&m, 0, sizeof(m));
 	m.type = IPC_LEASE_REQ;
@@ -163,24 +165,13 @@ license_ask(struct conn *c)
 	memcpy(m.key, c->key, sizeof(m.key));
 	if (worker_send_up(&m) == -1) {
 		license_unavailable(c, 1);
-		return -1;
+		return;
 	}
 	c->rid = m.rid;
-	c->wait_ms = conn_now_ms();
+	c->wait_ms = proc_now_ms();
 	TAILQ_INSERT_TAIL(&worker->waiting, c, wentry);
 	if (stats_self != NULL)
 		stats_self->cache_misses++;
-	return -1;
-}
-
-static void
-license_time(int64_t t, char *buf, size_t sz)
-{
-	time_t		tt = (time_t)t;
-	struct tm	tm;
-
-	gmtime_r(&tt, &tm);
-	strftime(buf, sz, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
 /* The JSON fields of a 200 that depend only on the lease. */
@@ -197,9 +188,9 @@ license_render(struct decoded *d)
 		o += snprintf(prd + o, sizeof(prd) - o, "%s\"%s\"",
 		    i ? "," : "", d->l.products[i]);
 	prd[o] = '\0';
-	license_time(d->l.iat, iat, sizeof(iat));
-	license_time(d->l.rat, rat, sizeof(rat));
-	license_time(d->l.exp, exp, sizeof(exp));
+	http_time(d->l.iat, iat, sizeof(iat));
+	http_time(d->l.rat, rat, sizeof(rat));
+	http_time(d->l.exp, exp, sizeof(exp));
 	d->headlen = snprintf(d->head, sizeof(d->head), "{\"key_id\":\"%s\","
 	    "\"status\":\"%s\",\"products\":[%s],\"role\":\"%s\","
 	    "\"issued_at\":\"%s\",\"refresh_at\":\"%s\",\"expires_at\":\"%s\",",
@@ -362,7 +353,7 @@ static void
 license_sweep(evutil_socket_t fd, short ev, void *arg)
 {
 	const struct conf	*cf = worker->cf;
-	int64_t			 limit, now = conn_now_ms();
+	int64_t			 limit, now = proc_now_ms();
 	struct conn		*c;
 
 	(void)fd, (void)ev, (void)arg;

@@ -26,14 +26,11 @@ status_ready(const struct stats_shared *s)
 static json_t *
 status_time(int64_t t)
 {
-	char		buf[32];
-	time_t		tt = (time_t)t;
-	struct tm	tm;
+	char buf[32];
 
 	if (t == 0)
 		return json_null();
-	gmtime_r(&tt, &tm);
-	strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	http_time(t, buf, sizeof(buf));
 	return json_string(buf);
 }
 
@@ -172,24 +169,34 @@ void
 status_handle(struct conn *c)
 {
 	static struct stats_shared	 snap;
-	const char			*p = c->req.path;
+	int				 ready;
 
 	if (c->req.method != HTTP_GET && c->req.method != HTTP_HEAD) {
 		conn_error(c, 405, "method_not_allowed", "use GET", NULL,
 		    "Allow: GET, HEAD\r\n");
 		return;
 	}
-	stats_snapshot(&snap);
-	if (strcmp(p, "/v1/status") == 0)
-		status_json(c, &snap);
-	else if (strcmp(p, "/metrics") == 0)
-		status_metrics(c, &snap);
-	else if (strcmp(p, "/healthz") == 0)
+	switch (c->ep) {
+	case EP_HEALTHZ:	/* the master runs: no figures needed */
 		conn_reply(c, 200, NULL, "{\"status\":\"ok\"}", 15);
-	else if (strcmp(p, "/readyz") == 0)
-		conn_reply(c, status_ready(&snap) ? 200 : 503, NULL,
-		    status_ready(&snap) ? "{\"ready\":true}" :
-		    "{\"ready\":false}", status_ready(&snap) ? 14 : 15);
-	else
+		return;
+	case EP_STATUS:
+	case EP_METRICS:
+	case EP_READYZ:
+		break;
+	default:
 		conn_error(c, 404, "not_found", "no such endpoint", NULL, NULL);
+		return;
+	}
+	/* The block is big (every process's slot): copied only when read. */
+	stats_snapshot(&snap);
+	if (c->ep == EP_STATUS)
+		status_json(c, &snap);
+	else if (c->ep == EP_METRICS)
+		status_metrics(c, &snap);
+	else {
+		ready = status_ready(&snap);
+		conn_reply(c, ready ? 200 : 503, NULL, ready ?
+		    "{\"ready\":true}" : "{\"ready\":false}", ready ? 14 : 15);
+	}
 }

@@ -16,6 +16,7 @@
 #include "conf.h"
 #include "ipc.h"
 #include "log.h"
+#include "proc.h"
 #include "stats.h"
 #include "store.h"
 #include "token.h"
@@ -301,7 +302,7 @@ usage_kick(void)
 	static int64_t	last;
 	struct ipc_msg	m;
 	uint64_t	pending, fwd;
-	int64_t		now = conn_now_ms();
+	int64_t		now = proc_now_ms();
 
 	if (worker->cf->mode != CONF_PROXY || now - last < 1000 ||
 	    store_spool_stats(worker->store, &pending, &fwd) != 0 ||
@@ -332,8 +333,8 @@ usage_commit(evutil_socket_t fd, short ev, void *arg)
 		}
 		rv = store_usage_append(worker->store, all, n,
 		    worker->cf->mode == CONF_AUTHORITY, dup);
-		if (rv == STORE_EFULL && conn_now_ms() - full_logged >= 10000) {
-			full_logged = conn_now_ms();
+		if (rv == STORE_EFULL && proc_now_ms() - full_logged >= 10000) {
+			full_logged = proc_now_ms();
 			log_warnx("usage store full (store.max_size): refusing"
 			    " usage with 507, leases are still served");
 		}

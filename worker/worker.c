@@ -156,7 +156,6 @@ void
 worker_main(struct proc_env *env)
 {
 	static struct worker	w;
-	char			err[512];
 
 	worker = &w;
 	w.env = env;
@@ -166,14 +165,7 @@ worker_main(struct proc_env *env)
 	if ((w.base = event_base_new()) == NULL || usage_init() == -1 ||
 	    license_init() == -1)
 		fatalx("event_base_new");
-	/* Drop first, so store files a fresh store gets belong to server.user. */
-	if (proc_drop_privs(w.cf->server.user) == -1)
-		exit(2);
-	if ((w.store = store_open(w.cf->store.path, w.cf->store.max_size, 0,
-	    err, sizeof(err))) == NULL) {
-		log_warnx("%s", err);
-		exit(1);
-	}
+	w.store = proc_open_store(w.cf);
 	proc_signals(w.base, w.cf->log.file, worker_drain);
 	worker_listen();
 	w.up_retry = evtimer_new(w.base, worker_up_connect, NULL);

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "http.h"
+#include "stats.h"
 
 struct conf;
 struct conn;
@@ -52,6 +53,7 @@ struct conn {
 	int			 is_status;
 	enum conn_state		 state;
 	int			 have_head;
+	enum stats_ep		 ep;		/* the path, looked up once */
 	struct http_req		 req;
 	size_t			 headlen;
 	char			*body;
@@ -80,7 +82,6 @@ void	 conn_error(struct conn *, int code, const char *error,
 	    const char *msg, const char *more, const char *extra);
 void	 conn_close_idle(void);
 void	 conn_dispatch(struct conn *);
-int64_t	 conn_now_ms(void);
 
 /* license.c */
 void	 license_handle(struct conn *);
