@@ -10,6 +10,11 @@ int	cli_cache(int argc, char **argv);
 int	cli_check(int argc, char **argv);
 int	cli_status(int argc, char **argv);
 
+struct store;
+
+/* Shared: open a store (0 or STORE_RDONLY), the error on stderr. */
+struct store *cli_store_open(const char *dir, int flags);
+
 /* Shared: "--name value" parsing helpers. */
 const char *cli_opt(int argc, char **argv, const char *name);
 int	cli_flag(int argc, char **argv, const char *name);

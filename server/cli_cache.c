@@ -38,15 +38,12 @@ cache_export(int argc, char **argv)
 {
 	const char	*dir = cli_opt(argc, argv, "--store");
 	struct store	*s;
-	char		 err[512];
 	int		 rv;
 
 	if (dir == NULL)
 		return cli_usage_error("usage: licproxy cache export --store DIR");
-	if ((s = store_open(dir, 0, STORE_RDONLY, err, sizeof(err))) == NULL) {
-		fprintf(stderr, "licproxy: %s\n", err);
+	if ((s = cli_store_open(dir, STORE_RDONLY)) == NULL)
 		return 1;
-	}
 	rv = store_lease_foreach(s, export1, NULL);
 	store_close(s);
 	return rv == 0 && fflush(stdout) == 0 ? 0 : 1;
@@ -126,14 +123,11 @@ static int
 import_store(const char *dir, struct import_item *items, size_t n)
 {
 	struct store	*s;
-	char		 err[512];
 	size_t		 i, stored = 0, expired = 0;
 	int64_t		 now;
 
-	if ((s = store_open(dir, 0, 0, err, sizeof(err))) == NULL) {
-		fprintf(stderr, "licproxy: %s\n", err);
+	if ((s = cli_store_open(dir, 0)) == NULL)
 		return 1;
-	}
 	now = store_now(s);
 	for (i = 0; i < n; i++) {
 		if (items[i].exp <= now) {

@@ -19,17 +19,12 @@ static struct store *
 cli_store(int argc, char **argv, int rdonly)
 {
 	const char	*dir = cli_opt(argc, argv, "--store");
-	struct store	*s;
-	char		 err[512];
 
 	if (dir == NULL) {
 		cli_usage_error("--store DIR is required");
 		return NULL;
 	}
-	if ((s = store_open(dir, 0, rdonly ? STORE_RDONLY : 0, err,
-	    sizeof(err))) == NULL)
-		fprintf(stderr, "licproxy: %s\n", err);
-	return s;
+	return cli_store_open(dir, rdonly ? STORE_RDONLY : 0);
 }
 
 int

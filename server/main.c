@@ -14,6 +14,7 @@
 #include "log.h"
 #include "master.h"
 #include "proc.h"
+#include "store.h"
 #include "tls.h"
 #include "token.h"
 
@@ -52,6 +53,18 @@ cli_usage_error(const char *fmt, ...)
 	va_end(ap);
 	fprintf(stderr, "\n");
 	return 2;
+}
+
+struct store *
+cli_store_open(const char *dir, int flags)
+{
+	struct store	*s;
+	char		 err[512];
+
+	/* max_size 0: keep the size the running daemon gave the map. */
+	if ((s = store_open(dir, 0, flags, err, sizeof(err))) == NULL)
+		fprintf(stderr, "licproxy: %s\n", err);
+	return s;
 }
 
 const char *
