@@ -375,33 +375,22 @@ def msgpack_decode(data):
         if 0xa0 <= b <= 0xbf:
             n = b & 0x1f
             return data[i + 1:i + 1 + n].decode(), i + 1 + n
-        if 0x90 <= b <= 0x9f or b in (0xdc, 0xdd):
-            if b in (0xdc, 0xdd):
-                w = 2 if b == 0xdc else 4
+        if 0x80 <= b <= 0x9f or b in (0xdc, 0xdd, 0xde, 0xdf):
+            is_map = b <= 0x8f or b in (0xde, 0xdf)
+            if b >= 0xdc:       # 16- or 32-bit count follows
+                w = 2 if b in (0xdc, 0xde) else 4
                 n = int.from_bytes(data[i + 1:i + 1 + w], "big")
                 i += w
             else:
                 n = b & 0x0f
             i += 1
-            arr = []
-            for _ in range(n):
+            items = []
+            for _ in range(2 * n if is_map else n):
                 v, i = dec(i)
-                arr.append(v)
-            return arr, i
-        if 0x80 <= b <= 0x8f or b in (0xde, 0xdf):
-            if b in (0xde, 0xdf):
-                w = 2 if b == 0xde else 4
-                n = int.from_bytes(data[i + 1:i + 1 + w], "big")
-                i += w
-            else:
-                n = b & 0x0f
-            i += 1
-            m = {}
-            for _ in range(n):
-                k, i = dec(i)
-                v, i = dec(i)
-                m[k] = v
-            return m, i
+                items.append(v)
+            if is_map:
+                return dict(zip(items[0::2], items[1::2])), i
+            return items, i
         if b in (0xd9, 0xda, 0xdb):
             w = {0xd9: 1, 0xda: 2, 0xdb: 4}[b]
             n = int.from_bytes(data[i + 1:i + 1 + w], "big")
