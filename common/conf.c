@@ -58,7 +58,7 @@ struct cctx {
 
 enum ktype {
 	K_SECTION, K_STR, K_OPTSTR, K_PORT, K_WORKERS, K_COUNT, K_SIZE,
-	K_SIZE64, K_MS, K_SEC, K_URLS, K_KEYS, K_MODE, K_ENUM
+	K_SIZE64, K_MS, K_SEC, K_URLS, K_KEYS, K_MODE, K_ENUM, K_CIDRS
 };
 
 #define F_NONEMPTY	0x01	/* "" is an error */
@@ -118,6 +118,10 @@ static const struct kdef license_keys[] = {
 	{ "timeout", K_MS, OFF(license.timeout_ms) },
 	{ "sync_interval", K_MS, OFF(license.sync_interval_ms) },
 	{ "negative_ttl", K_MS, OFF(license.negative_ttl_ms), F_ZERO },
+	{ "max_rejections", K_COUNT, OFF(license.max_rejections) },
+	{ "miss_rate", K_COUNT, OFF(license.miss_rate) },
+	{ "miss_burst", K_COUNT, OFF(license.miss_burst) },
+	{ "miss_exempt", K_CIDRS },
 	{ NULL }
 };
 
@@ -155,6 +159,7 @@ static const struct kdef top_keys[] = {
 
 static void	conf_section(struct cctx *, const char *, const struct kdef *,
 		    yaml_node_t *);
+static int	conf_is_null(const yaml_node_t *);
 
 static void
 conf_errv(struct cctx *c, const struct cpos *p, const char *fmt, va_list ap)
@@ -280,6 +285,9 @@ conf_defaults(struct cctx *c)
 	cf->license.timeout_ms = 5 * 1000;
 	cf->license.sync_interval_ms = 60 * 1000;
 	cf->license.negative_ttl_ms = 30 * 1000;
+	cf->license.max_rejections = 100000;
+	cf->license.miss_rate = 50;
+	cf->license.miss_burst = 200;
 	conf_setstr(c, &cf->store.path, "/var/lib/licproxy");
 	cf->store.max_size = 1ULL << 30;
 	conf_setstr(c, &cf->authority.signing_key,
@@ -649,6 +657,53 @@ conf_list(struct cctx *c, const char *path, const struct kdef *k,
 	return rv;
 }
 
+/* One miss_exempt entry at node n. */
+static int
+conf_cidr_item(struct cctx *c, const char *path, yaml_node_t *n)
+{
+	int		*cnt = &c->cf->license.n_miss_exempt;
+	const char	*s = NULL;
+	char		 buf[CONF_SHOW_MAX];
+
+	if (*cnt == CONF_MAX_EXEMPT) {
+		conf_errn(c, n, "%s: at most %d entries allowed", path,
+		    CONF_MAX_EXEMPT);
+		return -1;
+	}
+	if (n->type == YAML_SCALAR_NODE)
+		s = (const char *)n->data.scalar.value;
+	if (s == NULL || cidr_parse(s, &c->cf->license.miss_exempt[*cnt]) ==
+	    -1) {
+		conf_errn(c, n, "%s: expected an IPv4 or IPv6 address or CIDR "
+		    "such as 10.0.0.0/8 or 2001:db8::/32, got %s%s%s", path,
+		    s ? "\"" : "", s ? conf_show(s, buf, sizeof buf) :
+		    conf_kind(n), s ? "\"" : "");
+		return -1;
+	}
+	(*cnt)++;
+	return 0;
+}
+
+/* miss_exempt: a list of addresses or CIDRs, or one plain value. */
+static int
+conf_cidrs(struct cctx *c, const char *path, yaml_node_t *v)
+{
+	yaml_node_item_t	*it;
+	int			 rv = 0;
+
+	c->cf->license.n_miss_exempt = 0;
+	if (conf_is_null(v))
+		return 0;
+	if (v->type != YAML_SEQUENCE_NODE)
+		return conf_cidr_item(c, path, v);
+	for (it = v->data.sequence.items.start;
+	    it < v->data.sequence.items.top; it++)
+		if (conf_cidr_item(c, path,
+		    yaml_document_get_node(c->doc, *it)) == -1)
+			rv = -1;
+	return rv;
+}
+
 static int
 conf_is_null(const yaml_node_t *v)
 {
@@ -673,6 +728,8 @@ conf_value(struct cctx *c, const char *path, const struct kdef *k,
 	}
 	if (k->type == K_URLS || k->type == K_KEYS)
 		rv = conf_list(c, path, k, v);
+	else if (k->type == K_CIDRS)
+		rv = conf_cidrs(c, path, v);
 	else if (v->type != YAML_SCALAR_NODE)
 		conf_errn(c, v, "%s: expected a single value, got %s", path,
 		    conf_kind(v));

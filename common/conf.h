@@ -5,9 +5,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cidr.h"
+
 #define CONF_MAX_URLS		16
 #define CONF_MAX_TRUSTED	16
 #define CONF_KEY_LEN		40
+#define CONF_MAX_EXEMPT		64	/* license.miss_exempt entries */
 /* Two generations (during a reload) plus uplinks fit STATS_MAX_SLOTS. */
 #define CONF_MAX_WORKERS	60
 
@@ -46,6 +49,11 @@ struct conf {
 		int	 timeout_ms;		/* default 5s */
 		int	 sync_interval_ms;	/* default 60s */
 		int	 negative_ttl_ms;	/* default 30s */
+		int	 max_rejections;	/* default 100000 */
+		int	 miss_rate;		/* per s per address, default 50 */
+		int	 miss_burst;		/* default 200 */
+		struct cidr miss_exempt[CONF_MAX_EXEMPT];
+		int	 n_miss_exempt;
 		/* resolved at load: --license-key, LICPROXY_LICENSE_KEY, key_file */
 		char	 key[CONF_KEY_LEN + 1];
 	} license;

@@ -6,14 +6,16 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "limit.h"
 #include "stats.h"
 
 struct stats_shared	*stats;
 struct stats_slot	*stats_self;
+struct limit_table	*stats_limits;
 
 static const int code_list[STATS_NCODES] = {
-	200, 202, 400, 401, 403, 404, 405, 408, 411, 413, 414, 415, 431,
-	500, 501, 503, 505, 507, 0, 0
+	200, 202, 400, 401, 403, 404, 405, 408, 411, 413, 414, 415, 429,
+	431, 500, 501, 503, 505, 507, 0
 };
 
 static const char *const ep_names[EP_MAX] = {
@@ -35,7 +37,13 @@ stats_create(void)
 	if (p == MAP_FAILED)
 		return -1;
 	stats = p;
-	return 0;
+	/* Apart from the block, so stats_snapshot does not copy it. */
+	p = mmap(NULL, sizeof(*stats_limits), PROT_READ | PROT_WRITE,
+	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return -1;
+	stats_limits = p;
+	return limit_init(stats_limits);
 }
 
 int

@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+struct limit_table;
+
 #define STATS_MAX_SLOTS	128
 #define STATS_INSTANCES	1024	/* X-Instance-Id table (hashed, bounded) */
 #define STATS_INSTANCE_ACTIVE_S	600
@@ -35,6 +37,7 @@ struct stats_slot {
 	uint64_t	 req[EP_MAX][STATS_NCODES];
 	uint64_t	 cache_hits;
 	uint64_t	 cache_misses;
+	uint64_t	 misses_limited;	/* 429 too_many_requests */
 };
 
 struct stats_shared {
@@ -67,6 +70,8 @@ struct stats_shared {
 
 extern struct stats_shared	*stats;
 extern struct stats_slot	*stats_self;
+/* Miss budgets per client address (limit.h); mapped beside the block. */
+extern struct limit_table	*stats_limits;
 
 int	 stats_create(void);			/* master, before fork */
 int	 stats_slot_claim(pid_t, int role);	/* master; index or -1 */

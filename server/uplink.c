@@ -275,16 +275,17 @@ flight_rejected(struct flight *f, const struct httpc_res *r)
 {
 	json_t		*j = json_loadb(r->body, r->bodylen, 0, NULL);
 	const char	*why = json_string_value(json_object_get(j, "reason"));
-	int64_t		 until;
+	int64_t		 until, now;
 
 	if (why == NULL || (strcmp(why, "revoked") != 0 &&
 	    strcmp(why, "expired") != 0))
 		why = "unknown";
-	until = store_now(up.store) + (up.cf->license.negative_ttl_ms + 999) /
-	    1000;
+	now = store_now(up.store);
+	until = now + (up.cf->license.negative_ttl_ms + 999) / 1000;
 	/* The rejection replaces a cached lease at once. */
 	store_lease_del(up.store, f->sha);
-	store_reject_put(up.store, f->sha, why, until);
+	store_reject_put(up.store, f->sha, why, until, now,
+	    (uint64_t)up.cf->license.max_rejections);
 	uplink_lease_stats();	/* rare: a rejection may have removed one */
 	log_info("upstream rejected %s: %s", f->kid, why);
 	flight_finish(f, 403, why);
@@ -459,6 +460,9 @@ uplink_tick(evutil_socket_t fd, short ev, void *arg)
 	(void)fd, (void)ev, (void)arg;
 	store_clock_advance(up.store, time(NULL));
 	store_reader_check(up.store);
+	/* Expired rejections go within a tick even when no new one comes. */
+	store_reject_prune(up.store, store_now(up.store),
+	    (uint64_t)up.cf->license.max_rejections);
 	uplink_lease_stats();
 	uplink_usage_stats();
 	if (up.stopping && uplink_idle())

@@ -33,11 +33,12 @@
 
 enum store_db {
 	DB_LEASES, DB_REJECTS, DB_SPOOL, DB_USAGE_IDS, DB_META, DB_KEYS,
-	DB_LEDGER, DB_COUNT
+	DB_LEDGER, DB_REJECT_TIME, DB_COUNT
 };
 
 static const char *const store_dbnames[DB_COUNT] = {
-	"leases", "rejects", "spool", "usage_ids", "meta", "keys", "ledger"
+	"leases", "rejects", "spool", "usage_ids", "meta", "keys", "ledger",
+	"reject_time"
 };
 
 struct store {
@@ -855,12 +856,101 @@ store_reject_get(struct store *s, const unsigned char sha[32], char *reason,
 	return store_read(s, DB_REJECTS, &k, reject_copy, &ro);
 }
 
+/*
+ * Rejections are indexed by expiry (reject_time: be64(until) sha -> ""),
+ * so pruning reads only the rows it deletes, and the cap is checked
+ * against LMDB's own entry count (mdb_stat, O(1)): no scan per request.
+ */
+static void
+reject_tkey(unsigned char tk[8 + STORE_SHA_LEN], const unsigned char *sha,
+    int64_t until)
+{
+	be64_put(tk, (uint64_t)until);
+	memcpy(tk + 8, sha, STORE_SHA_LEN);
+}
+
+/* Delete sha's row and its index entry, if it has one. */
+static int
+reject_del_txn(struct store *s, MDB_txn *txn, const unsigned char *sha)
+{
+	unsigned char	tk[8 + STORE_SHA_LEN];
+	MDB_val		k = { STORE_SHA_LEN, (void *)sha }, v, ik;
+	int64_t		until = 0;
+	struct reject_out ro = { NULL, 0, &until };
+	int		rc;
+
+	if ((rc = mdb_get(txn, s->dbi[DB_REJECTS], &k, &v)) != 0)
+		return rc;
+	if (reject_copy(&v, &ro) == 0) {
+		reject_tkey(tk, sha, until);
+		ik.mv_size = sizeof(tk);
+		ik.mv_data = tk;
+		rc = mdb_del(txn, s->dbi[DB_REJECT_TIME], &ik, NULL);
+		if (rc != 0 && rc != MDB_NOTFOUND)
+			return rc;
+	}
+	return mdb_del(txn, s->dbi[DB_REJECTS], &k, NULL);
+}
+
+/* Oldest first: drop rows expired by now, then any beyond max. */
+static int
+reject_prune_txn(struct store *s, MDB_txn *txn, int64_t now, uint64_t max)
+{
+	MDB_cursor	*cur;
+	MDB_stat	 st;
+	MDB_val		 k, v, rk;
+	int		 rc;
+
+	if ((rc = mdb_cursor_open(txn, s->dbi[DB_REJECT_TIME], &cur)) != 0)
+		return rc;
+	while ((rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0) {
+		if ((rc = mdb_stat(txn, s->dbi[DB_REJECTS], &st)) != 0)
+			break;
+		if (k.mv_size != 8 + STORE_SHA_LEN)
+			goto drop;	/* not ours: never let it stop the prune */
+		if ((int64_t)be64_get(k.mv_data) > now && st.ms_entries <= max)
+			break;
+		rk.mv_size = STORE_SHA_LEN;
+		rk.mv_data = (unsigned char *)k.mv_data + 8;
+		rc = mdb_del(txn, s->dbi[DB_REJECTS], &rk, NULL);
+		if (rc != 0 && rc != MDB_NOTFOUND)
+			break;
+drop:
+		if ((rc = mdb_cursor_del(cur, 0)) != 0)
+			break;
+	}
+	mdb_cursor_close(cur);
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/*
+ * Rows written before the index existed would never be pruned: they are
+ * only cached answers, so a store that has some starts its rejections anew.
+ */
+static int
+reject_legacy(struct store *s, MDB_txn *txn)
+{
+	MDB_stat	rs, ts;
+	int		rc;
+
+	if ((rc = mdb_stat(txn, s->dbi[DB_REJECTS], &rs)) != 0 ||
+	    (rc = mdb_stat(txn, s->dbi[DB_REJECT_TIME], &ts)) != 0)
+		return rc;
+	if (ts.ms_entries == 0 && rs.ms_entries > 0)
+		return mdb_drop(txn, s->dbi[DB_REJECTS], 0);
+	return 0;
+}
+
 int
 store_reject_put(struct store *s, const unsigned char sha[32],
-    const char *reason, int64_t until)
+    const char *reason, int64_t until, int64_t now, uint64_t max)
 {
-	struct wbuf	w = { .len = 0 };
-	MDB_val		k = { STORE_SHA_LEN, (void *)sha }, v;
+	struct wbuf	 w = { .len = 0 };
+	unsigned char	 tk[8 + STORE_SHA_LEN];
+	MDB_val		 k = { STORE_SHA_LEN, (void *)sha }, v;
+	MDB_val		 ik = { sizeof(tk), tk }, iv = { 0, tk };
+	MDB_txn		*txn;
+	int		 rc, ret;
 
 	if (reason == NULL)
 		return -1;
@@ -871,15 +961,68 @@ store_reject_put(struct store *s, const unsigned char sha[32],
 		return -1;
 	v.mv_data = w.b;
 	v.mv_size = w.len;
-	return store_write1(s, DB_REJECTS, &k, &v);
+	reject_tkey(tk, sha, until);
+	if ((ret = store_begin(s, 1, &txn)) != 0)
+		return ret;
+	if ((rc = reject_legacy(s, txn)) != 0 ||
+	    ((rc = reject_del_txn(s, txn, sha)) != 0 && rc != MDB_NOTFOUND) ||
+	    (rc = mdb_put(txn, s->dbi[DB_REJECTS], &k, &v, 0)) != 0 ||
+	    (rc = mdb_put(txn, s->dbi[DB_REJECT_TIME], &ik, &iv, 0)) != 0 ||
+	    (rc = reject_prune_txn(s, txn, now, max)) != 0) {
+		mdb_txn_abort(txn);
+		return store_err(rc, "rejects");
+	}
+	return store_commit(txn, "rejects");
 }
 
 int
 store_reject_del(struct store *s, const unsigned char sha[32])
 {
-	MDB_val k = { STORE_SHA_LEN, (void *)sha };
+	MDB_txn	*txn;
+	int	 rc, ret;
 
-	return store_write1(s, DB_REJECTS, &k, NULL);
+	if ((ret = store_begin(s, 1, &txn)) != 0)
+		return ret;
+	if ((rc = reject_del_txn(s, txn, sha)) != 0) {
+		mdb_txn_abort(txn);
+		return store_err(rc, "rejects");
+	}
+	return store_commit(txn, "rejects");
+}
+
+int
+store_reject_prune(struct store *s, int64_t now, uint64_t max)
+{
+	MDB_txn	*txn;
+	int	 rc, ret;
+
+	if ((ret = store_begin(s, 1, &txn)) != 0)
+		return ret;
+	if ((rc = reject_prune_txn(s, txn, now, max)) != 0) {
+		mdb_txn_abort(txn);
+		return store_err(rc, "rejects");
+	}
+	return store_commit(txn, "rejects");
+}
+
+int
+store_reject_count(struct store *s, uint64_t *n)
+{
+	MDB_txn	*txn;
+	MDB_stat st;
+	int	 rc, ret;
+
+	*n = 0;
+	if (!HAVE(s, DB_REJECTS))
+		return 0;
+	if ((ret = store_rbegin(s, &txn)) != 0)
+		return ret;
+	rc = mdb_stat(txn, s->dbi[DB_REJECTS], &st);
+	store_rend(s, txn);
+	if (rc != 0)
+		return store_err(rc, "rejects");
+	*n = st.ms_entries;
+	return 0;
 }
 
 /* ---- key registry ---- */

@@ -57,9 +57,16 @@ int	store_lease_foreach(struct store *,
 /* ---- rejections (sha256(key) -> reason, until) ---- */
 int	store_reject_get(struct store *, const unsigned char sha[32],
 	    char *reason, size_t rsz, int64_t *until);
+/*
+ * Also prunes, in the same transaction, rows expired by now and the
+ * oldest beyond max, so the table never holds more than max rows.
+ */
 int	store_reject_put(struct store *, const unsigned char sha[32],
-	    const char *reason, int64_t until);
+	    const char *reason, int64_t until, int64_t now, uint64_t max);
 int	store_reject_del(struct store *, const unsigned char sha[32]);
+/* The same pruning alone (the uplink's tick: expired rows go on time). */
+int	store_reject_prune(struct store *, int64_t now, uint64_t max);
+int	store_reject_count(struct store *, uint64_t *n);
 
 /* ---- key registry (authority) ---- */
 struct store_key {

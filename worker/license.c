@@ -5,14 +5,19 @@
  * leases. When the answer comes back the request is dispatched again and
  * reads what was stored.
  */
+#include <sys/socket.h>
+
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "cidr.h"
 #include "conf.h"
 #include "ipc.h"
+#include "limit.h"
 #include "log.h"
 #include "proc.h"
 #include "stats.h"
@@ -146,6 +151,42 @@ license_refresh(struct conn *c, int64_t now)
 	worker_send_up(&m);
 }
 
+/*
+ * A miss costs an upstream request, so misses draw on the client address's
+ * budget, shared by every worker (limit.c). 0 to go on, -1 after a 429.
+ * An address that cannot be read (the client already reset) is refused:
+ * a reset must not buy an unlimited miss.
+ */
+static int
+license_budget(struct conn *c)
+{
+	const struct conf	*cf = worker->cf;
+	struct sockaddr_storage	 ss;
+	socklen_t		 len = sizeof(ss);
+	unsigned char		 addr[CIDR_ADDR_LEN];
+	char			 extra[48];
+	int			 retry = 1;
+
+	if (stats_limits == NULL)
+		return 0;
+	if (getpeername(bufferevent_getfd(c->bev), (struct sockaddr *)&ss,
+	    &len) == 0 &&
+	    cidr_from_sockaddr((struct sockaddr *)&ss, len, addr) == 0) {
+		if (cidr_match_any(cf->license.miss_exempt,
+		    cf->license.n_miss_exempt, addr) ||
+		    limit_take(stats_limits, addr, limit_now_us(),
+		    cf->license.miss_rate, cf->license.miss_burst, &retry))
+			return 0;
+	}
+	if (stats_self != NULL)
+		__atomic_add_fetch(&stats_self->misses_limited, 1,
+		    __ATOMIC_RELAXED);
+	snprintf(extra, sizeof(extra), "Retry-After: %d\r\n", retry);
+	conn_error(c, 429, "too_many_requests", "too many lookups of unknown "
+	    "keys from this address", NULL, extra);
+	return -1;
+}
+
 /* Ask the uplink/issuer; the reply (or a 503 now) answers c later. */
 static void
 license_ask(struct conn *c)
@@ -246,6 +287,9 @@ license_resolve(struct conn *c, char *tok, size_t toksz)
 	n = rejected ? 0 : store_lease_get(worker->store, c->sha, tok, toksz);
 	store_snapshot_end(worker->store);
 	if (rejected)
+		return NULL;
+	/* Neither a lease nor a live rejection: a miss, budgeted. */
+	if (n <= 0 && !authority && !c->after_ipc && license_budget(c) == -1)
 		return NULL;
 	if (n <= 0 || (d = license_decode(c->sha, tok, (size_t)n)) == NULL ||
 	    d->l.exp <= now) {

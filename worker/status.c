@@ -114,7 +114,7 @@ status_metrics(struct conn *c, const struct stats_shared *s)
 	static const char *const roles[] = { "worker", "uplink", "issuer" };
 	static const char *const results[] = { "ok", "rejected", "error" };
 	char		*out;
-	uint64_t	 hits = 0, misses = 0;
+	uint64_t	 hits = 0, misses = 0, limited = 0;
 	size_t		 o;
 	int		 i;
 
@@ -125,6 +125,7 @@ status_metrics(struct conn *c, const struct stats_shared *s)
 	for (i = 0; i < STATS_MAX_SLOTS; i++) {
 		hits += s->slots[i].cache_hits;
 		misses += s->slots[i].cache_misses;
+		limited += s->slots[i].misses_limited;
 	}
 	o = metrics_requests(s, out, METRICS_MAX);
 #define M(...) do { if (o < METRICS_MAX) o += snprintf(out + o, \
@@ -134,6 +135,10 @@ status_metrics(struct conn *c, const struct stats_shared *s)
 	M("# TYPE licproxy_lease_cache_misses_total counter\n"
 	    "licproxy_lease_cache_misses_total %llu\n",
 	    (unsigned long long)misses);
+	M("# HELP licproxy_misses_limited_total Lease misses refused with 429"
+	    " (license.miss_rate/miss_burst per client address).\n"
+	    "# TYPE licproxy_misses_limited_total counter\n"
+	    "licproxy_misses_limited_total %llu\n", (unsigned long long)limited);
 	M("# TYPE licproxy_upstream_requests_total counter\n");
 	for (i = 0; i < UP_MAX; i++)
 		M("licproxy_upstream_requests_total{result=\"%s\"} %llu\n",

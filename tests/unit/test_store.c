@@ -248,7 +248,7 @@ t_reject(void **state)
 	sha_of(sha, 7);
 	assert_int_equal(store_reject_get(s, sha, reason, sizeof(reason),
 	    &until), STORE_ENOTFOUND);
-	assert_int_equal(store_reject_put(s, sha, "revoked", 1234567), 0);
+	assert_int_equal(store_reject_put(s, sha, "revoked", 1234567, 0, 10), 0);
 	assert_int_equal(store_reject_get(s, sha, reason, sizeof(reason),
 	    &until), 0);
 	assert_string_equal(reason, "revoked");
@@ -258,8 +258,8 @@ t_reject(void **state)
 	assert_int_equal(store_reject_get(s, sha, NULL, 0, &until), 0);
 	memset(big, 'x', sizeof(big) - 1);
 	big[sizeof(big) - 1] = '\0';
-	assert_int_equal(store_reject_put(s, sha, big, 1), -1);
-	assert_int_equal(store_reject_put(s, sha, NULL, 1), -1);
+	assert_int_equal(store_reject_put(s, sha, big, 1, 0, 10), -1);
+	assert_int_equal(store_reject_put(s, sha, NULL, 1, 0, 10), -1);
 	assert_int_equal(store_reject_del(s, sha), 0);
 	assert_int_equal(store_reject_get(s, sha, reason, sizeof(reason),
 	    &until), STORE_ENOTFOUND);
