@@ -397,6 +397,50 @@ test_scalar_lists(void **state)
 	conf_free(cf);
 }
 
+/* license.miss_*: defaults, values, and each bad entry at its place. */
+static void
+test_miss_keys(void **state)
+{
+	struct conf *cf;
+
+	(void)state;
+	setenv("LICPROXY_LICENSE_KEY", KEY_A, 1);
+	cf = load("license:\n  server_url: https://one.example\n"
+	    "  trusted_keys: /k\n", NULL, 0);
+	assert_non_null(cf);
+	assert_int_equal(cf->license.miss_rate, 50);
+	assert_int_equal(cf->license.miss_burst, 200);
+	assert_int_equal(cf->license.max_rejections, 100000);
+	assert_int_equal(cf->license.n_miss_exempt, 0);
+	conf_free(cf);
+	cf = load("license:\n  server_url: https://one.example\n"
+	    "  trusted_keys: /k\n  miss_rate: 5\n  miss_burst: 7\n"
+	    "  max_rejections: 9\n"
+	    "  miss_exempt:\n    - 10.0.0.0/8\n    - ::1\n", NULL, 0);
+	assert_non_null(cf);
+	assert_int_equal(cf->license.miss_rate, 5);
+	assert_int_equal(cf->license.miss_burst, 7);
+	assert_int_equal(cf->license.max_rejections, 9);
+	assert_int_equal(cf->license.n_miss_exempt, 2);
+	assert_int_equal(cf->license.miss_exempt[0].bits, 104);
+	assert_int_equal(cf->license.miss_exempt[1].bits, 128);
+	conf_free(cf);
+	cf = load("license:\n  server_url: https://one.example\n"
+	    "  trusted_keys: /k\n  miss_exempt: 192.0.2.1\n", NULL, 0);
+	assert_non_null(cf);
+	assert_int_equal(cf->license.n_miss_exempt, 1);
+	conf_free(cf);
+	load_fails("license:\n  server_url: https://one.example\n"
+	    "  trusted_keys: /k\n  miss_rate: 0\n"
+	    "  miss_exempt:\n    - 10.0.0.0/8\n    - 10.0.0.0/33\n"
+	    "    - [1]\n", NULL, 0,
+	    "%:4:14: license.miss_rate: must be 1-1048576, got \"0\"\n"
+	    "%:7:7: license.miss_exempt: expected an IPv4 or IPv6 address or "
+	    "CIDR such as 10.0.0.0/8 or 2001:db8::/32, got \"10.0.0.0/33\"\n"
+	    "%:8:7: license.miss_exempt: expected an IPv4 or IPv6 address or "
+	    "CIDR such as 10.0.0.0/8 or 2001:db8::/32, got a list");
+}
+
 static void
 test_proxy_needs_upstream(void **state)
 {
@@ -718,6 +762,7 @@ main(void)
 		cmocka_unit_test_setup(test_multiple_errors, setup),
 		cmocka_unit_test_setup(test_too_many_urls, setup),
 		cmocka_unit_test_setup(test_scalar_lists, setup),
+		cmocka_unit_test_setup(test_miss_keys, setup),
 		cmocka_unit_test_setup(test_proxy_needs_upstream, setup),
 		cmocka_unit_test_setup(test_duration_parser, setup),
 		cmocka_unit_test_setup(test_size_parser, setup),

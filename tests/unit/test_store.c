@@ -267,6 +267,50 @@ t_reject(void **state)
 	store_close(s);
 }
 
+/* Rejections: capped at max (oldest first), expired ones pruned. */
+static void
+t_reject_cap(void **state)
+{
+	struct fix	*f = *state;
+	struct store	*s = open_rw(f, MAPSZ);
+	unsigned char	 sha[32];
+	uint64_t	 n;
+	int64_t		 until;
+	int		 i;
+
+	for (i = 0; i < 25; i++) {
+		sha_of(sha, i);
+		assert_int_equal(store_reject_put(s, sha, "unknown", 100 + i,
+		    50, 10), 0);
+	}
+	assert_int_equal(store_reject_count(s, &n), 0);
+	assert_int_equal(n, 10);
+	sha_of(sha, 14);	/* the oldest are gone, the newest kept */
+	assert_int_equal(store_reject_get(s, sha, NULL, 0, &until),
+	    STORE_ENOTFOUND);
+	sha_of(sha, 15);
+	assert_int_equal(store_reject_get(s, sha, NULL, 0, &until), 0);
+	/* Re-rejecting a key moves it, it does not add a row. */
+	assert_int_equal(store_reject_put(s, sha, "revoked", 200, 50, 10), 0);
+	assert_int_equal(store_reject_count(s, &n), 0);
+	assert_int_equal(n, 10);
+	/* Expired by now = 119: until 115..119 go, 120..124 and 200 stay. */
+	assert_int_equal(store_reject_prune(s, 119, 10), 0);
+	assert_int_equal(store_reject_count(s, &n), 0);
+	assert_int_equal(n, 6);
+	assert_int_equal(store_reject_get(s, sha, NULL, 0, &until), 0);
+	assert_int_equal(until, 200);
+	assert_int_equal(store_reject_del(s, sha), 0);
+	assert_int_equal(store_reject_prune(s, 199, 10), 0);
+	assert_int_equal(store_reject_count(s, &n), 0);
+	assert_int_equal(n, 0);
+	/* Nothing left behind in the index: a new row is not pruned early. */
+	assert_int_equal(store_reject_put(s, sha, "unknown", 300, 250, 1), 0);
+	assert_int_equal(store_reject_count(s, &n), 0);
+	assert_int_equal(n, 1);
+	store_close(s);
+}
+
 static void
 t_clock(void **state)
 {
@@ -725,6 +769,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(t_lease_foreach, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(t_reject, setup, teardown),
+		cmocka_unit_test_setup_teardown(t_reject_cap, setup, teardown),
 		cmocka_unit_test_setup_teardown(t_clock, setup, teardown),
 		cmocka_unit_test_setup_teardown(t_keys, setup, teardown),
 		cmocka_unit_test_setup_teardown(t_usage_dups, setup, teardown),
