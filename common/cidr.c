@@ -114,3 +114,15 @@ cidr_from_sockaddr(const struct sockaddr *sa, socklen_t len,
 	}
 	return -1;
 }
+
+const char *
+cidr_format(const unsigned char addr[CIDR_ADDR_LEN], char *buf)
+{
+	const char *r;
+
+	if (memcmp(addr, v4mapped, sizeof(v4mapped)) == 0)
+		r = inet_ntop(AF_INET, addr + 12, buf, CIDR_TEXT_LEN);
+	else
+		r = inet_ntop(AF_INET6, addr, buf, CIDR_TEXT_LEN);
+	return r != NULL ? r : "?";
+}

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 
 #define CIDR_ADDR_LEN	16
+#define CIDR_TEXT_LEN	46	/* INET6_ADDRSTRLEN */
 
 struct cidr {
 	unsigned char	addr[CIDR_ADDR_LEN];	/* host bits cleared */
@@ -24,5 +25,7 @@ int	cidr_match_any(const struct cidr *, int n,
 /* The 16-byte form of an AF_INET or AF_INET6 address; -1 otherwise. */
 int	cidr_from_sockaddr(const struct sockaddr *, socklen_t,
 	    unsigned char addr[CIDR_ADDR_LEN]);
+/* addr as text, IPv4-mapped ones as plain IPv4; buf has CIDR_TEXT_LEN. */
+const char *cidr_format(const unsigned char addr[CIDR_ADDR_LEN], char *buf);
 
 #endif

@@ -151,6 +151,22 @@ license_refresh(struct conn *c, int64_t now)
 	worker_send_up(&m);
 }
 
+/* Once a second at most, so a flood of misses cannot flood the log. */
+static void
+license_limited_log(const unsigned char *addr)
+{
+	static int64_t	last;
+	int64_t		now = proc_now_ms() / 1000;
+	char		buf[CIDR_TEXT_LEN];
+
+	if (now == last)
+		return;
+	last = now;
+	log_warnx("lease misses from %s over license.miss_rate/miss_burst: "
+	    "answering 429", addr != NULL ? cidr_format(addr, buf) :
+	    "a client already gone");
+}
+
 /*
  * A miss costs an upstream request, so misses draw on the client address's
  * budget, shared by every worker (limit.c). 0 to go on, -1 after a 429.
@@ -165,22 +181,22 @@ license_budget(struct conn *c)
 	socklen_t		 len = sizeof(ss);
 	unsigned char		 addr[CIDR_ADDR_LEN];
 	char			 extra[48];
-	int			 retry = 1;
+	int			 retry = 1, known;
 
 	if (stats_limits == NULL)
 		return 0;
-	if (getpeername(bufferevent_getfd(c->bev), (struct sockaddr *)&ss,
+	known = getpeername(bufferevent_getfd(c->bev), (struct sockaddr *)&ss,
 	    &len) == 0 &&
-	    cidr_from_sockaddr((struct sockaddr *)&ss, len, addr) == 0) {
-		if (cidr_match_any(cf->license.miss_exempt,
-		    cf->license.n_miss_exempt, addr) ||
-		    limit_take(stats_limits, addr, limit_now_us(),
-		    cf->license.miss_rate, cf->license.miss_burst, &retry))
-			return 0;
-	}
+	    cidr_from_sockaddr((struct sockaddr *)&ss, len, addr) == 0;
+	if (known && (cidr_match_any(cf->license.miss_exempt,
+	    cf->license.n_miss_exempt, addr) ||
+	    limit_take(stats_limits, addr, limit_now_us(),
+	    cf->license.miss_rate, cf->license.miss_burst, &retry)))
+		return 0;
 	if (stats_self != NULL)
 		__atomic_add_fetch(&stats_self->misses_limited, 1,
 		    __ATOMIC_RELAXED);
+	license_limited_log(known ? addr : NULL);
 	snprintf(extra, sizeof(extra), "Retry-After: %d\r\n", retry);
 	conn_error(c, 429, "too_many_requests", "too many lookups of unknown "
 	    "keys from this address", NULL, extra);

@@ -84,6 +84,8 @@ def test_one_address_is_limited():
         assert up == got.count(403), (up, got.count(403))
         assert up <= burst + rate * elapsed + 1, (up, elapsed)
         assert p.metrics()[LIMITED] == got.count(429)
+        assert "lease misses from 127.0.0.1 over license.miss_rate" in \
+            p.logs()
         # Retry-After is honest: after waiting it, a miss is allowed again.
         ra = max(int(ra) for s, ra in res if s == 429)
         time.sleep(ra)

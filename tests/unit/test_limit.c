@@ -116,6 +116,14 @@ t_cidr_sockaddr(void **state)
 	addr_of("2001:db8::7", want);
 	assert_memory_equal(a, want, CIDR_ADDR_LEN);
 	assert_int_equal(cidr_from_sockaddr(&su, sizeof(su), a), -1);
+	{
+		char buf[CIDR_TEXT_LEN];
+
+		addr_of("192.0.2.7", a);
+		assert_string_equal(cidr_format(a, buf), "192.0.2.7");
+		addr_of("2001:db8::7", a);
+		assert_string_equal(cidr_format(a, buf), "2001:db8::7");
+	}
 	assert_int_equal(cidr_from_sockaddr((struct sockaddr *)&s4, 4, a), -1);
 }
 
