@@ -86,6 +86,14 @@ def test_one_address_is_limited():
         assert p.metrics()[LIMITED] == got.count(429)
         assert "lease misses from 127.0.0.1 over license.miss_rate" in \
             p.logs()
+        body = p.status("/metrics").body
+        assert "# HELP %s " % LIMITED in body
+        assert "# TYPE %s counter" % LIMITED in body
+        pt = subprocess.run(["promtool", "check", "metrics"], input=body,
+                            capture_output=True, text=True)
+        # Other metrics' lint findings are not this test's business.
+        assert LIMITED not in pt.stdout + pt.stderr, pt.stdout + pt.stderr
+        assert "error while linting" not in pt.stdout + pt.stderr
         # Retry-After is honest: after waiting it, a miss is allowed again.
         ra = max(int(ra) for s, ra in res if s == 429)
         time.sleep(ra)
