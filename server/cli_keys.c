@@ -181,11 +181,23 @@ keys_status(const struct store_key *k)
  * An empty answer from a proxy's store looks like an empty authority: say
  * where the keys and the ledger live instead.
  */
+static int
+keys_any(const struct store_key *k, void *arg)
+{
+	(void)k;
+	*(int *)arg = 1;
+	return 1;
+}
+
 static void
 keys_hint_proxy(struct store *s, const char *what)
 {
 	uint64_t total = 0, valid = 0, pending = 0, fwd = 0;
+	int	 keys = 0;
 
+	/* an authority has keys; its leases are the ones it signed */
+	if (store_key_foreach(s, keys_any, &keys) != 0 || keys)
+		return;
 	store_lease_count(s, time(NULL), &total, &valid);
 	store_spool_stats(s, &pending, &fwd);
 	if (total > 0 || pending > 0 || fwd > 0)
