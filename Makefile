@@ -10,7 +10,7 @@ OPT      ?= -O2
 override CFLAGS += -std=gnu11 $(OPT) -g -Wall -Wextra -Werror -Wshadow \
             -Wno-missing-field-initializers \
             -D_GNU_SOURCE -DLICPROXY_VERSION='"$(VERSION)"' \
-            -Icommon -Istore -Iworker -Iserver
+            -Icommon -Istore -Iworker -Iserver -I$(BUILD)/gen
 ifeq ($(SANITIZE),1)
 OPT       = -O1
 override CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer
@@ -47,6 +47,13 @@ $(BUILD)/liblicproxy.a: $(LIBOBJS)
 $(BUILD)/obj/%.o: %.c $(wildcard */*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
+
+# The dashboard is one self-contained page, compiled in as a C string.
+$(BUILD)/gen/dashboard.inc: worker/dashboard.html
+	@mkdir -p $(dir $@)
+	sed 's/\\/\\\\/g; s/"/\\"/g; s/^/"/; s/$$/\\n"/' $< > $@
+
+$(BUILD)/obj/worker/status.o: $(BUILD)/gen/dashboard.inc
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/liblicproxy.a
 	@mkdir -p $(dir $@)

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -39,7 +40,8 @@ struct cpos {
 };
 
 enum slot {
-	S_NONE, S_MODE, S_PORT, S_STATUS_PORT, S_TLS_CERT, S_TLS_KEY, S_CLIENT_CA,
+	S_NONE, S_MODE, S_USER, S_PORT, S_STATUS_PORT, S_TLS_CERT, S_TLS_KEY,
+	S_CLIENT_CA,
 	S_SERVER_URL, S_KEY_FILE, S_CA_FILE, S_TRUSTED, S_SIGNING_KEY,
 	S_LEASE_REFRESH, S_MAX
 };
@@ -101,7 +103,7 @@ static const struct kdef server_keys[] = {
 	{ "tls_key", K_STR, OFF(server.tls_key), F_NONEMPTY, S_TLS_KEY },
 	{ "client_ca", K_STR, OFF(server.client_ca), 0, S_CLIENT_CA },
 	{ "max_body", K_SIZE, OFF(server.max_body) },
-	{ "user", K_STR, OFF(server.user) },
+	{ "user", K_STR, OFF(server.user), 0, S_USER },
 	{ "max_connections", K_COUNT, OFF(server.max_connections) },
 	{ "max_header", K_SIZE, OFF(server.max_header) },
 	{ "header_timeout", K_MS, OFF(server.header_timeout_ms) },
@@ -1021,6 +1023,12 @@ conf_check_files(struct cctx *c)
 	struct conf	*cf = c->cf;
 	int		 i;
 
+	errno = 0;
+	if (cf->server.user != NULL && *cf->server.user != '\0' &&
+	    !c->pos[S_USER].bad && getpwnam(cf->server.user) == NULL)
+		conf_errp(c, &c->pos[S_USER], "server.user: no such user "
+		    "\"%s\"", cf->server.user);
+
 	conf_check_file(c, "server.tls_cert", cf->server.tls_cert,
 	    &c->pos[S_TLS_CERT], 0);
 	conf_check_file(c, "server.tls_key", cf->server.tls_key,
@@ -1071,6 +1079,7 @@ conf_load(const char *path, const struct conf_overrides *ov, int check_files,
 {
 	struct cctx	 c;
 	struct conf	*cf = NULL;
+	struct stat	 st;
 	FILE		*fp = NULL;
 
 	if (path == NULL)
@@ -1089,6 +1098,11 @@ conf_load(const char *path, const struct conf_overrides *ov, int check_files,
 	conf_setstr(&c, &cf->path, path);
 	if ((fp = fopen(path, "re")) == NULL) {
 		conf_errp(&c, NULL, "cannot open: %s", strerror(errno));
+		goto fail;
+	}
+	if (fstat(fileno(fp), &st) == 0 && !S_ISREG(st.st_mode)) {
+		conf_errp(&c, NULL, "not a configuration file (%s)",
+		    S_ISDIR(st.st_mode) ? "a directory" : "not a regular file");
 		goto fail;
 	}
 	if (conf_parse(&c, fp) == -1)

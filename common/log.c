@@ -16,6 +16,7 @@
 static int		 log_level = LOG_INFO;
 static int		 log_json;
 static const char	*log_role = "master";
+static int		 log_cli;	/* a CLI command: "licproxy: msg" */
 
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
 
@@ -26,6 +27,14 @@ log_init(int level, int json, const char *role)
 	log_json = json;
 	if (role != NULL)
 		log_role = role;
+}
+
+/* CLI commands speak to a person at a terminal: no time, pid or role. */
+void
+log_init_cli(void)
+{
+	log_level = LOG_WARN;
+	log_cli = 1;
 }
 
 void
@@ -81,6 +90,10 @@ log_emit(int level, const char *msg)
 	clock_gettime(CLOCK_REALTIME, &now);
 	gmtime_r(&now.tv_sec, &tm);
 	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+	if (log_cli) {
+		fprintf(stderr, "licproxy: %s\n", msg);
+		return;
+	}
 	if (log_json) {
 		log_escape(msg, esc, sizeof(esc));
 		fprintf(stderr, "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\","

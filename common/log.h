@@ -7,6 +7,7 @@
 enum log_level { LOG_ERR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
 
 void	log_init(int level, int json, const char *role);
+void	log_init_cli(void);
 void	log_setrole(const char *role);
 int	log_reopen(const char *path);	/* USR1: reopen log.file; NULL = stderr */
 

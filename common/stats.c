@@ -20,7 +20,7 @@ static const int code_list[STATS_NCODES] = {
 
 static const char *const ep_names[EP_MAX] = {
 	"/v1/license", "/v1/usage", "/v1/status", "/metrics", "/healthz",
-	"/readyz", "other"
+	"/readyz", "/", "other"
 };
 
 static const char *const state_names[] = {

@@ -19,7 +19,7 @@ enum stats_role { ROLE_WORKER = 0, ROLE_UPLINK = 1, ROLE_ISSUER = 2 };
 
 enum stats_ep {
 	EP_LICENSE, EP_USAGE, EP_STATUS, EP_METRICS, EP_HEALTHZ, EP_READYZ,
-	EP_OTHER, EP_MAX
+	EP_DASHBOARD, EP_OTHER, EP_MAX
 };
 
 #define STATS_NCODES	20	/* see stats.c: code_list */

@@ -10,6 +10,8 @@
 #define TOKEN_KID_LEN		16	/* hex chars */
 #define TOKEN_MAX_PRODUCTS	16
 #define TOKEN_PRODUCT_MAX	32
+/* product and metric names: 1-TOKEN_PRODUCT_MAX of these */
+#define TOKEN_NAME_CHARS	"abcdefghijklmnopqrstuvwxyz0123456789_"
 #define TOKEN_ISS_MAX		64
 #define TOKEN_MAX		2048	/* longest token we produce or accept */
 

@@ -21,6 +21,10 @@ command -v curl >/dev/null 2>&1 || need="$need curl"
 [ -x /usr/bin/python3 ] || need="$need python3"
 command -v faketime >/dev/null 2>&1 || need="$need faketime"
 command -v mdb_stat >/dev/null 2>&1 || need="$need lmdb-utils"
+# the dashboard test runs a real browser; the monitoring kit is checked
+# with Prometheus' own promtool
+command -v chromium >/dev/null 2>&1 || need="$need chromium"
+command -v promtool >/dev/null 2>&1 || need="$need prometheus"
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" != 0 ]; then
 	echo "licproxy: missing packages:$need" >&2

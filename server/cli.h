@@ -2,6 +2,8 @@
 #ifndef CLI_H
 #define CLI_H
 
+#include <stdio.h>
+
 /* Each returns the process exit code (0 ok, 1 runtime, 2 usage). */
 int	cli_keygen(int argc, char **argv);
 int	cli_keys(int argc, char **argv);
@@ -12,12 +14,32 @@ int	cli_status(int argc, char **argv);
 
 struct store;
 
-/* Shared: open a store (0 or STORE_RDONLY), the error on stderr. */
+/* One command: its name ("keys create"), entry, usage and options. */
+struct cli_cmd {
+	const char	*name;
+	int		(*fn)(int argc, char **argv);
+	const char	*usage;
+	const char	*opts;	/* "--store= --json"; NULL: parsed by getopt */
+};
+
+const struct cli_cmd *cli_find(int argc, char **argv);
+const struct cli_cmd *cli_find_group(const char *word);
+/* The usage of one command, or of all (only == NULL). */
+void	cli_print_usage(FILE *, const struct cli_cmd *only);
+/* Names the running command, so usage errors print its usage. */
+void	cli_begin(const struct cli_cmd *);
+int	cli_check_opts(const struct cli_cmd *, int argc, char **argv,
+	    int first);
+int	cli_wants_help(const struct cli_cmd *, int argc, char **argv,
+	    int first);
+
+/* Open a store (0 or STORE_RDONLY), the error on stderr. */
 struct store *cli_store_open(const char *dir, int flags);
 
-/* Shared: "--name value" parsing helpers. */
+/* "--name value" parsing helpers. */
 const char *cli_opt(int argc, char **argv, const char *name);
 int	cli_flag(int argc, char **argv, const char *name);
+/* "licproxy: <message>" and the running command's usage; returns 2. */
 int	cli_usage_error(const char *fmt, ...)
 	    __attribute__((format(printf, 1, 2)));
 

@@ -31,7 +31,7 @@ int
 cli_keygen(int argc, char **argv)
 {
 	if (argc != 2)
-		return cli_usage_error("usage: licproxy keygen PATH");
+		return cli_usage_error("keygen: give one PATH");
 	if (token_keygen(argv[1]) == -1) {
 		fprintf(stderr, "licproxy: cannot write %s\n", argv[1]);
 		return 1;
@@ -41,24 +41,36 @@ cli_keygen(int argc, char **argv)
 	return 0;
 }
 
+/*
+ * "a,b" into k->products. Every name must be there: strtok would fold
+ * "a,,b" into "a,b" and store a key the operator did not ask for.
+ */
 static int
 keys_products(const char *list, struct store_key *k)
 {
-	char	buf[1024], *p, *save = NULL;
-	size_t	n;
+	const char	*p = list, *end;
+	size_t		 n;
 
-	if (strlen(list) >= sizeof(buf))
-		return -1;
-	strcpy(buf, list);
-	for (p = strtok_r(buf, ",", &save); p != NULL;
-	    p = strtok_r(NULL, ",", &save)) {
-		n = strlen(p);
-		if (k->n_products == 16 || n < 1 || n > 32 ||
-		    strspn(p, "abcdefghijklmnopqrstuvwxyz0123456789_") != n)
-			return -1;
-		strcpy(k->products[k->n_products++], p);
+	for (;;) {
+		end = p + strcspn(p, ",");
+		n = (size_t)(end - p);
+		if (n == 0)
+			return cli_usage_error("--products \"%s\": empty product "
+			    "name (names are separated by single commas)", list);
+		if (n > TOKEN_PRODUCT_MAX ||
+		    strspn(p, TOKEN_NAME_CHARS) < n)
+			return cli_usage_error("--products \"%s\": \"%.*s\" is "
+			    "not 1-%d of [a-z0-9_]", list, (int)n, p,
+			    TOKEN_PRODUCT_MAX);
+		if (k->n_products == TOKEN_MAX_PRODUCTS)
+			return cli_usage_error("--products \"%s\": more than %d "
+			    "products", list, TOKEN_MAX_PRODUCTS);
+		memcpy(k->products[k->n_products], p, n);
+		k->products[k->n_products++][n] = '\0';
+		if (*end == '\0')
+			return 0;
+		p = end + 1;
 	}
-	return k->n_products > 0 ? 0 : -1;
 }
 
 /* YYYY-MM-DD -> the end of that day, UTC. */
@@ -86,6 +98,23 @@ keys_expiry(const char *s, int64_t *t)
 	return 0;
 }
 
+/* --expires: YYYY-MM-DD, not in the past, or "never" (0). */
+static int
+keys_expires(const char *s, int64_t *t)
+{
+	if (strcmp(s, "never") == 0) {
+		*t = 0;
+		return 0;
+	}
+	if (keys_expiry(s, t) == -1)
+		return cli_usage_error("--expires \"%s\": must be YYYY-MM-DD "
+		    "(a real date) or never", s);
+	if (*t <= time(NULL))
+		return cli_usage_error("--expires %s: that day is over; a key "
+		    "must not be born expired", s);
+	return 0;
+}
+
 static int
 keys_create(int argc, char **argv)
 {
@@ -100,14 +129,20 @@ keys_create(int argc, char **argv)
 	enum lease_role		 r = ROLE_MEMBER;
 
 	memset(&k, 0, sizeof(k));
-	if (name == NULL || strlen(name) < 1 || strlen(name) >= sizeof(k.name))
-		return cli_usage_error("--name NAME (1-64 chars) is required");
-	if (prd == NULL || keys_products(prd, &k) == -1)
-		return cli_usage_error("--products a,b: 1-16 names of [a-z0-9_]");
+	if (name == NULL)
+		return cli_usage_error("keys create: --name NAME is required");
+	if (strlen(name) < 1 || strlen(name) >= sizeof(k.name))
+		return cli_usage_error("--name \"%s\": 1-64 characters", name);
+	if (prd == NULL)
+		return cli_usage_error("keys create: --products is required "
+		    "(e.g. --products api,engine)");
+	if (keys_products(prd, &k) != 0)
+		return 2;
 	if (role != NULL && role_parse(role, &r) == -1)
-		return cli_usage_error("--role must be member or proxy");
-	if (exp != NULL && keys_expiry(exp, &k.expires) == -1)
-		return cli_usage_error("--expires must be YYYY-MM-DD");
+		return cli_usage_error("--role \"%s\": must be member or proxy",
+		    role);
+	if (exp != NULL && keys_expires(exp, &k.expires) != 0)
+		return 2;
 	if ((s = cli_store(argc, argv, 0)) == NULL)
 		return 1;
 	strcpy(k.name, name);
@@ -142,10 +177,46 @@ keys_status(const struct store_key *k)
 	return "active";
 }
 
+/*
+ * An empty answer from a proxy's store looks like an empty authority: say
+ * where the keys and the ledger live instead.
+ */
+static int
+keys_any(const struct store_key *k, void *arg)
+{
+	(void)k;
+	*(int *)arg = 1;
+	return 1;
+}
+
+static void
+keys_hint_proxy(struct store *s, const char *what)
+{
+	uint64_t total = 0, valid = 0, pending = 0, fwd = 0;
+	int	 keys = 0;
+
+	/* an authority has keys; its leases are the ones it signed */
+	if (store_key_foreach(s, keys_any, &keys) != 0 || keys)
+		return;
+	store_lease_count(s, time(NULL), &total, &valid);
+	store_spool_stats(s, &pending, &fwd);
+	if (total > 0 || pending > 0 || fwd > 0)
+		fprintf(stderr, "licproxy: no %s here: this is a proxy's store "
+		    "(%llu cached leases, %llu usage records spooled); %s live "
+		    "at the authority\n", what, (unsigned long long)total,
+		    (unsigned long long)pending, what);
+}
+
+struct keys_list {
+	json_t	*arr;
+	int	 n;
+};
+
 static int
 keys_list1(const struct store_key *k, void *arg)
 {
-	json_t	*arr = arg, *prd = json_array();
+	struct keys_list *kl = arg;
+	json_t	*arr = kl->arr, *prd = json_array();
 	char	 buf[600] = "", exp[16] = "-";
 	time_t	 t = (time_t)k->expires - 86400;
 	int	 i;
@@ -157,6 +228,7 @@ keys_list1(const struct store_key *k, void *arg)
 	}
 	if (k->expires != 0)
 		strftime(exp, sizeof(exp), "%Y-%m-%d", gmtime(&t));
+	kl->n++;
 	if (arr != NULL)
 		json_array_append_new(arr, json_pack("{s:s,s:s,s:s,s:o,s:s,s:s*}",
 		    "key_id", k->kid, "name", k->name, "role",
@@ -175,49 +247,73 @@ keys_list1(const struct store_key *k, void *arg)
 static int
 keys_list(int argc, char **argv)
 {
-	struct store	*s;
-	json_t		*arr = NULL;
-	int		 rv;
+	struct store		*s;
+	struct keys_list	 kl = { NULL, 0 };
+	int			 rv;
 
 	if ((s = cli_store(argc, argv, 1)) == NULL)
 		return 1;
 	if (cli_flag(argc, argv, "--json"))
-		arr = json_array();
+		kl.arr = json_array();
 	else
 		printf("%-16s  %-20s  %-6s  %-8s  %-10s  %s\n", "KEY_ID", "NAME",
 		    "ROLE", "STATUS", "EXPIRES", "PRODUCTS");
-	rv = store_key_foreach(s, keys_list1, arr);
+	rv = store_key_foreach(s, keys_list1, &kl);
+	if (rv == 0 && kl.n == 0)
+		keys_hint_proxy(s, "keys");
 	store_close(s);
-	if (arr != NULL) {
-		json_dumpf(arr, stdout, JSON_COMPACT);
+	if (kl.arr != NULL) {
+		json_dumpf(kl.arr, stdout, JSON_COMPACT);
 		printf("\n");
-		json_decref(arr);
+		json_decref(kl.arr);
 	}
 	return rv == 0 ? 0 : 1;
+}
+
+struct keys_find {
+	const char	*kid;
+	int		 found;
+	int		 revoked;
+};
+
+static int
+keys_find1(const struct store_key *k, void *arg)
+{
+	struct keys_find *f = arg;
+
+	if (strcmp(k->kid, f->kid) != 0)
+		return 0;
+	f->found = 1;
+	f->revoked = k->revoked;
+	return 1;
 }
 
 static int
 keys_revoke(int argc, char **argv)
 {
-	struct store	*s;
-	const char	*kid = argv[argc - 1];
-	int		 r;
+	struct store		*s;
+	const char		*kid = argv[argc - 1];
+	struct keys_find	 f = { kid, 0, 0 };
+	int			 r = 0;
 
-	if (argc < 4 || strlen(kid) != 16 ||
-	    strspn(kid, "0123456789abcdef") != 16)
-		return cli_usage_error("usage: licproxy keys revoke --store DIR "
-		    "KEY_ID (16 lowercase hex)");
+	if (argc < 5 || strlen(kid) != TOKEN_KID_LEN ||
+	    strspn(kid, "0123456789abcdef") != TOKEN_KID_LEN)
+		return cli_usage_error("keys revoke: KEY_ID must be %d lowercase "
+		    "hex characters", TOKEN_KID_LEN);
 	if ((s = cli_store(argc, argv, 0)) == NULL)
 		return 1;
-	r = store_key_revoke(s, kid);
+	store_key_foreach(s, keys_find1, &f);
+	if (f.found && !f.revoked)
+		r = store_key_revoke(s, kid);
 	store_close(s);
-	if (r == STORE_ENOTFOUND) {
+	if (!f.found || r == STORE_ENOTFOUND) {
 		fprintf(stderr, "licproxy: no key with key_id %s\n", kid);
 		return 1;
 	}
 	if (r != 0)
 		return 1;
-	fprintf(stderr, "revoked %s\n", kid);
+	fprintf(stderr, f.revoked ? "licproxy: %s was already revoked\n" :
+	    "revoked %s\n", kid);
 	return 0;
 }
 
@@ -230,7 +326,7 @@ cli_keys(int argc, char **argv)
 		return keys_list(argc, argv);
 	if (argc >= 2 && strcmp(argv[1], "revoke") == 0)
 		return keys_revoke(argc, argv);
-	return cli_usage_error("usage: licproxy keys create|list|revoke ...");
+	return cli_usage_error("keys: create, list or revoke");
 }
 
 int
@@ -248,6 +344,8 @@ cli_usage(int argc, char **argv)
 		store_close(s);
 		return 1;
 	}
+	if (n == 0)
+		keys_hint_proxy(s, "usage totals");
 	store_close(s);
 	arr = json_array();
 	if (!json)

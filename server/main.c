@@ -22,84 +22,18 @@
 
 static int verbose;
 
-static void
-usage(FILE *f)
-{
-	fprintf(f,
-"usage: licproxy [-v...] serve [CONFIG] [--host H] [--port N] [--status-port N]\n"
-"                    [--license-key K] [--upstream URL]... [--store DIR] [--workers N]\n"
-"       licproxy check-config [CONFIG]\n"
-"       licproxy keygen PATH\n"
-"       licproxy keys create --store DIR --name NAME --products a,b\n"
-"                    [--role member|proxy] [--expires YYYY-MM-DD]\n"
-"       licproxy keys list --store DIR [--json]\n"
-"       licproxy keys revoke --store DIR KEY_ID\n"
-"       licproxy usage --store DIR [--json]\n"
-"       licproxy cache export --store DIR > FILE\n"
-"       licproxy cache import --store DIR --trusted-key PUB... FILE\n"
-"       licproxy check URL... --key K [--ca FILE]\n"
-"       licproxy status [URL]\n"
-"       licproxy version\n");
-}
-
-int
-cli_usage_error(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "licproxy: ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\n");
-	return 2;
-}
-
-struct store *
-cli_store_open(const char *dir, int flags)
-{
-	struct store	*s;
-	char		 err[512];
-
-	/* max_size 0: keep the size the running daemon gave the map. */
-	if ((s = store_open(dir, 0, flags, err, sizeof(err))) == NULL)
-		fprintf(stderr, "licproxy: %s\n", err);
-	return s;
-}
-
-const char *
-cli_opt(int argc, char **argv, const char *name)
-{
-	int i;
-
-	for (i = 0; i < argc - 1; i++)
-		if (strcmp(argv[i], name) == 0)
-			return argv[i + 1];
-	return NULL;
-}
-
-int
-cli_flag(int argc, char **argv, const char *name)
-{
-	int i;
-
-	for (i = 0; i < argc; i++)
-		if (strcmp(argv[i], name) == 0)
-			return 1;
-	return 0;
-}
-
+/* A decimal in [min, max]: ports, --workers. */
 static int
-parse_port(const char *s, int *port)
+parse_num(const char *s, int min, int max, int *out)
 {
 	char	*end;
 	long	 v;
 
 	errno = 0;
 	v = strtol(s, &end, 10);
-	if (errno != 0 || *end != '\0' || v < 1 || v > 65535)
+	if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
 		return -1;
-	*port = (int)v;
+	*out = (int)v;
 	return 0;
 }
 
@@ -121,7 +55,8 @@ serve_args(int argc, char **argv, const char **cfpath,
 	int ch;
 
 	optind = 1;
-	while ((ch = getopt_long(argc, argv, "v", opts, NULL)) != -1) {
+	opterr = 0;	/* our message, then the usage */
+	while ((ch = getopt_long(argc, argv, ":v", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'H': ov->host = optarg; break;
 		case 'k': ov->license_key = optarg; break;
@@ -129,13 +64,13 @@ serve_args(int argc, char **argv, const char **cfpath,
 		case 'v': verbose++; break;
 		case 'p':
 		case 's':
-			if (parse_port(optarg, ch == 'p' ? &ov->port :
+			if (parse_num(optarg, 1, 65535, ch == 'p' ? &ov->port :
 			    &ov->status_port) == -1)
 				return cli_usage_error("bad port \"%s\"", optarg);
 			break;
 		case 'w':
-			if (parse_port(optarg, &ov->workers) == -1 ||
-			    ov->workers > CONF_MAX_WORKERS)
+			if (parse_num(optarg, 1, CONF_MAX_WORKERS,
+			    &ov->workers) == -1)
 				return cli_usage_error("bad --workers \"%s\"",
 				    optarg);
 			break;
@@ -144,8 +79,12 @@ serve_args(int argc, char **argv, const char **cfpath,
 				return cli_usage_error("too many --upstream");
 			ov->upstream[ov->n_upstream++] = optarg;
 			break;
+		case ':':
+			return cli_usage_error("option \"%s\" needs a value",
+			    argv[optind - 1]);
 		default:
-			return 2;
+			return cli_usage_error("unknown option \"%s\"",
+			    argv[optind - 1]);
 		}
 	}
 	if (optind < argc)
@@ -203,8 +142,7 @@ cmd_serve(int argc, char **argv, int check_only)
 		fprintf(stderr, "%s\n", err);
 		return 2;
 	}
-	if (proc_user_check(cf->server.user, err, sizeof(err)) == -1 ||
-	    serve_check_keys(cf, err, sizeof(err)) == -1) {
+	if (serve_check_keys(cf, err, sizeof(err)) == -1) {
 		fprintf(stderr, "%s: %s\n", cfpath, err);
 		conf_free(cf);
 		return 2;
@@ -230,46 +168,93 @@ cmd_serve(int argc, char **argv, int check_only)
 	return master_main(cf, cfpath, &ov);
 }
 
+/* licproxy help [COMMAND], licproxy --help */
+static int
+cmd_help(int argc, char **argv)
+{
+	const struct cli_cmd *c;
+
+	if (argc < 2) {
+		cli_print_usage(stdout, NULL);
+		return 0;
+	}
+	if ((c = cli_find(argc - 1, argv + 1)) == NULL &&
+	    (c = cli_find_group(argv[1])) == NULL) {
+		fprintf(stderr, "licproxy: unknown command \"%s\"\n", argv[1]);
+		cli_print_usage(stderr, NULL);
+		return 2;
+	}
+	if (strchr(c->name, ' ') != NULL && argc < 3) {
+		/* "help keys": every keys command */
+		for (; c->name != NULL && strncmp(c->name, argv[1],
+		    strlen(argv[1])) == 0; c++)
+			cli_print_usage(stdout, c);
+		return 0;
+	}
+	cli_print_usage(stdout, c);
+	return 0;
+}
+
+static int
+cmd_unknown(int argc, char **argv)
+{
+	if (cli_find_group(argv[0]) == NULL)
+		fprintf(stderr, "licproxy: unknown command \"%s\"\n", argv[0]);
+	else if (argc < 2)
+		fprintf(stderr, "licproxy: \"%s\" needs a command\n", argv[0]);
+	else
+		fprintf(stderr, "licproxy: unknown command \"%s %s\"\n",
+		    argv[0], argv[1]);
+	cli_print_usage(stderr, NULL);
+	return 2;
+}
+
+static int
+is_any(const char *s, const char *a, const char *b, const char *c)
+{
+	return strcmp(s, a) == 0 || strcmp(s, b) == 0 || strcmp(s, c) == 0;
+}
+
 int
 main(int argc, char **argv)
 {
-	const char *cmd;
+	const struct cli_cmd	*c;
+	int			 first;
 
-	while (argc > 1 && argv[1][0] == '-' && argv[1][1] == 'v') {
+	while (argc > 1 && argv[1][0] == '-' && argv[1][1] == 'v' &&
+	    strspn(argv[1] + 1, "v") == strlen(argv[1] + 1)) {
 		verbose += (int)strspn(argv[1] + 1, "v");
 		argc--, argv++;
 	}
 	if (argc < 2) {
-		usage(stderr);
+		fprintf(stderr, "licproxy: no command given\n");
+		cli_print_usage(stderr, NULL);
 		return 2;
 	}
-	cmd = argv[1];
 	argc--, argv++;
-	if (strcmp(cmd, "serve") == 0)
-		return cmd_serve(argc, argv, 0);
-	if (strcmp(cmd, "check-config") == 0)
-		return cmd_serve(argc, argv, 1);
-	if (strcmp(cmd, "keygen") == 0)
-		return cli_keygen(argc, argv);
-	if (strcmp(cmd, "keys") == 0)
-		return cli_keys(argc, argv);
-	if (strcmp(cmd, "usage") == 0)
-		return cli_usage(argc, argv);
-	if (strcmp(cmd, "cache") == 0)
-		return cli_cache(argc, argv);
-	if (strcmp(cmd, "check") == 0)
-		return cli_check(argc, argv);
-	if (strcmp(cmd, "status") == 0)
-		return cli_status(argc, argv);
-	if (strcmp(cmd, "version") == 0) {
+	if (strcmp(argv[0], "--version") == 0 || strcmp(argv[0], "-V") == 0)
+		argv[0] = "version";
+	if (is_any(argv[0], "help", "--help", "-h"))
+		return cmd_help(argc, argv);
+	if ((c = cli_find(argc, argv)) == NULL)
+		return cmd_unknown(argc, argv);
+	cli_begin(c);
+	first = strchr(c->name, ' ') != NULL ? 2 : 1;
+	if (cli_wants_help(c, argc, argv, first)) {
+		cli_print_usage(stdout, c);
+		return 0;
+	}
+	if (strcmp(c->name, "serve") == 0 || strcmp(c->name, "check-config") == 0)
+		return cmd_serve(argc, argv, c->name[0] == 'c');
+	if (cli_check_opts(c, argc, argv, first) != 0)
+		return 2;
+	if (c->fn == NULL) {	/* version */
+		if (argc > 1)
+			return cli_usage_error("unexpected argument \"%s\"",
+			    argv[1]);
 		printf("licproxy %s\n", LICPROXY_VERSION);
 		return 0;
 	}
-	if (strcmp(cmd, "help") == 0 || strcmp(cmd, "-h") == 0 ||
-	    strcmp(cmd, "--help") == 0) {
-		usage(stdout);
-		return 0;
-	}
-	usage(stderr);
-	return 2;
+	log_init_cli();
+	return c->fn(argc, argv);
 }

@@ -1,6 +1,6 @@
 /*
  * status.c - the plain-HTTP status listener: /v1/status, /metrics,
- * /healthz, /readyz. Every figure is instance-wide: summed over the
+ * /healthz, /readyz and the dashboard at /. Every figure is instance-wide: summed over the
  * per-process slots of the shared stats block.
  */
 #include <stdio.h>
@@ -15,6 +15,11 @@
 #include "worker.h"
 
 #define METRICS_MAX	32768
+
+/* worker/dashboard.html, made into a C string by the Makefile */
+static const char dashboard_html[] =
+#include "dashboard.inc"
+;
 
 static int
 status_ready(const struct stats_shared *s)
@@ -182,6 +187,10 @@ status_handle(struct conn *c)
 		return;
 	}
 	switch (c->ep) {
+	case EP_DASHBOARD:	/* static: it reads /v1/status itself */
+		conn_reply_type(c, 200, "text/html; charset=utf-8",
+		    dashboard_html, sizeof(dashboard_html) - 1);
+		return;
 	case EP_HEALTHZ:	/* the master runs: no figures needed */
 		conn_reply(c, 200, NULL, "{\"status\":\"ok\"}", 15);
 		return;
