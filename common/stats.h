@@ -14,8 +14,10 @@ struct limit_table;
 #define STATS_MAX_SLOTS	128
 #define STATS_INSTANCES	1024	/* X-Instance-Id table (hashed, bounded) */
 #define STATS_INSTANCE_ACTIVE_S	600
+#define STATS_SURVIVAL_NONE	(-1)	/* nothing cached, or an authority */
 
 enum stats_role { ROLE_WORKER = 0, ROLE_UPLINK = 1, ROLE_ISSUER = 2 };
+#define STATS_NROLES	3
 
 enum stats_ep {
 	EP_LICENSE, EP_USAGE, EP_STATUS, EP_METRICS, EP_HEALTHZ, EP_READYZ,
@@ -46,7 +48,7 @@ struct stats_shared {
 	int		 workers_conf;
 	int		 workers_alive;		/* master */
 	int		 uplink_alive;		/* master */
-	uint64_t	 restarts[3];		/* master, by stats_role */
+	uint64_t	 restarts[STATS_NROLES];	/* master, by stats_role */
 
 	/* written by the uplink/issuer only; seq odd while writing */
 	uint32_t	 seq;
@@ -58,6 +60,10 @@ struct stats_shared {
 	uint64_t	 usage_forwarded;
 	uint64_t	 up_requests[UP_MAX];
 	uint64_t	 up_bytes_in, up_bytes_out;
+	int64_t		 last_error_at;		/* 0 = never */
+	int64_t		 survival_s;		/* STATS_SURVIVAL_NONE = null */
+	uint64_t	 store_used, store_max;	/* bytes */
+	uint64_t	 seats_keys, seats_used, seats_granted;
 
 	struct stats_slot slots[STATS_MAX_SLOTS];
 
@@ -90,6 +96,7 @@ void	 stats_up_end(void);
 void	 stats_snapshot(struct stats_shared *out);
 
 const char *stats_state_name(int);
+const char *stats_role_name(int);	/* "worker", "uplink", "issuer" */
 
 void	 stats_instance_seen(const char *id, int64_t now);
 int	 stats_instances_active(const struct stats_shared *, int64_t now);

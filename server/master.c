@@ -569,6 +569,7 @@ master_setup(struct master *m)
 	stats->mode = m->cf->mode;
 	stats->state = m->cf->mode == CONF_AUTHORITY ? ST_AUTHORITY :
 	    ST_INITIALIZING;
+	stats->survival_s = STATS_SURVIVAL_NONE;
 	if ((m->tls = tls_server_ctx_new(m->cf, err, sizeof(err))) == NULL) {
 		log_warnx("%s", err);
 		return 2;	/* a configuration error, like check-config says */

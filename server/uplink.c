@@ -185,6 +185,7 @@ uplink_state(int answered, const char *error)
 		stats->last_success = time(NULL);
 	} else {
 		stats->state = valid > 0 ? ST_TRUSTBASED : ST_DISCONNECTED;
+		stats->last_error_at = time(NULL);
 		snprintf(stats->last_error, sizeof(stats->last_error), "%s",
 		    error != NULL ? error : "upstream unreachable");
 	}

@@ -14,8 +14,6 @@
 #include "stats.h"
 #include "worker.h"
 
-#define METRICS_MAX	32768
-
 /* worker/dashboard.html, made into a C string by the Makefile */
 static const char dashboard_html[] =
 #include "dashboard.inc"
@@ -50,10 +48,11 @@ status_upstream(const struct stats_shared *s)
 		for (i = 0; i < cf->license.n_server_url; i++)
 			json_array_append_new(urls,
 			    json_string(cf->license.server_url[i]));
-	return json_pack("{s:o, s:o, s:o}", "urls", urls,
+	return json_pack("{s:o, s:o, s:o, s:o}", "urls", urls,
 	    "last_success", status_time(s->last_success),
 	    "last_error", s->last_error[0] ? json_string(s->last_error) :
-	    json_null());
+	    json_null(),
+	    "last_error_at", status_time(s->last_error_at));
 }
 
 static void
@@ -63,7 +62,7 @@ status_json(struct conn *c, const struct stats_shared *s)
 	char	*body;
 
 	j = json_pack("{s:s, s:s, s:s, s:I, s:o, s:{s:I}, s:{s:I, s:I},"
-	    " s:{s:i, s:i, s:b}, s:{s:i}}",
+	    " s:{s:i, s:i, s:b}, s:{s:i}, s:o, s:{s:I, s:I, s:I}}",
 	    "state", stats_state_name(s->state),
 	    "mode", worker->cf->mode == CONF_AUTHORITY ? "authority" : "proxy",
 	    "version", LICPROXY_VERSION,
@@ -75,7 +74,12 @@ status_json(struct conn *c, const struct stats_shared *s)
 	    "processes", "workers", s->workers_conf,
 	    "workers_alive", s->workers_alive,
 	    "uplink_alive", s->uplink_alive,
-	    "instances", "active", stats_instances_active(s, time(NULL)));
+	    "instances", "active", stats_instances_active(s, time(NULL)),
+	    "survival_s", s->survival_s == STATS_SURVIVAL_NONE ? json_null() :
+	    json_integer(s->survival_s),
+	    "seats", "keys", (json_int_t)s->seats_keys,
+	    "used", (json_int_t)s->seats_used,
+	    "granted", (json_int_t)s->seats_granted);
 	body = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
 	json_decref(j);
 	if (body == NULL) {
@@ -84,95 +88,6 @@ status_json(struct conn *c, const struct stats_shared *s)
 	}
 	conn_reply(c, status_ready(s) ? 200 : 503, NULL, body, strlen(body));
 	free(body);
-}
-
-static size_t
-metrics_requests(const struct stats_shared *s, char *out, size_t sz)
-{
-	uint64_t	sum;
-	size_t		o = 0;
-	int		ep, code, i, any = 0;
-
-	o += snprintf(out + o, sz - o, "# HELP licproxy_requests_total HTTP "
-	    "requests answered.\n# TYPE licproxy_requests_total counter\n");
-	for (ep = 0; ep < EP_MAX; ep++)
-		for (code = 0; code < STATS_NCODES; code++) {
-			for (sum = 0, i = 0; i < STATS_MAX_SLOTS; i++)
-				sum += s->slots[i].req[ep][code];
-			if (sum == 0 || o >= sz)
-				continue;
-			any = 1;
-			o += snprintf(out + o, sz - o, "licproxy_requests_total"
-			    "{endpoint=\"%s\",code=\"%d\"} %llu\n",
-			    stats_ep_name(ep), stats_code(code),
-			    (unsigned long long)sum);
-		}
-	if (o < sz && !any)	/* the name is present before any traffic */
-		o += snprintf(out + o, sz - o, "licproxy_requests_total"
-		    "{endpoint=\"/v1/license\",code=\"200\"} 0\n");
-	return o < sz ? o : sz;
-}
-
-static void
-status_metrics(struct conn *c, const struct stats_shared *s)
-{
-	static const char *const roles[] = { "worker", "uplink", "issuer" };
-	static const char *const results[] = { "ok", "rejected", "error" };
-	char		*out;
-	uint64_t	 hits = 0, misses = 0, limited = 0;
-	size_t		 o;
-	int		 i;
-
-	if ((out = malloc(METRICS_MAX)) == NULL) {
-		conn_error(c, 500, "internal", "out of memory", NULL, NULL);
-		return;
-	}
-	for (i = 0; i < STATS_MAX_SLOTS; i++) {
-		hits += s->slots[i].cache_hits;
-		misses += s->slots[i].cache_misses;
-		limited += s->slots[i].misses_limited;
-	}
-	o = metrics_requests(s, out, METRICS_MAX);
-#define M(...) do { if (o < METRICS_MAX) o += snprintf(out + o, \
-	METRICS_MAX - o, __VA_ARGS__); } while (0)
-	M("# TYPE licproxy_lease_cache_hits_total counter\n"
-	    "licproxy_lease_cache_hits_total %llu\n", (unsigned long long)hits);
-	M("# TYPE licproxy_lease_cache_misses_total counter\n"
-	    "licproxy_lease_cache_misses_total %llu\n",
-	    (unsigned long long)misses);
-	M("# HELP licproxy_misses_limited_total Lease misses refused with 429"
-	    " (license.miss_rate/miss_burst per client address).\n"
-	    "# TYPE licproxy_misses_limited_total counter\n"
-	    "licproxy_misses_limited_total %llu\n", (unsigned long long)limited);
-	M("# TYPE licproxy_upstream_requests_total counter\n");
-	for (i = 0; i < UP_MAX; i++)
-		M("licproxy_upstream_requests_total{result=\"%s\"} %llu\n",
-		    results[i], (unsigned long long)s->up_requests[i]);
-	M("# TYPE licproxy_upstream_bytes_total counter\n"
-	    "licproxy_upstream_bytes_total{direction=\"in\"} %llu\n"
-	    "licproxy_upstream_bytes_total{direction=\"out\"} %llu\n",
-	    (unsigned long long)s->up_bytes_in,
-	    (unsigned long long)s->up_bytes_out);
-	M("# TYPE licproxy_leases_cached gauge\nlicproxy_leases_cached %llu\n",
-	    (unsigned long long)s->leases_cached);
-	M("# TYPE licproxy_usage_pending gauge\nlicproxy_usage_pending %llu\n",
-	    (unsigned long long)s->usage_pending);
-	M("# TYPE licproxy_usage_forwarded_total counter\n"
-	    "licproxy_usage_forwarded_total %llu\n",
-	    (unsigned long long)s->usage_forwarded);
-	M("# HELP licproxy_instances_active Distinct X-Instance-Id values seen"
-	    " in the last %d s.\n# TYPE licproxy_instances_active gauge\n"
-	    "licproxy_instances_active %d\n", STATS_INSTANCE_ACTIVE_S,
-	    stats_instances_active(s, time(NULL)));
-	M("# TYPE licproxy_process_restarts_total counter\n");
-	for (i = 0; i < 3; i++)
-		M("licproxy_process_restarts_total{role=\"%s\"} %llu\n",
-		    roles[i], (unsigned long long)s->restarts[i]);
-#undef M
-	if (o >= METRICS_MAX)
-		o = METRICS_MAX - 1;
-	conn_reply_type(c, 200, "text/plain; version=0.0.4", out, o);
-	free(out);
 }
 
 void
@@ -207,7 +122,7 @@ status_handle(struct conn *c)
 	if (c->ep == EP_STATUS)
 		status_json(c, &snap);
 	else if (c->ep == EP_METRICS)
-		status_metrics(c, &snap);
+		metrics_handle(c, &snap);
 	else {
 		ready = status_ready(&snap);
 		conn_reply(c, ready ? 200 : 503, NULL, ready ?

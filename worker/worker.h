@@ -16,6 +16,7 @@ struct evconnlistener;
 struct ipc_chan;
 struct ipc_msg;
 struct proc_env;
+struct stats_shared;
 struct store;
 struct usage_rec;
 
@@ -96,6 +97,9 @@ int	 worker_send_up(const struct ipc_msg *);
 
 /* status.c */
 void	 status_handle(struct conn *);
+
+/* metrics.c */
+void	 metrics_handle(struct conn *, const struct stats_shared *);
 
 /* usage.c */
 void	 usage_handle(struct conn *);
