@@ -87,7 +87,8 @@ call_result(const struct httpc_res *r, void *arg)
 	    UP_REJECTED]++;
 	stats_up_end();
 	if (!answered) {
-		log_warnx("upstream %s: %s", up.cf->license.server_url[c->url],
+		/* the outage itself is told once, by uplink_state */
+		log_debug("upstream %s: %s", up.cf->license.server_url[c->url],
 		    r->err ? r->errstr : "server error");
 		if (++c->url < up.cf->license.n_server_url) {
 			call_attempt(c);
@@ -173,23 +174,85 @@ uplink_lease_stats(void)
 	return valid;
 }
 
+/*
+ * The state an operator reads in the log: each change is told once (a
+ * failed attempt is not news while the upstream is already lost, and
+ * failing over to the next URL is not a change at all).
+ */
+static struct {
+	int64_t	 lost_at;		/* 0 = not in an outage */
+	int	 told_24h, told_1h;	/* survival warnings of this outage */
+} outage;
+
+static void
+uplink_tell(int from, int to, const char *error, uint64_t valid)
+{
+	int64_t now = time(NULL);
+
+	if (to == ST_CONNECTED) {
+		if (outage.lost_at != 0)
+			log_info("upstream reachable again after %lld s",
+			    (long long)(now - outage.lost_at));
+		else if (from == ST_INITIALIZING)
+			log_info("upstream reachable");
+		memset(&outage, 0, sizeof(outage));
+		return;
+	}
+	if (from == ST_CONNECTED || from == ST_INITIALIZING) {
+		outage.lost_at = now;
+		if (to == ST_TRUSTBASED)
+			log_warnx("upstream lost (%s): serving %llu cached "
+			    "leases until they expire", error,
+			    (unsigned long long)valid);
+		else
+			log_warnx("upstream lost (%s) and no valid lease is "
+			    "cached: licensed services are refused", error);
+	} else if (from == ST_TRUSTBASED && to == ST_DISCONNECTED)
+		log_warnx("upstream still unreachable and the last cached "
+		    "lease has expired: licensed services are refused");
+}
+
+/* From the tick: how long the site can run on its cache, told twice. */
+void
+uplink_survival(int64_t survival_s)
+{
+	if (outage.lost_at == 0 || survival_s < 0)
+		return;
+	if (survival_s < 86400 && !outage.told_24h) {
+		outage.told_24h = 1;
+		log_warnx("upstream unreachable: cached leases run out in %lld s "
+		    "(less than 24 h)", (long long)survival_s);
+	}
+	if (survival_s < 3600 && !outage.told_1h) {
+		outage.told_1h = 1;
+		log_warnx("upstream unreachable: cached leases run out in %lld s "
+		    "(less than 1 h)", (long long)survival_s);
+	}
+}
+
 void
 uplink_state(int answered, const char *error)
 {
 	/* TrustBased or Disconnected turns on what is cached right now. */
-	uint64_t valid = answered ? 0 : uplink_lease_stats();
+	uint64_t	valid = answered ? 0 : uplink_lease_stats();
+	int		from = stats->state, to;
 
+	if (error == NULL)
+		error = "upstream unreachable";
+	to = answered ? ST_CONNECTED : valid > 0 ? ST_TRUSTBASED :
+	    ST_DISCONNECTED;
 	stats_up_begin();
-	if (answered) {
-		stats->state = ST_CONNECTED;
+	stats->state = to;
+	if (answered)
 		stats->last_success = time(NULL);
-	} else {
-		stats->state = valid > 0 ? ST_TRUSTBASED : ST_DISCONNECTED;
+	else {
 		stats->last_error_at = time(NULL);
 		snprintf(stats->last_error, sizeof(stats->last_error), "%s",
-		    error != NULL ? error : "upstream unreachable");
+		    error);
 	}
 	stats_up_end();
+	if (from != to)
+		uplink_tell(from, to, error, valid);
 }
 
 /* ---- leases ---- */
@@ -300,8 +363,6 @@ flight_done(int answered, const struct httpc_res *r, void *arg)
 
 	if (!answered) {
 		uplink_state(0, r->errstr ? r->errstr : "upstream server error");
-		if (f->self)
-			log_warnx("upstream unreachable: serving from cache");
 		flight_finish(f, 503, NULL);
 		return;
 	}
