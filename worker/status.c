@@ -109,6 +109,29 @@ metrics_requests(const struct stats_shared *s, char *out, size_t sz)
 }
 
 static void
+metrics_closed(const struct stats_shared *s, char *out, size_t *o)
+{
+	static const char *const why[CLOSE_MAX] = { "header_timeout",
+	    "body_timeout", "idle_evicted", "status_evicted" };
+	uint64_t	sum;
+	int		r, i;
+
+	if (*o < METRICS_MAX)
+		*o += snprintf(out + *o, METRICS_MAX - *o, "# HELP "
+		    "licproxy_connections_closed_total Client connections a "
+		    "worker closed: too slow, or to make room.\n"
+		    "# TYPE licproxy_connections_closed_total counter\n");
+	for (r = 0; r < CLOSE_MAX; r++) {
+		for (sum = 0, i = 0; i < STATS_MAX_SLOTS; i++)
+			sum += s->slots[i].closed[r];
+		if (*o < METRICS_MAX)
+			*o += snprintf(out + *o, METRICS_MAX - *o,
+			    "licproxy_connections_closed_total{reason=\"%s\"} "
+			    "%llu\n", why[r], (unsigned long long)sum);
+	}
+}
+
+static void
 status_metrics(struct conn *c, const struct stats_shared *s)
 {
 	static const char *const roles[] = { "worker", "uplink", "issuer" };
@@ -154,6 +177,7 @@ status_metrics(struct conn *c, const struct stats_shared *s)
 	    " in the last %d s.\n# TYPE licproxy_instances_active gauge\n"
 	    "licproxy_instances_active %d\n", STATS_INSTANCE_ACTIVE_S,
 	    stats_instances_active(s, time(NULL)));
+	metrics_closed(s, out, &o);
 	M("# TYPE licproxy_process_restarts_total counter\n");
 	for (i = 0; i < 3; i++)
 		M("licproxy_process_restarts_total{role=\"%s\"} %llu\n",
