@@ -107,6 +107,7 @@ static const struct kdef server_keys[] = {
 	{ "max_connections", K_COUNT, OFF(server.max_connections) },
 	{ "max_header", K_SIZE, OFF(server.max_header) },
 	{ "header_timeout", K_MS, OFF(server.header_timeout_ms) },
+	{ "body_timeout", K_MS, OFF(server.body_timeout_ms) },
 	{ "keepalive_timeout", K_MS, OFF(server.keepalive_timeout_ms), F_ZERO },
 	{ "drain_timeout", K_MS, OFF(server.drain_timeout_ms), F_ZERO },
 	{ NULL }
@@ -281,7 +282,8 @@ conf_defaults(struct cctx *c)
 	cf->server.max_connections = 4096;
 	cf->server.max_header = 16 * 1024;
 	cf->server.header_timeout_ms = 10 * 1000;
-	cf->server.keepalive_timeout_ms = 75 * 1000;
+	cf->server.body_timeout_ms = 10 * 1000;
+	cf->server.keepalive_timeout_ms = 60 * 1000;
 	cf->server.drain_timeout_ms = 10 * 1000;
 	conf_setstr(c, &cf->license.ca_file, "");
 	cf->license.timeout_ms = 5 * 1000;

@@ -35,7 +35,8 @@ struct conf {
 		int	 max_connections;	/* per worker, default 4096 */
 		size_t	 max_header;		/* default 16KiB */
 		int	 header_timeout_ms;	/* default 10s */
-		int	 keepalive_timeout_ms;	/* default 75s */
+		int	 body_timeout_ms;	/* default 10s, from end of head */
+		int	 keepalive_timeout_ms;	/* default 60s */
 		int	 drain_timeout_ms;	/* default 10s */
 	} server;
 

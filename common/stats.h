@@ -33,6 +33,12 @@ enum stats_state {
 
 enum stats_up_result { UP_OK, UP_REJECTED, UP_ERROR, UP_MAX };
 
+/* Why a worker closed a client connection itself (slow or for room). */
+enum stats_close {
+	CLOSE_HEADER_TIMEOUT, CLOSE_BODY_TIMEOUT, CLOSE_IDLE_EVICTED,
+	CLOSE_STATUS_EVICTED, CLOSE_MAX
+};
+
 struct stats_slot {
 	pid_t		 pid;			/* 0 = free */
 	int		 role;
@@ -40,6 +46,7 @@ struct stats_slot {
 	uint64_t	 cache_hits;
 	uint64_t	 cache_misses;
 	uint64_t	 misses_limited;	/* 429 too_many_requests */
+	uint64_t	 closed[CLOSE_MAX];	/* enum stats_close */
 };
 
 struct stats_shared {

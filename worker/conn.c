@@ -18,6 +18,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 
 #include "conf.h"
@@ -33,12 +34,68 @@ static void	conn_event(struct bufferevent *, short, void *);
 static void	conn_reply_full(struct conn *, int, const char *, const char *,
 		    const char *, size_t);
 
+/*
+ * One timer per connection, re-armed (never reallocated) as the phase
+ * changes: accept -> end of head, end of head -> end of body, reply ->
+ * first byte of the next request. Totals, not gaps between bytes.
+ */
 static void
-conn_set_timeout(struct conn *c, int ms)
+conn_deadline(struct conn *c, int ms)
 {
 	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
 
-	bufferevent_set_timeouts(c->bev, &tv, &tv);
+	evtimer_add(c->timer, &tv);
+}
+
+/*
+ * TLS accepts pause only while the port is full and nothing is idle; the
+ * status listener never pauses. The warning is once a minute at most: a
+ * flood flips this on every accept.
+ */
+static void
+conn_budget(void)
+{
+	static time_t	warned;
+	time_t		now;
+	int		full = worker->ntls >= worker->cf->server.max_connections &&
+			    TAILQ_EMPTY(&worker->idle);
+
+	if (worker->l_tls == NULL || full == worker->tls_paused)
+		return;
+	worker->tls_paused = full;
+	if (!full) {
+		evconnlistener_enable(worker->l_tls);
+		return;
+	}
+	evconnlistener_disable(worker->l_tls);
+	if ((now = time(NULL)) - warned >= 60) {
+		warned = now;
+		log_warnx("TLS port full: %d connections, none idle "
+		    "(server.max_connections); accepts paused", worker->ntls);
+	}
+}
+
+static void
+conn_count(enum stats_close why)
+{
+	if (stats_self != NULL)
+		__atomic_add_fetch(&stats_self->closed[why], 1,
+		    __ATOMIC_RELAXED);
+}
+
+static void
+conn_set_idle(struct conn *c, int idle)
+{
+	if (c->idle == idle)
+		return;
+	c->idle = idle;
+	if (c->is_status)
+		return;		/* status conns stay on status_q */
+	if (idle)
+		TAILQ_INSERT_TAIL(&worker->idle, c, qentry);
+	else
+		TAILQ_REMOVE(&worker->idle, c, qentry);
+	conn_budget();
 }
 
 static void
@@ -47,19 +104,73 @@ conn_free(struct conn *c)
 	if (c->rid != 0)
 		license_forget(c);
 	usage_forget(c);
+	conn_set_idle(c, 0);
 	TAILQ_REMOVE(&worker->conns, c, entry);
 	worker->nconns--;
+	if (c->is_status) {
+		TAILQ_REMOVE(&worker->status_q, c, qentry);
+		worker->nstatus--;
+	} else
+		worker->ntls--;
+	event_free(c->timer);
 	bufferevent_free(c->bev);
 	free(c->body);
 	explicit_bzero(c->key, sizeof(c->key));
 	free(c);
-	if (worker->paused && worker->nconns < worker->cf->server.max_connections) {
-		worker->paused = 0;
-		if (worker->l_tls != NULL)
-			evconnlistener_enable(worker->l_tls);
-		if (worker->l_status != NULL)
-			evconnlistener_enable(worker->l_status);
+	conn_budget();
+}
+
+/*
+ * Room for one more on a full listener. The TLS port closes its oldest
+ * idle keep-alive connection; the status listener, which must always
+ * answer /healthz, closes its oldest connection of any kind (status
+ * requests are answered at once, so that one is slow or idle).
+ */
+static int
+conn_make_room(int is_status)
+{
+	struct conn *old;
+
+	if (is_status) {
+		if (worker->nstatus < WORKER_STATUS_CONNS)
+			return 0;
+		old = TAILQ_FIRST(&worker->status_q);
+	} else {
+		if (worker->ntls < worker->cf->server.max_connections)
+			return 0;
+		old = TAILQ_FIRST(&worker->idle);
 	}
+	if (old == NULL)
+		return -1;
+	log_debug("%s listener full: oldest %s connection closed",
+	    is_status ? "status" : "TLS", is_status ? "status" : "idle");
+	conn_count(is_status ? CLOSE_STATUS_EVICTED : CLOSE_IDLE_EVICTED);
+	conn_free(old);
+	return 0;
+}
+
+static void
+conn_timeout(evutil_socket_t fd, short ev, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)fd, (void)ev;
+	if (c->state != CONN_READING || c->idle) {
+		conn_free(c);	/* keep-alive idle, or an unread answer */
+		return;
+	}
+	log_debug("slow client: request %s not complete in time",
+	    c->have_head ? "body" : "head");
+	conn_count(c->have_head ? CLOSE_BODY_TIMEOUT : CLOSE_HEADER_TIMEOUT);
+	/* Part of a request arrived: say why we close. */
+	if (c->have_head ||
+	    evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
+		c->req.keepalive = 0;
+		conn_error(c, 408, "timeout", c->have_head ?
+		    "request body too slow" : "request head too slow",
+		    NULL, NULL);
+	} else
+		conn_free(c);
 }
 
 void
@@ -71,8 +182,14 @@ conn_accept(int fd, int is_status)
 
 	/* Without NODELAY keep-alive replies wait for the peer's delayed ACK. */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if ((c = calloc(1, sizeof(*c))) == NULL) {
+	if (conn_make_room(is_status) == -1 ||
+	    (c = calloc(1, sizeof(*c))) == NULL) {
 		close(fd);
+		return;
+	}
+	if ((c->timer = evtimer_new(worker->base, conn_timeout, c)) == NULL) {
+		close(fd);
+		free(c);
 		return;
 	}
 	c->is_status = is_status;
@@ -89,14 +206,22 @@ conn_accept(int fd, int is_status)
 	}
 	if (c->bev == NULL) {
 		close(fd);
+		event_free(c->timer);
 		free(c);
 		return;
 	}
 	TAILQ_INSERT_TAIL(&worker->conns, c, entry);
 	worker->nconns++;
+	if (is_status) {
+		TAILQ_INSERT_TAIL(&worker->status_q, c, qentry);
+		worker->nstatus++;
+	} else
+		worker->ntls++;
+	conn_budget();
 	c->state = CONN_READING;
 	bufferevent_setcb(c->bev, conn_read, NULL, conn_event, c);
-	conn_set_timeout(c, worker->cf->server.header_timeout_ms);
+	/* From accept: the TLS handshake counts against header_timeout. */
+	conn_deadline(c, worker->cf->server.header_timeout_ms);
 	/* Bound what a client can make us buffer. */
 	bufferevent_setwatermark(c->bev, EV_READ, 0,
 	    worker->cf->server.max_header + worker->cf->server.max_body + 4096);
@@ -129,7 +254,8 @@ conn_reply_full(struct conn *c, int code, const char *ctype, const char *extra,
     const char *body, size_t len)
 {
 	char	buf[REPLY_MAX], *out = buf, *big = NULL;
-	int	keep = c->req.keepalive && !worker->draining && !c->peer_eof, n;
+	int	keep = c->req.keepalive && !worker->draining && !c->peer_eof &&
+		    worker->cf->server.keepalive_timeout_ms > 0, n;
 	size_t	cap = sizeof(buf);
 
 	if (len + 1024 > cap) {
@@ -163,10 +289,13 @@ conn_reply_full(struct conn *c, int code, const char *ctype, const char *extra,
 		bufferevent_disable(c->bev, EV_READ);
 		/* Never freed here: callers may still hold c. */
 		bufferevent_setcb(c->bev, NULL, conn_closed_write, conn_event, c);
+		/* A client that does not read its answer is not waited for. */
+		conn_deadline(c, worker->cf->server.header_timeout_ms);
 		return;
 	}
 	c->state = CONN_READING;
-	conn_set_timeout(c, worker->cf->server.keepalive_timeout_ms);
+	conn_set_idle(c, 1);
+	conn_deadline(c, worker->cf->server.keepalive_timeout_ms);
 	/* A pipelined request may already be buffered (not when conn_read's
 	 * own loop is below us: it picks it up without recursing). */
 	if (!c->in_read && evbuffer_get_length(bufferevent_get_input(c->bev)))
@@ -235,6 +364,8 @@ conn_dispatch(struct conn *c)
 	 * bounded by the read watermark.
 	 */
 	c->state = CONN_BUSY;
+	/* Waiting on the uplink is not the client being slow. */
+	evtimer_del(c->timer);
 	if (c->is_status) {
 		status_handle(c);
 		return;
@@ -251,6 +382,20 @@ conn_dispatch(struct conn *c)
 			usage_handle(c);
 	} else
 		conn_error(c, 404, "not_found", "no such endpoint", NULL, NULL);
+}
+
+/*
+ * Expect: 100-continue: the client holds the body back until told; not
+ * when some of it already came (RFC 9110 10.1.1 lets us omit it then).
+ */
+static void
+conn_continue(struct conn *c)
+{
+	static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+
+	if (c->req.expect_continue &&
+	    evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+		bufferevent_write(c->bev, cont, sizeof(cont) - 1);
 }
 
 /* Head parsed: decide about the body before reading any of it. */
@@ -271,6 +416,10 @@ conn_check_body(struct conn *c)
 		    NULL, NULL);
 		return -1;
 	}
+	if (r->content_length > 0) {
+		conn_deadline(c, worker->cf->server.body_timeout_ms);
+		conn_continue(c);
+	}
 	return 0;
 }
 
@@ -281,21 +430,12 @@ conn_read_head(struct conn *c, struct evbuffer *in)
 	char	*p;
 	int	 r;
 
-	if (c->started_ms == 0)
-		c->started_ms = proc_now_ms();
 	if (len > max + 4)
 		len = max + 4;
 	p = (char *)evbuffer_pullup(in, len);
 	r = http_parse(p, len, max, &c->req, &c->headlen);
-	if (r == HTTP_PARSE_MORE) {
-		if (proc_now_ms() - c->started_ms >
-		    worker->cf->server.header_timeout_ms) {
-			c->req.keepalive = 0;
-			conn_error(c, 408, "timeout", "request header too slow",
-			    NULL, NULL);
-		}
-		return 0;
-	}
+	if (r == HTTP_PARSE_MORE)
+		return 0;	/* the deadline timer bounds the wait */
 	if (r != HTTP_PARSE_OK) {
 		conn_parse_error(c, r);
 		return -1;
@@ -316,7 +456,12 @@ conn_read(struct bufferevent *bev, void *arg)
 	c->in_read = 1;
 	while (c->state == CONN_READING && evbuffer_get_length(in) > 0) {
 		if (!c->have_head) {
-			conn_set_timeout(c, worker->cf->server.header_timeout_ms);
+			if (c->idle) {
+				/* Next request: header_timeout from its first byte. */
+				conn_set_idle(c, 0);
+				conn_deadline(c,
+				    worker->cf->server.header_timeout_ms);
+			}
 			if (conn_read_head(c, in) <= 0)
 				break;
 		}
@@ -335,10 +480,38 @@ conn_read(struct bufferevent *bev, void *arg)
 			evbuffer_remove(in, c->body, need);
 			c->body[need] = '\0';
 		}
-		c->started_ms = 0;
 		conn_dispatch(c);
 	}
 	c->in_read = 0;
+}
+
+/*
+ * OpenSSL recognises "GET ", "POST ", "HEAD ", "PUT " as a first record
+ * (SSL_R_HTTP_REQUEST). Answer those in plain HTTP, as nginx does, so the
+ * operator sees why instead of a reset. What the client already sent is
+ * read first: closing with unread bytes would reset the answer away.
+ */
+static void
+conn_plain_http(struct conn *c)
+{
+	static const char body[] = "{\"error\":\"plain_http\",\"message\":"
+	    "\"plain HTTP request sent to the TLS port; use https://\"}";
+	char		 buf[512];
+	unsigned long	 e;
+	int		 plain = 0, fd = bufferevent_getfd(c->bev), n, i;
+
+	while ((e = bufferevent_get_openssl_error(c->bev)) != 0)
+		if (ERR_GET_LIB(e) == ERR_LIB_SSL &&
+		    ERR_GET_REASON(e) == SSL_R_HTTP_REQUEST)
+			plain = 1;
+	if (!plain || fd == -1)
+		return;
+	for (i = 0; i < 64 && read(fd, buf, sizeof(buf)) > 0; i++)
+		;
+	n = http_reply_build(buf, sizeof(buf), 400, 0, NULL, NULL, body,
+	    sizeof(body) - 1);
+	if (n > 0 && write(fd, buf, n) == n)
+		stats_request(EP_OTHER, 400);
 }
 
 static void
@@ -346,24 +519,14 @@ conn_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct conn *c = arg;
 
-	if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) &&
-	    c->state == CONN_BUSY) {
-		/* Waiting on the uplink is not the client being slow. */
-		bufferevent_enable(bev, EV_READ);
-		return;
-	}
 	if ((what & BEV_EVENT_EOF) && c->state == CONN_BUSY) {
 		/* A half-close after the request still gets its answer. */
 		c->peer_eof = 1;
 		bufferevent_disable(bev, EV_READ);
 		return;
 	}
-	if ((what & BEV_EVENT_TIMEOUT) && c->state == CONN_READING &&
-	    (c->have_head || evbuffer_get_length(bufferevent_get_input(bev)))) {
-		c->req.keepalive = 0;
-		conn_error(c, 408, "timeout", "request too slow", NULL, NULL);
-		return;
-	}
+	if ((what & BEV_EVENT_ERROR) && !c->is_status)
+		conn_plain_http(c);
 	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
 		conn_free(c);
 }

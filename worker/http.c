@@ -33,7 +33,7 @@ struct hdr_handler {
 };
 
 static hdr_fn	hdr_auth, hdr_ctype, hdr_clen, hdr_te, hdr_conn;
-static hdr_fn	hdr_instance;
+static hdr_fn	hdr_instance, hdr_expect;
 
 #define HDR(n, f)	{ n, sizeof(n) - 1, f }
 static const struct hdr_handler hdr_handlers[] = {
@@ -43,6 +43,7 @@ static const struct hdr_handler hdr_handlers[] = {
 	HDR("transfer-encoding", hdr_te),
 	HDR("connection", hdr_conn),
 	HDR("x-instance-id", hdr_instance),
+	HDR("expect", hdr_expect),
 };
 #undef HDR
 
@@ -84,6 +85,9 @@ is_ows(char c)
 /*
  * Only the first max_head bytes are searched: a terminator beyond them is
  * as bad as none, and it bounds the work a slow sender can cause per read.
+ * A bare LF is refused as soon as it arrives: some parsers take it for a
+ * line end, and waiting for a CRLF that never comes would turn a
+ * malformed request into a timeout.
  */
 static int
 find_head_end(const char *buf, size_t len, size_t max_head, size_t *headlen)
@@ -93,11 +97,12 @@ find_head_end(const char *buf, size_t len, size_t max_head, size_t *headlen)
 
 	n = len < max_head ? len : max_head;
 	end = buf + n;
-	for (p = buf; n >= 4 && (p = memchr(p, '\r', end - p)) != NULL; p++) {
-		if (end - p < 4)
-			break;
-		if (memcmp(p, "\r\n\r\n", 4) == 0) {
-			*headlen = (size_t)(p - buf) + 4;
+	for (p = buf; (p = memchr(p, '\n', end - p)) != NULL; p++) {
+		if (p == buf || p[-1] != '\r')
+			return HTTP_PARSE_BAD;
+		/* Every earlier LF had its CR, so this is CRLF CRLF. */
+		if (p - buf >= 3 && p[-2] == '\n') {
+			*headlen = (size_t)(p - buf) + 1;
 			return HTTP_PARSE_OK;
 		}
 	}
@@ -264,6 +269,16 @@ hdr_conn(struct http_req *req, struct hctx *ctx, const char *v, size_t n)
 		else if (ieq(v + start, end - start, "keep-alive", 10))
 			ctx->conn_keep = 1;
 	}
+	return 0;
+}
+
+/* RFC 9110 10.1.1: an HTTP/1.0 client's expectation is ignored. */
+static int
+hdr_expect(struct http_req *req, struct hctx *ctx, const char *v, size_t n)
+{
+	(void)ctx;
+	if (req->minor == 1 && ieq(v, n, "100-continue", 12))
+		req->expect_continue = 1;
 	return 0;
 }
 

@@ -24,6 +24,7 @@ struct http_req {
 	int		 chunked;		/* Transfer-Encoding: chunked */
 	char		 instance[HTTP_INSTANCE_MAX + 1];	/* X-Instance-Id */
 	int		 instance_bad;		/* present but malformed */
+	int		 expect_continue;	/* Expect: 100-continue, 1.1 */
 };
 
 /* Results of http_parse(). */

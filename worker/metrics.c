@@ -98,6 +98,24 @@ metrics_workers(struct mbuf *b, const struct stats_shared *s)
 }
 
 static void
+metrics_closed(struct mbuf *b, const struct stats_shared *s)
+{
+	static const char *const why[CLOSE_MAX] = { "header_timeout",
+	    "body_timeout", "idle_evicted", "status_evicted" };
+	uint64_t	sum;
+	int		r, i;
+
+	mb_head(b, "licproxy_connections_closed_total", "counter",
+	    "Client connections a worker closed: too slow, or to make room.");
+	for (r = 0; r < CLOSE_MAX; r++) {
+		for (sum = 0, i = 0; i < STATS_MAX_SLOTS; i++)
+			sum += s->slots[i].closed[r];
+		mb_printf(b, "licproxy_connections_closed_total{reason=\"%s\"} "
+		    "%llu\n", why[r], (unsigned long long)sum);
+	}
+}
+
+static void
 metrics_upstream(struct mbuf *b, const struct stats_shared *s)
 {
 	static const char *const results[UP_MAX] = { "ok", "rejected", "error" };
@@ -173,6 +191,7 @@ metrics_handle(struct conn *c, const struct stats_shared *s)
 	b.o = 0;
 	metrics_requests(&b, s);
 	metrics_workers(&b, s);
+	metrics_closed(&b, s);
 	metrics_upstream(&b, s);
 	metrics_store(&b, s);
 	metrics_processes(&b, s);

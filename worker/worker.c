@@ -33,14 +33,8 @@ worker_accept(struct evconnlistener *l, evutil_socket_t fd,
     struct sockaddr *sa, int salen, void *arg)
 {
 	(void)l, (void)sa, (void)salen;
+	/* Each listener's budget is conn.c's: see conn_budget. */
 	conn_accept(fd, arg != NULL);
-	if (worker->nconns >= worker->cf->server.max_connections &&
-	    !worker->paused) {
-		/* Let the kernel queue (or another worker take) the rest. */
-		worker->paused = 1;
-		evconnlistener_disable(worker->l_tls);
-		evconnlistener_disable(worker->l_status);
-	}
 }
 
 static void
@@ -162,6 +156,8 @@ worker_main(struct proc_env *env)
 	w.cf = env->cf;
 	TAILQ_INIT(&w.conns);
 	TAILQ_INIT(&w.waiting);
+	TAILQ_INIT(&w.idle);
+	TAILQ_INIT(&w.status_q);
 	if ((w.base = event_base_new()) == NULL || usage_init() == -1 ||
 	    license_init() == -1)
 		fatalx("event_base_new");

@@ -31,8 +31,11 @@ struct worker {
 	struct event		*up_retry;
 	struct evconnlistener	*l_tls, *l_status;
 	struct connq		 conns;
-	int			 nconns;
-	int			 paused;	/* listeners off: max_connections */
+	int			 nconns;	/* both listeners */
+	int			 ntls, nstatus;	/* each listener's own budget */
+	struct connq		 idle;		/* TLS keep-alive idle, oldest first */
+	struct connq		 status_q;	/* status conns, oldest first */
+	int			 tls_paused;	/* TLS full and nothing idle */
 	int			 draining;	/* USR2 (reload) or TERM */
 	int			 stopping;	/* TERM: close idle at once */
 	struct connq		 waiting;	/* conns awaiting the uplink */
@@ -45,12 +48,18 @@ struct worker {
 extern struct worker	*worker;
 
 /* conn.c */
+/* The status listener's budget, apart from server.max_connections. */
+#define WORKER_STATUS_CONNS	64
+
 enum conn_state { CONN_READING, CONN_BUSY, CONN_CLOSING };
 
 struct conn {
 	TAILQ_ENTRY(conn)	 entry;		/* worker->conns */
 	TAILQ_ENTRY(conn)	 wentry;	/* worker->waiting / usage batch */
+	TAILQ_ENTRY(conn)	 qentry;	/* worker->idle or ->status_q */
 	struct bufferevent	*bev;
+	struct event		*timer;		/* the one deadline, re-armed */
+	int			 idle;		/* keep-alive, no byte of next */
 	int			 is_status;
 	enum conn_state		 state;
 	int			 have_head;
@@ -65,7 +74,6 @@ struct conn {
 	int			 peer_eof;	/* client half-closed while BUSY */
 	int			 after_ipc;	/* uplink answered 200: re-read */
 	int			 source_up;	/* lease came from upstream now */
-	int64_t			 started_ms;	/* first byte of this request */
 	struct usage_rec	*urecs;	/* validated, awaiting group commit */
 	int			 nurecs;
 	int			 in_batch;

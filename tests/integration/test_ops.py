@@ -473,7 +473,8 @@ def resume_on_workers(srv, ctx, key):
     hit, socks = {}, []
     try:
         # Held open: with max_connections 2 a worker stops accepting, so
-        # the others must take the next ones.
+        # the others must take the next ones. Each holds a started next
+        # request: an idle keep-alive one would be closed to make room.
         for _ in range(2 * len(workers)):
             s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
             t = ctx.wrap_socket(s, server_hostname="localhost",
@@ -486,6 +487,7 @@ def resume_on_workers(srv, ctx, key):
                        "Authorization: Token %s\r\n\r\n" % key).encode())
             st = read_response(t)
             assert st is not None and st[0] == 200, st
+            t.sendall(b"G")
     finally:
         for t in socks:
             t.close()

@@ -119,6 +119,7 @@ test_full_valid(void **state)
 	    "  max_connections: 100\n"
 	    "  max_header: 8KiB\n"
 	    "  header_timeout: 500ms\n"
+	    "  body_timeout: 3s\n"
 	    "  keepalive_timeout: 2m\n"
 	    "  drain_timeout: 3s\n"
 	    "license:\n"
@@ -160,6 +161,7 @@ test_full_valid(void **state)
 	assert_int_equal(cf->server.max_connections, 100);
 	assert_int_equal(cf->server.max_header, 8192);
 	assert_int_equal(cf->server.header_timeout_ms, 500);
+	assert_int_equal(cf->server.body_timeout_ms, 3000);
 	assert_int_equal(cf->server.keepalive_timeout_ms, 120000);
 	assert_int_equal(cf->server.drain_timeout_ms, 3000);
 	assert_int_equal(cf->license.n_server_url, 2);
@@ -208,7 +210,8 @@ test_defaults(void **state)
 	assert_int_equal(cf->server.max_connections, 4096);
 	assert_int_equal(cf->server.max_header, 16 * 1024);
 	assert_int_equal(cf->server.header_timeout_ms, 10000);
-	assert_int_equal(cf->server.keepalive_timeout_ms, 75000);
+	assert_int_equal(cf->server.body_timeout_ms, 10000);
+	assert_int_equal(cf->server.keepalive_timeout_ms, 60000);
 	assert_int_equal(cf->server.drain_timeout_ms, 10000);
 	assert_int_equal(cf->license.n_server_url, 0);
 	assert_null(cf->license.key_file);

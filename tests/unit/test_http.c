@@ -228,8 +228,48 @@ t_bad_reqline(void **state)
 	    &hlen), HTTP_PARSE_BAD);
 	assert_int_equal(http_parse("GET / HTTP/1.1\r\nA: \0\r\n\r\n", 24, MAXH,
 	    &req, &hlen), HTTP_PARSE_BAD);
-	/* Bare LF line endings never complete a head. */
-	assert_int_equal(parse("GET / HTTP/1.1\n\n"), HTTP_PARSE_MORE);
+}
+
+/* A bare LF is refused when it arrives, not after a timeout. */
+static void
+t_bare_lf(void **state)
+{
+	static const char *bad[] = {
+		"GET / HTTP/1.1\n\n",
+		"GET / HTTP/1.1\nHost: x\n\n",
+		"GET / HTTP/1.1\r\nHost: x\n\r\n",
+		"GET / HTTP/1.1\r\nHost: x\r\n\n",
+		"\n",
+		"GET / HTTP/1.1\n",		/* head not complete yet */
+		"GET / HTTP/1.1\r\nHost: x\n",
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (parse(bad[i]) != HTTP_PARSE_BAD)
+			fail_msg("case %zu not BAD: %s", i, bad[i]);
+	/* A lone CR before the end still waits, as before. */
+	assert_int_equal(parse("GET / HTTP/1.1\r\nHost: x\r\n\r"),
+	    HTTP_PARSE_MORE);
+	assert_int_equal(parse("GET / HTTP/1.1\r\n"), HTTP_PARSE_MORE);
+}
+
+static void
+t_expect(void **state)
+{
+	(void)state;
+	assert_int_equal(parse_hdr("Expect: 100-Continue\r\n"), HTTP_PARSE_OK);
+	assert_int_equal(req.expect_continue, 1);
+	assert_int_equal(parse_hdr("Expect: something-else\r\n"),
+	    HTTP_PARSE_OK);
+	assert_int_equal(req.expect_continue, 0);
+	assert_int_equal(parse_hdr("Host: x\r\n"), HTTP_PARSE_OK);
+	assert_int_equal(req.expect_continue, 0);
+	/* HTTP/1.0: ignored (RFC 9110 10.1.1). */
+	assert_int_equal(parse("POST / HTTP/1.0\r\nExpect: 100-continue\r\n"
+	    "\r\n"), HTTP_PARSE_OK);
+	assert_int_equal(req.expect_continue, 0);
 }
 
 static void
@@ -635,6 +675,8 @@ main(void)
 		cmocka_unit_test(t_instance),
 		cmocka_unit_test(t_instance_bad),
 		cmocka_unit_test(t_pipelined),
+		cmocka_unit_test(t_bare_lf),
+		cmocka_unit_test(t_expect),
 		cmocka_unit_test(t_reason),
 		cmocka_unit_test(t_reply),
 		cmocka_unit_test(t_reply_small),
