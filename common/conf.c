@@ -92,6 +92,9 @@ static const struct cenum levels[] = {
 static const struct cenum formats[] = {
 	{ "text", 0 }, { "json", 1 }, { NULL, 0 }
 };
+static const struct cenum bools[] = {
+	{ "false", 0 }, { "true", 1 }, { NULL, 0 }
+};
 
 static const struct kdef server_keys[] = {
 	{ "host", K_STR, OFF(server.host), F_NONEMPTY },
@@ -146,6 +149,7 @@ static const struct kdef authority_keys[] = {
 static const struct kdef log_keys[] = {
 	{ "level", K_ENUM, OFF(log.level), 0, S_NONE, levels },
 	{ "format", K_ENUM, OFF(log.json), 0, S_NONE, formats },
+	{ "access", K_ENUM, OFF(log.access), 0, S_NONE, bools },
 	{ "file", K_OPTSTR, OFF(log.file) },
 	{ NULL }
 };

@@ -73,6 +73,7 @@ struct conf {
 	struct {
 		int	 level;			/* enum log_level */
 		int	 json;
+		int	 access;		/* one line per TLS request */
 		char	*file;			/* NULL = stderr */
 	} log;
 };

@@ -20,6 +20,7 @@ struct proc_env {
 
 /* Milliseconds on the monotonic clock: deadlines and back-off. */
 int64_t	proc_now_ms(void);
+int64_t	 proc_now_us(void);	/* monotonic, microseconds */
 
 /* Entries: never return. */
 void	worker_main(struct proc_env *) __attribute__((noreturn));

@@ -249,6 +249,14 @@ conn_reply_type(struct conn *c, int code, const char *ctype, const char *body,
 	conn_reply_full(c, code, ctype, NULL, body, len);
 }
 
+/* Where a lease answer came from, as its body and the access log say. */
+const char *
+conn_source(const struct conn *c)
+{
+	return worker->cf->mode == CONF_AUTHORITY ? "authority" :
+	    c->source_up ? "upstream" : "cache";
+}
+
 static void
 conn_reply_full(struct conn *c, int code, const char *ctype, const char *extra,
     const char *body, size_t len)
@@ -273,6 +281,10 @@ conn_reply_full(struct conn *c, int code, const char *ctype, const char *extra,
 	if (n > 0 && c->req.method == HTTP_HEAD)
 		n -= (int)len;	/* same head, Content-Length of the GET */
 	stats_request(c->have_head ? c->ep : EP_OTHER, code);
+	if (!c->is_status && access_enabled())
+		access_log(c, code, n > 0 ? (size_t)n : 0,
+		    c->have_head && c->ep == EP_LICENSE && code == 200 ?
+		    conn_source(c) : NULL);
 	if (n <= 0) {
 		static const char oops[] = "HTTP/1.1 500 Internal Server Error"
 		    "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
@@ -442,6 +454,8 @@ conn_read_head(struct conn *c, struct evbuffer *in)
 	}
 	c->have_head = 1;
 	c->ep = stats_endpoint(c->req.path);
+	if (access_enabled())
+		c->t0_us = proc_now_us();
 	evbuffer_drain(in, c->headlen);
 	return conn_check_body(c) == 0 ? 1 : -1;
 }

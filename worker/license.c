@@ -348,8 +348,7 @@ license_handle(struct conn *c)
 
 	if ((d = license_resolve(c, tok, sizeof(tok))) == NULL)
 		return;
-	source = worker->cf->mode == CONF_AUTHORITY ? "authority" :
-	    c->source_up ? "upstream" : "cache";
+	source = conn_source(c);
 	n = snprintf(body, sizeof(body), "%s\"source\":\"%s\",\"lease\":\"%s\"}",
 	    d->head, source, tok);
 	if (n < 0 || (size_t)n >= sizeof(body)) {	/* cannot happen: bounded */

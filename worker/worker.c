@@ -159,7 +159,7 @@ worker_main(struct proc_env *env)
 	TAILQ_INIT(&w.idle);
 	TAILQ_INIT(&w.status_q);
 	if ((w.base = event_base_new()) == NULL || usage_init() == -1 ||
-	    license_init() == -1)
+	    license_init() == -1 || access_init(w.cf, w.base) == -1)
 		fatalx("event_base_new");
 	w.store = proc_open_store(w.cf);
 	proc_signals(w.base, w.cf->log.file, worker_drain);
@@ -169,6 +169,7 @@ worker_main(struct proc_env *env)
 	if (proc_sandbox_worker() == -1)
 		fatal("seccomp sandbox");
 	event_base_dispatch(w.base);
+	access_close();
 	if (w.draining) {
 		log_debug("drained");
 		exit(0);

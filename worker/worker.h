@@ -68,6 +68,7 @@ struct conn {
 	size_t			 headlen;
 	char			*body;
 	size_t			 bodylen;
+	int64_t			 t0_us;		/* head read (access log) */
 	uint32_t		 rid;		/* awaiting the uplink, or 0 */
 	int64_t			 wait_ms;	/* when it started waiting */
 	int			 in_read;	/* conn_read is on the stack */
@@ -90,6 +91,7 @@ void	 conn_reply_type(struct conn *, int code, const char *ctype,
 void	 conn_error(struct conn *, int code, const char *error,
 	    const char *msg, const char *more, const char *extra);
 void	 conn_close_idle(void);
+const char *conn_source(const struct conn *);
 void	 conn_dispatch(struct conn *);
 
 /* license.c */
@@ -102,6 +104,13 @@ void	 license_forget(struct conn *);	/* conn goes away while waiting */
 void	 license_fail_waiting(void);
 int	 license_init(void);
 int	 worker_send_up(const struct ipc_msg *);
+
+/* access.c */
+int	 access_init(const struct conf *, struct event_base *);
+int	 access_enabled(void);
+void	 access_close(void);	/* flush what is left, before exit */
+void	 access_log(const struct conn *, int code, size_t bytes,
+	    const char *source);
 
 /* status.c */
 void	 status_handle(struct conn *);
