@@ -10,6 +10,15 @@ void	log_init(int level, int json, const char *role);
 void	log_setrole(const char *role);
 int	log_reopen(const char *path);	/* USR1: reopen log.file; NULL = stderr */
 
+/*
+ * A child before it is ready: also copy each warning and error, as one line
+ * "E message" (at most LOG_TEE_MAX bytes), to fd, so the master can give a
+ * child's last error when it keeps dying. -1 stops.
+ */
+#define LOG_TEE_MAX	1024
+void	log_tee(int fd);
+
+void	log_errx(const char *, ...) __attribute__((format(printf, 1, 2)));
 void	log_warn(const char *, ...) __attribute__((format(printf, 1, 2)));
 void	log_warnx(const char *, ...) __attribute__((format(printf, 1, 2)));
 void	log_info(const char *, ...) __attribute__((format(printf, 1, 2)));
