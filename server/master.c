@@ -801,13 +801,15 @@ master_main(struct conf *cf, const char *cfpath,
 	static struct master	 master;
 	struct master		*m = &master;
 	sigset_t		 set;
-	int			 rv;
+	int			 rv, i;
 
 	m->cf = cf;
 	m->cfpath = cfpath;
 	m->ov = *ov;
 	m->pid = getpid();
 	m->fd_tls = m->fd_status = m->fd_ipc = -1;
+	for (i = 0; i < MASTER_MAX_CHILDREN; i++)
+		m->kids[i].rfd = -1;
 	signal(SIGPIPE, SIG_IGN);
 	master_sigset(&set);
 	sigprocmask(SIG_BLOCK, &set, NULL);
