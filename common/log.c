@@ -67,10 +67,9 @@ static void
 log_tee_write(const char *msg)
 {
 	char	line[LOG_TEE_MAX + 3];
-	size_t	i, n = 0;
+	size_t	i, n = strlen(LOG_TEE_PREFIX);
 
-	line[n++] = 'E';
-	line[n++] = ' ';
+	memcpy(line, LOG_TEE_PREFIX, n);
 	for (i = 0; msg[i] != '\0' && n < LOG_TEE_MAX + 1; i++)
 		line[n++] = msg[i] == '\n' ? ' ' : msg[i];
 	line[n++] = '\n';

@@ -3,8 +3,8 @@
  * name, give up root, and (workers) lock itself out of the network.
  */
 #include <errno.h>
-#include <limits.h>
 #include <grp.h>
+#include <limits.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdint.h>

@@ -48,7 +48,7 @@ struct store *proc_open_store(const struct conf *);
 void	proc_probe_store(const struct conf *) __attribute__((noreturn));
 /*
  * A child's startup report to the master on fd (a pipe): its warnings and
- * errors (log_tee lines "E ...") until proc_ready() writes PROC_READY and
+ * errors (log_tee lines) until proc_ready() writes PROC_READY and
  * closes fd. A child that dies before that died before it was ready.
  */
 #define PROC_READY	"R"

@@ -338,12 +338,14 @@ master_fill(struct master *m)
 static void
 master_report_line(struct master *m, struct child *c)
 {
+	size_t	plen = strlen(LOG_TEE_PREFIX);
+
 	c->line[c->len] = '\0';
 	if (strcmp(c->line, PROC_READY) == 0) {
 		c->ready = 1;
 		m->unready[c->role] = 0;
-	} else if (c->line[0] == 'E' && c->line[1] == ' ')
-		memcpy(c->why, c->line + 2, c->len - 1);
+	} else if (strncmp(c->line, LOG_TEE_PREFIX, plen) == 0)
+		memcpy(c->why, c->line + plen, c->len - plen + 1);
 	c->len = 0;
 }
 
