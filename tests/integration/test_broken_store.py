@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 
-from lp import Fixture, Pki, Server, run, wait_for
+from lp import Fixture, Pki, Server, fake_key, run, wait_for
 
 EXIT_WITHIN = 10     # seconds; a broken store must not take longer
 TS = "2026-11-26T16:00:00Z"
@@ -47,16 +47,22 @@ def assert_refused(rc, log, path, *words):
 
 def test_empty_data_mdb_is_refused_and_left_alone():
     with Fixture() as fx:
-        srv = fx.add(Server(fx.add(Pki()), "authority"))
-        os.makedirs(srv.store)
-        data = os.path.join(srv.store, "data.mdb")
-        open(data, "wb").close()
-        t0 = time.time()
-        rc, log = serve_exit(srv)
-        assert time.time() - t0 < 5, "took %.1fs" % (time.time() - t0)
-        assert_refused(rc, log, srv.store, "data.mdb is empty (0 bytes)",
-                       "Move it aside", "restore it from backup")
-        assert os.path.getsize(data) == 0
+        pki = fx.add(Pki())
+        proxy = Server(pki, "proxy", extra={"license": {
+            "server_url": ["https://127.0.0.1:1"], "ca_file": pki.ca,
+            "trusted_keys": [pki.pub]}},
+            env={"LICPROXY_LICENSE_KEY": fake_key("proxy")})
+        for srv in (fx.add(Server(pki, "authority")), fx.add(proxy)):
+            os.makedirs(srv.store)
+            data = os.path.join(srv.store, "data.mdb")
+            open(data, "wb").close()
+            t0 = time.time()
+            rc, log = serve_exit(srv)
+            assert time.time() - t0 < 5, "took %.1fs" % (time.time() - t0)
+            assert_refused(rc, log, srv.store,
+                           "data.mdb is empty (0 bytes)", "Move it aside",
+                           "restore it from backup")
+            assert os.path.getsize(data) == 0
 
 
 def test_junk_data_mdb_is_refused():
