@@ -108,6 +108,23 @@ def test_truncated_store_is_refused_without_sigbus():
         assert os.path.getsize(data) == half
 
 
+def test_damaged_pages_are_refused():
+    """Meta pages intact, every data page zeroed: LMDB finds pages of the
+    wrong type; the message says how to salvage."""
+    with Fixture() as fx:
+        srv = fx.add(Server(fx.add(Pki()), "authority"))
+        fill_store(srv, n_batches=1)
+        data = os.path.join(srv.store, "data.mdb")
+        size = os.path.getsize(data)
+        with open(data, "r+b") as f:
+            f.seek(2 * 4096)
+            f.write(bytes(size - 2 * 4096))
+        rc, log = serve_exit(srv)
+        assert_refused(rc, log, srv.store, "MDB_CORRUPTED", "damaged",
+                       "mdb_dump -a")
+        assert os.path.getsize(data) == size
+
+
 def test_store_path_is_a_file():
     with Fixture() as fx:
         srv = fx.add(Server(fx.add(Pki()), "authority"))
