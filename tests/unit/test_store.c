@@ -232,6 +232,60 @@ t_open_refuses_truncated(void **state)
 	assert_non_null(strstr(err, "data.mdb is truncated"));
 }
 
+/*
+ * The page of data.mdb that holds marker. Copy-on-write leaves older
+ * copies of a leaf behind, so the marker must be in the last write only.
+ */
+static long
+page_of(const char *file, const char *marker)
+{
+	char	 pg[4096];
+	FILE	*fp;
+	long	 n, found = -1;
+
+	assert_non_null(fp = fopen(file, "rb"));
+	for (n = 0; fread(pg, 1, sizeof(pg), fp) == sizeof(pg); n++)
+		if (memmem(pg, sizeof(pg), marker, strlen(marker)) != NULL) {
+			assert_int_equal(found, -1);
+			found = n;
+		}
+	fclose(fp);
+	return found;
+}
+
+/* A damaged leaf that opening does not touch: store_check finds it. */
+static void
+t_check_finds_damage(void **state)
+{
+	struct fix	*f = *state;
+	struct store	*s = open_rw(f, MAPSZ);
+	char		 err[1024], path[192], zero[4096];
+	unsigned char	 sha[32];
+	FILE		*fp;
+	long		 pg;
+	int		 i;
+
+	for (i = 0; i < 20; i++) {
+		sha_of(sha, i);
+		assert_int_equal(store_lease_put(s, sha, i < 19 ? "tok" :
+		    "tok-marker-19", i < 19 ? 3 : 13, 1), 0);
+	}
+	store_close(s);
+	snprintf(path, sizeof(path), "%s/data.mdb", f->path);
+	pg = page_of(path, "tok-marker-19");
+	assert_true(pg >= 2);
+	memset(zero, 0, sizeof(zero));
+	assert_non_null(fp = fopen(path, "r+b"));
+	assert_int_equal(fseek(fp, pg * 4096, SEEK_SET), 0);
+	assert_int_equal(fwrite(zero, 1, sizeof(zero), fp), sizeof(zero));
+	fclose(fp);
+	s = open_rw(f, MAPSZ);
+	assert_int_equal(store_check(s, f->path, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, f->path));
+	assert_non_null(strstr(err, "damaged"));
+	store_close(s);
+}
+
 static void
 t_lease(void **state)
 {
@@ -825,6 +879,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(t_open_refuses_junk, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(t_open_refuses_truncated, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(t_check_finds_damage, setup,
 		    teardown),
 	};
 
