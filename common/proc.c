@@ -183,6 +183,8 @@ proc_probe_store(const struct conf *cf)
 void
 proc_report_init(int fd)
 {
+	/* A master that re-executed itself has closed the other end. */
+	signal(SIGPIPE, SIG_IGN);
 	proc_report_fd = fd;
 	log_tee(fd);
 }
