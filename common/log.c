@@ -17,6 +17,7 @@ static int		 log_level = LOG_INFO;
 static int		 log_json;
 static const char	*log_role = "master";
 static int		 log_cli;	/* a CLI command: "licproxy: msg" */
+static int		 log_tee_fd = -1;	/* see log_tee() */
 
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
 
@@ -59,6 +60,30 @@ log_reopen(const char *path)
 	}
 	close(fd);
 	return 0;
+}
+
+void
+log_tee(int fd)
+{
+	log_tee_fd = fd;
+}
+
+/*
+ * One short line per warning or error to the tee fd (non-blocking: a full
+ * pipe loses a line rather than stalling a child that is starting up).
+ */
+static void
+log_tee_write(const char *msg)
+{
+	char	line[LOG_TEE_MAX + 3];
+	size_t	i, n = strlen(LOG_TEE_PREFIX);
+
+	memcpy(line, LOG_TEE_PREFIX, n);
+	for (i = 0; msg[i] != '\0' && n < LOG_TEE_MAX + 1; i++)
+		line[n++] = msg[i] == '\n' ? ' ' : msg[i];
+	line[n++] = '\n';
+	if (write(log_tee_fd, line, n) == -1)
+		return;		/* the master learns less; nothing else to do */
 }
 
 /* JSON-escape s into out (always NUL-terminated). */
@@ -119,6 +144,8 @@ log_vlog(int level, int with_errno, const char *fmt, va_list ap)
 	if (with_errno && n >= 0 && (size_t)n < sizeof(msg))
 		snprintf(msg + n, sizeof(msg) - n, ": %s", strerror(saved));
 	log_emit(level, msg);
+	if (log_tee_fd != -1 && level <= LOG_WARN)
+		log_tee_write(msg);
 	errno = saved;
 }
 
@@ -132,6 +159,7 @@ name(const char *fmt, ...)					\
 	va_end(ap);						\
 }
 
+LOG_FN(log_errx, LOG_ERR, 0)
 LOG_FN(log_warn, LOG_WARN, 1)
 LOG_FN(log_warnx, LOG_WARN, 0)
 LOG_FN(log_info, LOG_INFO, 0)

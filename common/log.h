@@ -11,6 +11,16 @@ void	log_init_cli(void);
 void	log_setrole(const char *role);
 int	log_reopen(const char *path);	/* USR1: reopen log.file; NULL = stderr */
 
+/*
+ * A child before it is ready: also copy each warning and error to fd, as
+ * one line LOG_TEE_PREFIX "message" (the message cut to LOG_TEE_MAX bytes),
+ * so the master can give a child's last error when it keeps dying. -1 stops.
+ */
+#define LOG_TEE_MAX	1024
+#define LOG_TEE_PREFIX	"E "
+void	log_tee(int fd);
+
+void	log_errx(const char *, ...) __attribute__((format(printf, 1, 2)));
 void	log_warn(const char *, ...) __attribute__((format(printf, 1, 2)));
 void	log_warnx(const char *, ...) __attribute__((format(printf, 1, 2)));
 void	log_info(const char *, ...) __attribute__((format(printf, 1, 2)));

@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <grp.h>
+#include <limits.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdint.h>
@@ -22,6 +23,8 @@
 #include "log.h"
 #include "proc.h"
 #include "store.h"
+
+static int	proc_report_fd = -1;	/* see proc_report_init */
 
 int64_t
 proc_now_ms(void)
@@ -116,20 +119,96 @@ proc_drop_privs(const char *user)
 	return 0;
 }
 
+/*
+ * LMDB would only say "Permission denied": name the user and what to give
+ * it. access() checks the real ids, which are the dropped ones by now.
+ */
+static int
+proc_store_access(const char *dir, char *err, size_t errlen)
+{
+	static const char *const files[] = { "", "/data.mdb", "/lock.mdb" };
+	struct passwd	*pw = getpwuid(geteuid());
+	const char	*u = pw != NULL ? pw->pw_name : "?";
+	char		 path[PATH_MAX];
+	size_t		 i;
+
+	for (i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		if ((size_t)snprintf(path, sizeof(path), "%s%s", dir, files[i]) >=
+		    sizeof(path))
+			return 0;	/* store_open says it is too long */
+		if (access(path, R_OK | W_OK | (i == 0 ? X_OK : 0)) == 0 ||
+		    (errno != EACCES && errno != EPERM && errno != EROFS))
+			continue;	/* absent, or for store_open to tell */
+		snprintf(err, errlen, "store %s: user %s cannot read and write"
+		    " %s%s (%s). Give %s the directory and its files (chown -R"
+		    " %s %s; chmod -R u+rwX %s) and search access to every"
+		    " directory above it", dir, u, dir, files[i],
+		    strerror(errno), u, u, dir, dir);
+		return -1;
+	}
+	return 0;
+}
+
+/* What every child and the probe do: drop to server.user, then open. */
+static struct store *
+proc_store(const struct conf *cf, char *err, size_t errlen)
+{
+	if (proc_drop_privs(cf->server.user) == -1)
+		exit(2);
+	if (proc_store_access(cf->store.path, err, errlen) == -1)
+		return NULL;
+	return store_open(cf->store.path, cf->store.max_size, 0, err, errlen);
+}
+
 struct store *
 proc_open_store(const struct conf *cf)
 {
 	struct store	*st;
-	char		 err[512];
+	char		 err[1024];
 
-	if (proc_drop_privs(cf->server.user) == -1)
-		exit(2);
-	if ((st = store_open(cf->store.path, cf->store.max_size, 0, err,
-	    sizeof(err))) == NULL) {
-		log_warnx("%s", err);
+	if ((st = proc_store(cf, err, sizeof(err))) == NULL) {
+		log_errx("%s", err);
 		exit(1);
 	}
 	return st;
+}
+
+void
+proc_probe_store(const struct conf *cf)
+{
+	struct store	*st;
+	char		 err[1024];
+
+	proc_name("licproxy-probe");
+	if ((st = proc_store(cf, err, sizeof(err))) == NULL ||
+	    store_check(st, cf->store.path, err, sizeof(err)) == -1) {
+		log_errx("%s", err);
+		_exit(1);
+	}
+	store_close(st);
+	_exit(0);
+}
+
+void
+proc_report_init(int fd)
+{
+	/* A master that re-executed itself has closed the other end. */
+	signal(SIGPIPE, SIG_IGN);
+	proc_report_fd = fd;
+	log_tee(fd);
+}
+
+void
+proc_ready(void)
+{
+	if (proc_report_fd == -1)
+		return;
+	log_tee(-1);
+	if (write(proc_report_fd, PROC_READY "\n", strlen(PROC_READY) + 1) ==
+	    -1)
+		log_warn("ready report");
+	close(proc_report_fd);
+	proc_report_fd = -1;
 }
 
 int

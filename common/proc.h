@@ -41,6 +41,20 @@ void	proc_name(const char *comm);
  * so a fresh store's files belong to that user. Key files are read before.
  */
 struct store *proc_open_store(const struct conf *);
+/*
+ * serve's store check before any child starts, in a short-lived child of
+ * its own: proc_open_store's steps, then store_check. Logs why and exits 1
+ * if the store cannot be used, else exits 0.
+ */
+void	proc_probe_store(const struct conf *) __attribute__((noreturn));
+/*
+ * A child's startup report to the master on fd (a pipe): its warnings and
+ * errors (log_tee lines) until proc_ready() writes PROC_READY and
+ * closes fd. A child that dies before that died before it was ready.
+ */
+#define PROC_READY	"R"
+void	proc_report_init(int fd);
+void	proc_ready(void);
 int	proc_user_check(const char *user, char *err, size_t errlen);
 int	proc_sandbox_worker(void);	/* NO_NEW_PRIVS + seccomp filter */
 int	proc_no_dump(void);

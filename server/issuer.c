@@ -151,6 +151,7 @@ issuer_main(struct proc_env *env)
 	ev = event_new(is.base, -1, EV_PERSIST, issuer_tick, NULL);
 	event_add(ev, &tick);
 	issuer_tick(-1, 0, NULL);
+	proc_ready();
 	event_base_dispatch(is.base);
 	exit(0);
 }

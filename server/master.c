@@ -40,6 +40,8 @@
 #define STABLE_MS		10000	/* lived this long: not a crash loop */
 #define STOP_DEADLINE_MS	8000	/* SPEC: gone within 10 s of TERM */
 #define BACKEND_GRACE_MS	1000	/* uplink/issuer, after the workers */
+#define MAX_UNREADY		5	/* SPEC: deaths in a row before ready */
+#define PROBE_TIMEOUT_MS	30000	/* the store check before any child */
 
 struct child {
 	pid_t		pid;		/* 0 = free */
@@ -47,6 +49,11 @@ struct child {
 	int		gen;		/* configuration generation */
 	int64_t		started;
 	int64_t		kill_at;	/* 0, or SIGKILL after this (draining) */
+	int		rfd;		/* its startup report (proc_ready), or -1 */
+	int		ready;
+	size_t		len;		/* of line, the report line being read */
+	char		line[LOG_TEE_MAX + 4];
+	char		why[LOG_TEE_MAX + 4];	/* its last error line */
 };
 
 struct master {
@@ -61,6 +68,8 @@ struct master {
 	int64_t			 stop_deadline;
 	int			 fails[3];	/* consecutive quick deaths */
 	int64_t			 not_before[3];	/* back-off, by role */
+	int			 unready[3];	/* deaths in a row before ready */
+	int			 exit_code;
 	struct child		 kids[MASTER_MAX_CHILDREN];
 	pid_t			 pid;
 };
@@ -101,15 +110,13 @@ master_listen(const char *host, int port)
  * (keys create before the first start) must become theirs.
  */
 static void
-master_chown_store(struct master *m, const struct passwd *pw,
-    const char *sock)
+master_chown_store(struct master *m, const struct passwd *pw)
 {
 	static const char *const files[] = { "data.mdb", "lock.mdb" };
 	char	path[PATH_MAX];
 	size_t	i;
 
-	if (chown(sock, pw->pw_uid, pw->pw_gid) == -1 ||
-	    chown(m->cf->store.path, pw->pw_uid, pw->pw_gid) == -1)
+	if (chown(m->cf->store.path, pw->pw_uid, pw->pw_gid) == -1)
 		log_warn("chown %s", m->cf->store.path);
 	for (i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
 		snprintf(path, sizeof(path), "%s/%s", m->cf->store.path,
@@ -119,19 +126,48 @@ master_chown_store(struct master *m, const struct passwd *pw,
 	}
 }
 
+/* server.user's entry when the children drop to it, else NULL. */
+static struct passwd *
+master_child_user(struct master *m)
+{
+	const char *user = m->cf->server.user;
+
+	if (geteuid() != 0 || user == NULL || *user == '\0')
+		return NULL;
+	return getpwnam(user);
+}
+
+/* The store directory, made here (as root) and given to server.user. */
+static int
+master_prepare_store(struct master *m)
+{
+	struct passwd	*pw;
+	struct stat	 sb;
+
+	if (mkdir(m->cf->store.path, 0700) == -1 && errno != EEXIST) {
+		log_errx("store %s: cannot make the directory: %s. Make it"
+		    " yourself, or point store.path elsewhere",
+		    m->cf->store.path, strerror(errno));
+		return -1;
+	}
+	if (stat(m->cf->store.path, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
+		log_errx("store %s: not a directory. Point store.path at a"
+		    " directory", m->cf->store.path);
+		return -1;
+	}
+	if ((pw = master_child_user(m)) != NULL)
+		master_chown_store(m, pw);
+	return 0;
+}
+
 /* The workers' channel to the uplink/issuer: a Unix socket in the store. */
 static int
 master_listen_ipc(struct master *m)
 {
 	struct sockaddr_un	 sun;
 	struct passwd		*pw;
-	const char		*user = m->cf->server.user;
 	int			 fd;
 
-	if (mkdir(m->cf->store.path, 0700) == -1 && errno != EEXIST) {
-		log_warn("store.path %s", m->cf->store.path);
-		return -1;
-	}
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;
 	if ((size_t)snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/ipc.sock",
@@ -149,9 +185,9 @@ master_listen_ipc(struct master *m)
 			close(fd);
 		return -1;
 	}
-	if (geteuid() == 0 && user != NULL && *user != '\0' &&
-	    (pw = getpwnam(user)) != NULL)
-		master_chown_store(m, pw, sun.sun_path);
+	if ((pw = master_child_user(m)) != NULL &&
+	    chown(sun.sun_path, pw->pw_uid, pw->pw_gid) == -1)
+		log_warn("chown %s", sun.sun_path);
 	memcpy(m->ipc_path, sun.sun_path, sizeof(m->ipc_path));
 	return fd;
 }
@@ -163,12 +199,12 @@ role_comm(int role)
 	    role == ROLE_UPLINK ? "licproxy-uplink" : "licproxy-issuer";
 }
 
+/* First steps of every child: the master's signal state undone. */
 static void
-child_run(struct master *m, int role, int slot)
+child_init(struct master *m)
 {
-	struct proc_env	env;
 	sigset_t	none;
-	int		sig;
+	int		sig, i;
 
 	for (sig = 1; sig < NSIG; sig++)
 		signal(sig, SIG_DFL);
@@ -180,6 +216,19 @@ child_run(struct master *m, int role, int slot)
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
 	if (getppid() != m->pid)
 		_exit(0);
+	/* The siblings' startup reports are the master's to read. */
+	for (i = 0; i < MASTER_MAX_CHILDREN; i++)
+		if (m->kids[i].pid != 0 && m->kids[i].rfd != -1)
+			close(m->kids[i].rfd);
+}
+
+static void
+child_run(struct master *m, int role, int slot, int report)
+{
+	struct proc_env	env;
+
+	child_init(m);
+	proc_report_init(report);
 	memset(&env, 0, sizeof(env));
 	env.cf = m->cf;
 	env.tls = m->tls;
@@ -204,12 +253,14 @@ child_run(struct master *m, int role, int slot)
 	issuer_main(&env);
 }
 
+static void	master_stop(struct master *, int);
+
 static int
 master_spawn(struct master *m, int role)
 {
 	struct child	*c = NULL;
 	pid_t		 pid;
-	int		 i, slot;
+	int		 i, slot, p[2];
 
 	for (i = 0; i < MASTER_MAX_CHILDREN && c == NULL; i++)
 		if (m->kids[i].pid == 0)
@@ -218,13 +269,27 @@ master_spawn(struct master *m, int role)
 		log_warnx("too many processes");
 		return -1;
 	}
-	if ((pid = fork()) == -1) {
-		log_warn("fork");
+	if (pipe2(p, O_CLOEXEC | O_NONBLOCK) == -1) {
+		log_warn("pipe");
 		stats_slot_release(-1);
 		return -1;
 	}
-	if (pid == 0)
-		child_run(m, role, slot);
+	if ((pid = fork()) == -1) {
+		log_warn("fork");
+		stats_slot_release(-1);
+		close(p[0]);
+		close(p[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		close(p[0]);
+		child_run(m, role, slot, p[1]);
+	}
+	close(p[1]);
+	c->rfd = p[0];
+	c->ready = 0;
+	c->len = 0;
+	c->why[0] = '\0';
 	stats->slots[slot].pid = pid;
 	c->pid = pid;
 	c->role = role;
@@ -269,6 +334,89 @@ master_fill(struct master *m)
 	stats->uplink_alive = master_count(m, up, m->gen) > 0;
 }
 
+/* One whole line of a child's startup report. */
+static void
+master_report_line(struct master *m, struct child *c)
+{
+	size_t	plen = strlen(LOG_TEE_PREFIX);
+
+	c->line[c->len] = '\0';
+	if (strcmp(c->line, PROC_READY) == 0) {
+		c->ready = 1;
+		m->unready[c->role] = 0;
+	} else if (strncmp(c->line, LOG_TEE_PREFIX, plen) == 0)
+		memcpy(c->why, c->line + plen, c->len - plen + 1);
+	c->len = 0;
+}
+
+/* Read what a child reported so far; the pipe closes once it is ready. */
+static void
+master_report_read(struct master *m, struct child *c)
+{
+	char	buf[4096];
+	ssize_t	n, i;
+
+	while (c->rfd != -1) {
+		if ((n = read(c->rfd, buf, sizeof(buf))) == -1 &&
+		    (errno == EAGAIN || errno == EINTR))
+			return;
+		if (n <= 0) {
+			close(c->rfd);
+			c->rfd = -1;
+			return;
+		}
+		for (i = 0; i < n; i++) {
+			if (buf[i] == '\n')
+				master_report_line(m, c);
+			else if (c->len < sizeof(c->line) - 1)
+				c->line[c->len++] = buf[i];
+		}
+	}
+}
+
+static void
+master_reports(struct master *m)
+{
+	int i;
+
+	for (i = 0; i < MASTER_MAX_CHILDREN; i++)
+		if (m->kids[i].pid != 0 && m->kids[i].rfd != -1)
+			master_report_read(m, &m->kids[i]);
+}
+
+/*
+ * A child died before it was ready: respawning one that will die the same
+ * way only keeps the listeners open with nobody to answer. After
+ * MAX_UNREADY in a row, give up with its last error. KILL and TERM come
+ * from outside (an operator, the OOM killer): no failure of its own.
+ */
+static void
+master_not_ready(struct master *m, struct child *c, int status)
+{
+	char		 how[64];
+	const char	*why = c->why;
+
+	if (WIFSIGNALED(status) && (WTERMSIG(status) == SIGKILL ||
+	    WTERMSIG(status) == SIGTERM))
+		return;
+	if (++m->unready[c->role] < MAX_UNREADY)
+		return;
+	if (*why == '\0') {
+		if (WIFSIGNALED(status))
+			snprintf(how, sizeof(how), "died on signal %d (%s)",
+			    WTERMSIG(status), strsignal(WTERMSIG(status)));
+		else
+			snprintf(how, sizeof(how), "exited with %d",
+			    WEXITSTATUS(status));
+		why = how;
+	}
+	log_errx("%s failed %d times in a row before it was ready: %s;"
+	    " exiting", role_comm(c->role) + strlen("licproxy-"), MAX_UNREADY,
+	    why);
+	m->exit_code = 1;
+	master_stop(m, 0);
+}
+
 static void
 master_died(struct master *m, struct child *c, int status)
 {
@@ -277,6 +425,7 @@ master_died(struct master *m, struct child *c, int status)
 
 	stats_slot_release(c->pid);
 	c->pid = 0;
+	master_report_read(m, c);	/* its last words, then EOF */
 	if (m->stopping || c->kill_at != 0 || c->gen != m->gen)
 		return;		/* we asked it to go */
 	if (WIFSIGNALED(status))
@@ -285,6 +434,10 @@ master_died(struct master *m, struct child *c, int status)
 	else
 		log_warnx("%s exited with %d", role_comm(c->role), code);
 	stats->restarts[c->role]++;
+	if (!c->ready)
+		master_not_ready(m, c, status);
+	if (m->stopping)
+		return;
 	m->fails[c->role] = lived >= STABLE_MS ? 0 : m->fails[c->role] + 1;
 	delay = m->fails[c->role] == 0 ? 0 :
 	    BACKOFF_MIN_MS << (m->fails[c->role] < 9 ? m->fails[c->role] - 1 : 9);
@@ -420,6 +573,7 @@ master_reload(struct master *m)
 	log_init(ncf->log.level, ncf->log.json, NULL);
 	m->gen++;
 	memset(m->fails, 0, sizeof(m->fails));
+	memset(m->unready, 0, sizeof(m->unready));
 	memset(m->not_before, 0, sizeof(m->not_before));
 	master_fill(m);
 	/* USR2: finish in-flight and keep-alive requests, then exit. */
@@ -447,7 +601,8 @@ master_stop(struct master *m, int sig)
 
 	if (m->stopping)
 		return;
-	log_info("signal %d: stopping", sig);
+	if (sig != 0)
+		log_info("signal %d: stopping", sig);
 	sdnotify("STOPPING=1");
 	m->stopping = 1;
 	m->stop_deadline = proc_now_ms() + STOP_DEADLINE_MS;
@@ -547,6 +702,7 @@ master_loop(struct master *m)
 		if (sig > 0)
 			master_handle(m, sig);
 		master_reap(m);	/* SIGCHLD coalesces */
+		master_reports(m);
 		if (m->stopping)
 			master_stop_backend(m);
 		master_enforce_deadlines(m);
@@ -556,10 +712,64 @@ master_loop(struct master *m)
 	}
 }
 
+/* The probe's status, or -1 (killed) if it outlived PROBE_TIMEOUT_MS. */
+static int
+master_probe_wait(pid_t pid, int *status)
+{
+	struct timespec	 tick = { 0, 10 * 1000000 };
+	int64_t		 end = proc_now_ms() + PROBE_TIMEOUT_MS;
+	pid_t		 r;
+
+	while ((r = waitpid(pid, status, WNOHANG)) == 0 &&
+	    proc_now_ms() < end)
+		nanosleep(&tick, NULL);
+	if (r == pid)
+		return 0;
+	kill(pid, SIGKILL);
+	waitpid(pid, status, 0);
+	return -1;
+}
+
+/*
+ * Before any listener or child: one short-lived child opens the store as
+ * the children will (as server.user, read-write) and reads every db, so a
+ * store that cannot be used stops serve with the reason instead of a
+ * respawn loop behind open ports. The master itself never opens LMDB.
+ */
+static int
+master_probe_store(struct master *m)
+{
+	const char	*path = m->cf->store.path;
+	pid_t		 pid;
+	int		 status;
+
+	if ((pid = fork()) == -1) {
+		log_warn("fork");
+		return -1;
+	}
+	if (pid == 0) {
+		child_init(m);
+		proc_probe_store(m->cf);
+	}
+	if (master_probe_wait(pid, &status) == -1) {
+		log_errx("store %s: the check did not finish in %ds (a"
+		    " process holding it?)", path, PROBE_TIMEOUT_MS / 1000);
+		return -1;
+	}
+	if (WIFEXITED(status))
+		return WEXITSTATUS(status);	/* it said why */
+	log_errx("store %s: the check died on signal %d (%s): the store is"
+	    " damaged. Restore it from backup, or move it aside to start with"
+	    " an empty store", path, WTERMSIG(status),
+	    strsignal(WTERMSIG(status)));
+	return -1;
+}
+
 static int
 master_setup(struct master *m)
 {
-	char err[1024];
+	char	err[1024];
+	int	rv;
 
 	if (stats_create() == -1 || tls_init() == -1) {
 		log_warn("shared memory");
@@ -574,6 +784,10 @@ master_setup(struct master *m)
 		log_warnx("%s", err);
 		return 2;	/* a configuration error, like check-config says */
 	}
+	if (master_prepare_store(m) == -1)
+		return -1;
+	if ((rv = master_probe_store(m)) != 0)
+		return rv;
 	m->fd_tls = master_listen(m->cf->server.host, m->cf->server.port);
 	m->fd_status = master_listen(m->cf->server.status_host,
 	    m->cf->server.status_port);
@@ -590,18 +804,22 @@ master_main(struct conf *cf, const char *cfpath,
 	static struct master	 master;
 	struct master		*m = &master;
 	sigset_t		 set;
-	int			 rv;
+	int			 rv, i;
 
 	m->cf = cf;
 	m->cfpath = cfpath;
 	m->ov = *ov;
 	m->pid = getpid();
 	m->fd_tls = m->fd_status = m->fd_ipc = -1;
+	for (i = 0; i < MASTER_MAX_CHILDREN; i++)
+		m->kids[i].rfd = -1;
 	signal(SIGPIPE, SIG_IGN);
 	master_sigset(&set);
 	sigprocmask(SIG_BLOCK, &set, NULL);
-	if ((rv = master_setup(m)) != 0)
+	if ((rv = master_setup(m)) != 0) {
+		log_errx("exiting");
 		return rv == 2 ? 2 : 1;
+	}
 	master_chown_log(m);
 	log_info("%s mode, listening on %s:%d (TLS) and %s:%d (status),"
 	    " %d workers", cf->mode == CONF_AUTHORITY ? "authority" : "proxy",
@@ -612,5 +830,5 @@ master_main(struct conf *cf, const char *cfpath,
 	master_loop(m);
 	unlink(m->ipc_path);
 	log_info("stopped");
-	return 0;
+	return m->exit_code;
 }

@@ -598,6 +598,7 @@ uplink_main(struct proc_env *env)
 	uplink_lease_stats();
 	uplink_usage_stats();
 	uplink_selfcheck(-1, 0, NULL);
+	proc_ready();
 	event_base_dispatch(up.base);
 	exit(0);
 }

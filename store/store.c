@@ -30,6 +30,10 @@
 #define STORE_IDMAX	64
 #define STORE_MAXREADERS 256
 #define STORE_VALMAX	1024	/* largest packed record (a key: ~630) */
+#define STORE_SALVAGE	"The store is damaged: stop licproxy, restore it" \
+	" from backup, or salvage what still reads with mdb_dump -a and" \
+	" mdb_load into a new directory, or move it aside to start with" \
+	" an empty store"
 
 enum store_db {
 	DB_LEASES, DB_REJECTS, DB_SPOOL, DB_USAGE_IDS, DB_META, DB_KEYS,
@@ -520,7 +524,10 @@ store_mkdirs(const char *dir)
 	return 0;
 }
 
-/* Read-only opens tolerate missing dbs: an absent db reads as empty. */
+/*
+ * Read-only opens tolerate missing dbs: an absent db reads as empty.
+ * Returns 0, a store_err code, or an LMDB code (for store_why).
+ */
 static int
 store_open_dbs(struct store *s)
 {
@@ -535,13 +542,118 @@ store_open_dbs(struct store *s)
 		if (rc == MDB_NOTFOUND && s->rdonly)
 			continue;
 		if (rc != 0) {
+			/* The caller words this one for the operator. */
 			mdb_txn_abort(txn);
-			return store_err(rc, store_dbnames[i]);
+			return rc;
 		}
 		s->have |= 1u << i;
 	}
 	/* Even a read txn must commit for its dbi handles to outlive it. */
 	return store_commit(txn, "open");
+}
+
+/* How to tell an operator why an existing store cannot be used. */
+static void
+store_why(const char *dir, int rc, char *err, size_t errlen)
+{
+	const char	*why = mdb_strerror(rc), *todo;
+
+	switch (rc) {
+	case MDB_INVALID:
+		why = "data.mdb is not an LMDB file (a damaged header, or not a"
+		    " licproxy store)";
+		todo = "Restore it from backup, or move it aside to start with"
+		    " an empty store";
+		break;
+	case MDB_VERSION_MISMATCH:
+		why = "data.mdb was written by an incompatible LMDB version";
+		todo = "Dump it with that version's mdb_dump and load the dump"
+		    " with mdb_load, or restore it from backup";
+		break;
+	case MDB_CORRUPTED:
+	case MDB_PAGE_NOTFOUND:
+	case MDB_PANIC:
+		todo = STORE_SALVAGE;
+		break;
+	case EACCES:
+	case EPERM:
+	case EROFS:
+		todo = "Give the user licproxy runs as (server.user) read and"
+		    " write access to the directory and its files";
+		break;
+	case ENOTDIR:
+		why = "not a directory";
+		todo = "Point store.path at a directory";
+		break;
+	case -1:
+		why = "cannot open its databases";
+		/* FALLTHROUGH */
+	default:
+		todo = "Check the directory, its files and the log above";
+	}
+	snprintf(err, errlen, "store %s: %s. %s", dir, why, todo);
+}
+
+/*
+ * A 0-byte data.mdb would be taken by LMDB for a new store, wiping every
+ * cached lease and spooled record without a word. But a process making a
+ * new store holds LMDB's exclusive lock while the file is still empty: a
+ * read-only open waits for it, and cannot initialise the file itself.
+ */
+static int
+store_check_empty(const char *dir, char *err, size_t errlen)
+{
+	char		 path[PATH_MAX];
+	struct stat	 sb;
+	MDB_env		*env;
+	int		 rc;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/data.mdb", dir) >=
+	    sizeof(path) || stat(path, &sb) == -1 || !S_ISREG(sb.st_mode) ||
+	    sb.st_size > 0)
+		return 0;	/* LMDB reports the other cases */
+	if ((rc = mdb_env_create(&env)) == 0) {
+		if ((rc = mdb_env_set_maxdbs(env, DB_COUNT + 1)) == 0)
+			rc = mdb_env_open(env, dir, MDB_RDONLY | MDB_NOTLS,
+			    0600);
+		mdb_env_close(env);
+	}
+	if (rc == 0)
+		return 0;	/* another process has just made it */
+	snprintf(err, errlen, "store %s: data.mdb is empty (0 bytes); it is"
+	    " not a licproxy store. Move it aside to start with an empty"
+	    " store, or restore it from backup", dir);
+	return -1;
+}
+
+/*
+ * A data.mdb shorter than its last page in use (a copy cut short, a full
+ * disk during a restore) opens fine but SIGBUSes whoever reads past the end.
+ * The meta pages say where the data ends; LMDB read them at open.
+ */
+static int
+store_check_size(struct store *s, const char *dir, char *err, size_t errlen)
+{
+	MDB_envinfo	 info;
+	MDB_stat	 st;
+	struct stat	 sb;
+	int		 fd;
+	uint64_t	 need;
+
+	if (mdb_env_info(s->env, &info) != 0 ||
+	    mdb_env_stat(s->env, &st) != 0 ||
+	    mdb_env_get_fd(s->env, &fd) != 0 || fstat(fd, &sb) == -1) {
+		snprintf(err, errlen, "store %s: cannot read its size", dir);
+		return -1;
+	}
+	need = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
+	if ((uint64_t)sb.st_size >= need)
+		return 0;
+	snprintf(err, errlen, "store %s: data.mdb is truncated (%lld bytes, but"
+	    " its data runs to %llu bytes): a copy cut short? Restore the whole"
+	    " file from backup, or move it aside to start with an empty store",
+	    dir, (long long)sb.st_size, (unsigned long long)need);
+	return -1;
 }
 
 static int
@@ -571,10 +683,10 @@ store_open(const char *dir, uint64_t max_size, int flags, char *err,
 {
 	struct store	*s = NULL;
 	unsigned int	 eflags = MDB_NOTLS;
-	int		 rc, dead;
+	char		 why[1024];
+	int		 rc = -1, dead;
 
-	if (err != NULL && errlen > 0)
-		err[0] = '\0';
+	why[0] = '\0';
 	if (dir == NULL || *dir == '\0') {
 		rc = EINVAL;
 		goto fail;
@@ -590,26 +702,65 @@ store_open(const char *dir, uint64_t max_size, int flags, char *err,
 		rc = errno;
 		goto fail;
 	}
+	if (store_check_empty(dir, why, sizeof(why)) == -1)
+		goto fail;
 	if ((rc = mdb_env_create(&s->env)) != 0 ||
 	    (rc = store_env_setup(s, max_size)) != 0 ||
 	    (rc = mdb_env_open(s->env, dir, eflags, 0600)) != 0)
+		goto fail;
+	if (store_check_size(s, dir, why, sizeof(why)) == -1)
 		goto fail;
 	/* A killed process may have left its reader slot behind. */
 	if ((rc = mdb_reader_check(s->env, &dead)) != 0)
 		goto fail;
 	if (dead > 0)
 		log_info("store: cleared %d stale reader(s)", dead);
-	if (store_open_dbs(s) != 0) {
-		rc = -1;
+	if ((rc = store_open_dbs(s)) != 0)
 		goto fail;
-	}
 	return s;
 fail:
+	if (why[0] == '\0')
+		store_why(dir ? dir : "", rc, why, sizeof(why));
 	if (err != NULL && errlen > 0)
-		snprintf(err, errlen, "store %s: %s", dir ? dir : "",
-		    rc == -1 ? "cannot open databases" : mdb_strerror(rc));
+		snprintf(err, errlen, "%s", why);
 	store_close(s);
 	return NULL;
+}
+
+/*
+ * serve's startup check: the first and the last record of every db, which
+ * walks each tree from its root down both edges. Cheap whatever the size,
+ * and where damaged pages show first.
+ */
+int
+store_check(struct store *s, const char *dir, char *err, size_t errlen)
+{
+	MDB_txn		*txn;
+	MDB_cursor	*c;
+	MDB_val		 k, v;
+	int		 i, rc = 0;
+
+	if (store_rbegin(s, &txn) != 0) {
+		store_why(dir, -1, err, errlen);
+		return -1;
+	}
+	for (i = 0; i < DB_COUNT && rc == 0; i++) {
+		if (!HAVE(s, i))
+			continue;
+		if ((rc = mdb_cursor_open(txn, s->dbi[i], &c)) != 0)
+			break;
+		if ((rc = mdb_cursor_get(c, &k, &v, MDB_FIRST)) == 0)
+			rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
+		mdb_cursor_close(c);
+		if (rc == MDB_NOTFOUND)
+			rc = 0;
+	}
+	store_rend(s, txn);
+	if (rc != 0) {
+		store_why(dir, rc, err, errlen);
+		return -1;
+	}
+	return 0;
 }
 
 void

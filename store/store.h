@@ -18,12 +18,16 @@ struct store;
 /*
  * Open (creating the directory and env if needed unless STORE_RDONLY) the
  * environment in dir with map size max_size. Opens every named database.
+ * Refuses (err says why and what to do) a 0-byte or truncated data.mdb.
  * Clears stale reader slots (mdb_reader_check). Safe to call in several
  * processes at once; never call before fork and use after it.
  */
 struct store	*store_open(const char *dir, uint64_t max_size, int flags,
 		    char *err, size_t errlen);
 void		 store_close(struct store *);
+/* Read both ends of every db; -1 with err saying why and what to do. */
+int		 store_check(struct store *, const char *dir, char *err,
+		    size_t errlen);
 int		 store_reader_check(struct store *);	/* returns # cleared */
 
 /*

@@ -168,6 +168,7 @@ worker_main(struct proc_env *env)
 	worker_up_connect(-1, 0, NULL);
 	if (proc_sandbox_worker() == -1)
 		fatal("seccomp sandbox");
+	proc_ready();
 	event_base_dispatch(w.base);
 	access_close();
 	if (w.draining) {

@@ -147,6 +147,145 @@ t_rdonly_missing(void **state)
 	assert_null(store_open("", MAPSZ, 0, NULL, 0));
 }
 
+/* Write data.mdb (len bytes of fill, or junk) into the env dir. */
+static void
+put_data(struct fix *f, size_t len, int junk)
+{
+	char	 path[192];
+	FILE	*fp;
+	size_t	 i;
+
+	mkdir(f->dir, 0700);
+	snprintf(path, sizeof(path), "%s/a", f->dir);
+	mkdir(path, 0700);
+	mkdir(f->path, 0700);
+	snprintf(path, sizeof(path), "%s/data.mdb", f->path);
+	assert_non_null(fp = fopen(path, "wb"));
+	for (i = 0; i < len; i++)
+		fputc(junk ? (int)((i * 7919 + 13) & 0xff) : 0, fp);
+	fclose(fp);
+}
+
+static off_t
+data_size(struct fix *f)
+{
+	char		path[192];
+	struct stat	sb;
+
+	snprintf(path, sizeof(path), "%s/data.mdb", f->path);
+	assert_int_equal(stat(path, &sb), 0);
+	return sb.st_size;
+}
+
+static void
+t_open_refuses_empty(void **state)
+{
+	struct fix	*f = *state;
+	char		 err[1024];
+
+	put_data(f, 0, 0);
+	assert_null(store_open(f->path, MAPSZ, 0, err, sizeof(err)));
+	assert_non_null(strstr(err, f->path));
+	assert_non_null(strstr(err, "empty (0 bytes)"));
+	assert_null(store_open(f->path, MAPSZ, STORE_RDONLY, err,
+	    sizeof(err)));
+	assert_int_equal(data_size(f), 0);	/* not made a new store */
+}
+
+static void
+t_open_refuses_junk(void **state)
+{
+	struct fix	*f = *state;
+	char		 err[1024];
+
+	put_data(f, 65536, 1);
+	assert_null(store_open(f->path, MAPSZ, 0, err, sizeof(err)));
+	assert_non_null(strstr(err, "not an LMDB file"));
+	assert_int_equal(data_size(f), 65536);
+}
+
+static void
+t_open_refuses_truncated(void **state)
+{
+	struct fix	*f = *state;
+	struct store	*s = open_rw(f, MAPSZ);
+	char		 err[1024], path[192];
+	unsigned char	 sha[32];
+	char		 tok[900];
+	int		 i;
+
+	memset(tok, 'x', sizeof(tok));
+	for (i = 0; i < 200; i++) {
+		sha_of(sha, i);
+		sha[1] = i >> 8;
+		assert_int_equal(store_lease_put(s, sha, tok, sizeof(tok), 1),
+		    0);
+	}
+	assert_int_equal(store_check(s, f->path, err, sizeof(err)), 0);
+	store_close(s);
+	snprintf(path, sizeof(path), "%s/data.mdb", f->path);
+	assert_true(data_size(f) > 40 * 4096);
+	assert_int_equal(truncate(path, data_size(f) / 2 / 4096 * 4096), 0);
+	assert_null(store_open(f->path, MAPSZ, 0, err, sizeof(err)));
+	assert_non_null(strstr(err, "data.mdb is truncated"));
+	assert_null(store_open(f->path, 0, STORE_RDONLY, err, sizeof(err)));
+	assert_non_null(strstr(err, "data.mdb is truncated"));
+}
+
+/*
+ * The page of data.mdb that holds marker. Copy-on-write leaves older
+ * copies of a leaf behind, so the marker must be in the last write only.
+ */
+static long
+page_of(const char *file, const char *marker)
+{
+	char	 pg[4096];
+	FILE	*fp;
+	long	 n, found = -1;
+
+	assert_non_null(fp = fopen(file, "rb"));
+	for (n = 0; fread(pg, 1, sizeof(pg), fp) == sizeof(pg); n++)
+		if (memmem(pg, sizeof(pg), marker, strlen(marker)) != NULL) {
+			assert_int_equal(found, -1);
+			found = n;
+		}
+	fclose(fp);
+	return found;
+}
+
+/* A damaged leaf that opening does not touch: store_check finds it. */
+static void
+t_check_finds_damage(void **state)
+{
+	struct fix	*f = *state;
+	struct store	*s = open_rw(f, MAPSZ);
+	char		 err[1024], path[192], zero[4096];
+	unsigned char	 sha[32];
+	FILE		*fp;
+	long		 pg;
+	int		 i;
+
+	for (i = 0; i < 20; i++) {
+		sha_of(sha, i);
+		assert_int_equal(store_lease_put(s, sha, i < 19 ? "tok" :
+		    "tok-marker-19", i < 19 ? 3 : 13, 1), 0);
+	}
+	store_close(s);
+	snprintf(path, sizeof(path), "%s/data.mdb", f->path);
+	pg = page_of(path, "tok-marker-19");
+	assert_true(pg >= 2);
+	memset(zero, 0, sizeof(zero));
+	assert_non_null(fp = fopen(path, "r+b"));
+	assert_int_equal(fseek(fp, pg * 4096, SEEK_SET), 0);
+	assert_int_equal(fwrite(zero, 1, sizeof(zero), fp), sizeof(zero));
+	fclose(fp);
+	s = open_rw(f, MAPSZ);
+	assert_int_equal(store_check(s, f->path, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, f->path));
+	assert_non_null(strstr(err, "damaged"));
+	store_close(s);
+}
+
 static void
 t_lease(void **state)
 {
@@ -780,6 +919,14 @@ main(void)
 		cmocka_unit_test_setup_teardown(t_rdonly_empty_dbs, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(t_fork, setup, teardown),
+		cmocka_unit_test_setup_teardown(t_open_refuses_empty, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(t_open_refuses_junk, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(t_open_refuses_truncated, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(t_check_finds_damage, setup,
+		    teardown),
 	};
 
 	log_init(LOG_ERR, 0, "test");
