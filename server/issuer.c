@@ -55,7 +55,9 @@ issuer_lease(const unsigned char sha[32], struct lease *l, const char **why)
 	l->role = (enum lease_role)k.role;
 	l->iat = now;
 	l->rat = now + is.cf->authority.lease_refresh_s;
-	l->exp = now + is.cf->authority.lease_ttl_s;
+	/* Proxies refuse a lease longer than STORE_LEASE_MAX_S. */
+	l->exp = now + (is.cf->authority.lease_ttl_s < STORE_LEASE_MAX_S ?
+	    is.cf->authority.lease_ttl_s : STORE_LEASE_MAX_S);
 	if (k.expires != 0 && k.expires < l->exp)
 		l->exp = k.expires;
 	if (l->rat > l->exp)

@@ -331,9 +331,7 @@ flight_done(int answered, const struct httpc_res *r, void *arg)
 	if (r->status == 403 || r->status == 401)
 		flight_rejected(f, r);
 	else {
-		if (r->status != 200)
-			log_warnx("upstream answered %d for %s", r->status,
-			    f->kid);
+		log_warnx("upstream answered %d for %s", r->status, f->kid);
 		flight_finish(f, 503, NULL);
 	}
 }
