@@ -10,7 +10,7 @@ import tempfile
 import time
 
 from lp import Fixture, Pki, run, wait_for, key_id
-from test_proxy import FAKETIME_LIB, authority, proxy, finish
+from test_proxy import FAKETIME_LIB, TempDir, authority, proxy, finish
 
 # Below the 2-day glitch, so a lease dated by a stuck mark looks expired.
 SHORT_TTL = "1h"
@@ -183,4 +183,34 @@ def test_authority_glitch_does_not_delay_revocation():
         assert r.status == 200, r
         assert r.json()["issued_at"] < time.strftime(
             "%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600)), r
+        finish(fx)
+
+
+def test_refused_upstream_is_not_connected():
+    """An upstream that answers but whose every lease the proxy refuses
+    (signed by a key not in trusted_keys) is not Connected: Disconnected,
+    /readyz 503, last_error says why; trusting the key again (restart)
+    makes it Connected within one sync_interval."""
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        tmp = fx.add(TempDir())
+        other = os.path.join(tmp.path, "other.key")
+        run("keygen", other)
+        rogue = authority(fx, pki, name="rogue", signing_key=other)
+        pkey = rogue.create_key(name="proxy", role="proxy")
+        key = rogue.create_key()
+        rogue.start()
+        p = proxy(fx, pki, [rogue.url], pkey, sync_interval="1s").start()
+        assert p.license(key).status == 503
+        st = p.status()
+        assert st.json()["state"] == "Disconnected", st
+        assert st.status == 503, st
+        assert "refused" in st.json()["upstream"]["last_error"], st
+        assert p.status("/readyz").status == 503
+        assert p.stop() == 0
+        p.conf["license"]["trusted_keys"] = [other + ".pub"]
+        p.start()
+        wait_for(lambda: state(p) == "Connected", timeout=3,
+                 what="Connected once its leases are cached")
+        assert p.license(key).status == 200
         finish(fx)
