@@ -299,9 +299,12 @@ t_lease_time(void **state)
 	unsigned char		 sha[32];
 	char			 buf[16];
 	uint64_t		 total, valid;
+	static const unsigned char zero[16];
 
 	store_clock_read(s, &c);
 	assert_true(c.boot_ms > 0);
+	/* The boot id was read (Linux always has it). */
+	assert_memory_not_equal(c.boot, zero, sizeof(zero));
 	/* iat 1000, refresh after 60 s, valid 600 s; wall says year 2286. */
 	c.wall = 9999999999LL;
 	store_lease_anchor(&c, 1000, 1060, 1600, 0, &t);
