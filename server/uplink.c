@@ -288,6 +288,12 @@ flight_store(struct flight *f, const struct httpc_res *r)
 	return rv;
 }
 
+static int64_t
+uplink_negative_s(void)
+{
+	return (up.cf->license.negative_ttl_ms + 999) / 1000;
+}
+
 static void
 flight_rejected(struct flight *f, const struct httpc_res *r)
 {
@@ -298,8 +304,7 @@ flight_rejected(struct flight *f, const struct httpc_res *r)
 	if (why == NULL || (strcmp(why, "revoked") != 0 &&
 	    strcmp(why, "expired") != 0))
 		why = "unknown";
-	until = store_now(up.store) + (up.cf->license.negative_ttl_ms + 999) /
-	    1000;
+	until = store_now(up.store) + uplink_negative_s();
 	/* The rejection replaces a cached lease at once. */
 	store_lease_del(up.store, f->sha);
 	store_reject_put(up.store, f->sha, why, until);
@@ -411,7 +416,8 @@ flight_landed(const unsigned char sha[32], const struct ipc_msg *m,
 		return 1;
 	}
 	if (store_reject_get(up.store, sha, reason, sizeof(reason),
-	    &until) == 0 && until > clk.wall) {
+	    &until) == 0 && store_until_live(until, clk.wall,
+	    uplink_negative_s())) {
 		res->status = 403;
 		snprintf(res->reason, sizeof(res->reason), "%s", reason);
 		return 1;

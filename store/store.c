@@ -738,12 +738,17 @@ store_lease_state(const struct store_lease_time *t,
 
 	if (memcmp(t->boot, no_boot, sizeof(no_boot)) != 0 &&
 	    memcmp(t->boot, c->boot, sizeof(c->boot)) == 0) {
-		/* Received in this boot: the wall clock does not matter. */
+		/*
+		 * Received in this boot: the wall clock cannot extend it. It
+		 * may only make a refresh come early (harmless), so refresh_at
+		 * holds when clocks agree and a clock set back, or a lease
+		 * dated ahead, cannot postpone it.
+		 */
 		age = c->boot_ms - t->recv_ms;
 		if (age < 0 || age >= t->life_ms)
 			return STORE_LEASE_EXPIRED;
-		return age >= t->refresh_ms ? STORE_LEASE_DUE :
-		    STORE_LEASE_FRESH;
+		return age >= t->refresh_ms || c->wall >= t->rat ?
+		    STORE_LEASE_DUE : STORE_LEASE_FRESH;
 	}
 	if (c->wall >= t->exp)
 		return STORE_LEASE_EXPIRED;

@@ -47,8 +47,9 @@ int		 store_clock_tick(struct store *);
 
 /*
  * Lease time (SPEC 2 "Time"): a lease is valid for life_ms of
- * CLOCK_BOOTTIME after its receipt in this boot, and due for refresh after
- * refresh_ms, whatever the wall clock says. Only a lease received in an
+ * CLOCK_BOOTTIME after its receipt in this boot, whatever the wall clock
+ * says, and due for refresh after refresh_ms (or earlier, once the wall
+ * clock passes its rat). Only a lease received in an
  * earlier boot (or stored before receipts were recorded) falls back to its
  * signed exp and rat against store_now.
  */
@@ -72,6 +73,16 @@ struct store_clock {
 #define STORE_LEASE_MAX_S	(400LL * 86400)
 
 void	store_clock_read(struct store *, struct store_clock *);
+/*
+ * A deadline set at most max_s after the then "now" (a rejection's until)
+ * still stands: one set while the clock was ahead, or seen with the clock
+ * set back, cannot last longer than max_s from now.
+ */
+static inline int
+store_until_live(int64_t until, int64_t now, int64_t max_s)
+{
+	return until > now && until - now <= max_s;
+}
 /*
  * Anchor a lease at receipt (now): its life and refresh are what is left
  * of exp - iat and rat - iat after age_s seconds (0 for a lease just

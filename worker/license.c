@@ -121,7 +121,8 @@ license_negative(struct conn *c, int64_t now)
 	int64_t	until;
 
 	if (store_reject_get(worker->store, c->sha, reason, sizeof(reason),
-	    &until) == 0 && until > now) {
+	    &until) == 0 && store_until_live(until, now,
+	    (worker->cf->license.negative_ttl_ms + 999) / 1000)) {
 		license_rejected(c, reason);
 		return -1;
 	}

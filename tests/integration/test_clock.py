@@ -9,8 +9,9 @@ import shutil
 import tempfile
 import time
 
-from lp import Fixture, Pki, run, wait_for, key_id
-from test_proxy import FAKETIME_LIB, TempDir, authority, proxy, finish
+from lp import Fixture, Pki, run, wait_for, key_id, fake_key
+from test_proxy import (FAKETIME_LIB, TempDir, authority, proxy, finish,
+                        lic_total)
 
 # Below the 2-day glitch, so a lease dated by a stuck mark looks expired.
 SHORT_TTL = "1h"
@@ -213,4 +214,30 @@ def test_refused_upstream_is_not_connected():
         wait_for(lambda: state(p) == "Connected", timeout=3,
                  what="Connected once its leases are cached")
         assert p.license(key).status == 200
+        finish(fx)
+
+
+def test_rejection_cached_during_glitch_is_forgotten():
+    """A rejection cached while the proxy's clock is +2 days ahead lasts
+    negative_ttl (1 s) of the corrected clock, not two days: the key is
+    asked upstream again."""
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        clock = fx.add(FakeClock())
+        auth = authority(fx, pki)
+        pkey = auth.create_key(name="proxy", role="proxy")
+        auth.start()
+        p = faked(proxy(fx, pki, [auth.url], pkey, negative_ttl="1s"),
+                  clock).start()
+        unknown = fake_key("glitch")
+        clock.set("+2d")
+        r = p.license(unknown)
+        assert r.status == 403 and r.json()["reason"] == "unknown", r
+        asked = lic_total(auth)
+        assert p.license(unknown).status == 403
+        assert lic_total(auth) == asked, "the rejection was not cached"
+        clock.set("+0")
+        time.sleep(1.5)
+        assert p.license(unknown).status == 403
+        assert lic_total(auth) == asked + 1, "still the glitch's rejection"
         finish(fx)

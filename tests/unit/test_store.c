@@ -305,8 +305,8 @@ t_lease_time(void **state)
 	assert_true(c.boot_ms > 0);
 	/* The boot id was read (Linux always has it). */
 	assert_memory_not_equal(c.boot, zero, sizeof(zero));
-	/* iat 1000, refresh after 60 s, valid 600 s; wall says year 2286. */
-	c.wall = 9999999999LL;
+	/* iat 1000, refresh after 60 s, valid 600 s; the wall clock is back. */
+	c.wall = 0;
 	store_lease_anchor(&c, 1000, 1060, 1600, 0, &t);
 	assert_int_equal(t.life_ms, 600000);
 	assert_int_equal(t.refresh_ms, 60000);
@@ -319,6 +319,13 @@ t_lease_time(void **state)
 	assert_int_equal(store_lease_state(&t, &c), STORE_LEASE_DUE);
 	c.boot_ms += 1;
 	assert_int_equal(store_lease_state(&t, &c), STORE_LEASE_EXPIRED);
+	/* A wall clock ahead cannot extend or end it, only refresh early. */
+	c.boot_ms = t.recv_ms + 1000;
+	c.wall = 9999999999LL;
+	assert_int_equal(store_lease_state(&t, &c), STORE_LEASE_DUE);
+	c.boot_ms = t.recv_ms + 600000;
+	assert_int_equal(store_lease_state(&t, &c), STORE_LEASE_EXPIRED);
+	c.wall = 0;
 	/* A boot clock behind the receipt is not this boot's: refused. */
 	c.boot_ms = t.recv_ms - 1;
 	assert_int_equal(store_lease_state(&t, &c), STORE_LEASE_EXPIRED);
