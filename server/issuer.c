@@ -115,7 +115,7 @@ issuer_request(uint64_t chan, const struct ipc_msg *req)
 static void
 issuer_tick(evutil_socket_t fd, short ev, void *arg)
 {
-	static int64_t	 last_prune;
+	static int64_t		 last_prune;
 	struct store_clock	 clk;
 	uint64_t		 total, valid;
 	int64_t			 now = time(NULL);
