@@ -25,6 +25,17 @@
 #include "store.h"
 
 static int	proc_report_fd = -1;	/* see proc_report_init */
+static int
+hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
 
 int64_t
 proc_now_ms(void)
@@ -42,6 +53,46 @@ proc_now_us(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Unlike MONOTONIC it counts suspend: lease age is real elapsed time. */
+int64_t
+proc_boot_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_BOOTTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int
+proc_boot_id(unsigned char id[PROC_BOOT_ID_LEN])
+{
+	FILE	*f;
+	char	 line[64];
+	size_t	 i, n = 0;
+	int	 hi = -1, d;
+
+	memset(id, 0, PROC_BOOT_ID_LEN);
+	if ((f = fopen("/proc/sys/kernel/random/boot_id", "r")) == NULL)
+		return -1;
+	if (fgets(line, sizeof(line), f) == NULL)
+		line[0] = '\0';
+	fclose(f);
+	/* A UUID: 32 hex digits, dashes ignored. */
+	for (i = 0; line[i] != '\0' && n < PROC_BOOT_ID_LEN; i++) {
+		if (line[i] == '-')
+			continue;
+		if ((d = hexval(line[i])) < 0)
+			break;
+		if (hi < 0)
+			hi = d;
+		else {
+			id[n++] = (unsigned char)(hi << 4 | d);
+			hi = -1;
+		}
+	}
+	return n == PROC_BOOT_ID_LEN ? 0 : -1;
 }
 
 void

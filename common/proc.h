@@ -21,6 +21,11 @@ struct proc_env {
 /* Milliseconds on the monotonic clock: deadlines and back-off. */
 int64_t	proc_now_ms(void);
 int64_t	 proc_now_us(void);	/* monotonic, microseconds */
+/* Milliseconds on CLOCK_BOOTTIME (counts suspend): lease age (SPEC 2). */
+int64_t	proc_boot_ms(void);
+/* This boot's /proc/sys/kernel/random/boot_id; -1 (id zeroed) if unread. */
+#define PROC_BOOT_ID_LEN	16
+int	proc_boot_id(unsigned char id[PROC_BOOT_ID_LEN]);
 
 /* Entries: never return. */
 void	worker_main(struct proc_env *) __attribute__((noreturn));

@@ -52,7 +52,7 @@ cache_export(int argc, char **argv)
 struct import_item {
 	unsigned char	sha[32];
 	char		tok[TOKEN_MAX + 1];
-	int64_t		exp;
+	int64_t		iat, rat, exp;
 };
 
 static int
@@ -87,6 +87,8 @@ import_line(const char *line, EVP_PKEY **keys, int nkeys,
 	    strcmp(l.kid, kid) != 0)
 		goto done;
 	strcpy(it->tok, tok);
+	it->iat = l.iat;
+	it->rat = l.rat;
 	it->exp = l.exp;
 	rv = 0;
 done:
@@ -122,20 +124,31 @@ import_read(FILE *f, EVP_PKEY **keys, int nkeys, struct import_item **items,
 static int
 import_store(const char *dir, struct import_item *items, size_t n)
 {
-	struct store	*s;
-	size_t		 i, stored = 0, expired = 0;
-	int64_t		 now;
+	struct store		*s;
+	struct store_clock	 clk;
+	struct store_lease_time	 t;
+	size_t			 i, stored = 0, expired = 0;
+	int64_t			 age;
 
 	if ((s = cli_store_open(dir, 0)) == NULL)
 		return 1;
-	now = store_now(s);
+	store_clock_read(s, &clk);
 	for (i = 0; i < n; i++) {
-		if (items[i].exp <= now) {
+		if (items[i].exp <= clk.wall) {
 			expired++;
 			continue;
 		}
+		/*
+		 * No receipt time travels with a lease: the import is its
+		 * receipt, and it keeps only what the wall clock says is left
+		 * of it (never past its own exp), measured by the boot clock
+		 * from here on.
+		 */
+		age = clk.wall > items[i].iat ? clk.wall - items[i].iat : 0;
+		store_lease_anchor(&clk, items[i].iat, items[i].rat,
+		    items[i].exp, age, &t);
 		if (store_lease_put(s, items[i].sha, items[i].tok,
-		    strlen(items[i].tok), items[i].exp) != 0) {
+		    strlen(items[i].tok), &t) != 0) {
 			store_close(s);
 			return 1;
 		}

@@ -192,13 +192,15 @@ keys_any(const struct store_key *k, void *arg)
 static void
 keys_hint_proxy(struct store *s, const char *what)
 {
-	uint64_t total = 0, valid = 0, pending = 0, fwd = 0;
-	int	 keys = 0;
+	struct store_clock	 clk;
+	uint64_t		 total = 0, valid = 0, pending = 0, fwd = 0;
+	int			 keys = 0;
 
 	/* an authority has keys; its leases are the ones it signed */
 	if (store_key_foreach(s, keys_any, &keys) != 0 || keys)
 		return;
-	store_lease_count(s, time(NULL), &total, &valid);
+	store_clock_read(s, &clk);
+	store_lease_count(s, &clk, &total, &valid);
 	store_spool_stats(s, &pending, &fwd);
 	if (total > 0 || pending > 0 || fwd > 0)
 		fprintf(stderr, "licproxy: no %s here: this is a proxy's store "

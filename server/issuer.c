@@ -55,13 +55,28 @@ issuer_lease(const unsigned char sha[32], struct lease *l, const char **why)
 	l->role = (enum lease_role)k.role;
 	l->iat = now;
 	l->rat = now + is.cf->authority.lease_refresh_s;
-	l->exp = now + is.cf->authority.lease_ttl_s;
+	/* Proxies refuse a lease longer than STORE_LEASE_MAX_S. */
+	l->exp = now + (is.cf->authority.lease_ttl_s < STORE_LEASE_MAX_S ?
+	    is.cf->authority.lease_ttl_s : STORE_LEASE_MAX_S);
 	if (k.expires != 0 && k.expires < l->exp)
 		l->exp = k.expires;
 	if (l->rat > l->exp)
 		l->rat = l->exp;
 	memcpy(l->iss, is.iss, sizeof(is.iss));
 	return 0;
+}
+
+/* The workers read it back under the same rule as a proxy's receipt. */
+static int
+issuer_store(const unsigned char sha[32], const struct lease *l,
+    const char *tok)
+{
+	struct store_clock	clk;
+	struct store_lease_time	t;
+
+	store_clock_read(is.store, &clk);
+	store_lease_anchor(&clk, l->iat, l->rat, l->exp, 0, &t);
+	return store_lease_put(is.store, sha, tok, strlen(tok), &t);
 }
 
 static void
@@ -84,7 +99,7 @@ issuer_request(uint64_t chan, const struct ipc_msg *req)
 		strcpy(res.reason, why != NULL ? why : "");
 		res.retry_after = 1;
 	} else if (token_sign(&l, is.key, tok, sizeof(tok)) == -1 ||
-	    store_lease_put(is.store, sha, tok, strlen(tok), l.exp) != 0) {
+	    issuer_store(sha, &l, tok) != 0) {
 		log_warnx("cannot issue a lease for %s", l.kid);
 		res.status = 503;
 		res.retry_after = 1;
@@ -100,20 +115,22 @@ issuer_request(uint64_t chan, const struct ipc_msg *req)
 static void
 issuer_tick(evutil_socket_t fd, short ev, void *arg)
 {
-	static int64_t	 last_prune;
-	uint64_t	 total, valid;
-	int64_t		 now = time(NULL);
+	static int64_t		 last_prune;
+	struct store_clock	 clk;
+	uint64_t		 total, valid;
+	int64_t			 now = time(NULL);
 
 	(void)fd, (void)ev, (void)arg;
-	store_clock_advance(is.store, now);
+	/* Not time(NULL): a glitch of the wall clock must not stick. */
+	store_clock_tick(is.store);
 	store_reader_check(is.store);
 	/* The ledger itself de-duplicates; the id table is only a fast path. */
 	if (now - last_prune >= STORE_ID_PRUNE_EVERY_S) {
 		last_prune = now;
 		store_usage_prune_ids(is.store, now - STORE_ID_WINDOW_S);
 	}
-	if (store_lease_count(is.store, store_now(is.store), &total,
-	    &valid) == 0) {
+	store_clock_read(is.store, &clk);
+	if (store_lease_count(is.store, &clk, &total, &valid) == 0) {
 		stats_up_begin();
 		stats->leases_cached = valid;
 		stats_up_end();

@@ -165,9 +165,11 @@ uplink_usage_stats(void)
 static uint64_t
 uplink_lease_stats(void)
 {
-	uint64_t total = 0, valid = 0;
+	struct store_clock	clk;
+	uint64_t		total = 0, valid = 0;
 
-	store_lease_count(up.store, store_now(up.store), &total, &valid);
+	store_clock_read(up.store, &clk);
+	store_lease_count(up.store, &clk, &total, &valid);
 	stats_up_begin();
 	stats->leases_cached = valid;
 	stats_up_end();
@@ -233,9 +235,19 @@ uplink_survival(int64_t survival_s)
 void
 uplink_state(int answered, const char *error)
 {
-	/* TrustBased or Disconnected turns on what is cached right now. */
-	uint64_t	valid = answered ? 0 : uplink_lease_stats();
+	uint64_t	valid;
 	int		from = stats->state, to;
+
+	/*
+	 * An upstream whose leases we refuse is as good as none: Connected
+	 * says that leases are being cached, not just that something answered.
+	 */
+	if (answered && up.refusing) {
+		answered = 0;
+		error = "upstream leases refused (see the log)";
+	}
+	/* TrustBased or Disconnected turns on what is cached right now. */
+	valid = answered ? 0 : uplink_lease_stats();
 
 	if (error == NULL)
 		error = "upstream unreachable";
@@ -284,16 +296,20 @@ flight_finish(struct flight *f, int status, const char *reason)
  * a scan per miss would not scale).
  */
 static int
-uplink_put_lease(const unsigned char sha[32], const char *tok, int64_t exp)
+uplink_put_lease(const unsigned char sha[32], const char *tok,
+    const struct lease *l)
 {
-	struct lease	old;
-	char		buf[TOKEN_MAX + 1];
-	int		n, had;
+	struct store_clock	clk;
+	struct store_lease_time	old, t;
+	char			buf[TOKEN_MAX + 1];
+	int			had;
 
-	n = store_lease_get(up.store, sha, buf, sizeof(buf));
-	had = n > 0 && token_decode(buf, (size_t)n, &old) == 0 &&
-	    old.exp > store_now(up.store);
-	if (store_lease_put(up.store, sha, tok, strlen(tok), exp) != 0)
+	store_clock_read(up.store, &clk);
+	had = store_lease_get(up.store, sha, buf, sizeof(buf), &old) > 0 &&
+	    store_lease_state(&old, &clk) != STORE_LEASE_EXPIRED;
+	/* Receipt is "now": its age is measured from here (SPEC 2, Time). */
+	store_lease_anchor(&clk, l->iat, l->rat, l->exp, 0, &t);
+	if (store_lease_put(up.store, sha, tok, strlen(tok), &t) != 0)
 		return -1;
 	if (!had) {
 		stats_up_begin();
@@ -321,9 +337,11 @@ flight_store(struct flight *f, const struct httpc_res *r)
 	else if (strcmp(l.kid, f->kid) != 0)
 		log_warnx("upstream lease for %s names key %s: refused",
 		    f->kid, l.kid);
-	else if (l.exp <= store_now(up.store))
-		log_warnx("upstream lease for %s already expired", f->kid);
-	else if (uplink_put_lease(f->sha, tok, l.exp) == 0) {
+	else if (l.exp <= l.iat || l.exp - l.iat > STORE_LEASE_MAX_S)
+		/* Not our wall clock: it may be the one that is wrong. */
+		log_warnx("upstream lease for %s lasts %lld s: refused",
+		    f->kid, (long long)(l.exp - l.iat));
+	else if (uplink_put_lease(f->sha, tok, &l) == 0) {
 		/* A read first: most keys were never rejected. */
 		if (store_reject_get(up.store, f->sha, why, sizeof(why),
 		    &until) == 0)
@@ -332,6 +350,12 @@ flight_store(struct flight *f, const struct httpc_res *r)
 	}
 	json_decref(j);
 	return rv;
+}
+
+static int64_t
+uplink_negative_s(void)
+{
+	return (up.cf->license.negative_ttl_ms + 999) / 1000;
 }
 
 static void
@@ -345,7 +369,7 @@ flight_rejected(struct flight *f, const struct httpc_res *r)
 	    strcmp(why, "expired") != 0))
 		why = "unknown";
 	now = store_now(up.store);
-	until = now + (up.cf->license.negative_ttl_ms + 999) / 1000;
+	until = now + uplink_negative_s();
 	/* The rejection replaces a cached lease at once. */
 	store_lease_del(up.store, f->sha);
 	store_reject_put(up.store, f->sha, why, until, now,
@@ -366,15 +390,17 @@ flight_done(int answered, const struct httpc_res *r, void *arg)
 		flight_finish(f, 503, NULL);
 		return;
 	}
+	if (r->status == 200) {
+		up.refusing = flight_store(f, r) != 0;
+		uplink_state(1, NULL);
+		flight_finish(f, up.refusing ? 503 : 200, NULL);
+		return;
+	}
 	uplink_state(1, NULL);
-	if (r->status == 200 && flight_store(f, r) == 0)
-		flight_finish(f, 200, NULL);
-	else if (r->status == 403 || r->status == 401)
+	if (r->status == 403 || r->status == 401)
 		flight_rejected(f, r);
 	else {
-		if (r->status != 200)
-			log_warnx("upstream answered %d for %s", r->status,
-			    f->kid);
+		log_warnx("upstream answered %d for %s", r->status, f->kid);
 		flight_finish(f, 503, NULL);
 	}
 }
@@ -436,22 +462,26 @@ static int
 flight_landed(const unsigned char sha[32], const struct ipc_msg *m,
     struct ipc_msg *res)
 {
-	struct lease	l;
-	char		tok[TOKEN_MAX + 1], reason[16];
-	int64_t		now = store_now(up.store), until;
-	int		n;
+	struct store_clock	clk;
+	struct store_lease_time	t;
+	char			tok[TOKEN_MAX + 1], reason[16];
+	int64_t			until;
+	int			st;
 
 	memset(res, 0, sizeof(*res));
 	res->type = IPC_LEASE_RES;
 	res->rid = m->rid;
-	n = store_lease_get(up.store, sha, tok, sizeof(tok));
-	if (n > 0 && token_decode(tok, (size_t)n, &l) == 0 && l.exp > now &&
-	    (!m->refresh || l.rat > now)) {
+	store_clock_read(up.store, &clk);
+	st = store_lease_get(up.store, sha, tok, sizeof(tok), &t) > 0 ?
+	    store_lease_state(&t, &clk) : STORE_LEASE_EXPIRED;
+	if (st == STORE_LEASE_FRESH ||
+	    (st == STORE_LEASE_DUE && !m->refresh)) {
 		res->status = 200;
 		return 1;
 	}
 	if (store_reject_get(up.store, sha, reason, sizeof(reason),
-	    &until) == 0 && until > now) {
+	    &until) == 0 && store_until_live(until, clk.wall,
+	    uplink_negative_s())) {
 		res->status = 403;
 		snprintf(res->reason, sizeof(res->reason), "%s", reason);
 		return 1;
@@ -520,7 +550,7 @@ static void
 uplink_tick(evutil_socket_t fd, short ev, void *arg)
 {
 	(void)fd, (void)ev, (void)arg;
-	store_clock_advance(up.store, time(NULL));
+	store_clock_tick(up.store);
 	store_reader_check(up.store);
 	/* Expired rejections go within a tick even when no new one comes. */
 	store_reject_prune(up.store, store_now(up.store),

@@ -23,6 +23,7 @@ struct uplink {
 	EVP_PKEY		*trusted[UPLINK_MAX_TRUSTED];
 	int			 ntrusted;
 	int			 stopping;
+	int			 refusing;	/* last upstream lease refused */
 };
 
 extern struct uplink	up;

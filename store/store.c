@@ -23,6 +23,7 @@
 #include <lmdb.h>
 
 #include "log.h"
+#include "proc.h"
 #include "store.h"
 
 #define STORE_VERSION	1
@@ -52,6 +53,9 @@ struct store {
 	int		 rdonly;
 	MDB_txn		*rtxn;		/* reset read txn kept for reuse */
 	MDB_txn		*snap;		/* open snapshot (store_snapshot) */
+	unsigned char	 boot[16];	/* boot id, read once (zero: unknown) */
+	int64_t		 trust_wall;	/* store_clock_tick's base ... */
+	int64_t		 trust_boot;	/* ... and CLOCK_BOOTTIME then */
 };
 
 struct wbuf {
@@ -696,6 +700,8 @@ store_open(const char *dir, uint64_t max_size, int flags, char *err,
 		goto fail;
 	}
 	s->rdonly = (flags & STORE_RDONLY) != 0;
+	/* Read before a worker's sandbox; zero (never "same boot") if not. */
+	proc_boot_id(s->boot);
 	if (s->rdonly)
 		eflags |= MDB_RDONLY;
 	else if (store_mkdirs(dir) == -1) {
@@ -825,36 +831,148 @@ fail:
 	return ret;
 }
 
-/* ---- leases: value = 8-byte big-endian exp + token bytes ---- */
+/*
+ * The mark follows elapsed CLOCK_BOOTTIME from the mark this process first
+ * saw; only a fresh store seeds it from the wall clock. So the wall clock
+ * jumping (either way) never moves it, and it only ever lags real time.
+ */
+int
+store_clock_tick(struct store *s)
+{
+	MDB_txn		*txn;
+	uint64_t	 mark = 0;
+
+	if (s->trust_boot == 0) {
+		if (store_rbegin(s, &txn) == 0) {
+			if (meta_get(s, txn, "clock", &mark) != 0)
+				mark = 0;
+			store_rend(s, txn);
+		}
+		s->trust_wall = mark != 0 ? (int64_t)mark : time(NULL);
+		s->trust_boot = proc_boot_ms();
+	}
+	return store_clock_advance(s, s->trust_wall +
+	    (proc_boot_ms() - s->trust_boot) / 1000);
+}
+
+/* ---- lease time (SPEC 2): see store.h ---- */
+
+static const unsigned char no_boot[16];
+
+void
+store_clock_read(struct store *s, struct store_clock *c)
+{
+	memcpy(c->boot, s->boot, sizeof(c->boot));
+	c->boot_ms = proc_boot_ms();
+	c->wall = store_now(s);
+}
+
+void
+store_lease_anchor(const struct store_clock *c, int64_t iat, int64_t rat,
+    int64_t exp, int64_t age_s, struct store_lease_time *t)
+{
+	int64_t life = exp - iat - age_s, refresh = rat - iat - age_s;
+
+	memset(t, 0, sizeof(*t));
+	t->exp = exp;
+	t->rat = rat;
+	memcpy(t->boot, c->boot, sizeof(t->boot));
+	t->recv_ms = c->boot_ms;
+	t->life_ms = life > 0 ? life * 1000 : 0;
+	t->refresh_ms = refresh > 0 ? refresh * 1000 : 0;
+}
+
+int
+store_lease_state(const struct store_lease_time *t,
+    const struct store_clock *c)
+{
+	int64_t age;
+
+	if (memcmp(t->boot, no_boot, sizeof(no_boot)) != 0 &&
+	    memcmp(t->boot, c->boot, sizeof(c->boot)) == 0) {
+		/*
+		 * Received in this boot: the wall clock cannot extend it. It
+		 * may only make a refresh come early (harmless), so refresh_at
+		 * holds when clocks agree and a clock set back, or a lease
+		 * dated ahead, cannot postpone it.
+		 */
+		age = c->boot_ms - t->recv_ms;
+		if (age < 0 || age >= t->life_ms)
+			return STORE_LEASE_EXPIRED;
+		return age >= t->refresh_ms || c->wall >= t->rat ?
+		    STORE_LEASE_DUE : STORE_LEASE_FRESH;
+	}
+	if (c->wall >= t->exp)
+		return STORE_LEASE_EXPIRED;
+	return c->wall >= t->rat ? STORE_LEASE_DUE : STORE_LEASE_FRESH;
+}
+
+/*
+ * ---- leases ----
+ * value = exp(8) LEASE_MAGIC(1) rat(8) boot(16) recv_ms(8) life_ms(8)
+ * refresh_ms(8) token, integers big-endian. Records of the older layout
+ * (exp + token; a token starts with a base64url character, never
+ * LEASE_MAGIC) read as received in another boot, due for refresh.
+ */
+#define LEASE_MAGIC	0x01
+#define LEASE_HDR	57
+#define LEASE_OLD_HDR	8
+
+/* Parse a record's head into t; returns the token's offset or -1. */
+static long
+lease_hdr(const MDB_val *v, struct store_lease_time *t)
+{
+	const unsigned char *b = v->mv_data;
+
+	memset(t, 0, sizeof(*t));
+	if (v->mv_size <= LEASE_OLD_HDR)
+		return -1;
+	t->exp = (int64_t)be64_get(b);
+	if (b[8] != LEASE_MAGIC)
+		return LEASE_OLD_HDR;
+	if (v->mv_size <= LEASE_HDR)
+		return -1;
+	t->rat = (int64_t)be64_get(b + 9);
+	memcpy(t->boot, b + 17, sizeof(t->boot));
+	t->recv_ms = (int64_t)be64_get(b + 33);
+	t->life_ms = (int64_t)be64_get(b + 41);
+	t->refresh_ms = (int64_t)be64_get(b + 49);
+	return LEASE_HDR;
+}
 
 struct lease_buf {
-	char	*buf;
-	size_t	 bufsz;
+	char			*buf;
+	size_t			 bufsz;
+	struct store_lease_time	*t;
 };
 
 static int
 lease_copy(const MDB_val *v, void *arg)
 {
 	struct lease_buf	*lb = arg;
+	struct store_lease_time	 t;
+	long			 off;
 	size_t			 len;
 
-	if (v->mv_size < 8) {
+	if ((off = lease_hdr(v, &t)) < 0) {
 		log_warnx("store: corrupt lease record");
 		return -1;
 	}
-	len = v->mv_size - 8;
+	len = v->mv_size - (size_t)off;
 	if (len >= lb->bufsz || len > INT_MAX)
 		return -1;
-	memcpy(lb->buf, (const char *)v->mv_data + 8, len);
+	memcpy(lb->buf, (const char *)v->mv_data + off, len);
 	lb->buf[len] = '\0';
+	if (lb->t != NULL)
+		*lb->t = t;
 	return (int)len;
 }
 
 int
 store_lease_get(struct store *s, const unsigned char sha[32], char *buf,
-    size_t bufsz)
+    size_t bufsz, struct store_lease_time *t)
 {
-	struct lease_buf	lb = { buf, bufsz };
+	struct lease_buf	lb = { buf, bufsz, t };
 	MDB_val			k = { STORE_SHA_LEN, (void *)sha };
 
 	if (buf == NULL || bufsz == 0)
@@ -864,22 +982,28 @@ store_lease_get(struct store *s, const unsigned char sha[32], char *buf,
 
 int
 store_lease_put(struct store *s, const unsigned char sha[32], const char *tok,
-    size_t len, int64_t exp)
+    size_t len, const struct store_lease_time *t)
 {
 	MDB_val		 k = { STORE_SHA_LEN, (void *)sha }, v;
 	unsigned char	*b;
 	int		 ret;
 
-	if (tok == NULL || len == 0 || len > INT_MAX - 8)
+	if (tok == NULL || t == NULL || len == 0 || len > INT_MAX - LEASE_HDR)
 		return -1;
-	if ((b = malloc(len + 8)) == NULL) {
+	if ((b = malloc(len + LEASE_HDR)) == NULL) {
 		log_warn("store: lease");
 		return -1;
 	}
-	be64_put(b, (uint64_t)exp);
-	memcpy(b + 8, tok, len);
+	be64_put(b, (uint64_t)t->exp);
+	b[8] = LEASE_MAGIC;
+	be64_put(b + 9, (uint64_t)t->rat);
+	memcpy(b + 17, t->boot, sizeof(t->boot));
+	be64_put(b + 33, (uint64_t)t->recv_ms);
+	be64_put(b + 41, (uint64_t)t->life_ms);
+	be64_put(b + 49, (uint64_t)t->refresh_ms);
+	memcpy(b + LEASE_HDR, tok, len);
 	v.mv_data = b;
-	v.mv_size = len + 8;
+	v.mv_size = len + LEASE_HDR;
 	ret = store_write1(s, DB_LEASES, &k, &v);
 	free(b);
 	return ret;
@@ -894,27 +1018,29 @@ store_lease_del(struct store *s, const unsigned char sha[32])
 }
 
 struct lease_count {
-	int64_t		now;
-	uint64_t	total, valid;
+	const struct store_clock	*clk;
+	uint64_t			 total, valid;
 };
 
 static int
 lease_count1(const MDB_val *k, const MDB_val *v, void *arg)
 {
-	struct lease_count *lc = arg;
+	struct lease_count	*lc = arg;
+	struct store_lease_time	 t;
 
 	(void)k;
 	lc->total++;
-	if (v->mv_size >= 8 && (int64_t)be64_get(v->mv_data) > lc->now)
+	if (lease_hdr(v, &t) >= 0 &&
+	    store_lease_state(&t, lc->clk) != STORE_LEASE_EXPIRED)
 		lc->valid++;
 	return 0;
 }
 
 int
-store_lease_count(struct store *s, int64_t now, uint64_t *total,
-    uint64_t *valid)
+store_lease_count(struct store *s, const struct store_clock *clk,
+    uint64_t *total, uint64_t *valid)
 {
-	struct lease_count	lc = { now, 0, 0 };
+	struct lease_count	lc = { clk, 0, 0 };
 	int			ret;
 
 	if ((ret = store_iter(s, DB_LEASES, lease_count1, &lc)) != 0)
@@ -936,20 +1062,22 @@ static int
 lease_each1(const MDB_val *k, const MDB_val *v, void *arg)
 {
 	struct lease_each	*le = arg;
+	struct store_lease_time	 t;
 	char			*tok;
 	size_t			 len;
+	long			 off;
 	int			 ret;
 
-	if (k->mv_size != STORE_SHA_LEN || v->mv_size < 8) {
+	if (k->mv_size != STORE_SHA_LEN || (off = lease_hdr(v, &t)) < 0) {
 		log_warnx("store: corrupt lease record skipped");
 		return 0;
 	}
-	len = v->mv_size - 8;
+	len = v->mv_size - (size_t)off;
 	if ((tok = malloc(len + 1)) == NULL) {
 		log_warn("store: lease");
 		return -1;
 	}
-	memcpy(tok, (const char *)v->mv_data + 8, len);
+	memcpy(tok, (const char *)v->mv_data + off, len);
 	tok[len] = '\0';
 	ret = le->cb(k->mv_data, tok, len, le->arg);
 	free(tok);

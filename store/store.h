@@ -38,21 +38,78 @@ int		 store_reader_check(struct store *);	/* returns # cleared */
 int		 store_snapshot(struct store *);
 void		 store_snapshot_end(struct store *);
 
-/* Clock high-water mark: max(time(NULL), stored mark). */
+/*
+ * Clock high-water mark: max(time(NULL), stored mark). The mark is only
+ * advanced from trustworthy time (elapsed CLOCK_BOOTTIME since a known
+ * point, an authority's signed iat), never from the raw wall clock, so a
+ * transient forward jump of the wall clock does not stick.
+ */
 int64_t		 store_now(struct store *);
 int		 store_clock_advance(struct store *, int64_t now);
+/* Advance the mark by real elapsed time (the uplink's and issuer's tick). */
+int		 store_clock_tick(struct store *);
 
-/* ---- leases (sha256(key) -> token) ---- */
-/* Copies the token into buf (NUL terminated); returns its length. */
+/*
+ * Lease time (SPEC 2 "Time"): a lease is valid for life_ms of
+ * CLOCK_BOOTTIME after its receipt in this boot, whatever the wall clock
+ * says, and due for refresh after refresh_ms (or earlier, once the wall
+ * clock passes its rat). Only a lease received in an
+ * earlier boot (or stored before receipts were recorded) falls back to its
+ * signed exp and rat against store_now.
+ */
+struct store_lease_time {
+	int64_t		 exp, rat;	/* signed, unix s (other boot) */
+	unsigned char	 boot[16];	/* boot id at receipt */
+	int64_t		 recv_ms;	/* CLOCK_BOOTTIME at receipt */
+	int64_t		 life_ms;	/* valid this long after receipt */
+	int64_t		 refresh_ms;	/* refresh due this long after it */
+};
+/* "Now" for the rule: one clock_gettime plus store_now. */
+struct store_clock {
+	unsigned char	 boot[16];	/* zero if the boot id is unknown */
+	int64_t		 boot_ms;
+	int64_t		 wall;		/* store_now */
+};
+#define STORE_LEASE_EXPIRED	0
+#define STORE_LEASE_DUE		1	/* valid, refresh_at passed */
+#define STORE_LEASE_FRESH	2
+/* Longest lease a proxy accepts (exp - iat), and the authority signs. */
+#define STORE_LEASE_MAX_S	(400LL * 86400)
+
+void	store_clock_read(struct store *, struct store_clock *);
+/*
+ * A deadline set at most max_s after the then "now" (a rejection's until)
+ * still stands: one set while the clock was ahead, or seen with the clock
+ * set back, cannot last longer than max_s from now.
+ */
+static inline int
+store_until_live(int64_t until, int64_t now, int64_t max_s)
+{
+	return until > now && until - now <= max_s;
+}
+/*
+ * Anchor a lease at receipt (now): its life and refresh are what is left
+ * of exp - iat and rat - iat after age_s seconds (0 for a lease just
+ * received; the wall-clock age for an import, see cli_cache.c).
+ */
+void	store_lease_anchor(const struct store_clock *, int64_t iat,
+	    int64_t rat, int64_t exp, int64_t age_s, struct store_lease_time *);
+int	store_lease_state(const struct store_lease_time *,
+	    const struct store_clock *);
+
+/* ---- leases (sha256(key) -> lease time + token) ---- */
+/*
+ * Copies the token into buf (NUL terminated); returns its length. t (may
+ * be NULL) gets the lease's receipt and times.
+ */
 int	store_lease_get(struct store *, const unsigned char sha[32],
-	    char *buf, size_t bufsz);
-/* exp = the token's expires_at, kept beside it for store_lease_count. */
+	    char *buf, size_t bufsz, struct store_lease_time *t);
 int	store_lease_put(struct store *, const unsigned char sha[32],
-	    const char *tok, size_t len, int64_t exp);
+	    const char *tok, size_t len, const struct store_lease_time *t);
 int	store_lease_del(struct store *, const unsigned char sha[32]);
-/* Count of leases with exp > now (for status). */
-int	store_lease_count(struct store *, int64_t now, uint64_t *total,
-	    uint64_t *valid);
+/* Count of leases that are not STORE_LEASE_EXPIRED at clk (for status). */
+int	store_lease_count(struct store *, const struct store_clock *clk,
+	    uint64_t *total, uint64_t *valid);
 /* Iterate all leases (cache export). cb returns non-zero to stop. */
 int	store_lease_foreach(struct store *,
 	    int (*cb)(const unsigned char sha[32], const char *tok, size_t len,

@@ -126,13 +126,15 @@ license_negative(struct conn *c, int64_t now)
 	int64_t	until;
 
 	if (store_reject_get(worker->store, c->sha, reason, sizeof(reason),
-	    &until) == 0 && until > now) {
+	    &until) == 0 && store_until_live(until, now,
+	    (worker->cf->license.negative_ttl_ms + 999) / 1000)) {
 		license_rejected(c, reason);
 		return -1;
 	}
 	return 0;
 }
 
+/* now: seconds on the boot clock, so a wall clock set back cannot stall. */
 static void
 license_refresh(struct conn *c, int64_t now)
 {
@@ -236,7 +238,7 @@ static void
 license_render(struct decoded *d)
 {
 	char	prd[TOKEN_MAX_PRODUCTS * (TOKEN_PRODUCT_MAX + 3) + 1];
-	char	iat[32], rat[32], exp[32];
+	char	iat[32], rat[32], exp[32], head[sizeof(d->head)];
 	size_t	o = 0;
 	int	i;
 
@@ -248,10 +250,12 @@ license_render(struct decoded *d)
 	http_time(d->l.iat, iat, sizeof(iat));
 	http_time(d->l.rat, rat, sizeof(rat));
 	http_time(d->l.exp, exp, sizeof(exp));
-	d->headlen = snprintf(d->head, sizeof(d->head), "{\"key_id\":\"%s\","
+	/* Through a local: GCC's -Wrestrict cannot tell d's members apart. */
+	d->headlen = snprintf(head, sizeof(head), "{\"key_id\":\"%s\","
 	    "\"status\":\"%s\",\"products\":[%s],\"role\":\"%s\","
 	    "\"issued_at\":\"%s\",\"refresh_at\":\"%s\",\"expires_at\":\"%s\",",
 	    d->l.kid, d->l.status, prd, role_name(d->l.role), iat, rat, exp);
+	memcpy(d->head, head, sizeof(head));
 }
 
 /*
@@ -287,42 +291,46 @@ license_decode(const unsigned char sha[32], const char *tok, size_t len)
 static const struct decoded *
 license_resolve(struct conn *c, char *tok, size_t toksz)
 {
-	const struct decoded *d;
-
-	int	authority = worker->cf->mode == CONF_AUTHORITY;
-	int64_t	now;
-	int	n, rejected;
+	const struct decoded	*d;
+	struct store_clock	 clk;
+	struct store_lease_time	 t;
+	int			 authority = worker->cf->mode == CONF_AUTHORITY;
+	int			 n, rejected, st = STORE_LEASE_EXPIRED;
 
 	if (license_key(c) == -1)
 		return NULL;
 	/* Clock, registry or rejection, and lease: one read transaction. */
 	store_snapshot(worker->store);
-	now = store_now(worker->store);
-	rejected = authority ? license_registry(c, now) :
-	    license_negative(c, now);
-	n = rejected ? 0 : store_lease_get(worker->store, c->sha, tok, toksz);
+	store_clock_read(worker->store, &clk);
+	rejected = authority ? license_registry(c, clk.wall) :
+	    license_negative(c, clk.wall);
+	n = rejected ? 0 : store_lease_get(worker->store, c->sha, tok, toksz,
+	    &t);
 	store_snapshot_end(worker->store);
 	if (rejected)
 		return NULL;
 	/* Neither a lease nor a live rejection: a miss, budgeted. */
 	if (n <= 0 && !authority && !c->after_ipc && license_budget(c) == -1)
 		return NULL;
-	if (n <= 0 || (d = license_decode(c->sha, tok, (size_t)n)) == NULL ||
-	    d->l.exp <= now) {
+	/* Validity and refresh by the one rule (store_lease_state). */
+	if (n > 0)
+		st = store_lease_state(&t, &clk);
+	if (st == STORE_LEASE_EXPIRED ||
+	    (d = license_decode(c->sha, tok, (size_t)n)) == NULL) {
 		license_ask(c);
 		return NULL;
 	}
-	if (now >= d->l.rat && !c->after_ipc) {
+	if (st == STORE_LEASE_DUE && !c->after_ipc) {
 		if (authority) {
 			license_ask(c);
 			return NULL;
 		}
-		license_refresh(c, now);
+		license_refresh(c, clk.boot_ms / 1000);
 	}
 	if (!c->after_ipc && stats_self != NULL)
 		stats_self->cache_hits++;
 	if (c->req.instance[0] != '\0')
-		stats_instance_seen(c->req.instance, now);
+		stats_instance_seen(c->req.instance, clk.wall);
 	return d;
 }
 

@@ -97,6 +97,27 @@ mkrec(struct usage_rec *r, const char *kid, const char *id,
 	snprintf(r->ts, sizeof(r->ts), "2026-11-26T16:00:00Z");
 }
 
+/* A lease time under the wall-clock rule (received in no known boot). */
+static const struct store_lease_time *
+lt(int64_t exp)
+{
+	static struct store_lease_time t;
+
+	memset(&t, 0, sizeof(t));
+	t.exp = t.rat = exp;
+	return &t;
+}
+
+static const struct store_clock *
+wall(int64_t now)
+{
+	static struct store_clock c;
+
+	memset(&c, 0, sizeof(c));
+	c.wall = now;
+	return &c;
+}
+
 static const char KID1[] = "0123456789abcdef";
 static const char KID2[] = "fedcba9876543210";
 
@@ -113,21 +134,21 @@ t_open_persist(void **state)
 	assert_int_equal(stat(f->path, &sb), 0);
 	assert_int_equal(sb.st_mode & 0777, 0700);
 	sha_of(sha, 1);
-	assert_int_equal(store_lease_put(s, sha, "tok.sig", 7, 100), 0);
+	assert_int_equal(store_lease_put(s, sha, "tok.sig", 7, lt(100)), 0);
 	assert_int_equal(store_reader_check(s), 0);
 	store_close(s);
 
 	s = open_rw(f, MAPSZ);
-	assert_int_equal(store_lease_get(s, sha, buf, sizeof(buf)), 7);
+	assert_int_equal(store_lease_get(s, sha, buf, sizeof(buf), NULL), 7);
 	assert_string_equal(buf, "tok.sig");
 	store_close(s);
 
 	/* A read-only open of an existing env sees the same data. */
 	s = store_open(f->path, 0, STORE_RDONLY, buf, sizeof(buf));
 	assert_non_null(s);
-	assert_int_equal(store_lease_get(s, sha, buf, sizeof(buf)), 7);
+	assert_int_equal(store_lease_get(s, sha, buf, sizeof(buf), NULL), 7);
 	assert_string_equal(buf, "tok.sig");
-	assert_int_equal(store_lease_put(s, sha, "x", 1, 1), -1);
+	assert_int_equal(store_lease_put(s, sha, "x", 1, lt(1)), -1);
 	store_close(s);
 	store_close(NULL);
 }
@@ -218,7 +239,7 @@ t_open_refuses_truncated(void **state)
 	for (i = 0; i < 200; i++) {
 		sha_of(sha, i);
 		sha[1] = i >> 8;
-		assert_int_equal(store_lease_put(s, sha, tok, sizeof(tok), 1),
+		assert_int_equal(store_lease_put(s, sha, tok, sizeof(tok), lt(1)),
 		    0);
 	}
 	assert_int_equal(store_check(s, f->path, err, sizeof(err)), 0);
@@ -268,7 +289,7 @@ t_check_finds_damage(void **state)
 	for (i = 0; i < 20; i++) {
 		sha_of(sha, i);
 		assert_int_equal(store_lease_put(s, sha, i < 19 ? "tok" :
-		    "tok-marker-19", i < 19 ? 3 : 13, 1), 0);
+		    "tok-marker-19", i < 19 ? 3 : 13, lt(1)), 0);
 	}
 	store_close(s);
 	snprintf(path, sizeof(path), "%s/data.mdb", f->path);
@@ -298,32 +319,32 @@ t_lease(void **state)
 	sha_of(a, 1);
 	sha_of(b, 2);
 	sha_of(c, 3);
-	assert_int_equal(store_lease_get(s, a, buf, sizeof(buf)),
+	assert_int_equal(store_lease_get(s, a, buf, sizeof(buf), NULL),
 	    STORE_ENOTFOUND);
-	assert_int_equal(store_lease_count(s, 1000, &total, &valid), 0);
+	assert_int_equal(store_lease_count(s, wall(1000), &total, &valid), 0);
 	assert_int_equal(total, 0);
 	assert_int_equal(valid, 0);
-	assert_int_equal(store_lease_put(s, a, "aaaa", 4, 2000), 0);
-	assert_int_equal(store_lease_put(s, b, "bbbbbbbbbb", 10, 500), 0);
-	assert_int_equal(store_lease_put(s, c, "cc", 2, 1000), 0);
-	assert_int_equal(store_lease_put(s, c, "", 0, 1000), -1);
+	assert_int_equal(store_lease_put(s, a, "aaaa", 4, lt(2000)), 0);
+	assert_int_equal(store_lease_put(s, b, "bbbbbbbbbb", 10, lt(500)), 0);
+	assert_int_equal(store_lease_put(s, c, "cc", 2, lt(1000)), 0);
+	assert_int_equal(store_lease_put(s, c, "", 0, lt(1000)), -1);
 	/* Replacing keeps one entry and the new token. */
-	assert_int_equal(store_lease_put(s, c, "ccc", 3, 1001), 0);
-	assert_int_equal(store_lease_get(s, c, buf, sizeof(buf)), 3);
+	assert_int_equal(store_lease_put(s, c, "ccc", 3, lt(1001)), 0);
+	assert_int_equal(store_lease_get(s, c, buf, sizeof(buf), NULL), 3);
 	assert_string_equal(buf, "ccc");
 	/* Exactly len + 1 is enough; len is not. */
-	assert_int_equal(store_lease_get(s, b, buf, 11), 10);
-	assert_int_equal(store_lease_get(s, b, buf, 10), -1);
-	assert_int_equal(store_lease_count(s, 1000, &total, &valid), 0);
+	assert_int_equal(store_lease_get(s, b, buf, 11, NULL), 10);
+	assert_int_equal(store_lease_get(s, b, buf, 10, NULL), -1);
+	assert_int_equal(store_lease_count(s, wall(1000), &total, &valid), 0);
 	assert_int_equal(total, 3);
 	assert_int_equal(valid, 2);
-	assert_int_equal(store_lease_count(s, 2000, &total, &valid), 0);
+	assert_int_equal(store_lease_count(s, wall(2000), &total, &valid), 0);
 	assert_int_equal(valid, 0);
 	assert_int_equal(store_lease_del(s, a), 0);
 	assert_int_equal(store_lease_del(s, a), STORE_ENOTFOUND);
-	assert_int_equal(store_lease_get(s, a, buf, sizeof(buf)),
+	assert_int_equal(store_lease_get(s, a, buf, sizeof(buf), NULL),
 	    STORE_ENOTFOUND);
-	assert_int_equal(store_lease_count(s, 0, &total, &valid), 0);
+	assert_int_equal(store_lease_count(s, wall(0), &total, &valid), 0);
 	assert_int_equal(total, 2);
 	assert_int_equal(valid, 2);
 	store_close(s);
@@ -360,9 +381,9 @@ t_lease_foreach(void **state)
 	assert_int_equal(store_lease_foreach(s, lease_cb, &ls), 0);
 	assert_int_equal(ls.n, 0);
 	sha_of(sha, 2);
-	assert_int_equal(store_lease_put(s, sha, "two", 3, 1), 0);
+	assert_int_equal(store_lease_put(s, sha, "two", 3, lt(1)), 0);
 	sha_of(sha, 1);
-	assert_int_equal(store_lease_put(s, sha, "one!", 4, 1), 0);
+	assert_int_equal(store_lease_put(s, sha, "one!", 4, lt(1)), 0);
 	assert_int_equal(store_lease_foreach(s, lease_cb, &ls), 0);
 	assert_int_equal(ls.n, 2);
 	assert_string_equal(ls.tok[0], "one!");	/* sha order */
@@ -447,6 +468,75 @@ t_reject_cap(void **state)
 	assert_int_equal(store_reject_put(s, sha, "unknown", 300, 250, 1), 0);
 	assert_int_equal(store_reject_count(s, &n), 0);
 	assert_int_equal(n, 1);
+	store_close(s);
+}
+
+/* SPEC 2 "Time": the boot clock decides in the boot of receipt. */
+static void
+t_lease_time(void **state)
+{
+	struct fix		*f = *state;
+	struct store		*s = open_rw(f, MAPSZ);
+	struct store_clock	 c, other;
+	struct store_lease_time	 t, got;
+	unsigned char		 sha[32];
+	char			 buf[16];
+	uint64_t		 total, valid;
+	static const unsigned char zero[16];
+
+	store_clock_read(s, &c);
+	assert_true(c.boot_ms > 0);
+	/* The boot id was read (Linux always has it). */
+	assert_memory_not_equal(c.boot, zero, sizeof(zero));
+	/* iat 1000, refresh after 60 s, valid 600 s; the wall clock is back. */
+	c.wall = 0;
+	store_lease_anchor(&c, 1000, 1060, 1600, 0, &t);
+	assert_int_equal(t.life_ms, 600000);
+	assert_int_equal(t.refresh_ms, 60000);
+	assert_int_equal(store_lease_state(&t, &c), STORE_LEASE_FRESH);
+	c.boot_ms += 59999;
+	assert_int_equal(store_lease_state(&t, &c), STORE_LEASE_FRESH);
+	c.boot_ms += 1;
+	assert_int_equal(store_lease_state(&t, &c), STORE_LEASE_DUE);
+	c.boot_ms = t.recv_ms + 599999;
+	assert_int_equal(store_lease_state(&t, &c), STORE_LEASE_DUE);
+	c.boot_ms += 1;
+	assert_int_equal(store_lease_state(&t, &c), STORE_LEASE_EXPIRED);
+	/* A wall clock ahead cannot extend or end it, only refresh early. */
+	c.boot_ms = t.recv_ms + 1000;
+	c.wall = 9999999999LL;
+	assert_int_equal(store_lease_state(&t, &c), STORE_LEASE_DUE);
+	c.boot_ms = t.recv_ms + 600000;
+	assert_int_equal(store_lease_state(&t, &c), STORE_LEASE_EXPIRED);
+	c.wall = 0;
+	/* A boot clock behind the receipt is not this boot's: refused. */
+	c.boot_ms = t.recv_ms - 1;
+	assert_int_equal(store_lease_state(&t, &c), STORE_LEASE_EXPIRED);
+	/* Another boot: the signed times against the wall (store_now). */
+	other = c;
+	other.boot[0] ^= 1;
+	other.wall = 1059;
+	assert_int_equal(store_lease_state(&t, &other), STORE_LEASE_FRESH);
+	other.wall = 1060;
+	assert_int_equal(store_lease_state(&t, &other), STORE_LEASE_DUE);
+	other.wall = 1600;
+	assert_int_equal(store_lease_state(&t, &other), STORE_LEASE_EXPIRED);
+	/* An import 500 s after iat keeps 100 s, refresh due at once. */
+	store_lease_anchor(&c, 1000, 1060, 1600, 500, &got);
+	assert_int_equal(got.life_ms, 100000);
+	assert_int_equal(got.refresh_ms, 0);
+	/* Stored and read back whole; counted by the same rule. */
+	sha_of(sha, 1);
+	assert_int_equal(store_lease_put(s, sha, "tok", 3, &t), 0);
+	assert_int_equal(store_lease_get(s, sha, buf, sizeof(buf), &got), 3);
+	assert_memory_equal(&got, &t, sizeof(t));
+	c.boot_ms = t.recv_ms + 1000;
+	assert_int_equal(store_lease_count(s, &c, &total, &valid), 0);
+	assert_int_equal(valid, 1);
+	c.boot_ms = t.recv_ms + 600000;
+	assert_int_equal(store_lease_count(s, &c, &total, &valid), 0);
+	assert_int_equal(total, 1);
+	assert_int_equal(valid, 0);
 	store_close(s);
 }
 
@@ -749,7 +839,7 @@ t_map_full(void **state)
 		mkrec(&r[i], KID1, id, "engine", "audio_seconds", i);
 	}
 	sha_of(sha, 1);
-	assert_int_equal(store_lease_put(s, sha, "first", 5, 1), 0);
+	assert_int_equal(store_lease_put(s, sha, "first", 5, lt(1)), 0);
 	assert_int_equal(store_usage_append(s, r, 5, 0, dup), 0);
 	/* 2000 records (~300 KiB) do not fit in 128 KiB: all or nothing. */
 	assert_int_equal(store_usage_append(s, r + 5, big - 5, 0, dup),
@@ -758,11 +848,11 @@ t_map_full(void **state)
 	assert_int_equal(pend, 5);
 	assert_int_equal(store_spool_peek(s, out, seqs, 8), 5);
 	assert_string_equal(out[4].id, "record-000004");
-	assert_int_equal(store_lease_get(s, sha, buf, sizeof(buf)), 5);
+	assert_int_equal(store_lease_get(s, sha, buf, sizeof(buf), NULL), 5);
 	/* Leases keep being written and the failed ids were not kept. */
 	sha_of(sha, 2);
-	assert_int_equal(store_lease_put(s, sha, "second", 6, 1), 0);
-	assert_int_equal(store_lease_get(s, sha, buf, sizeof(buf)), 6);
+	assert_int_equal(store_lease_put(s, sha, "second", 6, lt(1)), 0);
+	assert_int_equal(store_lease_get(s, sha, buf, sizeof(buf), NULL), 6);
 	assert_string_equal(buf, "second");
 	assert_int_equal(store_usage_append(s, r + 3, 3, 0, dup), 0);
 	assert_int_equal(dup[0], 1);
@@ -813,7 +903,7 @@ t_rdonly_empty_dbs(void **state)
 	free(t);
 	assert_true(store_now(s) >= time(NULL) - 1);
 	sha_of(sha, 1);
-	assert_int_equal(store_lease_get(s, sha, err, sizeof(err)),
+	assert_int_equal(store_lease_get(s, sha, err, sizeof(err), NULL),
 	    STORE_ENOTFOUND);
 	assert_int_equal(store_key_revoke(s, KID1), -1);
 	mkrec(&r, KID1, "x", "p", "m", 1);
@@ -837,7 +927,7 @@ child_writer(const char *path, int rfd)
 	if ((s = store_open(path, MAPSZ, 0, NULL, 0)) == NULL)
 		return 3;
 	sha_of(sha, 5);
-	if (store_lease_get(s, sha, buf, sizeof(buf)) != 6 ||
+	if (store_lease_get(s, sha, buf, sizeof(buf), NULL) != 6 ||
 	    strcmp(buf, "parent") != 0)
 		ok = 0;
 	for (i = 0; i < 10; i++) {
@@ -874,7 +964,7 @@ t_fork(void **state)
 	close(fds[0]);
 	s = open_rw(f, MAPSZ);
 	sha_of(sha, 5);
-	assert_int_equal(store_lease_put(s, sha, "parent", 6, 1), 0);
+	assert_int_equal(store_lease_put(s, sha, "parent", 6, lt(1)), 0);
 	/* Hold a read snapshot open while the child writes. */
 	assert_int_equal(store_spool_stats(s, &pend, NULL), 0);
 	assert_int_equal(pend, 0);
@@ -910,6 +1000,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(t_reject, setup, teardown),
 		cmocka_unit_test_setup_teardown(t_reject_cap, setup, teardown),
 		cmocka_unit_test_setup_teardown(t_clock, setup, teardown),
+		cmocka_unit_test_setup_teardown(t_lease_time, setup, teardown),
 		cmocka_unit_test_setup_teardown(t_keys, setup, teardown),
 		cmocka_unit_test_setup_teardown(t_usage_dups, setup, teardown),
 		cmocka_unit_test_setup_teardown(t_spool, setup, teardown),
