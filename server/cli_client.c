@@ -114,6 +114,19 @@ cli_check(int argc, char **argv)
 	return rv;
 }
 
+/* How long the site runs on its cache if the upstream stays away. */
+static void
+status_survival(const json_t *v)
+{
+	json_int_t s = json_integer_value(v);
+
+	if (!json_is_integer(v))
+		return;	/* an authority, or nothing cached */
+	printf("  survival:  %lldd %02lldh %02lldm if the upstream stays away\n",
+	    (long long)(s / 86400), (long long)(s % 86400 / 3600),
+	    (long long)(s % 3600 / 60));
+}
+
 static void
 status_print(const char *url, json_t *j)
 {
@@ -131,9 +144,13 @@ status_print(const char *url, json_t *j)
 	    (long long)json_integer_value(json_object_get(json_object_get(j,
 	    "usage"), "pending")), (long long)json_integer_value(
 	    json_object_get(json_object_get(j, "usage"), "forwarded")));
-	printf("  upstream:  last success %s, last error %s\n",
-	    json_string_value(json_object_get(up, "last_success")) ?: "never",
-	    json_string_value(json_object_get(up, "last_error")) ?: "none");
+	status_survival(json_object_get(j, "survival_s"));
+	printf("  upstream:  last success %s\n",
+	    json_string_value(json_object_get(up, "last_success")) ?: "never");
+	if (json_string_value(json_object_get(up, "last_error")) != NULL)
+		printf("             last error at %s: %s\n",
+		    json_string_value(json_object_get(up, "last_error_at")) ?:
+		    "?", json_string_value(json_object_get(up, "last_error")));
 	printf("  processes: %lld/%lld workers alive, uplink %s\n",
 	    (long long)json_integer_value(json_object_get(json_object_get(j,
 	    "processes"), "workers_alive")), (long long)json_integer_value(

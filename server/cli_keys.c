@@ -192,20 +192,21 @@ keys_any(const struct store_key *k, void *arg)
 static void
 keys_hint_proxy(struct store *s, const char *what)
 {
-	struct store_clock	 clk;
-	uint64_t		 total = 0, valid = 0, pending = 0, fwd = 0;
-	int			 keys = 0;
+	struct store_clock		 clk;
+	struct store_lease_counts	 n = { 0, 0, -1 };
+	uint64_t			 pending = 0, fwd = 0;
+	int				 keys = 0;
 
 	/* an authority has keys; its leases are the ones it signed */
 	if (store_key_foreach(s, keys_any, &keys) != 0 || keys)
 		return;
 	store_clock_read(s, &clk);
-	store_lease_count(s, &clk, &total, &valid);
+	store_lease_count(s, &clk, &n);
 	store_spool_stats(s, &pending, &fwd);
-	if (total > 0 || pending > 0 || fwd > 0)
+	if (n.total > 0 || pending > 0 || fwd > 0)
 		fprintf(stderr, "licproxy: no %s here: this is a proxy's store "
 		    "(%llu cached leases, %llu usage records spooled); %s live "
-		    "at the authority\n", what, (unsigned long long)total,
+		    "at the authority\n", what, (unsigned long long)n.total,
 		    (unsigned long long)pending, what);
 }
 

@@ -13,6 +13,7 @@
 
 #include "chans.h"
 #include "conf.h"
+#include "gauge.h"
 #include "ipc.h"
 #include "log.h"
 #include "proc.h"
@@ -116,8 +117,6 @@ static void
 issuer_tick(evutil_socket_t fd, short ev, void *arg)
 {
 	static int64_t		 last_prune;
-	struct store_clock	 clk;
-	uint64_t		 total, valid;
 	int64_t			 now = time(NULL);
 
 	(void)fd, (void)ev, (void)arg;
@@ -129,12 +128,7 @@ issuer_tick(evutil_socket_t fd, short ev, void *arg)
 		last_prune = now;
 		store_usage_prune_ids(is.store, now - STORE_ID_WINDOW_S);
 	}
-	store_clock_read(is.store, &clk);
-	if (store_lease_count(is.store, &clk, &total, &valid) == 0) {
-		stats_up_begin();
-		stats->leases_cached = valid;
-		stats_up_end();
-	}
+	gauge_store(is.store, 1);
 }
 
 static void

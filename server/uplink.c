@@ -26,6 +26,7 @@
 #include "stats.h"
 #include "store.h"
 #include "token.h"
+#include "gauge.h"
 #include "uplink.h"
 
 #define TICK_S		1
@@ -161,19 +162,16 @@ uplink_usage_stats(void)
 	stats_up_end();
 }
 
+static void	uplink_survival(int64_t);
+
 /* Scans the lease table: from the tick, and when the upstream fails. */
 static uint64_t
 uplink_lease_stats(void)
 {
-	struct store_clock	clk;
-	uint64_t		total = 0, valid = 0;
+	struct store_lease_counts n = gauge_store(up.store, 0);
 
-	store_clock_read(up.store, &clk);
-	store_lease_count(up.store, &clk, &total, &valid);
-	stats_up_begin();
-	stats->leases_cached = valid;
-	stats_up_end();
-	return valid;
+	uplink_survival(n.first_left_s);
+	return n.valid;
 }
 
 /*
@@ -215,7 +213,7 @@ uplink_tell(int from, int to, const char *error, uint64_t valid)
 }
 
 /* From the tick: how long the site can run on its cache, told twice. */
-void
+static void
 uplink_survival(int64_t survival_s)
 {
 	if (outage.lost_at == 0 || survival_s < 0)

@@ -38,8 +38,6 @@ int	uplink_call(const char *method, const char *path, const char *key,
 	    const char *body, size_t len, uplink_done, void *arg);
 /* An upstream pass finished: set Connected/TrustBased/Disconnected. */
 void	uplink_state(int answered, const char *error);
-/* Warn once each when survival falls below 24 h and 1 h in an outage. */
-void	uplink_survival(int64_t survival_s);
 void	uplink_usage_stats(void);
 
 /* relay.c: the usage spool, forwarded upstream in batches. */

@@ -882,6 +882,21 @@ store_lease_anchor(const struct store_clock *c, int64_t iat, int64_t rat,
 	t->refresh_ms = refresh > 0 ? refresh * 1000 : 0;
 }
 
+/* Seconds of validity left at c (0 once expired), by the same rule. */
+int64_t
+store_lease_left(const struct store_lease_time *t,
+    const struct store_clock *c)
+{
+	int64_t left;
+
+	if (memcmp(t->boot, no_boot, sizeof(no_boot)) != 0 &&
+	    memcmp(t->boot, c->boot, sizeof(c->boot)) == 0)
+		left = (t->life_ms - (c->boot_ms - t->recv_ms)) / 1000;
+	else
+		left = t->exp - c->wall;
+	return left > 0 ? left : 0;
+}
+
 int
 store_lease_state(const struct store_lease_time *t,
     const struct store_clock *c)
@@ -1019,7 +1034,7 @@ store_lease_del(struct store *s, const unsigned char sha[32])
 
 struct lease_count {
 	const struct store_clock	*clk;
-	uint64_t			 total, valid;
+	struct store_lease_counts	 n;
 };
 
 static int
@@ -1027,28 +1042,43 @@ lease_count1(const MDB_val *k, const MDB_val *v, void *arg)
 {
 	struct lease_count	*lc = arg;
 	struct store_lease_time	 t;
+	int64_t			 left;
 
 	(void)k;
-	lc->total++;
-	if (lease_hdr(v, &t) >= 0 &&
-	    store_lease_state(&t, lc->clk) != STORE_LEASE_EXPIRED)
-		lc->valid++;
+	lc->n.total++;
+	if (lease_hdr(v, &t) < 0 ||
+	    store_lease_state(&t, lc->clk) == STORE_LEASE_EXPIRED)
+		return 0;
+	lc->n.valid++;
+	left = store_lease_left(&t, lc->clk);
+	if (lc->n.first_left_s < 0 || left < lc->n.first_left_s)
+		lc->n.first_left_s = left;
 	return 0;
 }
 
 int
 store_lease_count(struct store *s, const struct store_clock *clk,
-    uint64_t *total, uint64_t *valid)
+    struct store_lease_counts *n)
 {
-	struct lease_count	lc = { clk, 0, 0 };
+	struct lease_count	lc = { clk, { 0, 0, -1 } };
 	int			ret;
 
 	if ((ret = store_iter(s, DB_LEASES, lease_count1, &lc)) != 0)
 		return ret;
-	if (total != NULL)
-		*total = lc.total;
-	if (valid != NULL)
-		*valid = lc.valid;
+	*n = lc.n;
+	return 0;
+}
+
+int
+store_size(struct store *s, uint64_t *used, uint64_t *max)
+{
+	MDB_envinfo	info;
+	MDB_stat	st;
+
+	if (mdb_env_info(s->env, &info) != 0 || mdb_env_stat(s->env, &st) != 0)
+		return -1;
+	*used = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
+	*max = info.me_mapsize;
 	return 0;
 }
 

@@ -107,9 +107,18 @@ int	store_lease_get(struct store *, const unsigned char sha[32],
 int	store_lease_put(struct store *, const unsigned char sha[32],
 	    const char *tok, size_t len, const struct store_lease_time *t);
 int	store_lease_del(struct store *, const unsigned char sha[32]);
-/* Count of leases that are not STORE_LEASE_EXPIRED at clk (for status). */
+/* Seconds of validity left at clk, by the rule of store_lease_state. */
+int64_t	store_lease_left(const struct store_lease_time *,
+	    const struct store_clock *);
+/* Leases in the store, those not STORE_LEASE_EXPIRED at clk (status). */
+struct store_lease_counts {
+	uint64_t	 total, valid;
+	int64_t		 first_left_s;	/* least time left of a valid one; -1 */
+};
 int	store_lease_count(struct store *, const struct store_clock *clk,
-	    uint64_t *total, uint64_t *valid);
+	    struct store_lease_counts *);
+/* Bytes of the map in use and the map size (metrics). */
+int	store_size(struct store *, uint64_t *used, uint64_t *max);
 /* Iterate all leases (cache export). cb returns non-zero to stop. */
 int	store_lease_foreach(struct store *,
 	    int (*cb)(const unsigned char sha[32], const char *tok, size_t len,

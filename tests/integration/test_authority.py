@@ -411,12 +411,15 @@ def test_status_listener():
         s = st.json()
         assert set(s) == {"state", "mode", "version", "uptime_s",
                           "upstream", "leases", "usage", "processes",
-                          "instances"}, s
+                          "instances", "survival_s", "seats"}, s
+        assert s["survival_s"] is None, s    # an authority has no limit
+        assert s["seats"] == {"keys": 0, "used": 0, "granted": 0}, s
         assert s["instances"] == {"active": 0}, s
         assert s["state"] == "Authority" and s["mode"] == "authority", s
         assert s["version"] == run("version").stdout.split()[-1]
         assert isinstance(s["uptime_s"], int) and s["uptime_s"] >= 0
-        assert set(s["upstream"]) == {"urls", "last_success", "last_error"}
+        assert set(s["upstream"]) == {"urls", "last_success", "last_error",
+                                      "last_error_at"}
         assert s["leases"] == {"cached": 0}, s
         assert s["usage"] == {"pending": 0, "forwarded": 0}, s
         assert s["processes"] == {"workers": 3, "workers_alive": 3,

@@ -108,6 +108,18 @@ lt(int64_t exp)
 	return &t;
 }
 
+static int
+lease_count(struct store *s, const struct store_clock *c, uint64_t *total,
+    uint64_t *valid)
+{
+	struct store_lease_counts	n;
+	int				r = store_lease_count(s, c, &n);
+
+	*total = n.total;
+	*valid = n.valid;
+	return r;
+}
+
 static const struct store_clock *
 wall(int64_t now)
 {
@@ -321,7 +333,7 @@ t_lease(void **state)
 	sha_of(c, 3);
 	assert_int_equal(store_lease_get(s, a, buf, sizeof(buf), NULL),
 	    STORE_ENOTFOUND);
-	assert_int_equal(store_lease_count(s, wall(1000), &total, &valid), 0);
+	assert_int_equal(lease_count(s, wall(1000), &total, &valid), 0);
 	assert_int_equal(total, 0);
 	assert_int_equal(valid, 0);
 	assert_int_equal(store_lease_put(s, a, "aaaa", 4, lt(2000)), 0);
@@ -335,16 +347,16 @@ t_lease(void **state)
 	/* Exactly len + 1 is enough; len is not. */
 	assert_int_equal(store_lease_get(s, b, buf, 11, NULL), 10);
 	assert_int_equal(store_lease_get(s, b, buf, 10, NULL), -1);
-	assert_int_equal(store_lease_count(s, wall(1000), &total, &valid), 0);
+	assert_int_equal(lease_count(s, wall(1000), &total, &valid), 0);
 	assert_int_equal(total, 3);
 	assert_int_equal(valid, 2);
-	assert_int_equal(store_lease_count(s, wall(2000), &total, &valid), 0);
+	assert_int_equal(lease_count(s, wall(2000), &total, &valid), 0);
 	assert_int_equal(valid, 0);
 	assert_int_equal(store_lease_del(s, a), 0);
 	assert_int_equal(store_lease_del(s, a), STORE_ENOTFOUND);
 	assert_int_equal(store_lease_get(s, a, buf, sizeof(buf), NULL),
 	    STORE_ENOTFOUND);
-	assert_int_equal(store_lease_count(s, wall(0), &total, &valid), 0);
+	assert_int_equal(lease_count(s, wall(0), &total, &valid), 0);
 	assert_int_equal(total, 2);
 	assert_int_equal(valid, 2);
 	store_close(s);
@@ -472,6 +484,48 @@ t_reject_cap(void **state)
 }
 
 /* SPEC 2 "Time": the boot clock decides in the boot of receipt. */
+/* Survival: the least time left of a valid lease; the map's use. */
+static void
+t_lease_survival(void **state)
+{
+	struct fix			*f = *state;
+	struct store			*s = open_rw(f, MAPSZ);
+	struct store_lease_counts	 n;
+	struct store_clock		 c;
+	struct store_lease_time		 t;
+	unsigned char			 sha[32];
+	uint64_t			 used, max;
+
+	assert_int_equal(store_lease_count(s, wall(1000), &n), 0);
+	assert_int_equal(n.first_left_s, -1);
+	sha_of(sha, 1);
+	assert_int_equal(store_lease_put(s, sha, "a", 1, lt(5000)), 0);
+	sha_of(sha, 2);
+	assert_int_equal(store_lease_put(s, sha, "b", 1, lt(1300)), 0);
+	sha_of(sha, 3);
+	assert_int_equal(store_lease_put(s, sha, "c", 1, lt(900)), 0);
+	assert_int_equal(store_lease_count(s, wall(1000), &n), 0);
+	assert_int_equal(n.valid, 2);
+	assert_int_equal(n.first_left_s, 300);	/* c expired, b first */
+	/* received in this boot: the boot clock counts, not the wall */
+	store_clock_read(s, &c);
+	c.wall = 0;
+	store_lease_anchor(&c, 1000, 1060, 1600, 0, &t);
+	sha_of(sha, 4);
+	assert_int_equal(store_lease_put(s, sha, "d", 1, &t), 0);
+	c.boot_ms += 100 * 1000;
+	c.wall = 1000;
+	assert_int_equal(store_lease_count(s, &c, &n), 0);
+	assert_int_equal(n.first_left_s, 300);
+	c.boot_ms += 250 * 1000;
+	assert_int_equal(store_lease_count(s, &c, &n), 0);
+	assert_int_equal(n.first_left_s, 250);	/* d: 600 - 350 s */
+	assert_int_equal(store_size(s, &used, &max), 0);
+	assert_true(used >= 4096 && used <= max);
+	assert_int_equal(max, MAPSZ);
+	store_close(s);
+}
+
 static void
 t_lease_time(void **state)
 {
@@ -531,10 +585,10 @@ t_lease_time(void **state)
 	assert_int_equal(store_lease_get(s, sha, buf, sizeof(buf), &got), 3);
 	assert_memory_equal(&got, &t, sizeof(t));
 	c.boot_ms = t.recv_ms + 1000;
-	assert_int_equal(store_lease_count(s, &c, &total, &valid), 0);
+	assert_int_equal(lease_count(s, &c, &total, &valid), 0);
 	assert_int_equal(valid, 1);
 	c.boot_ms = t.recv_ms + 600000;
-	assert_int_equal(store_lease_count(s, &c, &total, &valid), 0);
+	assert_int_equal(lease_count(s, &c, &total, &valid), 0);
 	assert_int_equal(total, 1);
 	assert_int_equal(valid, 0);
 	store_close(s);
@@ -999,6 +1053,8 @@ main(void)
 		    teardown),
 		cmocka_unit_test_setup_teardown(t_reject, setup, teardown),
 		cmocka_unit_test_setup_teardown(t_reject_cap, setup, teardown),
+		cmocka_unit_test_setup_teardown(t_lease_survival, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(t_clock, setup, teardown),
 		cmocka_unit_test_setup_teardown(t_lease_time, setup, teardown),
 		cmocka_unit_test_setup_teardown(t_keys, setup, teardown),

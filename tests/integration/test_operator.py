@@ -1,0 +1,208 @@
+"""What an operator reads: the access log (text, JSON, never blocking the
+worker), upstream transitions told once each way, and the survival time in
+/v1/status, /metrics, the log and `licproxy status` (SPEC sections 4, 9)."""
+import json
+import os
+import re
+import select
+import tempfile
+import time
+
+from lp import Fixture, Pki, Server, run, wait_for, key_id
+
+FIELDS = ["ts", "remote", "method", "path", "status", "bytes", "us",
+          "key_id", "instance", "source"]
+TEXT = re.compile(r'^(\S+Z) (\S+) (\S+) "([^"]*)" (\d+) (\d+) (\d+) (\S+) '
+                  r'(\S+) (\S+)$')
+
+
+def pair(fx, pki, auth_extra=None, lic=None, log=None, workers=2):
+    auth = fx.add(Server(pki, "authority", extra=auth_extra))
+    auth.start()
+    relay = auth.create_key(name="relay", role="proxy")
+    conf = {"server_url": [auth.url], "ca_file": pki.ca,
+            "trusted_keys": [pki.pub], "timeout": "1s"}
+    conf.update(lic or {})
+    extra = {"license": conf}
+    if log:
+        extra["log"] = log
+    proxy = fx.add(Server(pki, "proxy", name="proxy", extra=extra,
+                          workers=workers,
+                          env={"LICPROXY_LICENSE_KEY": relay}))
+    return auth, proxy
+
+
+def requests(proxy, key):
+    c = proxy.conn()
+    try:
+        assert proxy.license(key, conn=c, headers={
+            "X-Instance-Id": "engine-7"}).status == 200
+        assert proxy.license(key, conn=c).status == 200
+        assert proxy.request("GET", "/v1/license", conn=c).status == 401
+        assert proxy.request("GET", "/no/such\"path", key=key,
+                             conn=c).status == 404
+    finally:
+        c.close()
+    assert proxy.status("/healthz").status == 200
+
+
+def access_lines(proxy, parse):
+    out = []
+    for line in proxy.logs().splitlines():
+        rec = parse(line)
+        if rec is not None:
+            out.append(rec)
+    return out
+
+
+def text_rec(line):
+    m = TEXT.match(line)
+    return dict(zip(FIELDS, m.groups())) if m else None
+
+
+def json_rec(line):
+    try:
+        j = json.loads(line)
+    except ValueError:
+        return None
+    return j if "remote" in j else None
+
+
+def check_records(recs, key, absent):
+    kid = key_id(key)
+    assert [r["status"] for r in recs] == ["200", "200", "401", "404"] or \
+        [r["status"] for r in recs] == [200, 200, 401, 404], recs
+    first, second, nokey, other = recs
+    assert first["source"] == "upstream" and second["source"] == "cache"
+    for r in recs:
+        assert r["remote"] == "127.0.0.1" and r["method"] == "GET", r
+        assert int(r["bytes"]) > 0 and int(r["us"]) >= 0, r
+        assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$",
+                        r["ts"]), r
+    assert first["key_id"] == kid and first["instance"] == "engine-7"
+    assert second["instance"] == absent
+    assert nokey["key_id"] == absent and nokey["source"] == absent
+    assert other["source"] == absent and other["key_id"] == kid
+    return other
+
+
+def test_access_log_text():
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth, proxy = pair(fx, pki, log={"access": "true", "level": "warn"})
+        proxy.start()
+        key = auth.create_key(name="svc")
+        requests(proxy, key)
+        recs = wait_for(lambda: len(access_lines(proxy, text_rec)) >= 4 and
+                        access_lines(proxy, text_rec), what="access lines")
+        other = check_records(recs, key, "-")
+        assert other["path"] == "/no/such\\x22path", other
+        assert key not in proxy.logs()
+        # the status port is not logged, and the others only once each
+        assert len(recs) == 4, recs
+
+
+def test_access_log_json_and_off_by_default():
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth, proxy = pair(fx, pki, log={"access": "true", "format": "json",
+                                         "level": "warn"})
+        proxy.start()
+        key = auth.create_key(name="svc")
+        requests(proxy, key)
+        recs = wait_for(lambda: len(access_lines(proxy, json_rec)) >= 4 and
+                        access_lines(proxy, json_rec), what="access lines")
+        for r in recs:
+            assert list(r) == FIELDS, r
+        check_records(recs, key, None)
+        assert key not in proxy.logs()
+        # off by default: the authority logged no request
+        assert access_lines(auth, json_rec) == []
+        assert access_lines(auth, text_rec) == []
+        bad = Server(pki, "proxy", extra={"log": {"access": "yes"}})
+        try:
+            bad.write_conf()
+            p = run("check-config", bad.conf_path, check=False)
+        finally:
+            bad.cleanup()
+        assert p.returncode == 2 and "log.access" in p.stderr, p.stderr
+
+
+def test_access_log_never_blocks_the_worker():
+    """The log is a pipe nobody reads: requests go on, lines are whole."""
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        d = tempfile.mkdtemp(prefix="lp-fifo-")
+        fifo = os.path.join(d, "log")
+        os.mkfifo(fifo)
+        rd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            auth, proxy = pair(fx, pki, log={"access": "true", "format":
+                                             "json", "level": "error",
+                                             "file": fifo}, workers=1)
+            proxy.start()
+            key = auth.create_key(name="svc")
+            c = proxy.conn()
+            t0 = time.time()
+            for _ in range(3000):    # far more than a 64 KiB pipe holds
+                assert proxy.license(key, conn=c).status == 200
+            took = time.time() - t0
+            c.close()
+            assert took < 60, took
+            data = b""
+            while select.select([rd], [], [], 0.5)[0]:
+                chunk = os.read(rd, 65536)
+                if not chunk:
+                    break
+                data += chunk
+            lines = data.decode().splitlines()
+            assert len(lines) > 100, len(lines)
+            for line in lines:
+                assert json.loads(line)["status"] == 200, line
+        finally:
+            os.close(rd)
+
+
+def test_upstream_lost_and_back_told_once_with_survival():
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth, proxy = pair(fx, pki,
+                           auth_extra={"authority": {"lease_ttl": "50m"}},
+                           lic={"sync_interval": "500ms"},
+                           log={"level": "info"})
+        proxy.start()
+        key = auth.create_key(name="svc")
+        assert proxy.license(key).status == 200
+        # the uplink's 1 s tick counts the store
+        st = wait_for(lambda: proxy.status_json()["survival_s"] and
+                      proxy.status_json(), what="survival_s")
+        assert st["state"] == "Connected"
+        # two leases of 50 min: the proxy's own and the client's
+        assert 2900 < st["survival_s"] <= 3000, st
+        auth.stop()
+        wait_for(lambda: proxy.status_json()["state"] == "TrustBased",
+                 timeout=10, what="TrustBased")
+        time.sleep(3)    # several failed attempts at 500 ms
+        logs = proxy.logs()
+        assert len(re.findall(r"upstream lost \(", logs)) == 1, logs
+        assert len(re.findall(r"less than 24 h", logs)) == 1, logs
+        assert len(re.findall(r"less than 1 h", logs)) == 1, logs
+        st = proxy.status_json()
+        assert 2800 < st["survival_s"] < 3000, st
+        assert st["upstream"]["last_error"] and \
+            st["upstream"]["last_error_at"], st
+        m = proxy.metrics()
+        assert m["licproxy_upstream_up"] == 0, m
+        assert abs(m["licproxy_survival_seconds"] - st["survival_s"]) < 5
+        out = run("status", "http://127.0.0.1:%d" % proxy.status_port).stdout
+        assert "survival:  0d 00h 4" in out, out
+        assert "last error at 20" in out, out
+        auth.start()
+        wait_for(lambda: "upstream reachable again after" in proxy.logs(),
+                 timeout=10, what="recovery line")
+        time.sleep(1.5)
+        logs = proxy.logs()
+        assert len(re.findall(r"upstream reachable again after \d+ s",
+                              logs)) == 1, logs
+        assert len(re.findall(r"upstream lost \(", logs)) == 1, logs
+        assert proxy.metrics()["licproxy_upstream_up"] == 1
