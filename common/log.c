@@ -159,6 +159,7 @@ name(const char *fmt, ...)					\
 	va_end(ap);						\
 }
 
+LOG_FN(log_err, LOG_ERR, 1)
 LOG_FN(log_errx, LOG_ERR, 0)
 LOG_FN(log_warn, LOG_WARN, 1)
 LOG_FN(log_warnx, LOG_WARN, 0)

@@ -20,6 +20,7 @@ int	log_reopen(const char *path);	/* USR1: reopen log.file; NULL = stderr */
 #define LOG_TEE_PREFIX	"E "
 void	log_tee(int fd);
 
+void	log_err(const char *, ...) __attribute__((format(printf, 1, 2)));
 void	log_errx(const char *, ...) __attribute__((format(printf, 1, 2)));
 void	log_warn(const char *, ...) __attribute__((format(printf, 1, 2)));
 void	log_warnx(const char *, ...) __attribute__((format(printf, 1, 2)));

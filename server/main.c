@@ -140,10 +140,14 @@ cmd_serve(int argc, char **argv, int check_only)
 		return 2;
 	if ((cf = conf_load(cfpath, &ov, 1, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "%s\n", err);
+		if (!check_only)
+			log_errx("configuration errors: exiting");
 		return 2;
 	}
 	if (serve_check_keys(cf, err, sizeof(err)) == -1) {
 		fprintf(stderr, "%s: %s\n", cfpath, err);
+		if (!check_only)
+			log_errx("configuration errors: exiting");
 		conf_free(cf);
 		return 2;
 	}

@@ -87,7 +87,7 @@ master_listen(const char *host, int port)
 	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
 	snprintf(sport, sizeof(sport), "%d", port);
 	if ((e = getaddrinfo(host, sport, &hints, &res)) != 0) {
-		log_warnx("%s:%d: %s", host, port, gai_strerror(e));
+		log_errx("%s:%d: %s", host, port, gai_strerror(e));
 		return -1;
 	}
 	fd = socket(res->ai_family, res->ai_socktype | SOCK_NONBLOCK |
@@ -96,7 +96,7 @@ master_listen(const char *host, int port)
 	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
 	    bind(fd, res->ai_addr, res->ai_addrlen) == -1 ||
 	    listen(fd, 1024) == -1) {
-		log_warn("cannot listen on %s:%d", host, port);
+		log_err("cannot listen on %s:%d", host, port);
 		if (fd != -1)
 			close(fd);
 		fd = -1;
@@ -172,7 +172,7 @@ master_listen_ipc(struct master *m)
 	sun.sun_family = AF_UNIX;
 	if ((size_t)snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/ipc.sock",
 	    m->cf->store.path) >= sizeof(sun.sun_path)) {
-		log_warnx("store.path %s: too long for a Unix socket",
+		log_errx("store.path %s: too long for a Unix socket",
 		    m->cf->store.path);
 		return -1;
 	}
@@ -180,7 +180,7 @@ master_listen_ipc(struct master *m)
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd == -1 || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1 ||
 	    chmod(sun.sun_path, 0600) == -1 || listen(fd, 128) == -1) {
-		log_warn("ipc socket %s", sun.sun_path);
+		log_err("ipc socket %s", sun.sun_path);
 		if (fd != -1)
 			close(fd);
 		return -1;
@@ -772,7 +772,7 @@ master_setup(struct master *m)
 	int	rv;
 
 	if (stats_create() == -1 || tls_init() == -1) {
-		log_warn("shared memory");
+		log_err("shared memory");
 		return -1;
 	}
 	stats->started = time(NULL);
@@ -781,7 +781,7 @@ master_setup(struct master *m)
 	    ST_INITIALIZING;
 	stats->survival_s = STATS_SURVIVAL_NONE;
 	if ((m->tls = tls_server_ctx_new(m->cf, err, sizeof(err))) == NULL) {
-		log_warnx("%s", err);
+		log_errx("%s", err);
 		return 2;	/* a configuration error, like check-config says */
 	}
 	if (master_prepare_store(m) == -1)

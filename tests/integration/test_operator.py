@@ -206,3 +206,37 @@ def test_upstream_lost_and_back_told_once_with_survival():
                               logs)) == 1, logs
         assert len(re.findall(r"upstream lost \(", logs)) == 1, logs
         assert proxy.metrics()["licproxy_upstream_up"] == 1
+
+
+def test_startup_errors_at_error_level_then_exiting():
+    """A port in use: error lines, a last "exiting" line, exit 1. A
+    certificate that is not one: exit 2, the same last line."""
+    import socket
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        busy = socket.socket()
+        busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        try:
+            srv = fx.add(Server(pki, "authority"))
+            srv.port = busy.getsockname()[1]
+            srv.conf["server"]["port"] = srv.port
+            srv.start(wait=False)
+            assert srv.proc.wait(15) == 1
+            lines = srv.logs().strip().splitlines()
+            assert re.search(r" error: cannot listen on 127\.0\.0\.1:%d: "
+                             r"Address already in use" % srv.port,
+                             srv.logs()), srv.logs()
+            assert lines[-1].endswith("error: exiting"), lines
+        finally:
+            busy.close()
+        junk = os.path.join(fx.add(Server(pki, "authority")).dir, "c.pem")
+        with open(junk, "w") as f:
+            f.write("not a certificate\n")
+        srv = fx.add(Server(pki, "authority"))
+        srv.conf["server"]["tls_cert"] = junk
+        srv.start(wait=False)
+        assert srv.proc.wait(15) == 2
+        lines = srv.logs().strip().splitlines()
+        assert " error: " in lines[-2] and "exiting" in lines[-1], lines
