@@ -327,6 +327,44 @@ def bench_get(b, rounds, duration):
     return {"sizes": sizes, "runs": res}
 
 
+# ---------------------------------------------------------------- access
+
+def bench_access(b, rounds, duration):
+    """Row 1 (cached GET at the proxy) with log.access off and on (JSON, to
+    a file), alternated in one run."""
+    extra = {"log": {"level": "warn", "access": "true", "format": "json"},
+             "store": {"max_size": "8GiB"},
+             "license": dict(b.proxy.conf["license"])}
+    on = b.fx.add(lp.Server(b.pki, "proxy", workers=b.args.workers,
+                            extra=extra, name="bench-access",
+                            env=b.proxy.env))
+    extra["log"]["file"] = os.path.join(on.dir, "access.log")
+    on.conf["log"] = extra["log"]
+    on.start()
+    b.get_body(on)
+    assert b.get_body(on).json()["source"] == "cache"
+    targets = [("access log off", b.proxy), ("access log on", on)]
+    res = {t[0]: [] for t in targets}
+    hdr = ["Authorization: Token " + b.member]
+    for name, srv in targets:
+        wrk(srv.url + "/v1/license", os.path.join(HERE, "get.lua"),
+            srv.proc.pid, 2, headers=hdr)
+    for rnd in range(rounds):
+        order = targets if rnd % 2 == 0 else list(reversed(targets))
+        for name, srv in order:
+            r = wrk(srv.url + "/v1/license", os.path.join(HERE, "get.lua"),
+                    srv.proc.pid, duration, headers=hdr)
+            r["round"] = rnd + 1
+            res[name].append(r)
+            log("GET %-16s round %d: %8.0f req/s p99 %5.2f ms server CPU "
+                "%5.1f us/req" % (name, rnd + 1, r["rps"], r["p99_us"] / 1e3,
+                                  r["server_cpu_us_per_req"]))
+    with open(extra["log"]["file"]) as f:
+        lines = sum(1 for _ in f)
+    log("access log lines written: %d" % lines)
+    return {"runs": res, "lines": lines}
+
+
 # ---------------------------------------------------------------- miss
 
 def time_gets(server, keys, want_source):
@@ -497,6 +535,16 @@ def report(results):
     m = results["machine"]
     out.append("Machine: %s x%d, kernel %s; %s" % (m["cpu"], m["nproc"],
                                                    m["kernel"], m["tmpfs"]))
+    if "access" in results:
+        out.append("")
+        out.append("| cached GET, log.access | req/s (median) | p99 ms "
+                   "| server CPU us/req (median) |")
+        out.append("|---|---|---|---|")
+        for name, rs in results["access"]["runs"].items():
+            out.append("| %s | %.0f | %.2f | %.1f |" % (
+                name, statistics.median(r["rps"] for r in rs),
+                statistics.median(r["p99_us"] for r in rs) / 1e3,
+                statistics.median(r["server_cpu_us_per_req"] for r in rs)))
     if "get" in results:
         g = results["get"]
         ng = g["runs"]["nginx static"]
@@ -563,7 +611,7 @@ def report(results):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("what", nargs="?", default="all",
-                    choices=["all", "get", "miss", "usage"])
+                    choices=["all", "get", "miss", "usage", "access"])
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--keys", type=int, default=300)
@@ -583,6 +631,9 @@ def main():
         b = Bench(args, fx)
         if args.what in ("all", "get"):
             results["get"] = bench_get(b, args.rounds, args.duration)
+        if args.what in ("all", "access"):
+            results["access"] = bench_access(b, max(args.rounds, 3),
+                                             args.duration)
         if args.what in ("all", "miss"):
             results["miss"] = bench_miss(b, args.keys)
         if args.what in ("all", "usage"):
