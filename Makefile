@@ -27,7 +27,8 @@ LIBOBJS   = $(LIBSRCS:%.c=$(BUILD)/obj/%.o)
 UNITSRCS  = $(wildcard tests/unit/test_*.c)
 UNITBINS  = $(UNITSRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps build test unit integration run clean bench bench-usage fuzz
+.PHONY: all deps build test unit integration run clean bench bench-usage fuzz \
+        screenshots
 
 all: deps
 	@$(MAKE) --no-print-directory build
@@ -96,6 +97,12 @@ fuzz: deps
 	    (cd build/fuzz && ./$$t -max_total_time=$(FUZZ_SECONDS) \
 	        -print_final_stats=1 2>&1 | tail -n 5) || exit 1; \
 	done
+
+# docs/dashboard-*.png, taken by the dashboard test from the real page.
+screenshots: all
+	@LICPROXY_SCREENSHOTS=$(CURDIR)/docs LICPROXY=$(CURDIR)/$(BUILD)/licproxy \
+	    /usr/bin/python3 tests/integration/run.py test_dashboard | tail -n 1 | \
+	    grep -q '^integration: 1 passed, 0 failed$$'
 
 clean:
 	rm -rf build build-san

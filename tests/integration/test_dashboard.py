@@ -71,8 +71,10 @@ def test_dashboard_in_a_browser():
         assert r.headers.get("content-type", "").startswith("text/html"), r
         assert "http://" not in r.body and "https://" not in r.body, \
             "the page must not load anything from elsewhere"
-        st = proxy.status_json()
+        st = wait_for(lambda: proxy.status_json()["survival_s"] and
+                      proxy.status_json(), what="survival_s")
         f = rendered(url)
+        assert re.match(r"^2d 2[23]h$", f["survival"]), f  # lease_ttl 72h
         assert f["state"] == "Connected", f
         assert f["mode"] == "proxy mode", f
         assert f["leases"] == str(st["leases"]["cached"]), (f, st)
@@ -88,5 +90,6 @@ def test_dashboard_in_a_browser():
         f = rendered(url)
         assert f["state"] == "TrustBased", f
         assert "Upstream unreachable" in f["banner"], f
+        assert f["survival"] in f["banner"], f
         assert f["up_error"] not in ("", "-"), f
         screenshot(url, "dashboard-outage.png")
