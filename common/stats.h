@@ -35,6 +35,7 @@ struct stats_slot {
 	uint64_t	 req[EP_MAX][STATS_NCODES];
 	uint64_t	 cache_hits;
 	uint64_t	 cache_misses;
+	uint64_t	 dedup_pruned;		/* de-dup entries dropped early */
 };
 
 struct stats_shared {

@@ -100,18 +100,12 @@ issuer_request(uint64_t chan, const struct ipc_msg *req)
 static void
 issuer_tick(evutil_socket_t fd, short ev, void *arg)
 {
-	static int64_t	 last_prune;
 	uint64_t	 total, valid;
 	int64_t		 now = time(NULL);
 
 	(void)fd, (void)ev, (void)arg;
 	store_clock_advance(is.store, now);
 	store_reader_check(is.store);
-	/* The ledger itself de-duplicates; the id table is only a fast path. */
-	if (now - last_prune >= STORE_ID_PRUNE_EVERY_S) {
-		last_prune = now;
-		store_usage_prune_ids(is.store, now - STORE_ID_WINDOW_S);
-	}
 	if (store_lease_count(is.store, store_now(is.store), &total,
 	    &valid) == 0) {
 		stats_up_begin();

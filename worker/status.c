@@ -114,7 +114,7 @@ status_metrics(struct conn *c, const struct stats_shared *s)
 	static const char *const roles[] = { "worker", "uplink", "issuer" };
 	static const char *const results[] = { "ok", "rejected", "error" };
 	char		*out;
-	uint64_t	 hits = 0, misses = 0;
+	uint64_t	 hits = 0, misses = 0, pruned = 0;
 	size_t		 o;
 	int		 i;
 
@@ -125,6 +125,7 @@ status_metrics(struct conn *c, const struct stats_shared *s)
 	for (i = 0; i < STATS_MAX_SLOTS; i++) {
 		hits += s->slots[i].cache_hits;
 		misses += s->slots[i].cache_misses;
+		pruned += s->slots[i].dedup_pruned;
 	}
 	o = metrics_requests(s, out, METRICS_MAX);
 #define M(...) do { if (o < METRICS_MAX) o += snprintf(out + o, \
@@ -150,6 +151,11 @@ status_metrics(struct conn *c, const struct stats_shared *s)
 	M("# TYPE licproxy_usage_forwarded_total counter\n"
 	    "licproxy_usage_forwarded_total %llu\n",
 	    (unsigned long long)s->usage_forwarded);
+	M("# HELP licproxy_usage_dedup_pruned_total De-duplication entries "
+	    "dropped inside usage.dedup_window to make room in the store.\n"
+	    "# TYPE licproxy_usage_dedup_pruned_total counter\n"
+	    "licproxy_usage_dedup_pruned_total %llu\n",
+	    (unsigned long long)pruned);
 	M("# HELP licproxy_instances_active Distinct X-Instance-Id values seen"
 	    " in the last %d s.\n# TYPE licproxy_instances_active gauge\n"
 	    "licproxy_instances_active %d\n", STATS_INSTANCE_ACTIVE_S,
