@@ -1115,9 +1115,10 @@ dedup_span(const struct store *s)
 }
 
 /*
- * When the newest entry of generation k back went in: a generation takes
- * entries for at most a span (the first append after that rotates), so
- * its start plus a span bounds it; the current one is still filling.
+ * Just after the newest entry of generation k back went in: a generation
+ * takes entries for at most a span (the first append after that rotates),
+ * so every one went in before its start plus a span; the current one is
+ * still filling.
  */
 static uint64_t
 dedup_end(const struct store *s, const struct dedup_gens *dg, int k,
@@ -1145,7 +1146,8 @@ dedup_drop(struct store *s, MDB_txn *txn, struct dedup_gens *dg, int k,
 	if ((rc = mdb_stat(txn, dbi, &st)) != 0 ||
 	    (st.ms_entries > 0 && (rc = mdb_drop(txn, dbi, 0)) != 0))
 		return store_err(rc, "dedup");
-	if (early != NULL && end + s->dedup_window >= now)
+	if (early != NULL && (s->dedup_window <= 0 ||
+	    end + s->dedup_window > now))
 		*early += st.ms_entries;
 	return 0;
 }
@@ -1174,11 +1176,12 @@ dedup_rotate(struct store *s, MDB_txn *txn, struct dedup_gens *dg,
 static int
 dedup_age(struct store *s, MDB_txn *txn, uint64_t now, uint64_t *early)
 {
-	struct dedup_gens	dg;
+	struct dedup_gens	dg, was;
 	int			k, ret;
 
 	if ((ret = dedup_io(s, txn, &dg, 0)) != 0)
 		return ret;
+	was = dg;
 	if (dg.start[dedup_slot(&dg, 0)] == 0 || (s->dedup_window > 0 &&
 	    dg.start[dedup_slot(&dg, 0)] + dedup_span(s) <= now)) {
 		if ((ret = dedup_rotate(s, txn, &dg, now, early)) != 0)
@@ -1186,10 +1189,11 @@ dedup_age(struct store *s, MDB_txn *txn, uint64_t now, uint64_t *early)
 	}
 	for (k = 1; s->dedup_window > 0 && k < DEDUP_GENS; k++)
 		if (dg.start[dedup_slot(&dg, k)] != 0 &&
-		    dedup_end(s, &dg, k, now) + s->dedup_window < now &&
+		    dedup_end(s, &dg, k, now) + s->dedup_window <= now &&
 		    (ret = dedup_drop(s, txn, &dg, k, now, early)) != 0)
 			return ret;
-	if ((ret = dedup_io(s, txn, &dg, 1)) != 0)
+	if (memcmp(&was, &dg, sizeof(dg)) != 0 &&
+	    (ret = dedup_io(s, txn, &dg, 1)) != 0)
 		return ret;
 	return dedup_slot(&dg, 0);
 }

@@ -247,3 +247,6 @@ def test_disk_full_is_507_and_nothing_acknowledged_is_lost():
         r = auth.license(member)
         assert r.status == 200, r
         assert ledger_records(auth) == acked
+        assert "No space left on device (free disk space under " \
+            "store.path)" in auth.logs(), auth.logs()[-3000:]
+        assert " 500 " not in auth.logs()
