@@ -1294,9 +1294,10 @@ fail:
 
 /*
  * The store is full: empty the oldest de-dup generation (the current one
- * last, and the next append starts a new one). Pages freed by a transaction are reused only two transactions
- * later, so a second one follows. Returns 1 if anything went, 0 if the
- * index is empty, < 0 on error.
+ * last, and the next append starts a new one). LMDB reuses the pages a
+ * transaction freed only two transactions later, so a second (a rewrite
+ * of the same meta) follows. Returns 1 if anything went, 0 if the index
+ * is empty, < 0 on error.
  */
 static int
 dedup_make_room(struct store *s)
