@@ -1169,6 +1169,24 @@ dedup_rotate(struct store *s, MDB_txn *txn, struct dedup_gens *dg,
 }
 
 /*
+ * A store from before the generations kept (key_id, id) -> time in
+ * usage_ids, never read now: the first generation's transaction frees it.
+ */
+static int
+dedup_drop_legacy(MDB_txn *txn)
+{
+	MDB_dbi	dbi;
+	int	rc;
+
+	if ((rc = mdb_dbi_open(txn, "usage_ids", 0, &dbi)) == MDB_NOTFOUND)
+		return 0;
+	if (rc != 0 || (rc = mdb_drop(txn, dbi, 1)) != 0)
+		return store_err(rc, "usage_ids");
+	log_info("store: dropped the old usage_ids table");
+	return 0;
+}
+
+/*
  * Before an append: rotate once the current generation is a span old,
  * drop every older one whose end is past the window. Returns the slot
  * new entries go into.
@@ -1182,6 +1200,8 @@ dedup_age(struct store *s, MDB_txn *txn, uint64_t now, uint64_t *early)
 	if ((ret = dedup_io(s, txn, &dg, 0)) != 0)
 		return ret;
 	was = dg;
+	if (dg.g == 0 && dg.start[0] == 0 && (ret = dedup_drop_legacy(txn)) != 0)
+		return ret;
 	if (dg.start[dedup_slot(&dg, 0)] == 0 || (s->dedup_window > 0 &&
 	    dg.start[dedup_slot(&dg, 0)] + dedup_span(s) <= now)) {
 		if ((ret = dedup_rotate(s, txn, &dg, now, early)) != 0)
