@@ -25,7 +25,12 @@
 
 #define RELAY_BATCH		1000
 #define RELAY_BACKOFF_MIN_MS	500
-/* A record's JSON beyond its strings: names, quotes, commas, quantity. */
+/*
+ * A record's JSON beyond its strings: 66 bytes of names, quotes and
+ * braces ({"id":"","product":"","metric":"","quantity":,"ts":"",
+ * "key_id":""}), at most 24 for the quantity (%.17g) rounded up to 32,
+ * and the comma between records.
+ */
 #define RELAY_REC_FIXED		(66 + 32 + 1)
 #define RELAY_ENVELOPE		(sizeof("{\"records\":[]}") - 1)
 
