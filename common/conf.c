@@ -131,6 +131,11 @@ static const struct kdef license_keys[] = {
 	{ NULL }
 };
 
+static const struct kdef usage_keys[] = {
+	{ "dedup_window", K_SEC, OFF(usage.dedup_window_s) },
+	{ NULL }
+};
+
 static const struct kdef store_keys[] = {
 	{ "path", K_STR, OFF(store.path), F_NONEMPTY },
 	{ "max_size", K_SIZE64, OFF(store.max_size) },
@@ -158,6 +163,7 @@ static const struct kdef top_keys[] = {
 	{ "mode", K_MODE, OFF(mode), 0, S_MODE, modes },
 	{ "server", K_SECTION, 0, 0, S_NONE, server_keys },
 	{ "license", K_SECTION, 0, 0, S_NONE, license_keys },
+	{ "usage", K_SECTION, 0, 0, S_NONE, usage_keys },
 	{ "store", K_SECTION, 0, 0, S_NONE, store_keys },
 	{ "authority", K_SECTION, 0, 0, S_NONE, authority_keys },
 	{ "log", K_SECTION, 0, 0, S_NONE, log_keys },
@@ -296,6 +302,7 @@ conf_defaults(struct cctx *c)
 	cf->license.max_rejections = 100000;
 	cf->license.miss_rate = 50;
 	cf->license.miss_burst = 200;
+	cf->usage.dedup_window_s = 24 * 3600;
 	conf_setstr(c, &cf->store.path, "/var/lib/licproxy");
 	cf->store.max_size = 1ULL << 30;
 	conf_setstr(c, &cf->authority.signing_key,

@@ -60,6 +60,10 @@ struct conf {
 	} license;
 
 	struct {
+		int64_t	 dedup_window_s;	/* default 24h */
+	} usage;
+
+	struct {
 		char	*path;
 		uint64_t max_size;		/* default 1GiB */
 	} store;

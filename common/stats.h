@@ -47,6 +47,7 @@ struct stats_slot {
 	uint64_t	 cache_misses;
 	uint64_t	 misses_limited;	/* 429 too_many_requests */
 	uint64_t	 closed[CLOSE_MAX];	/* enum stats_close */
+	uint64_t	 dedup_pruned;		/* de-dup entries dropped early */
 };
 
 struct stats_shared {

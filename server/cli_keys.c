@@ -3,6 +3,7 @@
  * an authority's store, also while the authority runs (LMDB serializes the
  * writers and readers never block).
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -332,14 +333,64 @@ cli_keys(int argc, char **argv)
 	return cli_usage_error("keys: create, list or revoke");
 }
 
+/* A total past what a double holds is still a row: null and "overflow". */
+static json_t *
+usage_row(const struct usage_total *t)
+{
+	json_t *row;
+
+	row = json_pack("{s:s,s:s,s:s,s:o,s:I}", "key_id", t->kid,
+	    "product", t->product, "metric", t->metric, "quantity",
+	    isfinite(t->quantity) ? json_real(t->quantity) : json_null(),
+	    "records", (json_int_t)t->records);
+	if (row != NULL && !isfinite(t->quantity) &&
+	    json_object_set_new(row, "overflow", json_true()) == -1) {
+		json_decref(row);
+		return NULL;
+	}
+	return row;
+}
+
+static int
+usage_print(const struct usage_total *t, size_t n, int json)
+{
+	json_t	*arr = json_array(), *row;
+	size_t	 i;
+	int	 rv = 0;
+
+	if (!json)
+		printf("%-16s  %-16s  %-20s  %14s  %8s\n", "KEY_ID", "PRODUCT",
+		    "METRIC", "QUANTITY", "RECORDS");
+	for (i = 0; i < n; i++) {
+		if (!isfinite(t[i].quantity))
+			fprintf(stderr, "licproxy: %s %s %s: the total is too "
+			    "large for a number\n", t[i].kid, t[i].product,
+			    t[i].metric);
+		if (!json)
+			printf("%-16s  %-16s  %-20s  %14.3f  %8llu\n",
+			    t[i].kid, t[i].product, t[i].metric,
+			    t[i].quantity, (unsigned long long)t[i].records);
+		else if ((row = usage_row(&t[i])) == NULL ||
+		    json_array_append_new(arr, row) == -1)
+			rv = 1;
+	}
+	if (json && (rv != 0 || json_dumpf(arr, stdout, JSON_COMPACT) == -1))
+		rv = 1;
+	else if (json)
+		printf("\n");
+	json_decref(arr);
+	if (rv != 0)
+		fprintf(stderr, "licproxy: usage: out of memory\n");
+	return rv;
+}
+
 int
 cli_usage(int argc, char **argv)
 {
 	struct usage_total	*t = NULL;
 	struct store		*s;
-	json_t			*arr;
-	size_t			 n = 0, i;
-	int			 json = cli_flag(argc, argv, "--json");
+	size_t			 n = 0;
+	int			 rv;
 
 	if ((s = cli_store(argc, argv, 1)) == NULL)
 		return 1;
@@ -350,27 +401,7 @@ cli_usage(int argc, char **argv)
 	if (n == 0)
 		keys_hint_proxy(s, "usage totals");
 	store_close(s);
-	arr = json_array();
-	if (!json)
-		printf("%-16s  %-16s  %-20s  %14s  %8s\n", "KEY_ID", "PRODUCT",
-		    "METRIC", "QUANTITY", "RECORDS");
-	for (i = 0; i < n; i++) {
-		if (json)
-			json_array_append_new(arr, json_pack(
-			    "{s:s,s:s,s:s,s:f,s:I}", "key_id", t[i].kid,
-			    "product", t[i].product, "metric", t[i].metric,
-			    "quantity", t[i].quantity,
-			    "records", (json_int_t)t[i].records));
-		else
-			printf("%-16s  %-16s  %-20s  %14.3f  %8llu\n", t[i].kid,
-			    t[i].product, t[i].metric, t[i].quantity,
-			    (unsigned long long)t[i].records);
-	}
-	if (json) {
-		json_dumpf(arr, stdout, JSON_COMPACT);
-		printf("\n");
-	}
-	json_decref(arr);
+	rv = usage_print(t, n, cli_flag(argc, argv, "--json"));
 	free(t);
-	return 0;
+	return rv;
 }

@@ -116,18 +116,10 @@ issuer_request(uint64_t chan, const struct ipc_msg *req)
 static void
 issuer_tick(evutil_socket_t fd, short ev, void *arg)
 {
-	static int64_t		 last_prune;
-	int64_t			 now = time(NULL);
-
 	(void)fd, (void)ev, (void)arg;
 	/* Not time(NULL): a glitch of the wall clock must not stick. */
 	store_clock_tick(is.store);
 	store_reader_check(is.store);
-	/* The ledger itself de-duplicates; the id table is only a fast path. */
-	if (now - last_prune >= STORE_ID_PRUNE_EVERY_S) {
-		last_prune = now;
-		store_usage_prune_ids(is.store, now - STORE_ID_WINDOW_S);
-	}
 	gauge_store(is.store, 1);
 }
 

@@ -1,6 +1,9 @@
 /*
  * relay.c - forwards the usage spool upstream with the proxy's own key, in
- * batches of at most 1000, each record carrying its key_id. Records leave
+ * batches of at most 1000 records and at most `budget` bytes, each record
+ * carrying its key_id. The budget starts at our own server.max_body and is
+ * halved on every 413 (for the life of the process), so a batch never
+ * stays bigger than what the upstream takes. Records leave
  * the spool only after the upstream's 202, so a crash at any point means a
  * resend, never a loss; the upstream de-duplicates on (key_id, id), so a
  * resend is never counted twice.
@@ -16,11 +19,20 @@
 #include "conf.h"
 #include "httpc.h"
 #include "log.h"
+#include "stats.h"
 #include "store.h"
 #include "uplink.h"
 
 #define RELAY_BATCH		1000
 #define RELAY_BACKOFF_MIN_MS	500
+/*
+ * A record's JSON beyond its strings: 66 bytes of names, quotes and
+ * braces ({"id":"","product":"","metric":"","quantity":,"ts":"",
+ * "key_id":""}), at most 24 for the quantity (%.17g) rounded up to 32,
+ * and the comma between records.
+ */
+#define RELAY_REC_FIXED		(66 + 32 + 1)
+#define RELAY_ENVELOPE		(sizeof("{\"records\":[]}") - 1)
 
 static struct {
 	struct event		*ev;
@@ -29,6 +41,9 @@ static struct {
 	struct usage_rec	 recs[RELAY_BATCH];
 	uint64_t		 seqs[RELAY_BATCH];
 	int			 n;
+	int			 more;		/* the spool holds more */
+	size_t			 budget;	/* bytes a batch may take */
+	size_t			 sent;		/* bytes of the batch upstream */
 } rl;
 
 static void	relay_send(evutil_socket_t, short, void *);
@@ -56,6 +71,29 @@ relay_backoff_ms(void)
 	return (int)(d / 2 + rnd % (d / 2 + 1));
 }
 
+/* An upper bound of one record's JSON: its fields need no escapes. */
+static size_t
+relay_rec_size(const struct usage_rec *r)
+{
+	return RELAY_REC_FIXED + strlen(r->id) + strlen(r->product) +
+	    strlen(r->metric) + strlen(r->ts) + strlen(r->kid);
+}
+
+/* The longest prefix of the peeked records that fits the budget (>= 1). */
+static int
+relay_fit(int peeked)
+{
+	size_t	total = RELAY_ENVELOPE;
+	int	n;
+
+	for (n = 0; n < peeked; n++) {
+		total += relay_rec_size(&rl.recs[n]);
+		if (n > 0 && total > rl.budget)
+			break;
+	}
+	return n;
+}
+
 static char *
 relay_body(void)
 {
@@ -75,6 +113,23 @@ relay_body(void)
 	return body;
 }
 
+/*
+ * 413: the upstream's max_body is below this batch. Halve what was sent
+ * and go again at once; one record (< 1 KiB) is the floor, so only an
+ * upstream that takes no record at all is left to the back-off.
+ */
+static int
+relay_too_large(void)
+{
+	if (rl.n <= 1)
+		return 0;
+	rl.budget = rl.sent / 2;
+	log_warnx("upstream refused %zu bytes of usage with 413: relaying at"
+	    " most %zu bytes a batch from now on", rl.sent, rl.budget);
+	relay_schedule(0);
+	return 1;
+}
+
 static void
 relay_done(int answered, const struct httpc_res *r, void *arg)
 {
@@ -85,13 +140,17 @@ relay_done(int answered, const struct httpc_res *r, void *arg)
 		if (store_spool_delete(up.store, rl.seqs, rl.n) != 0)
 			log_warnx("cannot delete %d forwarded records (they"
 			    " will be resent and de-duplicated)", rl.n);
+		if (stats_self != NULL)
+			stats_self->dedup_pruned +=
+			    store_dedup_pruned(up.store);
 		log_debug("forwarded %d usage records", rl.n);
 		rl.failures = 0;
 		uplink_usage_stats();
-		relay_schedule(rl.n == RELAY_BATCH ? 0 :
-		    up.cf->license.sync_interval_ms);
+		relay_schedule(rl.more ? 0 : up.cf->license.sync_interval_ms);
 		return;
 	}
+	if (answered && r->status == 413 && relay_too_large())
+		return;
 	if (answered)
 		log_warnx("upstream refused a usage batch with %d: %.*s; "
 		    "keeping it spooled", r->status, (int)(r->bodylen > 200 ?
@@ -100,38 +159,27 @@ relay_done(int answered, const struct httpc_res *r, void *arg)
 	relay_schedule(relay_backoff_ms());
 }
 
-/* The id table is walked whole: once an hour is plenty for a 7-day window. */
-static void
-relay_prune(void)
-{
-	static int64_t	last;
-	int64_t		now = store_now(up.store);
-
-	if (now - last < STORE_ID_PRUNE_EVERY_S)
-		return;
-	last = now;
-	store_usage_prune_ids(up.store, now - STORE_ID_WINDOW_S);
-}
-
 static void
 relay_send(evutil_socket_t fd, short ev, void *arg)
 {
-	char *body;
+	char	*body;
+	int	 n;
 
 	(void)fd, (void)ev, (void)arg;
 	if (rl.busy || up.stopping)
 		return;
-	relay_prune();
-	rl.n = store_spool_peek(up.store, rl.recs, rl.seqs, RELAY_BATCH);
-	if (rl.n <= 0) {
-		if (rl.n < 0)
+	if ((n = store_spool_peek(up.store, rl.recs, rl.seqs,
+	    RELAY_BATCH)) <= 0) {
+		if (n < 0)
 			log_warnx("cannot read the usage spool");
 		relay_schedule(up.cf->license.sync_interval_ms);
 		return;
 	}
+	rl.n = relay_fit(n);
+	rl.more = rl.n < n || n == RELAY_BATCH;
 	if ((body = relay_body()) == NULL ||
 	    uplink_call("POST", "/v1/usage", up.cf->license.key, body,
-	    strlen(body), relay_done, NULL) == -1) {
+	    (rl.sent = strlen(body)), relay_done, NULL) == -1) {
 		free(body);
 		relay_schedule(relay_backoff_ms());
 		return;
@@ -158,5 +206,6 @@ relay_init(void)
 {
 	if ((rl.ev = evtimer_new(up.base, relay_send, NULL)) == NULL)
 		fatalx("relay timer");
+	rl.budget = up.cf->server.max_body;
 	relay_schedule(1000);
 }

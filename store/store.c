@@ -20,7 +20,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sys/statvfs.h>
+
 #include <lmdb.h>
+#include <openssl/sha.h>
 
 #include "log.h"
 #include "proc.h"
@@ -36,14 +39,20 @@
 	" mdb_load into a new directory, or move it aside to start with" \
 	" an empty store"
 
+#define DEDUP_HASHLEN	8	/* bytes of SHA-256(key_id || id) kept */
+#define DEDUP_ROOM_TRIES DEDUP_GENS	/* a full store drops a generation */
+#define DISK_SHORT_BYTES (1u << 20)	/* an EIO with less free is a full disk */
+
+#define DEDUP_GENS	5	/* generations: one filling, four older */
+
 enum store_db {
-	DB_LEASES, DB_REJECTS, DB_SPOOL, DB_USAGE_IDS, DB_META, DB_KEYS,
-	DB_LEDGER, DB_REJECT_TIME, DB_COUNT
+	DB_LEASES, DB_REJECTS, DB_SPOOL, DB_META, DB_KEYS, DB_LEDGER,
+	DB_REJECT_TIME, DB_DEDUP0, DB_COUNT = DB_DEDUP0 + DEDUP_GENS
 };
 
 static const char *const store_dbnames[DB_COUNT] = {
-	"leases", "rejects", "spool", "usage_ids", "meta", "keys", "ledger",
-	"reject_time"
+	"leases", "rejects", "spool", "meta", "keys", "ledger", "reject_time",
+	"dedup0", "dedup1", "dedup2", "dedup3", "dedup4"
 };
 
 struct store {
@@ -56,6 +65,8 @@ struct store {
 	unsigned char	 boot[16];	/* boot id, read once (zero: unknown) */
 	int64_t		 trust_wall;	/* store_clock_tick's base ... */
 	int64_t		 trust_boot;	/* ... and CLOCK_BOOTTIME then */
+	int64_t		 dedup_window;	/* s, usage.dedup_window */
+	uint64_t	 dedup_pruned;	/* dropped early to make room */
 };
 
 struct wbuf {
@@ -286,6 +297,15 @@ store_err(int rc, const char *what)
 			    what);
 		}
 		return STORE_EFULL;
+	case ENOSPC:
+	case EDQUOT:
+		/* The disk, not the map: the same answer, 507, never a 500. */
+		if (time(NULL) - full_logged >= 60) {
+			full_logged = time(NULL);
+			log_warnx("store: %s: %s (free disk space under "
+			    "store.path)", what, mdb_strerror(rc));
+		}
+		return STORE_EFULL;
 	default:
 		log_warnx("store: %s: %s", what, mdb_strerror(rc));
 		return -1;
@@ -377,14 +397,32 @@ store_snapshot_end(struct store *s)
 	store_rend(s, txn);
 }
 
+/*
+ * LMDB turns a short write into EIO: a page write that ran out of disk
+ * half way. With the disk (nearly) full, that EIO is a full disk.
+ */
+static int
+store_disk_short(MDB_env *env)
+{
+	struct statvfs	 vfs;
+	const char	*path;
+
+	if (mdb_env_get_path(env, &path) != 0 || statvfs(path, &vfs) == -1)
+		return 0;
+	return (uint64_t)vfs.f_bavail * vfs.f_frsize < DISK_SHORT_BYTES;
+}
+
 static int
 store_commit(MDB_txn *txn, const char *what)
 {
-	int rc;
+	MDB_env	*env = mdb_txn_env(txn);
+	int	 rc;
 
-	if ((rc = mdb_txn_commit(txn)) != 0)
-		return store_err(rc, what);
-	return 0;
+	if ((rc = mdb_txn_commit(txn)) == 0)
+		return 0;
+	if (rc == EIO && store_disk_short(env))
+		rc = ENOSPC;
+	return store_err(rc, what);
 }
 
 /* Read one value and hand it to fn inside the read transaction. */
@@ -1471,32 +1509,215 @@ rec_idkey(const struct usage_rec *r, unsigned char *buf, MDB_val *k)
 	k->mv_size = STORE_KIDLEN + idl;
 }
 
-/* Returns 1 for a duplicate, 0 when stored, < 0 on error. */
-static int
-usage_add1(struct store *s, MDB_txn *txn, const struct usage_rec *r,
-    int ledger, uint64_t now, uint64_t *seq)
+/*
+ * The de-duplication index: hash(key_id, id) -> nothing, spread over
+ * DEDUP_GENS generations (dedup0..4). New entries go into the current
+ * one; a new generation starts every window / (DEDUP_GENS - 1), and a
+ * generation whose newest entry is older than the window is emptied
+ * whole (mdb_drop), so pruning never walks entries and frees whole pages.
+ * meta dedup_g counts generations, dedup_t<i> is when slot i started.
+ */
+struct dedup_gens {
+	uint64_t	g;			/* current slot: g % DEDUP_GENS */
+	uint64_t	start[DEDUP_GENS];	/* 0 = empty */
+};
+
+static void
+dedup_hash(const struct usage_rec *r, unsigned char h[DEDUP_HASHLEN])
 {
-	unsigned char	 idbuf[STORE_KIDLEN + STORE_IDMAX], tb[8], sb[8];
-	struct wbuf	 w = { .len = 0 };
-	MDB_val		 k, v;
-	int		 rc;
+	unsigned char	idbuf[STORE_KIDLEN + STORE_IDMAX];
+	unsigned char	md[SHA256_DIGEST_LENGTH];
+	MDB_val		k;
 
 	rec_idkey(r, idbuf, &k);
-	be64_put(tb, now);
-	v.mv_data = tb;
-	v.mv_size = sizeof(tb);
-	rc = mdb_put(txn, s->dbi[DB_USAGE_IDS], &k, &v, MDB_NOOVERWRITE);
-	if (rc == MDB_KEYEXIST)
+	SHA256(k.mv_data, k.mv_size, md);
+	memcpy(h, md, DEDUP_HASHLEN);
+}
+
+static int
+dedup_io(struct store *s, MDB_txn *txn, struct dedup_gens *dg, int save)
+{
+	char	name[16];
+	int	i, ret;
+
+	ret = save ? meta_put(s, txn, "dedup_g", dg->g) :
+	    meta_get(s, txn, "dedup_g", &dg->g);
+	for (i = 0; ret == 0 && i < DEDUP_GENS; i++) {
+		snprintf(name, sizeof(name), "dedup_t%d", i);
+		ret = save ? meta_put(s, txn, name, dg->start[i]) :
+		    meta_get(s, txn, name, &dg->start[i]);
+	}
+	return ret;
+}
+
+/* Slot k generations before the current one (k = 0: the current). */
+static int
+dedup_slot(const struct dedup_gens *dg, int k)
+{
+	return (int)((dg->g + DEDUP_GENS - k) % DEDUP_GENS);
+}
+
+/* How long a generation takes entries: a quarter of the window. */
+static uint64_t
+dedup_span(const struct store *s)
+{
+	uint64_t span = (uint64_t)s->dedup_window / (DEDUP_GENS - 1);
+
+	return span > 0 ? span : 1;
+}
+
+/*
+ * Just after the newest entry of generation k back went in: a generation
+ * takes entries for at most a span (the first append after that rotates),
+ * so every one went in before its start plus a span; the current one is
+ * still filling.
+ */
+static uint64_t
+dedup_end(const struct store *s, const struct dedup_gens *dg, int k,
+    uint64_t now)
+{
+	if (k == 0 || s->dedup_window <= 0)
+		return now;
+	return dg->start[dedup_slot(dg, k)] + dedup_span(s);
+}
+
+/*
+ * Empty the generation k back; entries still inside the window (dropped
+ * because the store is full, not for their age) count in *early.
+ */
+static int
+dedup_drop(struct store *s, MDB_txn *txn, struct dedup_gens *dg, int k,
+    uint64_t now, uint64_t *early)
+{
+	MDB_dbi		dbi = s->dbi[DB_DEDUP0 + dedup_slot(dg, k)];
+	MDB_stat	st;
+	uint64_t	end = dedup_end(s, dg, k, now);
+	int		rc;
+
+	dg->start[dedup_slot(dg, k)] = 0;
+	if ((rc = mdb_stat(txn, dbi, &st)) != 0 ||
+	    (st.ms_entries > 0 && (rc = mdb_drop(txn, dbi, 0)) != 0))
+		return store_err(rc, "dedup");
+	if (early != NULL && (s->dedup_window <= 0 ||
+	    end + s->dedup_window > now))
+		*early += st.ms_entries;
+	return 0;
+}
+
+/* Start a generation: the slot it takes is the oldest one. */
+static int
+dedup_rotate(struct store *s, MDB_txn *txn, struct dedup_gens *dg,
+    uint64_t now, uint64_t *early)
+{
+	int ret;
+
+	if (dg->start[dedup_slot(dg, 0)] != 0) {
+		dg->g++;
+		if ((ret = dedup_drop(s, txn, dg, 0, now, early)) != 0)
+			return ret;
+	}
+	dg->start[dedup_slot(dg, 0)] = now;
+	return 0;
+}
+
+/*
+ * A store from before the generations kept (key_id, id) -> time in
+ * usage_ids, never read now: the first generation's transaction frees it.
+ */
+static int
+dedup_drop_legacy(MDB_txn *txn)
+{
+	MDB_dbi	dbi;
+	int	rc;
+
+	if ((rc = mdb_dbi_open(txn, "usage_ids", 0, &dbi)) == MDB_NOTFOUND)
+		return 0;
+	if (rc != 0 || (rc = mdb_drop(txn, dbi, 1)) != 0)
+		return store_err(rc, "usage_ids");
+	log_info("store: dropped the old usage_ids table");
+	return 0;
+}
+
+/*
+ * Before an append: rotate once the current generation is a span old,
+ * drop every older one whose end is past the window. Returns the slot
+ * new entries go into.
+ */
+static int
+dedup_age(struct store *s, MDB_txn *txn, uint64_t now, uint64_t *early)
+{
+	struct dedup_gens	dg, was;
+	int			k, ret;
+
+	if ((ret = dedup_io(s, txn, &dg, 0)) != 0)
+		return ret;
+	was = dg;
+	if (dg.g == 0 && dg.start[0] == 0 && (ret = dedup_drop_legacy(txn)) != 0)
+		return ret;
+	if (dg.start[dedup_slot(&dg, 0)] == 0 || (s->dedup_window > 0 &&
+	    dg.start[dedup_slot(&dg, 0)] + dedup_span(s) <= now)) {
+		if ((ret = dedup_rotate(s, txn, &dg, now, early)) != 0)
+			return ret;
+	}
+	for (k = 1; s->dedup_window > 0 && k < DEDUP_GENS; k++)
+		if (dg.start[dedup_slot(&dg, k)] != 0 &&
+		    dedup_end(s, &dg, k, now) + s->dedup_window <= now &&
+		    (ret = dedup_drop(s, txn, &dg, k, now, early)) != 0)
+			return ret;
+	if (memcmp(&was, &dg, sizeof(dg)) != 0 &&
+	    (ret = dedup_io(s, txn, &dg, 1)) != 0)
+		return ret;
+	return dedup_slot(&dg, 0);
+}
+
+/* Returns 1 if h is known, 0 when it was added to slot cur, < 0 on error. */
+static int
+dedup_add(struct store *s, MDB_txn *txn, unsigned char h[DEDUP_HASHLEN],
+    int cur)
+{
+	MDB_val	k = { DEDUP_HASHLEN, h }, v;
+	int	i, rc;
+
+	for (i = 0; i < DEDUP_GENS; i++) {
+		rc = mdb_get(txn, s->dbi[DB_DEDUP0 + i], &k, &v);
+		if (rc == 0)
+			return 1;
+		if (rc != MDB_NOTFOUND)
+			return store_err(rc, "dedup");
+	}
+	v.mv_size = 0;
+	v.mv_data = h;
+	rc = mdb_put(txn, s->dbi[DB_DEDUP0 + cur], &k, &v, 0);
+	return rc == 0 ? 0 : store_err(rc, "dedup");
+}
+
+/*
+ * Returns 1 for a duplicate, 0 when stored, < 0 on error. The ledger is
+ * keyed on (key_id, id) itself: at an authority it is the lasting guard
+ * once the de-dup entry is gone, and it settles a hash collision.
+ */
+static int
+usage_add1(struct store *s, MDB_txn *txn, const struct usage_rec *r,
+    int ledger, int cur, uint64_t *seq)
+{
+	unsigned char	 idbuf[STORE_KIDLEN + STORE_IDMAX], h[DEDUP_HASHLEN];
+	unsigned char	 sb[8];
+	struct wbuf	 w = { .len = 0 };
+	MDB_val		 k, v;
+	int		 rc, known;
+
+	dedup_hash(r, h);
+	if ((known = dedup_add(s, txn, h, cur)) < 0)
+		return known;
+	if (known && !ledger)
 		return 1;
-	if (rc != 0)
-		return store_err(rc, "usage ids");
 	rec_pack(&w, r);
 	if (w.err)
 		return -1;
 	v.mv_data = w.b;
 	v.mv_size = w.len;
 	if (ledger) {
-		/* The ledger is its own guard should the ids have been pruned. */
+		rec_idkey(r, idbuf, &k);
 		rc = mdb_put(txn, s->dbi[DB_LEDGER], &k, &v, MDB_NOOVERWRITE);
 		if (rc == MDB_KEYEXIST)
 			return 1;
@@ -1509,13 +1730,122 @@ usage_add1(struct store *s, MDB_txn *txn, const struct usage_rec *r,
 	return rc == 0 ? 0 : store_err(rc, "spool");
 }
 
+/* One write transaction: expired de-dup entries out, then the records. */
+static int
+usage_append_txn(struct store *s, const struct usage_rec *recs, int n,
+    int ledger, unsigned char *dup)
+{
+	MDB_txn		*txn = NULL;
+	uint64_t	 seq, mark, early = 0, now = (uint64_t)time(NULL);
+	int		 i, ret, cur;
+
+	if ((ret = store_begin(s, 1, &txn)) != 0)
+		return ret;
+	if ((ret = meta_get(s, txn, "seq", &seq)) != 0 ||
+	    (ret = meta_get(s, txn, "clock", &mark)) != 0)
+		goto fail;
+	if (mark > now)
+		now = mark;
+	if ((ret = cur = dedup_age(s, txn, now, &early)) < 0)
+		goto fail;
+	for (i = 0; i < n; i++) {
+		if ((ret = usage_add1(s, txn, &recs[i], ledger, cur, &seq)) < 0)
+			goto fail;
+		if (dup != NULL)
+			dup[i] = ret;
+	}
+	if ((!ledger && (ret = meta_put(s, txn, "seq", seq)) != 0) ||
+	    (ret = store_commit(txn, "usage")) != 0)
+		return ret;
+	s->dedup_pruned += early;
+	return 0;
+fail:
+	mdb_txn_abort(txn);
+	return ret;
+}
+
+/*
+ * The store is full: empty the oldest de-dup generation (the current one
+ * last, and the next append starts a new one). LMDB reuses the pages a
+ * transaction freed only two transactions later, so a second (a rewrite
+ * of the same meta) follows. Returns 1 if anything went, 0 if the index
+ * is empty, < 0 on error.
+ */
+static int
+dedup_make_room(struct store *s)
+{
+	struct dedup_gens	 dg;
+	MDB_txn			*txn;
+	MDB_stat		 st;
+	uint64_t		 early = 0, now = (uint64_t)time(NULL);
+	int			 k, ret, rc;
+
+	if ((ret = store_begin(s, 1, &txn)) != 0)
+		return ret;
+	if ((ret = dedup_io(s, txn, &dg, 0)) != 0)
+		goto fail;
+	for (k = DEDUP_GENS - 1; k > 0; k--)
+		if (dg.start[dedup_slot(&dg, k)] != 0)
+			break;
+	if (k == 0 && ((rc = mdb_stat(txn, s->dbi[DB_DEDUP0 +
+	    dedup_slot(&dg, 0)], &st)) != 0 || st.ms_entries == 0)) {
+		ret = rc != 0 ? store_err(rc, "dedup") : 0;
+		goto fail;
+	}
+	/* A new generation too: the next drop spares what comes after. */
+	if ((ret = dedup_drop(s, txn, &dg, k, now, &early)) != 0 ||
+	    (k > 0 && (ret = dedup_rotate(s, txn, &dg, now, &early)) != 0) ||
+	    (ret = dedup_io(s, txn, &dg, 1)) != 0)
+		goto fail;
+	if ((ret = store_commit(txn, "dedup")) != 0)
+		return ret;
+	s->dedup_pruned += early;
+	log_info("store: full: dropped %llu de-dup entries, the oldest",
+	    (unsigned long long)early);
+	if ((ret = store_begin(s, 1, &txn)) != 0)
+		return ret;
+	if ((ret = dedup_io(s, txn, &dg, 1)) != 0)
+		goto fail;
+	return (ret = store_commit(txn, "dedup")) != 0 ? ret : 1;
+fail:
+	mdb_txn_abort(txn);
+	return ret;
+}
+
+/* Run op; while the store is full, make room out of the de-dup index. */
+static int
+dedup_retry(struct store *s, int (*op)(struct store *, void *), void *arg)
+{
+	int ret, try;
+
+	for (try = 0; ; try++) {
+		if ((ret = op(s, arg)) != STORE_EFULL || try == DEDUP_ROOM_TRIES)
+			return ret;
+		if (dedup_make_room(s) <= 0)
+			return STORE_EFULL;
+	}
+}
+
+struct append_args {
+	const struct usage_rec	*recs;
+	int			 n, ledger;
+	unsigned char		*dup;
+};
+
+static int
+append_op(struct store *s, void *arg)
+{
+	struct append_args *a = arg;
+
+	return usage_append_txn(s, a->recs, a->n, a->ledger, a->dup);
+}
+
 int
 store_usage_append(struct store *s, const struct usage_rec *recs, int n,
     int ledger, unsigned char *dup)
 {
-	MDB_txn		*txn = NULL;
-	uint64_t	 seq, mark, now = (uint64_t)time(NULL);
-	int		 i, ret;
+	struct append_args	a = { recs, n, ledger, dup };
+	int			i;
 
 	if (n < 0 || (n > 0 && recs == NULL))
 		return -1;
@@ -1526,25 +1856,44 @@ store_usage_append(struct store *s, const struct usage_rec *recs, int n,
 		}
 	if (n == 0)
 		return 0;
-	if ((ret = store_begin(s, 1, &txn)) != 0)
+	return dedup_retry(s, append_op, &a);
+}
+
+void
+store_usage_window(struct store *s, int64_t secs)
+{
+	s->dedup_window = secs;
+}
+
+uint64_t
+store_dedup_pruned(struct store *s)
+{
+	uint64_t n = s->dedup_pruned;
+
+	s->dedup_pruned = 0;
+	return n;
+}
+
+int
+store_dedup_stat(struct store *s, uint64_t *entries, uint64_t *bytes)
+{
+	MDB_txn		*txn;
+	MDB_stat	 st;
+	int		 i, rc = 0, ret;
+
+	*entries = *bytes = 0;
+	if ((ret = store_begin(s, 0, &txn)) != 0)
 		return ret;
-	if ((ret = meta_get(s, txn, "seq", &seq)) != 0 ||
-	    (ret = meta_get(s, txn, "clock", &mark)) != 0)
-		goto fail;
-	if (mark > now)
-		now = mark;
-	for (i = 0; i < n; i++) {
-		if ((ret = usage_add1(s, txn, &recs[i], ledger, now, &seq)) < 0)
-			goto fail;
-		if (dup != NULL)
-			dup[i] = ret;
+	for (i = 0; i < DEDUP_GENS && rc == 0; i++) {
+		if (!HAVE(s, DB_DEDUP0 + i) ||
+		    (rc = mdb_stat(txn, s->dbi[DB_DEDUP0 + i], &st)) != 0)
+			continue;
+		*entries += st.ms_entries;
+		*bytes += (uint64_t)st.ms_psize * (st.ms_branch_pages +
+		    st.ms_leaf_pages + st.ms_overflow_pages);
 	}
-	if (!ledger && (ret = meta_put(s, txn, "seq", seq)) != 0)
-		goto fail;
-	return store_commit(txn, "usage");
-fail:
 	mdb_txn_abort(txn);
-	return ret;
+	return rc == 0 ? 0 : store_err(rc, "dedup");
 }
 
 struct spool_peek {
@@ -1581,17 +1930,22 @@ store_spool_peek(struct store *s, struct usage_rec *recs, uint64_t *seqs,
 	return sp.n;
 }
 
-int
-store_spool_delete(struct store *s, const uint64_t *seqs, int n)
+struct delete_args {
+	const uint64_t	*seqs;
+	int		 n;
+};
+
+static int
+spool_delete_op(struct store *s, void *arg)
 {
+	const struct delete_args *a = arg;
 	MDB_txn		*txn;
 	unsigned char	 sb[8];
 	MDB_val		 k = { sizeof(sb), sb };
+	const uint64_t	*seqs = a->seqs;
 	uint64_t	 fwd, deleted = 0;
-	int		 i, rc, ret;
+	int		 i, rc, ret, n = a->n;
 
-	if (n <= 0)
-		return n == 0 ? 0 : -1;
 	if ((ret = store_begin(s, 1, &txn)) != 0)
 		return ret;
 	for (i = 0; i < n; i++) {
@@ -1611,6 +1965,17 @@ store_spool_delete(struct store *s, const uint64_t *seqs, int n)
 fail:
 	mdb_txn_abort(txn);
 	return ret;
+}
+
+/* Even a delete needs fresh pages: a full store must not stop the relay. */
+int
+store_spool_delete(struct store *s, const uint64_t *seqs, int n)
+{
+	struct delete_args a = { seqs, n };
+
+	if (n <= 0)
+		return n == 0 ? 0 : -1;
+	return dedup_retry(s, spool_delete_op, &a);
 }
 
 int
@@ -1637,33 +2002,6 @@ store_spool_stats(struct store *s, uint64_t *pending, uint64_t *forwarded)
 	if (forwarded != NULL)
 		*forwarded = fwd;
 	return 0;
-}
-
-int
-store_usage_prune_ids(struct store *s, int64_t before)
-{
-	MDB_txn		*txn;
-	MDB_cursor	*cur;
-	MDB_val		 k, v;
-	int		 rc, ret;
-
-	if ((ret = store_begin(s, 1, &txn)) != 0)
-		return ret;
-	if ((rc = mdb_cursor_open(txn, s->dbi[DB_USAGE_IDS], &cur)) != 0)
-		goto fail;
-	while ((rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) == 0) {
-		if (v.mv_size == 8 && (int64_t)be64_get(v.mv_data) >= before)
-			continue;
-		if ((rc = mdb_cursor_del(cur, 0)) != 0)
-			break;
-	}
-	mdb_cursor_close(cur);
-	if (rc != MDB_NOTFOUND)
-		goto fail;
-	return store_commit(txn, "usage ids");
-fail:
-	mdb_txn_abort(txn);
-	return store_err(rc, "usage ids");
 }
 
 struct totals {

@@ -9,7 +9,7 @@
 
 struct store;
 
-/* Errors: -1 generic, STORE_EFULL map full, STORE_ENOTFOUND. */
+/* Errors: -1 generic, STORE_EFULL map or disk full, STORE_ENOTFOUND. */
 #define STORE_ENOTFOUND	(-2)
 #define STORE_EFULL	(-3)
 
@@ -183,14 +183,16 @@ int	store_spool_delete(struct store *, const uint64_t *seqs, int n);
 int	store_spool_stats(struct store *, uint64_t *pending,
 	    uint64_t *forwarded);
 /*
- * Usage ids are remembered this long after acceptance, so a client's retry
- * is recognised even after its records were forwarded; pruning walks the
- * whole table, so callers do it every STORE_ID_PRUNE_EVERY_S.
+ * De-duplication: a compact index of hash(key_id, id) in generations, kept
+ * at least secs after acceptance (usage.dedup_window; 0 = until the store
+ * runs short) and at most a quarter longer. A full store drops the oldest
+ * generation before any usage is refused.
  */
-#define STORE_ID_WINDOW_S	(7 * 86400)
-#define STORE_ID_PRUNE_EVERY_S	3600
-/* Forget de-duplication ids older than before (unix s). */
-int	store_usage_prune_ids(struct store *, int64_t before);
+void	 store_usage_window(struct store *, int64_t secs);
+/* Entries dropped inside their window to make room since the last call. */
+uint64_t store_dedup_pruned(struct store *);
+/* Entries in the index and the bytes of the pages that hold them. */
+int	 store_dedup_stat(struct store *, uint64_t *entries, uint64_t *bytes);
 /* Ledger totals per (kid, product, metric), sorted. */
 struct usage_total {
 	char		 kid[17];

@@ -76,13 +76,14 @@ metrics_requests(struct mbuf *b, const struct stats_shared *s)
 static void
 metrics_workers(struct mbuf *b, const struct stats_shared *s)
 {
-	uint64_t	hits = 0, misses = 0, limited = 0;
+	uint64_t	hits = 0, misses = 0, limited = 0, pruned = 0;
 	int		i;
 
 	for (i = 0; i < STATS_MAX_SLOTS; i++) {
 		hits += s->slots[i].cache_hits;
 		misses += s->slots[i].cache_misses;
 		limited += s->slots[i].misses_limited;
+		pruned += s->slots[i].dedup_pruned;
 	}
 	mb_one(b, "licproxy_lease_cache_hits_total", "counter",
 	    "License checks answered from the store.", hits);
@@ -91,6 +92,9 @@ metrics_workers(struct mbuf *b, const struct stats_shared *s)
 	mb_one(b, "licproxy_misses_limited_total", "counter",
 	    "Lease misses refused with 429 (license.miss_rate/miss_burst per "
 	    "client address).", limited);
+	mb_one(b, "licproxy_usage_dedup_pruned_total", "counter",
+	    "De-duplication entries dropped inside usage.dedup_window to make "
+	    "room in the store.", pruned);
 	mb_head(b, "licproxy_instances_active", "gauge",
 	    "Distinct X-Instance-Id values seen in the last 10 minutes.");
 	mb_printf(b, "licproxy_instances_active %d\n",

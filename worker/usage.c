@@ -24,6 +24,7 @@
 
 #define USAGE_MAX_RECORDS	1000
 #define USAGE_KICK_AT		1000	/* spool backlog that wakes the uplink */
+#define USAGE_QUANTITY_MAX	1e12	/* SPEC: 0 <= quantity <= 1e12 */
 
 static int
 usage_charset(const char *s, size_t min, size_t max, const char *extra,
@@ -53,21 +54,65 @@ usage_digits(const char *s, int n)
 	return 0;
 }
 
-/* RFC 3339 date-time: 2026-11-26T16:00:00[.fff](Z|+hh:mm|-hh:mm) */
 static int
-usage_rfc3339(const char *s)
+usage_num(const char *s, int n)
 {
-	size_t n = strlen(s);
+	int v = 0;
 
-	if (n < 20 || n > 35 || usage_digits(s, 4) || s[4] != '-' ||
+	while (n-- > 0)
+		v = v * 10 + (*s++ - '0');
+	return v;
+}
+
+static int
+usage_mdays(int y, int m)
+{
+	static const int days[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31,
+	    30, 31 };
+	int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+
+	return days[m - 1] + (m == 2 && leap);
+}
+
+/* Parses "+hh:mm", "-hh:mm" or "Z" into minutes east of UTC. */
+static int
+usage_offset(const char *s, int *east)
+{
+	if ((*s == 'Z' || *s == 'z') && s[1] == '\0') {
+		*east = 0;
+		return 0;
+	}
+	if ((*s != '+' && *s != '-') || strlen(s) != 6 ||
+	    usage_digits(s + 1, 2) || s[3] != ':' || usage_digits(s + 4, 2) ||
+	    usage_num(s + 1, 2) > 23 || usage_num(s + 4, 2) > 59)
+		return -1;
+	*east = (usage_num(s + 1, 2) * 60 + usage_num(s + 4, 2)) *
+	    (*s == '-' ? -1 : 1);
+	return 0;
+}
+
+/*
+ * RFC 3339 date-time naming a real instant: 2026-11-26T16:00:00[.fff]
+ * (Z|+hh:mm|-hh:mm), year 1970 or later, the day within its month (leap
+ * years counted), second 60 only where a leap second can be: 23:59 UTC.
+ */
+int
+usage_ts_valid(const char *s)
+{
+	size_t	n = strlen(s);
+	int	y, mo, d, h, mi, sec, east;
+
+	if (n < 20 || n > USAGE_TS_MAX || usage_digits(s, 4) || s[4] != '-' ||
 	    usage_digits(s + 5, 2) || s[7] != '-' || usage_digits(s + 8, 2) ||
 	    (s[10] != 'T' && s[10] != 't') || usage_digits(s + 11, 2) ||
 	    s[13] != ':' || usage_digits(s + 14, 2) || s[16] != ':' ||
 	    usage_digits(s + 17, 2))
 		return -1;
-	if (atoi(s + 5) < 1 || atoi(s + 5) > 12 || atoi(s + 8) < 1 ||
-	    atoi(s + 8) > 31 || atoi(s + 11) > 23 || atoi(s + 14) > 59 ||
-	    atoi(s + 17) > 60)
+	y = usage_num(s, 4), mo = usage_num(s + 5, 2), d = usage_num(s + 8, 2);
+	h = usage_num(s + 11, 2), mi = usage_num(s + 14, 2);
+	sec = usage_num(s + 17, 2);
+	if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > usage_mdays(y, mo) ||
+	    h > 23 || mi > 59 || sec > 60)
 		return -1;
 	s += 19;
 	if (*s == '.') {
@@ -76,13 +121,12 @@ usage_rfc3339(const char *s)
 		while (isdigit((unsigned char)*s))
 			s++;
 	}
-	if ((*s == 'Z' || *s == 'z') && s[1] == '\0')
-		return 0;
-	if ((*s == '+' || *s == '-') && strlen(s) == 6 &&
-	    usage_digits(s + 1, 2) == 0 && s[3] == ':' &&
-	    usage_digits(s + 4, 2) == 0 && atoi(s + 1) < 24 && atoi(s + 4) < 60)
-		return 0;
-	return -1;
+	if (usage_offset(s, &east) == -1)
+		return -1;
+	/* Minutes of the UTC day: a leap second is at 23:59:60 UTC. */
+	if (sec == 60 && ((h * 60 + mi - east) % 1440 + 1440) % 1440 != 1439)
+		return -1;
+	return 0;
 }
 
 static void
@@ -159,13 +203,15 @@ usage_record(json_t *j, int proxy, const char *kid, struct usage_rec *r,
 	*field = "quantity";
 	v = json_object_get(j, "quantity");
 	if (v == NULL || !json_is_number(v) ||
-	    !isfinite(r->quantity = json_number_value(v)) || r->quantity < 0) {
-		*why = "must be a finite number >= 0";
+	    !isfinite(r->quantity = json_number_value(v)) ||
+	    r->quantity < 0 || r->quantity > USAGE_QUANTITY_MAX) {
+		*why = "must be a finite number from 0 to 1e12";
 		return -1;
 	}
 	if (usage_str(j, *field = "ts", r->ts, sizeof(r->ts), why) ||
-	    usage_rfc3339(r->ts)) {
-		*why = "must be an RFC 3339 date-time";
+	    usage_ts_valid(r->ts)) {
+		*why = "must be an RFC 3339 date-time naming a real date and "
+		    "time, year 1970 or later";
 		return -1;
 	}
 	*field = "key_id";
@@ -331,8 +377,13 @@ usage_commit(evutil_socket_t fd, short ev, void *arg)
 			memcpy(all + o, c->urecs, c->nurecs * sizeof(*all));
 			o += c->nurecs;
 		}
+		store_usage_window(worker->store,
+		    worker->cf->usage.dedup_window_s);
 		rv = store_usage_append(worker->store, all, n,
 		    worker->cf->mode == CONF_AUTHORITY, dup);
+		if (stats_self != NULL)
+			stats_self->dedup_pruned +=
+			    store_dedup_pruned(worker->store);
 		if (rv == STORE_EFULL && proc_now_ms() - full_logged >= 10000) {
 			full_logged = proc_now_ms();
 			log_warnx("usage store full (store.max_size): refusing"

@@ -121,6 +121,9 @@ void	 metrics_handle(struct conn *, const struct stats_shared *);
 /* usage.c */
 void	 usage_handle(struct conn *);
 void	 usage_forget(struct conn *);
+/* 0 if s is an RFC 3339 date-time naming a real instant, year >= 1970. */
+#define USAGE_TS_MAX	35	/* ...T16:00:00.123456789+01:00 */
+int	 usage_ts_valid(const char *s);
 int	 usage_init(void);
 
 #endif

@@ -8,6 +8,7 @@
 
 #include <ftw.h>
 #include <limits.h>
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -795,6 +796,7 @@ t_ledger(void **state)
 	unsigned char		 dup[5];
 	uint64_t		 pend;
 	size_t			 n;
+	uint64_t		 ent, bytes;
 
 	assert_int_equal(store_ledger_totals(s, &t, &n), 0);
 	assert_int_equal(n, 0);
@@ -832,11 +834,15 @@ t_ledger(void **state)
 	assert_int_equal(t[2].records, 1);
 	free(t);
 
-	/* Pruned ids do not let a ledger record in twice. */
-	assert_int_equal(store_usage_prune_ids(s, INT64_MAX), 0);
+	/* Expired de-dup entries do not let a ledger record in twice. */
+	store_usage_window(s, 60);
+	assert_int_equal(store_clock_advance(s, time(NULL) + 100000), 0);
 	mkrec(&r[0], KID1, "a", "engine", "seconds", 1);
 	assert_int_equal(store_usage_append(s, r, 1, 1, dup), 0);
 	assert_int_equal(dup[0], 1);
+	assert_int_equal(store_dedup_stat(s, &ent, &bytes), 0);
+	assert_int_equal(ent, 1);		/* only the re-sent one */
+	assert_int_equal(store_dedup_pruned(s), 0);
 	store_close(s);
 }
 
@@ -847,28 +853,123 @@ t_prune(void **state)
 	struct store		*s = open_rw(f, MAPSZ);
 	struct usage_rec	 a[3], b[2];
 	unsigned char		 dup[3];
-	int64_t			 later = time(NULL) + 100000;
+	int64_t			 t0 = time(NULL);
 
+	/* A 100 s window: generations of 25 s, each kept 100 s past its end. */
+	store_usage_window(s, 100);
 	mkrec(&a[0], KID1, "old-1", "p", "m", 1);
 	mkrec(&a[1], KID2, "old-2", "p", "m", 1);
 	mkrec(&a[2], KID1, "old-3", "p", "m", 1);
 	assert_int_equal(store_usage_append(s, a, 3, 0, dup), 0);
-	/* Ids appended after the clock jumps carry the later time. */
-	assert_int_equal(store_clock_advance(s, later), 0);
+	assert_int_equal(store_clock_advance(s, t0 + 50), 0);
 	mkrec(&b[0], KID1, "new-1", "p", "m", 1);
-	mkrec(&b[1], KID1, "old-0", "p", "m", 1);  /* sorts among the old */
+	mkrec(&b[1], KID1, "old-0", "p", "m", 1);
 	assert_int_equal(store_usage_append(s, b, 2, 0, dup), 0);
-
-	assert_int_equal(store_usage_prune_ids(s, 0), 0);
+	assert_int_equal(dup[0] + dup[1], 0);
 	assert_int_equal(store_usage_append(s, a, 3, 0, dup), 0);
-	assert_int_equal(dup[0] + dup[1] + dup[2], 3);
+	assert_int_equal(dup[0] + dup[1] + dup[2], 3);	/* in the window */
 
-	assert_int_equal(store_usage_prune_ids(s, later - 1), 0);
+	/* a's generation ended by t0 + 26: gone at t0 + 140; b's is not. */
+	assert_int_equal(store_clock_advance(s, t0 + 140), 0);
+	assert_int_equal(store_usage_append(s, b, 2, 0, dup), 0);
+	assert_int_equal(dup[0] + dup[1], 2);
 	assert_int_equal(store_usage_append(s, a, 3, 0, dup), 0);
 	assert_int_equal(dup[0] + dup[1] + dup[2], 0);	/* forgotten */
-	assert_int_equal(store_usage_append(s, b, 2, 0, dup), 0);
-	assert_int_equal(dup[0], 1);
-	assert_int_equal(dup[1], 1);
+	assert_int_equal(store_usage_append(s, a, 3, 0, dup), 0);
+	assert_int_equal(dup[0] + dup[1] + dup[2], 3);	/* booked again */
+	/* Age is not a shortage: nothing counts as pruned early. */
+	assert_int_equal(store_dedup_pruned(s), 0);
+	store_close(s);
+}
+
+/* The index costs at most ~48 bytes a record (SPEC section 3). */
+static void
+t_dedup_compact(void **state)
+{
+	struct fix		*f = *state;
+	struct store		*s = open_rw(f, 256ULL << 20);
+	struct usage_rec	*r = calloc(1000, sizeof(*r));
+	uint64_t		 ent, bytes;
+	char			 id[80];
+	int			 i, j;
+
+	assert_non_null(r);
+	store_usage_window(s, 86400);
+	for (j = 0; j < 100; j++) {
+		for (i = 0; i < 1000; i++) {
+			snprintf(id, sizeof(id), "%d-%d-%058d", j, i, 7);
+			id[64] = '\0';
+			mkrec(&r[i], i % 2 ? KID1 : KID2, id, "engine", "calls",
+			    1);
+		}
+		assert_int_equal(store_usage_append(s, r, 1000, 1, NULL), 0);
+	}
+	assert_int_equal(store_dedup_stat(s, &ent, &bytes), 0);
+	assert_int_equal(ent, 100000);
+	print_message("de-dup index: %llu entries in %llu bytes, %.1f bytes "
+	    "each\n", (unsigned long long)ent, (unsigned long long)bytes,
+	    (double)bytes / ent);
+	assert_true(bytes <= 48 * ent);
+	free(r);
+	store_close(s);
+}
+
+/* A full store drops the oldest de-dup generation before refusing. */
+static void
+t_dedup_pressure(void **state)
+{
+	struct fix		*f = *state;
+	struct store		*s = open_rw(f, 1 << 20);
+	struct usage_rec	*r = calloc(1000, sizeof(*r));
+	struct usage_rec	*out = calloc(1000, sizeof(*out));
+	uint64_t		*seqs = calloc(1000, sizeof(*seqs)), pruned = 0;
+	char			 id[80];
+	int			 i, j;
+
+	assert_non_null(r);
+	assert_non_null(out);
+	assert_non_null(seqs);
+	store_usage_window(s, 86400);
+	for (j = 0; j < 40; j++) {
+		for (i = 0; i < 1000; i++) {
+			snprintf(id, sizeof(id), "r%d-%d-%058d", j, i, 0);
+			id[64] = '\0';
+			mkrec(&r[i], KID1, id, "engine", "calls", 1);
+		}
+		assert_int_equal(store_usage_append(s, r, 1000, 0, NULL), 0);
+		/* The relay: forwarded records leave the spool. */
+		assert_int_equal(store_spool_peek(s, out, seqs, 1000), 1000);
+		assert_int_equal(store_spool_delete(s, seqs, 1000), 0);
+		pruned += store_dedup_pruned(s);
+	}
+	assert_true(pruned > 0);
+	/* The newest are still known. */
+	assert_int_equal(store_usage_append(s, r, 1000, 0, NULL), 0);
+	assert_int_equal(store_spool_peek(s, out, seqs, 1000), 0);
+	free(r);
+	free(out);
+	free(seqs);
+	store_close(s);
+}
+
+/* A ledger total past a double is still a row (the CLI prints it). */
+static void
+t_ledger_inf(void **state)
+{
+	struct fix		*f = *state;
+	struct store		*s = open_rw(f, MAPSZ);
+	struct usage_rec	 r[2];
+	struct usage_total	*t;
+	size_t			 n;
+
+	mkrec(&r[0], KID1, "a", "engine", "calls", 1.79e308);
+	mkrec(&r[1], KID1, "b", "engine", "calls", 1.79e308);
+	assert_int_equal(store_usage_append(s, r, 2, 1, NULL), 0);
+	assert_int_equal(store_ledger_totals(s, &t, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(t[0].records, 2);
+	assert_false(isfinite(t[0].quantity));
+	free(t);
 	store_close(s);
 }
 
@@ -903,17 +1004,21 @@ t_map_full(void **state)
 	assert_int_equal(store_spool_peek(s, out, seqs, 8), 5);
 	assert_string_equal(out[4].id, "record-000004");
 	assert_int_equal(store_lease_get(s, sha, buf, sizeof(buf), NULL), 5);
-	/* Leases keep being written and the failed ids were not kept. */
+	/*
+	 * Before refusing, the de-dup index went (the 5 entries, counted);
+	 * the spool kept all it had. Leases keep being written.
+	 */
+	assert_int_equal(store_dedup_pruned(s), 5);
 	sha_of(sha, 2);
 	assert_int_equal(store_lease_put(s, sha, "second", 6, lt(1)), 0);
 	assert_int_equal(store_lease_get(s, sha, buf, sizeof(buf), NULL), 6);
 	assert_string_equal(buf, "second");
-	assert_int_equal(store_usage_append(s, r + 3, 3, 0, dup), 0);
-	assert_int_equal(dup[0], 1);
-	assert_int_equal(dup[1], 1);
-	assert_int_equal(dup[2], 0);
+	assert_int_equal(store_usage_append(s, r + 5, 3, 0, dup), 0);
+	assert_int_equal(dup[0] + dup[1] + dup[2], 0);
+	assert_int_equal(store_usage_append(s, r + 5, 3, 0, dup), 0);
+	assert_int_equal(dup[0] + dup[1] + dup[2], 3);
 	assert_int_equal(store_spool_stats(s, &pend, NULL), 0);
-	assert_int_equal(pend, 6);
+	assert_int_equal(pend, 8);
 	free(r);
 	free(dup);
 	store_close(s);
@@ -1062,6 +1167,11 @@ main(void)
 		cmocka_unit_test_setup_teardown(t_spool, setup, teardown),
 		cmocka_unit_test_setup_teardown(t_ledger, setup, teardown),
 		cmocka_unit_test_setup_teardown(t_prune, setup, teardown),
+		cmocka_unit_test_setup_teardown(t_dedup_compact, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(t_dedup_pressure, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(t_ledger_inf, setup, teardown),
 		cmocka_unit_test_setup_teardown(t_map_full, setup, teardown),
 		cmocka_unit_test_setup_teardown(t_rdonly_empty_dbs, setup,
 		    teardown),
