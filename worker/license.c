@@ -335,14 +335,14 @@ license_resolve(struct conn *c, char *tok, size_t toksz)
 }
 
 int
-license_check(struct conn *c, int *role)
+license_check(struct conn *c, struct lease *l)
 {
 	const struct decoded	*d;
 	char			 tok[TOKEN_MAX + 1];
 
 	if ((d = license_resolve(c, tok, sizeof(tok))) == NULL)
 		return -1;
-	*role = d->l.role;
+	*l = d->l;
 	return 0;
 }
 

@@ -162,10 +162,26 @@ usage_str(json_t *rec, const char *name, char *dst, size_t dstsz,
 	return 0;
 }
 
-/* One record into r; on error names the field in *field / *why. */
+/* A record of the caller's own key names one of its licensed products. */
 static int
-usage_record(json_t *j, int proxy, const char *kid, struct usage_rec *r,
-    const char **field, const char **why)
+usage_licensed(const struct lease *l, const char *product)
+{
+	int i;
+
+	for (i = 0; i < l->n_products; i++)
+		if (strcmp(l->products[i], product) == 0)
+			return 1;
+	return 0;
+}
+
+/*
+ * One record into r; on error names the field in *field / *why. Records
+ * a proxy relays for other keys (key_id) were checked against their own
+ * lease where they were first accepted.
+ */
+static int
+usage_record(json_t *j, const struct lease *l, const char *kid,
+    struct usage_rec *r, const char **field, const char **why)
 {
 	static const char *const known[] = { "id", "product", "metric",
 	    "quantity", "ts", "key_id" };
@@ -217,9 +233,14 @@ usage_record(json_t *j, int proxy, const char *kid, struct usage_rec *r,
 	*field = "key_id";
 	if ((v = json_object_get(j, "key_id")) == NULL) {
 		memcpy(r->kid, kid, sizeof(r->kid));
+		if (!usage_licensed(l, r->product)) {
+			*field = "product";
+			*why = "not licensed for this key";
+			return -1;
+		}
 		return 0;
 	}
-	if (!proxy) {
+	if (l->role != ROLE_PROXY) {
 		*why = "only a key with role proxy may report for other keys";
 		return -1;
 	}
@@ -233,7 +254,7 @@ usage_record(json_t *j, int proxy, const char *kid, struct usage_rec *r,
 }
 
 static int
-usage_parse(struct conn *c, int proxy)
+usage_parse(struct conn *c, const struct lease *l)
 {
 	json_error_t	 jerr;
 	json_t		*root, *recs;
@@ -267,7 +288,7 @@ usage_parse(struct conn *c, int proxy)
 		goto done;
 	}
 	for (i = 0; i < n; i++)
-		if (usage_record(json_array_get(recs, i), proxy, kid,
+		if (usage_record(json_array_get(recs, i), l, kid,
 		    &c->urecs[i], &field, &why) == -1) {
 			snprintf(name, sizeof(name), "records[%zu]%s%s", i,
 			    *field ? "." : "", field);
@@ -297,16 +318,16 @@ usage_json_type(const char *ct)
 void
 usage_handle(struct conn *c)
 {
-	int role;
+	struct lease l;
 
 	if (!usage_json_type(c->req.ctype)) {
 		conn_error(c, 415, "unsupported_media_type",
 		    "send Content-Type: application/json", NULL, NULL);
 		return;
 	}
-	if (license_check(c, &role) == -1)
+	if (license_check(c, &l) == -1)
 		return;		/* answered, or dispatched again later */
-	if (usage_parse(c, role == ROLE_PROXY) == -1)
+	if (usage_parse(c, &l) == -1)
 		return;
 	c->in_batch = 1;
 	TAILQ_INSERT_TAIL(&worker->batch, c, wentry);

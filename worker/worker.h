@@ -15,6 +15,7 @@ struct event_base;
 struct evconnlistener;
 struct ipc_chan;
 struct ipc_msg;
+struct lease;
 struct proc_env;
 struct stats_shared;
 struct store;
@@ -97,9 +98,10 @@ void	 conn_dispatch(struct conn *);
 /* license.c */
 void	 license_handle(struct conn *);
 void	 license_ipc(const struct ipc_msg *);
-/* Authenticate like GET /v1/license; on success fills role and returns 0,
- * otherwise it has replied (or is waiting on the uplink) and returns -1. */
-int	 license_check(struct conn *, int *role);
+/* Authenticate like GET /v1/license; on success copies the caller's lease
+ * and returns 0, otherwise it has replied (or is waiting on the uplink)
+ * and returns -1. */
+int	 license_check(struct conn *, struct lease *);
 void	 license_forget(struct conn *);	/* conn goes away while waiting */
 void	 license_fail_waiting(void);
 int	 license_init(void);
