@@ -41,7 +41,7 @@ struct cpos {
 enum slot {
 	S_NONE, S_MODE, S_PORT, S_STATUS_PORT, S_TLS_CERT, S_TLS_KEY, S_CLIENT_CA,
 	S_SERVER_URL, S_KEY_FILE, S_CA_FILE, S_TRUSTED, S_SIGNING_KEY,
-	S_LEASE_REFRESH, S_MAX
+	S_LEASE_REFRESH, S_CLIENT_CERT, S_CLIENT_KEY, S_MAX
 };
 
 struct cctx {
@@ -114,6 +114,8 @@ static const struct kdef license_keys[] = {
 	{ "server_url", K_URLS, 0, 0, S_SERVER_URL },
 	{ "key_file", K_OPTSTR, OFF(license.key_file), 0, S_KEY_FILE },
 	{ "ca_file", K_STR, OFF(license.ca_file), 0, S_CA_FILE },
+	{ "client_cert", K_OPTSTR, OFF(license.client_cert), 0, S_CLIENT_CERT },
+	{ "client_key", K_OPTSTR, OFF(license.client_key), 0, S_CLIENT_KEY },
 	{ "trusted_keys", K_KEYS, 0, 0, S_TRUSTED },
 	{ "timeout", K_MS, OFF(license.timeout_ms) },
 	{ "sync_interval", K_MS, OFF(license.sync_interval_ms) },
@@ -977,6 +979,16 @@ conf_check_files(struct cctx *c)
 	}
 	conf_check_file(c, "license.ca_file", cf->license.ca_file,
 	    &c->pos[S_CA_FILE], 0);
+	conf_check_file(c, "license.client_cert", cf->license.client_cert,
+	    &c->pos[S_CLIENT_CERT], 0);
+	conf_check_file(c, "license.client_key", cf->license.client_key,
+	    &c->pos[S_CLIENT_KEY], 1);
+	/* One without the other would fail only at the first handshake. */
+	if ((cf->license.client_cert == NULL) !=
+	    (cf->license.client_key == NULL))
+		conf_errp(c, &c->pos[cf->license.client_cert == NULL ?
+		    S_CLIENT_KEY : S_CLIENT_CERT], "license.client_cert and "
+		    "license.client_key: set both or neither");
 	for (i = 0; i < cf->license.n_trusted_keys; i++)
 		conf_check_file(c, "license.trusted_keys",
 		    cf->license.trusted_keys[i], &c->trusted[i], 0);
@@ -1076,6 +1088,8 @@ conf_free(struct conf *cf)
 		free(cf->license.trusted_keys[i]);
 	free(cf->license.key_file);
 	free(cf->license.ca_file);
+	free(cf->license.client_cert);
+	free(cf->license.client_key);
 	free(cf->store.path);
 	free(cf->authority.signing_key);
 	free(cf->log.file);

@@ -38,12 +38,14 @@ fetch_done(const struct httpc_res *r, void *arg)
 		f->body = strndup(r->body, r->bodylen);
 }
 
-/* One blocking request on a private loop. */
+/* One blocking request on a private loop; ca NULL also reads http://. */
 static int
-fetch(SSL_CTX *ctx, const char *url, const char *path, const char *key,
+fetch(const char *ca, const char *url, const char *path, const char *key,
     struct fetch *f)
 {
 	struct event_base	*base = event_base_new();
+	struct httpc_opts	 o = { ca, NULL, NULL, ca == NULL };
+	struct httpc		*h = NULL;
 	struct httpc_req	 req;
 
 	memset(f, 0, sizeof(*f));
@@ -53,16 +55,19 @@ fetch(SSL_CTX *ctx, const char *url, const char *path, const char *key,
 	req.path = path;
 	req.key = key;
 	req.timeout_ms = CHECK_TIMEOUT_MS;
-	if (base == NULL || httpc_request(base, NULL, ctx, &req, fetch_done,
+	if (base == NULL || (h = httpc_new(base, &o, f->errstr,
+	    sizeof(f->errstr))) == NULL || httpc_request(h, &req, fetch_done,
 	    f) == -1) {
-		snprintf(f->errstr, sizeof(f->errstr), "bad URL");
+		if (h != NULL)
+			snprintf(f->errstr, sizeof(f->errstr), "out of memory");
 		f->err = -1;
+		httpc_free(h);
 		event_base_free(base);
 		return -1;
 	}
 	while (!f->done)
 		event_base_loop(base, EVLOOP_ONCE);
-	httpc_close_idle(base);
+	httpc_free(h);
 	event_base_free(base);
 	return 0;
 }
@@ -73,8 +78,6 @@ cli_check(int argc, char **argv)
 	const char	*key = cli_opt(argc, argv, "--key");
 	const char	*ca = cli_opt(argc, argv, "--ca");
 	struct fetch	 f;
-	SSL_CTX		*ctx;
-	char		 err[256];
 	int		 i, rv = 4;
 
 	if (key == NULL)
@@ -86,12 +89,12 @@ cli_check(int argc, char **argv)
 		fprintf(stderr, "licproxy: malformed key (40 of A-Za-z0-9)\n");
 		return 3;
 	}
-	if ((ctx = httpc_ctx_new(ca, err, sizeof(err))) == NULL) {
-		fprintf(stderr, "licproxy: %s\n", err);
-		return 2;
-	}
 	for (i = 1; i < argc && argv[i][0] != '-'; i++) {
-		fetch(ctx, argv[i], "/v1/license", key, &f);
+		if (fetch(ca != NULL ? ca : "", argv[i], "/v1/license", key,
+		    &f) == -1) {
+			fprintf(stderr, "licproxy: %s\n", f.errstr);
+			return 2;
+		}
 		if (f.err != 0 || f.status >= 500) {
 			fprintf(stderr, "%s: %s\n", argv[i], f.err ? f.errstr :
 			    "upstream unavailable");
@@ -110,7 +113,6 @@ cli_check(int argc, char **argv)
 		free(f.body);
 		break;
 	}
-	SSL_CTX_free(ctx);
 	return rv;
 }
 
