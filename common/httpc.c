@@ -314,7 +314,12 @@ httpc_new(struct event_base *base, const struct httpc_opts *o, char *err,
 	static int	 inited;
 	struct httpc	*h;
 
-	/* Before any thread (curl's resolver starts some) and as root. */
+	/*
+	 * Before any thread (curl's resolver starts some) and as root. curl
+	 * would write the TLS secrets to $SSLKEYLOGFILE: keys stay off disk.
+	 */
+	if (!inited)
+		unsetenv("SSLKEYLOGFILE");
 	if (!inited && curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		snprintf(err, errlen, "curl_global_init failed");
 		return NULL;

@@ -44,22 +44,30 @@ class Fake:
     request with respond(self) -> (status, body bytes, chunked), or hangs
     when it returns None. Counts requests and TCP connections."""
 
-    def __init__(self, pki, respond):
+    def __init__(self, pki, respond, close=False):
         self.asked = 0
+        self.resumed = []       # per connection: TLS session resumed?
         self.release = threading.Event()
         outer = self
 
         class H(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def setup(self):
+                super().setup()
+                outer.resumed.append(self.connection.session_reused)
+
             def do_GET(self):
                 outer.asked += 1
+                self.close_connection = close
                 ans = respond(outer)
                 if ans is None:
                     outer.release.wait(30)
                     return
                 status, body, chunked = ans
                 self.send_response(status)
+                if close:
+                    self.send_header("Connection", "close")
                 self.send_header("Content-Type", "application/json")
                 if chunked:
                     self.send_header("Transfer-Encoding", "chunked")
@@ -170,6 +178,20 @@ def test_keepalive_reuses_one_connection():
         assert all(issued(auth, k) for k in keys)
         assert cp.connects() == ["CONNECT 127.0.0.1:%d HTTP/1.1" %
                                  auth.port], cp.lines
+
+
+def test_tls_session_resumed_on_new_connections():
+    """An upstream that closes after each answer: every later connection
+    resumes the TLS session of an earlier one (no full handshake)."""
+    with Fixture() as fx:
+        pki = fx.add(Pki("uc"))
+        up = fx.add(Fake(pki, lambda f: (200, b'{"lease": "junk"}', False),
+                         close=True))
+        p = proxy(fx, pki, [up.url], "p" * 40).start()
+        for i in range(3):
+            assert p.license("k%039d" % i).status == 503
+        assert up.asked >= 4 and len(up.resumed) == up.asked, up.resumed
+        assert up.resumed[0] is False and all(up.resumed[1:]), up.resumed
 
 
 def test_wrong_ca_refused_trustbased():
