@@ -38,13 +38,12 @@ fetch_done(const struct httpc_res *r, void *arg)
 		f->body = strndup(r->body, r->bodylen);
 }
 
-/* One blocking request on a private loop; ca NULL also reads http://. */
+/* One blocking request on a private loop. */
 static int
-fetch(const char *ca, const char *url, const char *path, const char *key,
-    struct fetch *f)
+fetch(const struct httpc_opts *o, const char *url, const char *path,
+    const char *key, struct fetch *f)
 {
 	struct event_base	*base = event_base_new();
-	struct httpc_opts	 o = { ca, NULL, NULL, ca == NULL };
 	struct httpc		*h = NULL;
 	struct httpc_req	 req;
 
@@ -55,7 +54,7 @@ fetch(const char *ca, const char *url, const char *path, const char *key,
 	req.path = path;
 	req.key = key;
 	req.timeout_ms = CHECK_TIMEOUT_MS;
-	if (base == NULL || (h = httpc_new(base, &o, f->errstr,
+	if (base == NULL || (h = httpc_new(base, o, f->errstr,
 	    sizeof(f->errstr))) == NULL || httpc_request(h, &req, fetch_done,
 	    f) == -1) {
 		if (h != NULL)
@@ -76,7 +75,9 @@ int
 cli_check(int argc, char **argv)
 {
 	const char	*key = cli_opt(argc, argv, "--key");
-	const char	*ca = cli_opt(argc, argv, "--ca");
+	struct httpc_opts o = { cli_opt(argc, argv, "--ca"),
+	    cli_opt(argc, argv, "--client-cert"),
+	    cli_opt(argc, argv, "--client-key"), 0 };
 	struct fetch	 f;
 	int		 i, rv = 4;
 
@@ -84,14 +85,16 @@ cli_check(int argc, char **argv)
 		key = getenv("LICPROXY_LICENSE_KEY");
 	if (key == NULL || argc < 2 || argv[1][0] == '-')
 		return cli_usage_error("usage: licproxy check URL... --key K"
-		    " [--ca FILE]");
+		    " [--ca FILE] [--client-cert FILE --client-key FILE]");
+	if ((o.client_cert == NULL) != (o.client_key == NULL))
+		return cli_usage_error("licproxy check: --client-cert and "
+		    "--client-key go together");
 	if (!token_key_valid(key, strlen(key))) {
 		fprintf(stderr, "licproxy: malformed key (40 of A-Za-z0-9)\n");
 		return 3;
 	}
 	for (i = 1; i < argc && argv[i][0] != '-'; i++) {
-		if (fetch(ca != NULL ? ca : "", argv[i], "/v1/license", key,
-		    &f) == -1) {
+		if (fetch(&o, argv[i], "/v1/license", key, &f) == -1) {
 			fprintf(stderr, "licproxy: %s\n", f.errstr);
 			return 2;
 		}
@@ -147,11 +150,13 @@ status_print(const char *url, json_t *j)
 int
 cli_status(int argc, char **argv)
 {
-	const char	*url = argc > 1 ? argv[1] : "http://127.0.0.1:8089";
-	struct fetch	 f;
-	json_t		*j;
+	const char		*url = argc > 1 ? argv[1] :
+	    "http://127.0.0.1:8089";
+	struct httpc_opts	 o = { NULL, NULL, NULL, 1 };	/* plain http */
+	struct fetch		 f;
+	json_t			*j;
 
-	fetch(NULL, url, "/v1/status", NULL, &f);
+	fetch(&o, url, "/v1/status", NULL, &f);
 	if (f.err != 0) {
 		fprintf(stderr, "licproxy: %s: %s\n", url, f.errstr);
 		return 1;

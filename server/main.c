@@ -38,6 +38,7 @@ usage(FILE *f)
 "       licproxy cache export --store DIR > FILE\n"
 "       licproxy cache import --store DIR --trusted-key PUB... FILE\n"
 "       licproxy check URL... --key K [--ca FILE]\n"
+"           [--client-cert FILE --client-key FILE]\n"
 "       licproxy status [URL]\n"
 "       licproxy version\n");
 }

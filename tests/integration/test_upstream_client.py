@@ -273,6 +273,12 @@ def test_client_certificate():
         assert st["upstream"]["last_error"], st
         assert bare.license(k2).status == 503
         assert not issued(auth, k2)
+        # The operator's by-hand check takes the same pair.
+        args = ("check", auth.url, "--key", k2, "--ca", pki.ca)
+        r = run(*args, "--client-cert", cert, "--client-key", ckey)
+        assert '"lease"' in r.stdout, r
+        r = run(*args, check=False)
+        assert r.returncode == 4 and auth.url in r.stderr, r
 
 
 def test_client_certificate_config_checked():
