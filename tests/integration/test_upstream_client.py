@@ -337,3 +337,31 @@ def test_response_too_large():
             cl.url, BODY_MAX) in logs, logs
         assert "upstream %s: response body over %d bytes" % (
             ch.url, BODY_MAX) in logs, logs
+
+
+def test_files_read_before_privilege_drop():
+    """With server.user set, the CA bundle and the client key live where
+    the dropped user cannot read (a root-only directory): the uplink read
+    them before the drop, so its handshakes still verify and present them."""
+    with Fixture() as fx:
+        pki = fx.add(Pki("uc"))
+        os.chmod(pki.dir, 0o700)
+        auth = fx.add(Server(pki, "authority", workers=1,
+                             extra={"server": {"client_ca": pki.ca}}))
+        auth.start()
+        key = auth.create_key()
+        pkey = auth.create_key(name="proxy", role="proxy")
+        cert, ckey = client_pair(pki, "proxy-client")
+        p = proxy(fx, pki, [auth.url], pkey, client_cert=cert,
+                  client_key=ckey)
+        p.conf["server"]["user"] = "nobody"
+        os.chmod(p.dir, 0o711)      # the store is reachable, pki.dir not
+        p.start()
+        wait_for(lambda: p.status_json()["state"] == "Connected",
+                 what="connected after the privilege drop")
+        (pid,) = p.children_by_comm()["licproxy-uplink"]
+        with open("/proc/%d/status" % pid) as f:
+            uids = [ln.split()[1:] for ln in f if ln.startswith("Uid:")][0]
+        assert set(uids) == {"65534"}, uids
+        r = p.license(key)
+        assert r.status == 200 and r.json()["source"] == "upstream", r
