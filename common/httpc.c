@@ -254,7 +254,8 @@ hc_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *sockp)
 
 	(void)easy;
 	if (what == CURL_POLL_REMOVE) {
-		event_free(ev);
+		if (ev != NULL)
+			event_free(ev);
 		curl_multi_assign(h->multi, s, NULL);
 		return 0;
 	}

@@ -44,7 +44,7 @@ class Fake:
     request with respond(self) -> (status, body bytes, chunked), or hangs
     when it returns None. Counts requests and TCP connections."""
 
-    def __init__(self, pki, respond, close=False):
+    def __init__(self, pki, respond, close=False, headers=()):
         self.asked = 0
         self.resumed = []       # per connection: TLS session resumed?
         self.release = threading.Event()
@@ -68,6 +68,8 @@ class Fake:
                 self.send_response(status)
                 if close:
                     self.send_header("Connection", "close")
+                for k, v in headers:
+                    self.send_header(k, v)
                 self.send_header("Content-Type", "application/json")
                 if chunked:
                     self.send_header("Transfer-Encoding", "chunked")
@@ -365,3 +367,43 @@ def test_files_read_before_privilege_drop():
         assert set(uids) == {"65534"}, uids
         r = p.license(key)
         assert r.status == 200 and r.json()["source"] == "upstream", r
+
+
+def test_redirect_not_followed():
+    """A 302 from an upstream is its answer, not a pointer to follow: the
+    Location is never asked and the client gets 503."""
+    with Fixture() as fx:
+        pki = fx.add(Pki("uc"))
+        auth = fx.add(Server(pki, "authority", workers=1)).start()
+        key = auth.create_key()
+        pkey = auth.create_key(name="proxy", role="proxy")
+        redir = fx.add(Fake(pki, lambda f: (302, b"{}", False),
+                            headers=[("Location", auth.url + "/v1/license")]))
+        p = proxy(fx, pki, [redir.url], pkey).start()
+        assert p.license(key).status == 503
+        assert redir.asked >= 2
+        assert "upstream answered 302" in p.logs()
+        assert not issued(auth, key)
+
+
+def test_lowercase_proxy_environment():
+    """https_proxy and no_proxy (lower case) work like the upper-case
+    names: through the proxy, then past it for a listed host."""
+    with Fixture() as fx:
+        pki = fx.add(Pki("uc"))
+        auth = fx.add(Server(pki, "authority", workers=1)).start()
+        k1, k2 = auth.create_key(name="a"), auth.create_key(name="b")
+        pkey = auth.create_key(name="proxy", role="proxy")
+        cp = fx.add(ConnectProxy())
+        via = proxy(fx, pki, [auth.url], pkey, name="via",
+                    env={"https_proxy": cp.url}).start()
+        assert via.license(k1).status == 200
+        assert cp.connects(), "proxy not used"
+        assert via.stop() == 0
+        n = len(cp.lines)
+        direct = proxy(fx, pki, [auth.url], pkey, name="direct",
+                       env={"https_proxy": cp.url,
+                            "no_proxy": "localhost,127.0.0.1"}).start()
+        r = direct.license(k2)
+        assert r.status == 200 and r.json()["source"] == "upstream", r
+        assert len(cp.lines) == n, cp.lines[n:]
