@@ -206,15 +206,17 @@ hc_reap(struct httpc *h)
 {
 	struct hc_xfer	*x;
 	CURLMsg		*m;
+	CURLcode	 rc;
 	int		 left;
 
 	while ((m = curl_multi_info_read(h->multi, &left)) != NULL) {
 		if (m->msg != CURLMSG_DONE)
 			continue;
+		rc = m->data.result;	/* m dies with the removal below */
 		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
 		/* Off the multi first: the callback may start the next try. */
 		curl_multi_remove_handle(h->multi, x->easy);
-		hc_finish(x, m->data.result);
+		hc_finish(x, rc);
 		hc_xfer_free(x);
 	}
 }
