@@ -21,6 +21,7 @@
 #include <yaml.h>
 
 #include "conf.h"
+#include "httpc.h"
 #include "log.h"
 
 #define CONF_DEFAULT_PATH	"/etc/licproxy/licproxy.yaml"
@@ -960,11 +961,39 @@ conf_check_file(struct cctx *c, const char *key, const char *path,
 		conf_errp(c, p, "%s: %s", key, msg);
 }
 
+/*
+ * A client key that is not the certificate's would fail only at the first
+ * upstream handshake. (The CA bundle's content is checked when the uplink
+ * starts.)
+ */
+static void
+conf_check_upstream_tls(struct cctx *c, int nerr)
+{
+	struct conf		*cf = c->cf;
+	struct httpc_opts	 o = { NULL, cf->license.client_cert,
+	    cf->license.client_key, 0 };
+	char			 msg[1024];
+
+	if ((o.client_cert == NULL) != (o.client_key == NULL)) {
+		conf_errp(c, &c->pos[o.client_cert == NULL ? S_CLIENT_KEY :
+		    S_CLIENT_CERT], "license.client_cert and "
+		    "license.client_key: set both or neither");
+		return;
+	}
+	/* Not again for a file already reported missing or exposed. */
+	if (o.client_cert == NULL || c->pos[S_CLIENT_CERT].bad ||
+	    c->pos[S_CLIENT_KEY].bad || c->nerr > nerr)
+		return;
+	if (httpc_check(&o, msg, sizeof msg) == -1)
+		conf_errp(c, &c->pos[S_CLIENT_KEY], "license.client_key: %s",
+		    msg);
+}
+
 static void
 conf_check_files(struct cctx *c)
 {
 	struct conf	*cf = c->cf;
-	int		 i;
+	int		 i, nerr;
 
 	conf_check_file(c, "server.tls_cert", cf->server.tls_cert,
 	    &c->pos[S_TLS_CERT], 0);
@@ -979,16 +1008,12 @@ conf_check_files(struct cctx *c)
 	}
 	conf_check_file(c, "license.ca_file", cf->license.ca_file,
 	    &c->pos[S_CA_FILE], 0);
+	nerr = c->nerr;
 	conf_check_file(c, "license.client_cert", cf->license.client_cert,
 	    &c->pos[S_CLIENT_CERT], 0);
 	conf_check_file(c, "license.client_key", cf->license.client_key,
 	    &c->pos[S_CLIENT_KEY], 1);
-	/* One without the other would fail only at the first handshake. */
-	if ((cf->license.client_cert == NULL) !=
-	    (cf->license.client_key == NULL))
-		conf_errp(c, &c->pos[cf->license.client_cert == NULL ?
-		    S_CLIENT_KEY : S_CLIENT_CERT], "license.client_cert and "
-		    "license.client_key: set both or neither");
+	conf_check_upstream_tls(c, nerr);
 	for (i = 0; i < cf->license.n_trusted_keys; i++)
 		conf_check_file(c, "license.trusted_keys",
 		    cf->license.trusted_keys[i], &c->trusted[i], 0);

@@ -97,11 +97,11 @@ hc_blob_free(struct curl_blob *b)
 
 /*
  * curl reports a bad bundle or a certificate/key mismatch only at the first
- * handshake; OpenSSL tells at once, so a configuration error stops the
- * start instead of looking like an unreachable upstream.
+ * handshake; OpenSSL tells at once (configuration load and uplink start),
+ * so the error is not mistaken for an unreachable upstream.
  */
-static int
-hc_check_files(const struct httpc_opts *o, char *err, size_t errlen)
+int
+httpc_check(const struct httpc_opts *o, char *err, size_t errlen)
 {
 	SSL_CTX	*ctx = SSL_CTX_new(TLS_client_method());
 	int	 rv = -1;
@@ -328,7 +328,7 @@ httpc_new(struct event_base *base, const struct httpc_opts *o, char *err,
 		return NULL;
 	}
 	inited = 1;
-	if (hc_check_files(o, err, errlen) == -1)
+	if (httpc_check(o, err, errlen) == -1)
 		return NULL;
 	if ((h = calloc(1, sizeof(*h))) == NULL) {
 		snprintf(err, errlen, "out of memory");

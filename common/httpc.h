@@ -58,6 +58,10 @@ typedef void (*httpc_cb)(const struct httpc_res *, void *arg);
 struct httpc	*httpc_new(struct event_base *, const struct httpc_opts *,
 		    char *err, size_t errlen);
 
+/* The files of o are usable: the bundle has certificates, key fits cert. */
+int		 httpc_check(const struct httpc_opts *, char *err,
+		    size_t errlen);
+
 /*
  * Start one request; cb is called exactly once, later, from the loop (never
  * from inside httpc_request). Returns 0, or -1 if it could not be started.

@@ -308,12 +308,28 @@ def test_client_certificate_config_checked():
         rc, out = check(client_cert=cert, client_key=ckey)
         assert rc != 0 and "readable by group" in out, out
         os.chmod(ckey, 0o600)
-        # A key that is not the certificate's: the uplink will not start.
+        # A key that is not the certificate's: refused at load, not at the
+        # first handshake.
         _, other = client_pair(pki, "other-client")
+        rc, out = check(client_cert=cert, client_key=other)
+        assert rc == 2 and "license.client_key: %s: not the PEM key of %s" \
+            % (other, cert) in out, out
         p.conf["license"].update(client_cert=cert, client_key=other)
         p.start(wait=False)
-        wait_for(lambda: "%s: not the PEM key of %s" % (other, cert)
-                 in p.logs(), what="the uplink refusing the pair")
+        assert p.proc.wait(10) == 2
+        assert "not the PEM key of" in p.logs(), p.logs()
+
+
+def test_ca_file_without_certificates():
+    """A license.ca_file that holds no certificate stops the uplink at
+    start with a line naming it, instead of failing every handshake."""
+    with Fixture() as fx:
+        pki = fx.add(Pki("uc"))
+        p = proxy(fx, pki, ["https://127.0.0.1:1"], "x" * 40,
+                  ca_file=pki.pub)      # a PEM file, but no certificate
+        p.start(wait=False)
+        wait_for(lambda: "%s: no CA certificates in it" % pki.pub in
+                 p.logs(), what="the uplink refusing the bundle")
 
 
 def test_response_too_large():
