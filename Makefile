@@ -1,7 +1,7 @@
 # licproxy - see README.md. `make run` and `make test` are the two commands.
 
 PKGS      = lmdb libcrypto libssl libevent libevent_openssl msgpack yaml-0.1 \
-            jansson libseccomp
+            jansson libseccomp libcurl
 BUILD     = build
 VERSION   = 0.1.0
 

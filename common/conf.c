@@ -22,6 +22,7 @@
 #include <yaml.h>
 
 #include "conf.h"
+#include "httpc.h"
 #include "log.h"
 
 #define CONF_DEFAULT_PATH	"/etc/licproxy/licproxy.yaml"
@@ -43,7 +44,7 @@ enum slot {
 	S_NONE, S_MODE, S_USER, S_PORT, S_STATUS_PORT, S_TLS_CERT, S_TLS_KEY,
 	S_CLIENT_CA,
 	S_SERVER_URL, S_KEY_FILE, S_CA_FILE, S_TRUSTED, S_SIGNING_KEY,
-	S_LEASE_REFRESH, S_MAX
+	S_LEASE_REFRESH, S_CLIENT_CERT, S_CLIENT_KEY, S_MAX
 };
 
 struct cctx {
@@ -120,6 +121,8 @@ static const struct kdef license_keys[] = {
 	{ "server_url", K_URLS, 0, 0, S_SERVER_URL },
 	{ "key_file", K_OPTSTR, OFF(license.key_file), 0, S_KEY_FILE },
 	{ "ca_file", K_STR, OFF(license.ca_file), 0, S_CA_FILE },
+	{ "client_cert", K_OPTSTR, OFF(license.client_cert), 0, S_CLIENT_CERT },
+	{ "client_key", K_OPTSTR, OFF(license.client_key), 0, S_CLIENT_KEY },
 	{ "trusted_keys", K_KEYS, 0, 0, S_TRUSTED },
 	{ "timeout", K_MS, OFF(license.timeout_ms) },
 	{ "sync_interval", K_MS, OFF(license.sync_interval_ms) },
@@ -1030,11 +1033,39 @@ conf_check_file(struct cctx *c, const char *key, const char *path,
 		conf_errp(c, p, "%s: %s", key, msg);
 }
 
+/*
+ * A client key that is not the certificate's would fail only at the first
+ * upstream handshake. (The CA bundle's content is checked when the uplink
+ * starts.)
+ */
+static void
+conf_check_upstream_tls(struct cctx *c, int nerr)
+{
+	struct conf		*cf = c->cf;
+	struct httpc_opts	 o = { NULL, cf->license.client_cert,
+	    cf->license.client_key, 0 };
+	char			 msg[1024];
+
+	if ((o.client_cert == NULL) != (o.client_key == NULL)) {
+		conf_errp(c, &c->pos[o.client_cert == NULL ? S_CLIENT_KEY :
+		    S_CLIENT_CERT], "license.client_cert and "
+		    "license.client_key: set both or neither");
+		return;
+	}
+	/* Not again for a file already reported missing or exposed. */
+	if (o.client_cert == NULL || c->pos[S_CLIENT_CERT].bad ||
+	    c->pos[S_CLIENT_KEY].bad || c->nerr > nerr)
+		return;
+	if (httpc_check(&o, msg, sizeof msg) == -1)
+		conf_errp(c, &c->pos[S_CLIENT_KEY], "license.client_key: %s",
+		    msg);
+}
+
 static void
 conf_check_files(struct cctx *c)
 {
 	struct conf	*cf = c->cf;
-	int		 i;
+	int		 i, nerr;
 
 	errno = 0;
 	if (cf->server.user != NULL && *cf->server.user != '\0' &&
@@ -1055,6 +1086,12 @@ conf_check_files(struct cctx *c)
 	}
 	conf_check_file(c, "license.ca_file", cf->license.ca_file,
 	    &c->pos[S_CA_FILE], 0);
+	nerr = c->nerr;
+	conf_check_file(c, "license.client_cert", cf->license.client_cert,
+	    &c->pos[S_CLIENT_CERT], 0);
+	conf_check_file(c, "license.client_key", cf->license.client_key,
+	    &c->pos[S_CLIENT_KEY], 1);
+	conf_check_upstream_tls(c, nerr);
 	for (i = 0; i < cf->license.n_trusted_keys; i++)
 		conf_check_file(c, "license.trusted_keys",
 		    cf->license.trusted_keys[i], &c->trusted[i], 0);
@@ -1160,6 +1197,8 @@ conf_free(struct conf *cf)
 		free(cf->license.trusted_keys[i]);
 	free(cf->license.key_file);
 	free(cf->license.ca_file);
+	free(cf->license.client_cert);
+	free(cf->license.client_key);
 	free(cf->store.path);
 	free(cf->authority.signing_key);
 	free(cf->log.file);

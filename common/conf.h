@@ -45,6 +45,8 @@ struct conf {
 		int	 n_server_url;
 		char	*key_file;
 		char	*ca_file;
+		char	*client_cert;		/* NULL = no client certificate */
+		char	*client_key;		/* set with client_cert */
 		char	*trusted_keys[CONF_MAX_TRUSTED];
 		int	 n_trusted_keys;
 		int	 timeout_ms;		/* default 5s */

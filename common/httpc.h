@@ -1,14 +1,23 @@
-/* httpc.h - async HTTPS client for the uplink (libevent + OpenSSL). */
+/*
+ * httpc.h - the uplink's HTTPS client: libcurl's multi interface driven by
+ * the caller's libevent loop.
+ */
 #ifndef HTTPC_H
 #define HTTPC_H
 
 #include <stddef.h>
-#include <openssl/ssl.h>
 
 struct event_base;
-struct evdns_base;
+struct httpc;
 
 #define HTTPC_BODY_MAX	(4 * 1024 * 1024)
+
+struct httpc_opts {
+	const char	*ca_file;	/* NULL or "" = the system store */
+	const char	*client_cert;	/* PEM chain presented upstream, or NULL */
+	const char	*client_key;	/* its PEM key, set with client_cert */
+	int		 allow_http;	/* the CLI's status reads http:// too */
+};
 
 struct httpc_req {
 	const char	*method;	/* "GET", "POST" */
@@ -28,7 +37,7 @@ struct httpc_res {
 	int		 retry_after;	/* seconds, -1 if absent */
 	const char	*body;		/* NUL-terminated, valid during callback */
 	size_t		 bodylen;
-	size_t		 bytes_out, bytes_in;	/* on the wire, for metrics */
+	size_t		 bytes_out, bytes_in;	/* headers + bodies, for metrics */
 };
 
 #define HTTPC_ECONNECT	1	/* DNS, TCP or proxy CONNECT failure */
@@ -39,24 +48,28 @@ struct httpc_res {
 typedef void (*httpc_cb)(const struct httpc_res *, void *arg);
 
 /*
- * Client TLS context: verifies the peer against ca_file (or the system
- * store when NULL/""), TLS 1.2 minimum.
+ * A client on base: one connection cache (keep-alive) and one TLS session
+ * cache for all its requests. The CA bundle and the client certificate and
+ * key are read here, once, so that a caller may drop privileges after;
+ * the peer is verified against them (host name too), TLS 1.2 minimum.
+ * HTTPS_PROXY/https_proxy and NO_PROXY/no_proxy apply (HTTP CONNECT).
+ * Returns NULL with err set.
  */
-SSL_CTX	*httpc_ctx_new(const char *ca_file, char *err, size_t errlen);
+struct httpc	*httpc_new(struct event_base *, const struct httpc_opts *,
+		    char *err, size_t errlen);
+
+/* The files of o are usable: the bundle has certificates, key fits cert. */
+int		 httpc_check(const struct httpc_opts *, char *err,
+		    size_t errlen);
 
 /*
  * Start one request; cb is called exactly once, later, from the loop (never
- * from inside httpc_request). Honours HTTPS_PROXY/https_proxy and NO_PROXY
- * (HTTP CONNECT). Host name verified against the url's host.
- * Returns 0, or -1 if the request could not be started (bad url).
+ * from inside httpc_request). Returns 0, or -1 if it could not be started.
  */
-int	 httpc_request(struct event_base *, struct evdns_base *, SSL_CTX *,
-	    const struct httpc_req *, httpc_cb, void *arg);
+int		 httpc_request(struct httpc *, const struct httpc_req *,
+		    httpc_cb, void *arg);
 
-/*
- * Finished responses leave their connection parked on the caller's loop for
- * reuse; close those before freeing that loop (the uplink's never ends).
- */
-void	 httpc_close_idle(struct event_base *);
+/* Drops the requests under way without calling back, closes connections. */
+void		 httpc_free(struct httpc *);
 
 #endif

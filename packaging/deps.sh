@@ -13,6 +13,7 @@ chk msgpack libmsgpack-dev
 chk yaml-0.1 libyaml-dev
 chk jansson libjansson-dev
 chk libseccomp libseccomp-dev
+chk libcurl libcurl4-openssl-dev
 chk cmocka libcmocka-dev
 command -v pkg-config >/dev/null 2>&1 || need="$need pkg-config"
 command -v cc >/dev/null 2>&1 || need="$need gcc"

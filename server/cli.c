@@ -31,7 +31,9 @@ static const struct cli_cmd cli_cmds[] = {
 	{ "cache export", cli_cache, "--store DIR > FILE", "--store=" },
 	{ "cache import", cli_cache, "--store DIR --trusted-key PUB... FILE",
 	    "--store= --trusted-key=" },
-	{ "check", cli_check, "URL... --key K [--ca FILE]", "--key= --ca=" },
+	{ "check", cli_check, "URL... --key K [--ca FILE]\n"
+	    "        [--client-cert FILE --client-key FILE]",
+	    "--key= --ca= --client-cert= --client-key=" },
 	{ "status", cli_status, "[URL]", "" },
 	{ "version", NULL, "", "" },
 	{ "help", NULL, "[COMMAND]", "" },

@@ -40,10 +40,11 @@ fetch_done(const struct httpc_res *r, void *arg)
 
 /* One blocking request on a private loop. */
 static int
-fetch(SSL_CTX *ctx, const char *url, const char *path, const char *key,
-    struct fetch *f)
+fetch(const struct httpc_opts *o, const char *url, const char *path,
+    const char *key, struct fetch *f)
 {
 	struct event_base	*base = event_base_new();
+	struct httpc		*h = NULL;
 	struct httpc_req	 req;
 
 	memset(f, 0, sizeof(*f));
@@ -53,16 +54,19 @@ fetch(SSL_CTX *ctx, const char *url, const char *path, const char *key,
 	req.path = path;
 	req.key = key;
 	req.timeout_ms = CHECK_TIMEOUT_MS;
-	if (base == NULL || httpc_request(base, NULL, ctx, &req, fetch_done,
+	if (base == NULL || (h = httpc_new(base, o, f->errstr,
+	    sizeof(f->errstr))) == NULL || httpc_request(h, &req, fetch_done,
 	    f) == -1) {
-		snprintf(f->errstr, sizeof(f->errstr), "bad URL");
+		if (h != NULL)
+			snprintf(f->errstr, sizeof(f->errstr), "out of memory");
 		f->err = -1;
+		httpc_free(h);
 		event_base_free(base);
 		return -1;
 	}
 	while (!f->done)
 		event_base_loop(base, EVLOOP_ONCE);
-	httpc_close_idle(base);
+	httpc_free(h);
 	event_base_free(base);
 	return 0;
 }
@@ -71,27 +75,29 @@ int
 cli_check(int argc, char **argv)
 {
 	const char	*key = cli_opt(argc, argv, "--key");
-	const char	*ca = cli_opt(argc, argv, "--ca");
+	struct httpc_opts o = { cli_opt(argc, argv, "--ca"),
+	    cli_opt(argc, argv, "--client-cert"),
+	    cli_opt(argc, argv, "--client-key"), 0 };
 	struct fetch	 f;
-	SSL_CTX		*ctx;
-	char		 err[256];
 	int		 i, rv = 4;
 
 	if (key == NULL)
 		key = getenv("LICPROXY_LICENSE_KEY");
 	if (key == NULL || argc < 2 || argv[1][0] == '-')
 		return cli_usage_error("usage: licproxy check URL... --key K"
-		    " [--ca FILE]");
+		    " [--ca FILE] [--client-cert FILE --client-key FILE]");
+	if ((o.client_cert == NULL) != (o.client_key == NULL))
+		return cli_usage_error("licproxy check: --client-cert and "
+		    "--client-key go together");
 	if (!token_key_valid(key, strlen(key))) {
 		fprintf(stderr, "licproxy: malformed key (40 of A-Za-z0-9)\n");
 		return 3;
 	}
-	if ((ctx = httpc_ctx_new(ca, err, sizeof(err))) == NULL) {
-		fprintf(stderr, "licproxy: %s\n", err);
-		return 2;
-	}
 	for (i = 1; i < argc && argv[i][0] != '-'; i++) {
-		fetch(ctx, argv[i], "/v1/license", key, &f);
+		if (fetch(&o, argv[i], "/v1/license", key, &f) == -1) {
+			fprintf(stderr, "licproxy: %s\n", f.errstr);
+			return 2;
+		}
 		if (f.err != 0 || f.status >= 500) {
 			fprintf(stderr, "%s: %s\n", argv[i], f.err ? f.errstr :
 			    "upstream unavailable");
@@ -110,7 +116,6 @@ cli_check(int argc, char **argv)
 		free(f.body);
 		break;
 	}
-	SSL_CTX_free(ctx);
 	return rv;
 }
 
@@ -162,11 +167,13 @@ status_print(const char *url, json_t *j)
 int
 cli_status(int argc, char **argv)
 {
-	const char	*url = argc > 1 ? argv[1] : "http://127.0.0.1:8089";
-	struct fetch	 f;
-	json_t		*j;
+	const char		*url = argc > 1 ? argv[1] :
+	    "http://127.0.0.1:8089";
+	struct httpc_opts	 o = { NULL, NULL, NULL, 1 };	/* plain http */
+	struct fetch		 f;
+	json_t			*j;
 
-	fetch(NULL, url, "/v1/status", NULL, &f);
+	fetch(&o, url, "/v1/status", NULL, &f);
 	if (f.err != 0) {
 		fprintf(stderr, "licproxy: %s: %s\n", url, f.errstr);
 		return 1;

@@ -13,7 +13,6 @@
 #include <string.h>
 #include <time.h>
 
-#include <event2/dns.h>
 #include <event2/event.h>
 #include <jansson.h>
 
@@ -114,9 +113,9 @@ call_attempt(struct call *c)
 	req.body = c->body;
 	req.bodylen = c->len;
 	req.timeout_ms = up.cf->license.timeout_ms;
-	if (httpc_request(up.base, up.dns, up.ctx, &req, call_result, c) == -1) {
+	if (httpc_request(up.hc, &req, call_result, c) == -1) {
 		struct httpc_res r = { .err = HTTPC_ECONNECT,
-		    .errstr = "bad upstream URL" };
+		    .errstr = "cannot start the request" };
 		call_result(&r, c);
 	}
 }
@@ -577,12 +576,13 @@ uplink_stop(evutil_socket_t sig, short ev, void *arg)
 static void
 uplink_setup(struct proc_env *env)
 {
-	char	err[512];
-	int	i;
+	struct httpc_opts	o = { up.cf->license.ca_file,
+	    up.cf->license.client_cert, up.cf->license.client_key, 0 };
+	char			err[512];
+	int			i;
 
 	if ((up.base = event_base_new()) == NULL)
 		fatalx("event_base_new");
-	up.dns = evdns_base_new(up.base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
 	for (i = 0; i < up.cf->license.n_trusted_keys && i < UPLINK_MAX_TRUSTED;
 	    i++)
 		if ((up.trusted[up.ntrusted++] = token_load_public(
@@ -591,12 +591,11 @@ uplink_setup(struct proc_env *env)
 			    up.cf->license.trusted_keys[i]);
 			exit(2);
 		}
-	if ((up.ctx = httpc_ctx_new(up.cf->license.ca_file, err,
-	    sizeof(err))) == NULL) {
+	if ((up.hc = httpc_new(up.base, &o, err, sizeof(err))) == NULL) {
 		log_warnx("%s", err);
 		exit(2);
 	}
-	/* Key files were read as root above. */
+	/* Key, CA and client certificate files were read as root above. */
 	up.store = proc_open_store(up.cf);
 	if (chans_init(up.base, env->fd_ipc, uplink_request) == -1)
 		fatalx("ipc listener");

@@ -4,11 +4,10 @@
 
 #include <stddef.h>
 #include <openssl/evp.h>
-#include <openssl/ssl.h>
 
 struct conf;
 struct event_base;
-struct evdns_base;
+struct httpc;
 struct httpc_res;
 struct store;
 
@@ -17,9 +16,8 @@ struct store;
 struct uplink {
 	const struct conf	*cf;
 	struct event_base	*base;
-	struct evdns_base	*dns;
 	struct store		*store;
-	SSL_CTX			*ctx;
+	struct httpc		*hc;
 	EVP_PKEY		*trusted[UPLINK_MAX_TRUSTED];
 	int			 ntrusted;
 	int			 stopping;

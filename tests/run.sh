@@ -9,8 +9,10 @@ failed=0
 rc=0
 
 if [ "$what" != integration ]; then
-	for t in "$BUILD"/tests/test_*; do
-		[ -x "$t" ] || continue
+	# the binaries of the sources here (not a stale one of a removed test)
+	for src in tests/unit/test_*.c; do
+		t="$BUILD/tests/$(basename "$src" .c)"
+		[ -x "$t" ] || { echo "unit $(basename "$t"): not built"; failed=$((failed + 1)); rc=1; continue; }
 		out=$("$t" 2>&1)
 		r=$?
 		p=$(printf '%s\n' "$out" | sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' | tail -n 1)
