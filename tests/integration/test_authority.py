@@ -455,9 +455,11 @@ def test_status_listener():
         # between m0 and m1 (the m1 request itself is counted after).
         assert delta(req_counts(m1, "/metrics"),
                      req_counts(m0, "/metrics")) == {200: 1}
-        # Authority mode: nothing goes upstream.
+        # Authority mode: nothing goes upstream; it is its own upstream.
+        assert m1["licproxy_upstream_up"] == 1, m1
         for k, v in m1.items():
-            if k.startswith("licproxy_upstream_"):
+            if k.startswith("licproxy_upstream_") and \
+                    k != "licproxy_upstream_up":
                 assert v == 0, (k, v)
         wait_for(lambda: auth.metrics()["licproxy_leases_cached"] == 3,
                  what="leases_cached = 3")
