@@ -62,7 +62,8 @@ def chain(fx, workers=2, proxy_extra=None, upstream=None, name="proxy"):
     of it (started) with a 1 s sync_interval."""
     pki = fx.add(Pki())
     auth = fx.add(Server(pki, "authority"))
-    member = auth.create_key(name="svc", products="api,engine")
+    # the longest product name too: test_values_survive_the_relay sends it
+    member = auth.create_key(name="svc", products="api,engine," + "p" * 32)
     pkey = auth.create_key(name="proxy", role="proxy")
     auth.start()
     proxy = new_proxy(fx, pki, upstream or auth.url, pkey, workers,

@@ -250,3 +250,22 @@ def test_disk_full_is_507_and_nothing_acknowledged_is_lost():
         assert "No space left on device (free disk space under " \
             "store.path)" in auth.logs(), auth.logs()[-3000:]
         assert " 500 " not in auth.logs()
+
+
+def test_product_must_be_licensed_for_the_key():
+    """A record for a product the caller's key is not licensed for is a
+    400 naming records[i].product; nothing of that request is kept, at the
+    proxy and at the authority alike."""
+    with Fixture() as fx:
+        auth, proxy, member = big_chain(fx)
+        for srv in (proxy, auth):
+            batch = plain("lic-%s" % srv.mode, 3)
+            batch[1]["product"] = "api"    # the key has engine, p*32
+            r = srv.usage(member, batch)
+            assert r.status == 400, r
+            j = r.json()
+            assert j["error"] == "bad_request", j
+            assert "records[1].product" in j["message"], j
+            assert "not licensed for this key" in j["message"], j
+            accepted(srv.usage(member, plain("lic-%s" % srv.mode, 3)), 3)
+        wait_ledger(auth, 6, 30)
