@@ -17,6 +17,7 @@
 #include "store.h"
 #include "tls.h"
 #include "token.h"
+#include "upgrade.h"
 
 #define DEFAULT_CONF	"/etc/licproxy/licproxy.yaml"
 
@@ -233,8 +234,10 @@ cmd_serve(int argc, char **argv, int check_only)
 int
 main(int argc, char **argv)
 {
-	const char *cmd;
+	const char	*cmd;
+	int		 rv;
 
+	upgrade_init(argv);
 	while (argc > 1 && argv[1][0] == '-' && argv[1][1] == 'v') {
 		verbose += (int)strspn(argv[1] + 1, "v");
 		argc--, argv++;
@@ -245,8 +248,12 @@ main(int argc, char **argv)
 	}
 	cmd = argv[1];
 	argc--, argv++;
-	if (strcmp(cmd, "serve") == 0)
-		return cmd_serve(argc, argv, 0);
+	if (strcmp(cmd, "serve") == 0) {
+		/* An image that a USR2 upgrade started and that cannot serve. */
+		if ((rv = cmd_serve(argc, argv, 0)) != 0)
+			upgrade_fallback();
+		return rv;
+	}
 	if (strcmp(cmd, "check-config") == 0)
 		return cmd_serve(argc, argv, 1);
 	if (strcmp(cmd, "keygen") == 0)

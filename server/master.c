@@ -1,7 +1,8 @@
 /*
  * master.c - binds the listeners, forks the workers and the uplink (or the
  * issuer), then only supervises: reaps and respawns with back-off, reloads
- * on HUP, drains and stops on TERM/INT, reopens logs on USR1.
+ * on HUP, drains and stops on TERM/INT, reopens logs on USR1, re-executes
+ * its binary on USR2 (upgrade.c).
  * No event-driven network I/O here and never the LMDB environment: an env
  * must not cross a fork.
  */
@@ -32,6 +33,7 @@
 #include "sdnotify.h"
 #include "stats.h"
 #include "tls.h"
+#include "upgrade.h"
 
 #define MASTER_MAX_CHILDREN	STATS_MAX_SLOTS
 #define BACKOFF_MIN_MS		100
@@ -63,6 +65,7 @@ struct master {
 	int64_t			 not_before[3];	/* back-off, by role */
 	struct child		 kids[MASTER_MAX_CHILDREN];
 	pid_t			 pid;
+	int			 upgraded;	/* this image came from USR2 */
 };
 
 static int
@@ -498,6 +501,103 @@ master_chown_log(struct master *m)
 		log_warn("chown %s", m->cf->log.file);
 }
 
+/* USR2: hand the listeners, the stats block and the children to a new image. */
+static void
+master_upgrade(struct master *m)
+{
+	struct upgrade_state	st;
+	int			i;
+
+	memset(&st, 0, sizeof(st));
+	st.fd_tls = m->fd_tls;
+	st.fd_status = m->fd_status;
+	st.fd_ipc = m->fd_ipc;
+	st.fd_stats = stats_fd();
+	for (i = 0; i < MASTER_MAX_CHILDREN; i++)
+		if (m->kids[i].pid != 0 && st.nkids < UPGRADE_MAX_KIDS) {
+			st.kids[st.nkids].pid = m->kids[i].pid;
+			st.kids[st.nkids++].role = m->kids[i].role;
+		}
+	sdnotify("RELOADING=1");
+	upgrade_exec(&st);	/* returns only when the upgrade failed */
+	sdnotify("READY=1");
+}
+
+/*
+ * The listener handed over by the previous image, or a new one when the
+ * configuration now names another port and it is free (else the old one
+ * stays: an upgrade must not stop serving).
+ */
+static int
+master_adopt_listener(int fd, const char *host, int port)
+{
+	struct sockaddr_storage	ss;
+	socklen_t		len = sizeof(ss);
+	int			have = -1, nfd;
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0)
+		have = ntohs(ss.ss_family == AF_INET6 ?
+		    ((struct sockaddr_in6 *)&ss)->sin6_port :
+		    ((struct sockaddr_in *)&ss)->sin_port);
+	if (have == port)
+		return fd;
+	if ((nfd = master_listen(host, port)) == -1) {
+		log_warnx("upgrade: keeping the listener on port %d", have);
+		return fd;
+	}
+	close(fd);
+	return nfd;
+}
+
+/* The new image of a USR2 upgrade: take over instead of binding. */
+static int
+master_adopt(struct master *m, const struct upgrade_state *st)
+{
+	struct sockaddr_un	sun;
+	socklen_t		len;
+	char			want[sizeof(sun.sun_path)];
+	int			i;
+
+	m->upgraded = 1;
+	m->gen = 1;	/* the previous image's children are generation 0 */
+	for (i = 0; i < st->nkids && i < MASTER_MAX_CHILDREN; i++) {
+		m->kids[i].pid = st->kids[i].pid;
+		m->kids[i].role = st->kids[i].role;
+		m->kids[i].gen = 0;
+		m->kids[i].started = proc_now_ms();
+	}
+	m->fd_tls = master_adopt_listener(st->fd_tls, m->cf->server.host,
+	    m->cf->server.port);
+	m->fd_status = master_adopt_listener(st->fd_status,
+	    m->cf->server.status_host, m->cf->server.status_port);
+	/* store.path moved (it needs a restart): a new socket in the new one. */
+	len = sizeof(sun);
+	if (getsockname(st->fd_ipc, (struct sockaddr *)&sun, &len) == 0 &&
+	    snprintf(want, sizeof(want), "%s/ipc.sock", m->cf->store.path) <
+	    (int)sizeof(want) && strcmp(sun.sun_path, want) == 0) {
+		memcpy(m->ipc_path, want, sizeof(m->ipc_path));
+		m->fd_ipc = st->fd_ipc;
+		return 0;
+	}
+	close(st->fd_ipc);
+	return (m->fd_ipc = master_listen_ipc(m)) == -1 ? -1 : 0;
+}
+
+/* New generation up: drain the previous image's children, as a reload. */
+static void
+master_upgraded(struct master *m)
+{
+	int i, n = 0;
+
+	upgrade_commit();
+	for (i = 0; i < MASTER_MAX_CHILDREN; i++)
+		n += m->kids[i].pid != 0 && m->kids[i].gen != m->gen;
+	master_retire(m, 0, -1, SIGUSR2,
+	    proc_now_ms() + m->cf->server.drain_timeout_ms);
+	log_info("upgraded to %s: %d processes of the previous binary"
+	    " draining", LICPROXY_VERSION, n);
+}
+
 static void
 master_handle(struct master *m, int sig)
 {
@@ -512,6 +612,10 @@ master_handle(struct master *m, int sig)
 	case SIGTERM:
 	case SIGINT:
 		master_stop(m, sig);
+		break;
+	case SIGUSR2:
+		if (!m->stopping)
+			master_upgrade(m);
 		break;
 	case SIGUSR1:
 		if (log_reopen(m->cf->log.file) == -1)
@@ -532,6 +636,7 @@ master_sigset(sigset_t *set)
 	sigaddset(set, SIGTERM);
 	sigaddset(set, SIGINT);
 	sigaddset(set, SIGUSR1);
+	sigaddset(set, SIGUSR2);
 }
 
 static void
@@ -559,20 +664,32 @@ master_loop(struct master *m)
 static int
 master_setup(struct master *m)
 {
-	char err[1024];
+	struct upgrade_state	up;
+	char			err[1024];
+	int			inherited = upgrade_inherited(&up);
 
-	if (stats_create() == -1 || tls_init() == -1) {
+	/* After USR2 the figures so far (and the state) carry on. */
+	if (inherited && up.fd_stats != -1 && stats_adopt(up.fd_stats) == 0)
+		;
+	else if (stats_create() == -1) {
 		log_warn("shared memory");
 		return -1;
+	} else {
+		stats->started = time(NULL);
+		stats->mode = m->cf->mode;
+		stats->state = m->cf->mode == CONF_AUTHORITY ? ST_AUTHORITY :
+		    ST_INITIALIZING;
 	}
-	stats->started = time(NULL);
-	stats->mode = m->cf->mode;
-	stats->state = m->cf->mode == CONF_AUTHORITY ? ST_AUTHORITY :
-	    ST_INITIALIZING;
+	if (tls_init() == -1) {
+		log_warnx("tls_init");
+		return -1;
+	}
 	if ((m->tls = tls_server_ctx_new(m->cf, err, sizeof(err))) == NULL) {
 		log_warnx("%s", err);
 		return 2;	/* a configuration error, like check-config says */
 	}
+	if (inherited)
+		return master_adopt(m, &up);
 	m->fd_tls = master_listen(m->cf->server.host, m->cf->server.port);
 	m->fd_status = master_listen(m->cf->server.status_host,
 	    m->cf->server.status_port);
@@ -602,11 +719,15 @@ master_main(struct conf *cf, const char *cfpath,
 	if ((rv = master_setup(m)) != 0)
 		return rv == 2 ? 2 : 1;
 	master_chown_log(m);
-	log_info("%s mode, listening on %s:%d (TLS) and %s:%d (status),"
-	    " %d workers", cf->mode == CONF_AUTHORITY ? "authority" : "proxy",
-	    cf->server.host, cf->server.port, cf->server.status_host,
-	    cf->server.status_port, cf->server.workers);
+	if (!m->upgraded)
+		log_info("%s mode, listening on %s:%d (TLS) and %s:%d"
+		    " (status), %d workers", cf->mode == CONF_AUTHORITY ?
+		    "authority" : "proxy", cf->server.host, cf->server.port,
+		    cf->server.status_host, cf->server.status_port,
+		    cf->server.workers);
 	master_fill(m);
+	if (m->upgraded)
+		master_upgraded(m);
 	sdnotify("READY=1");
 	master_loop(m);
 	unlink(m->ipc_path);

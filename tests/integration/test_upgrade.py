@@ -1,0 +1,199 @@
+"""Binary upgrade (SPEC section 6, USR2): the master re-executes the binary
+at its path, same pid, listeners kept, the old children drained; a new
+binary that cannot start leaves the old generation serving."""
+import os
+import shutil
+import signal
+import stat
+import tempfile
+import threading
+import time
+
+import lp
+from lp import Fixture, Pki, Server, wait_for
+
+CLIENTS_KEEPALIVE = 56
+CLIENTS_FRESH = 8
+
+
+class Load:
+    """64 client threads asking GET /v1/license: most on one keep-alive
+    connection each, some on a fresh connection per request. Every request
+    that does not end in a 200 is a failure."""
+
+    def __init__(self, srv, key):
+        self.srv, self.key = srv, key
+        self.stop = threading.Event()
+        self.ok = 0
+        self.failed = []
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.run, args=(i < CLIENTS_KEEPALIVE,))
+                        for i in range(CLIENTS_KEEPALIVE + CLIENTS_FRESH)]
+
+    def run(self, keepalive):
+        conn = self.srv.conn(timeout=10) if keepalive else None
+        while not self.stop.is_set():
+            try:
+                r = self.srv.license(self.key, conn=conn)
+                err = None if r.status == 200 else repr(r)
+            except Exception as e:  # noqa: BLE001 - every error counts
+                err = "%s: %s" % (type(e).__name__, e)
+                if conn is not None:
+                    conn.close()
+            with self.lock:
+                if err is None:
+                    self.ok += 1
+                else:
+                    self.failed.append(err)
+            time.sleep(0.01)
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        wait_for(lambda: self.ok >= 200, what="load running")
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(15)
+        return False
+
+
+def served_copy(fx):
+    """A copy of the binary in a temp dir: the path the server runs from."""
+    d = tempfile.mkdtemp(prefix="lp-upgrade-bin-")
+    fx.add(type("Dir", (), {"cleanup": lambda self: shutil.rmtree(
+        d, ignore_errors=True)})())
+    path = os.path.join(d, "licproxy")
+    shutil.copy2(lp.BIN, path)
+    return path
+
+
+def replace(path, data=None):
+    """Install a new file at path the way dpkg and rpm do: write beside
+    it, then rename over it (the running binary cannot be written)."""
+    tmp = path + ".new"
+    if data is None:
+        shutil.copy2(lp.BIN, tmp)
+    else:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o755)
+    os.rename(tmp, path)
+    return os.stat(path).st_ino
+
+
+def exe_inode(pid):
+    return os.stat("/proc/%d/exe" % pid).st_ino
+
+
+def start_served(fx, path, workers=2):
+    pki = fx.add(Pki("upgrade"))
+    srv = fx.add(Server(pki, "authority", workers=workers, extra={
+        "server": {"drain_timeout": "5s"}}))
+    key = srv.create_key()
+    saved, lp.BIN = lp.BIN, path
+    try:
+        srv.start()
+    finally:
+        lp.BIN = saved
+    return srv, key
+
+
+def test_usr2_upgrade_fails_no_request():
+    with Fixture() as fx:
+        path = served_copy(fx)
+        srv, key = start_served(fx, path, workers=2)
+        master = srv.proc.pid
+        old = srv.children()
+        assert len(old) == 3, srv.children_by_comm()
+        old_ino = exe_inode(master)
+        with Load(srv, key) as load:
+            new_ino = replace(path)
+            assert new_ino != old_ino
+            before = load.ok
+            srv.proc.send_signal(signal.SIGUSR2)
+            wait_for(lambda: "upgraded to" in srv.logs(), what="upgrade")
+            # Old children drain while the new ones serve.
+            wait_for(lambda: not set(old) & set(srv.children()), timeout=10,
+                     what="old children gone")
+            wait_for(lambda: len(srv.children()) == 3, what="new children")
+            after = load.ok
+            time.sleep(0.5)
+        assert load.failed == [], load.failed[:5]
+        assert load.ok > after > before, (before, after, load.ok)
+        assert srv.proc.poll() is None
+        assert srv.proc.pid == master
+        assert exe_inode(master) == new_ino, "master runs the new binary"
+        kids = srv.children_by_comm()
+        assert len(kids.get("licproxy-worker", [])) == 2, kids
+        assert len(kids.get("licproxy-issuer", [])) == 1, kids
+        for pid in srv.children():
+            assert pid not in old
+            assert exe_inode(pid) == new_ino, pid
+        # No child was counted as crashed, and the figures carried on.
+        m = srv.metrics()
+        for role in ("worker", "issuer"):
+            assert m['licproxy_process_restarts_total{role="%s"}' % role] == 0
+        served = sum(v for k, v in m.items() if k.startswith(
+            'licproxy_requests_total{endpoint="/v1/license",code="200"'))
+        assert served >= before, (served, before)
+        assert srv.license(key).status == 200
+        assert srv.stop() == 0
+
+
+def check_refused(srv, key, path, data, reason):
+    master = srv.proc.pid
+    old = srv.children()
+    old_ino = exe_inode(master)
+    with Load(srv, key) as load:
+        replace(path, data)
+        n = srv.logs().count("upgrade failed")
+        srv.proc.send_signal(signal.SIGUSR2)
+        wait_for(lambda: srv.logs().count("upgrade failed") > n,
+                 what="upgrade refused")
+        time.sleep(0.5)
+    assert load.failed == [], load.failed[:5]
+    assert srv.proc.poll() is None and srv.proc.pid == master
+    assert exe_inode(master) == old_ino, "still the old image"
+    assert srv.children() == old, "the old generation keeps serving"
+    assert reason in srv.logs(), srv.logs()[-2000:]
+    assert srv.license(key).status == 200
+
+
+def test_usr2_broken_binary_keeps_old_generation():
+    with Fixture() as fx:
+        path = served_copy(fx)
+        srv, key = start_served(fx, path, workers=1)
+        check_refused(srv, key, path, b"#!/bin/sh\nexit 1\n",
+                      "check-config exited with 1")
+        with open(lp.BIN, "rb") as f:
+            truncated = f.read(4096)
+        check_refused(srv, key, path, truncated, "upgrade: %s" % path)
+        # Mode bits gone: exec refused.
+        replace(path)
+        os.chmod(path, stat.S_IRUSR)
+        n = srv.logs().count("upgrade failed")
+        srv.proc.send_signal(signal.SIGUSR2)
+        wait_for(lambda: srv.logs().count("upgrade failed") > n,
+                 what="upgrade refused")
+        assert srv.license(key).status == 200
+        # Fixed: the next USR2 upgrades.
+        os.chmod(path, 0o755)
+        srv.proc.send_signal(signal.SIGUSR2)
+        wait_for(lambda: "upgraded to" in srv.logs(), what="upgrade")
+        assert srv.license(key).status == 200
+        assert srv.stop() == 0
+
+
+def test_usr2_bad_config_keeps_old_generation():
+    with Fixture() as fx:
+        path = served_copy(fx)
+        srv, key = start_served(fx, path, workers=1)
+        with open(srv.conf_path, "a") as f:
+            f.write("bogus_key: 1\n")
+        check_refused(srv, key, path, None, "bogus_key")
+        assert srv.stop() == 0
