@@ -3,7 +3,9 @@
 PKGS      = lmdb libcrypto libssl libevent libevent_openssl msgpack yaml-0.1 \
             jansson libseccomp
 BUILD     = build
-VERSION   = 0.1.0
+# The one version: binary, `licproxy version`, .deb and .rpm (checked
+# against packaging/debian/changelog and packaging/rpm/licproxy.spec).
+VERSION  := $(shell cat VERSION)
 
 CC       ?= cc
 OPT      ?= -O2
@@ -28,6 +30,7 @@ UNITSRCS  = $(wildcard tests/unit/test_*.c)
 UNITBINS  = $(UNITSRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
 .PHONY: all deps build test unit integration run clean bench bench-usage fuzz
+.PHONY: deb rpm package-test test-packages
 
 all: deps
 	@$(MAKE) --no-print-directory build
@@ -39,6 +42,8 @@ build: $(BUILD)/licproxy
 
 $(BUILD)/licproxy: $(BUILD)/obj/server/main.o $(BUILD)/liblicproxy.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+
+$(BUILD)/obj/server/main.o: VERSION
 
 $(BUILD)/liblicproxy.a: $(LIBOBJS)
 	@rm -f $@
@@ -90,5 +95,18 @@ fuzz: deps
 	        -print_final_stats=1 2>&1 | tail -n 5) || exit 1; \
 	done
 
+# Packages, each built from a clean copy of the tree (packaging/build.sh);
+# written to dist/.
+deb rpm: deps
+	@./packaging/build.sh $@
+
+# Builds both packages and installs, upgrades, removes and purges the .deb
+# on this machine (as root; see tests/integration/test_packages.py). The
+# same tests run in `make test`.
+package-test test-packages: all
+	@./packaging/build.sh tools
+	@LICPROXY=$(CURDIR)/$(BUILD)/licproxy \
+	    /usr/bin/python3 tests/integration/run.py test_packages
+
 clean:
-	rm -rf build build-san
+	rm -rf build build-san dist
