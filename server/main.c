@@ -226,7 +226,9 @@ cmd_serve(int argc, char **argv, int check_only)
 	if (cf->log.file != NULL && log_reopen(cf->log.file) == -1) {
 		fprintf(stderr, "%s: cannot open log file: %s\n", cf->log.file,
 		    strerror(errno));
-		return 2;
+		/* A reload keeps the log too; an upgrade must not stop here. */
+		if (!upgrade_active())
+			return 2;
 	}
 	return master_main(cf, cfpath, &ov);
 }

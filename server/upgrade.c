@@ -224,6 +224,12 @@ parse_ints(const char *s, int *out, int max, char sep)
 	return n;
 }
 
+int
+upgrade_active(void)
+{
+	return getenv(ENV_LISTEN) != NULL;
+}
+
 static int
 is_listener(int fd)
 {

@@ -28,6 +28,8 @@ void	upgrade_init(char **argv);
  * take over; does not return when it does.
  */
 int	upgrade_exec(const struct upgrade_state *);
+/* 1 when this image was started by upgrade_exec and has not taken over. */
+int	upgrade_active(void);
 /* 1 and st filled when this image was started by upgrade_exec, else 0. */
 int	upgrade_inherited(struct upgrade_state *st);
 /* The new image serves: forget the hand-over, close the old binary. */

@@ -103,46 +103,81 @@ def start_served(fx, path, workers=2):
     return srv, key
 
 
+def start_proxy(fx, path, workers=2):
+    """A proxy (served from path) in front of an authority."""
+    pki = fx.add(Pki("upgrade"))
+    auth = fx.add(Server(pki, "authority", workers=1))
+    pkey = auth.create_key(name="proxy", role="proxy")
+    key = auth.create_key()
+    auth.start()
+    srv = fx.add(Server(pki, "proxy", workers=workers, env={
+        "LICPROXY_LICENSE_KEY": pkey}, extra={
+        "server": {"drain_timeout": "5s"},
+        "license": {"server_url": [auth.url], "ca_file": pki.ca,
+                    "trusted_keys": [pki.pub]}}))
+    saved, lp.BIN = lp.BIN, path
+    try:
+        srv.start()
+    finally:
+        lp.BIN = saved
+    return srv, key
+
+
 def test_usr2_upgrade_fails_no_request():
     with Fixture() as fx:
         path = served_copy(fx)
         srv, key = start_served(fx, path, workers=2)
-        master = srv.proc.pid
-        old = srv.children()
-        assert len(old) == 3, srv.children_by_comm()
-        old_ino = exe_inode(master)
-        with Load(srv, key) as load:
-            new_ino = replace(path)
-            assert new_ino != old_ino
-            before = load.ok
-            srv.proc.send_signal(signal.SIGUSR2)
-            wait_for(lambda: "upgraded to" in srv.logs(), what="upgrade")
-            # Old children drain while the new ones serve.
-            wait_for(lambda: not set(old) & set(srv.children()), timeout=10,
-                     what="old children gone")
-            wait_for(lambda: len(srv.children()) == 3, what="new children")
-            after = load.ok
-            time.sleep(0.5)
-        assert load.failed == [], load.failed[:5]
-        assert load.ok > after > before, (before, after, load.ok)
-        assert srv.proc.poll() is None
-        assert srv.proc.pid == master
-        assert exe_inode(master) == new_ino, "master runs the new binary"
-        kids = srv.children_by_comm()
-        assert len(kids.get("licproxy-worker", [])) == 2, kids
-        assert len(kids.get("licproxy-issuer", [])) == 1, kids
-        for pid in srv.children():
-            assert pid not in old
-            assert exe_inode(pid) == new_ino, pid
-        # No child was counted as crashed, and the figures carried on.
-        m = srv.metrics()
-        for role in ("worker", "issuer"):
-            assert m['licproxy_process_restarts_total{role="%s"}' % role] == 0
-        served = sum(v for k, v in m.items() if k.startswith(
-            'licproxy_requests_total{endpoint="/v1/license",code="200"'))
-        assert served >= before, (served, before)
-        assert srv.license(key).status == 200
+        upgrade_under_load(srv, key, path, "licproxy-issuer")
         assert srv.stop() == 0
+
+
+def test_usr2_upgrade_proxy_fails_no_request():
+    with Fixture() as fx:
+        path = served_copy(fx)
+        srv, key = start_proxy(fx, path, workers=2)
+        upgrade_under_load(srv, key, path, "licproxy-uplink")
+        assert srv.status_json()["state"] == "Connected"
+        assert srv.stop() == 0
+
+
+def upgrade_under_load(srv, key, path, backend):
+    """Replace the binary under 64 clients and send USR2: no request fails,
+    same master, every child new and running the new file."""
+    master = srv.proc.pid
+    old = srv.children()
+    assert len(old) == 3, srv.children_by_comm()
+    old_ino = exe_inode(master)
+    with Load(srv, key) as load:
+        new_ino = replace(path)
+        assert new_ino != old_ino
+        before = load.ok
+        srv.proc.send_signal(signal.SIGUSR2)
+        wait_for(lambda: "upgraded to" in srv.logs(), what="upgrade")
+        # Old children drain while the new ones serve.
+        wait_for(lambda: not set(old) & set(srv.children()), timeout=10,
+                 what="old children gone")
+        wait_for(lambda: len(srv.children()) == 3, what="new children")
+        after = load.ok
+        time.sleep(0.5)
+    assert load.failed == [], load.failed[:5]
+    assert load.ok > after > before, (before, after, load.ok)
+    assert srv.proc.poll() is None
+    assert srv.proc.pid == master
+    assert exe_inode(master) == new_ino, "master runs the new binary"
+    kids = srv.children_by_comm()
+    assert len(kids.get("licproxy-worker", [])) == 2, kids
+    assert len(kids.get(backend, [])) == 1, kids
+    for pid in srv.children():
+        assert pid not in old
+        assert exe_inode(pid) == new_ino, pid
+    # No child was counted as crashed, and the figures carried on.
+    m = srv.metrics()
+    for role in ("worker", "uplink", "issuer"):
+        assert m['licproxy_process_restarts_total{role="%s"}' % role] == 0
+    served = sum(v for k, v in m.items() if k.startswith(
+        'licproxy_requests_total{endpoint="/v1/license",code="200"'))
+    assert served >= before, (served, before)
+    assert srv.license(key).status == 200
 
 
 def check_refused(srv, key, path, data, reason):
@@ -196,4 +231,23 @@ def test_usr2_bad_config_keeps_old_generation():
         with open(srv.conf_path, "a") as f:
             f.write("bogus_key: 1\n")
         check_refused(srv, key, path, None, "bogus_key")
+        assert srv.stop() == 0
+
+
+def test_usr2_unopenable_log_file_keeps_serving():
+    """check-config does not open log.file; the new image must not exit on
+    it (the old log stays in use, as on a reload)."""
+    with Fixture() as fx:
+        path = served_copy(fx)
+        srv, key = start_served(fx, path, workers=1)
+        master = srv.proc.pid
+        srv.conf["log"]["file"] = os.path.join(srv.dir, "no", "such.log")
+        srv.write_conf()
+        new_ino = replace(path)
+        srv.proc.send_signal(signal.SIGUSR2)
+        wait_for(lambda: "upgraded to" in srv.logs(), what="upgrade")
+        assert "cannot open log file" in srv.logs()
+        assert srv.proc.poll() is None and srv.proc.pid == master
+        assert exe_inode(master) == new_ino
+        assert srv.license(key).status == 200
         assert srv.stop() == 0
