@@ -241,6 +241,28 @@ def no_licproxy_running():
     return True
 
 
+def serve_once():
+    """The installed binary, as root, as an authority on the package's
+    store (children drop to licproxy): one lease, then stop. Returns it."""
+    pki = lp.Pki("pkg")
+    srv = lp.Server(pki, "authority", workers=1, extra={
+        "store": {"path": "/var/lib/licproxy"},
+        "server": {"user": "licproxy"}})
+    srv.store = "/var/lib/licproxy"
+    saved, lp.BIN = lp.BIN, "/usr/bin/licproxy"
+    try:
+        key = srv.create_key(name="kept", products="api")
+        srv.start()
+        r = srv.license(key)
+        assert r.status == 200, r
+        assert srv.stop() == 0
+        return r.json()["lease"]
+    finally:
+        lp.BIN = saved
+        srv.cleanup()
+        pki.cleanup()
+
+
 def check_installed(version):
     assert installed()
     assert sh("/usr/bin/licproxy", "version").stdout.strip() == \
@@ -279,11 +301,10 @@ def test_deb_install_upgrade_remove_purge():
         out = sh("systemd-analyze", "verify",
                  "/lib/systemd/system/licproxy.service", check=False)
         assert out.returncode == 0, out.stdout + out.stderr
-        # An operator's edit and the store's contents.
+        # An operator's edit, and a lease in the store.
         with open("/etc/licproxy/licproxy.yaml", "a") as f:
             f.write("# edited by the operator\n")
-        sh("/usr/bin/licproxy", "keys", "create", "--store",
-           "/var/lib/licproxy", "--name", "kept", "--products", "api")
+        lease = serve_once()
         out = dpkg("-i", newer)
         check_installed(BUMPED)
         with open("/etc/licproxy/licproxy.yaml") as f:
@@ -292,6 +313,8 @@ def test_deb_install_upgrade_remove_purge():
         keys = sh("/usr/bin/licproxy", "keys", "list", "--store",
                   "/var/lib/licproxy").stdout
         assert "kept" in keys, keys
+        assert lease in sh("/usr/bin/licproxy", "cache", "export", "--store",
+                           "/var/lib/licproxy").stdout
         # Remove keeps configuration, keys and store.
         dpkg("--remove", "licproxy")
         assert not os.path.exists("/usr/bin/licproxy")
