@@ -11,11 +11,19 @@ cd "$top"
 version=$(cat VERSION)
 
 # Tools: Debian packages only (rpmbuild works on Debian), installed when
-# missing, as packaging/deps.sh does. Arguments: command:package ...
+# missing, as packaging/deps.sh does. Arguments: command:package ..., or
+# =:package for a package without a command (dpkg-buildpackage wants
+# build-essential).
+installed() {
+	dpkg-query -W -f '${Status}' "$1" 2>/dev/null | grep -q 'ok installed'
+}
 install_missing() {
 	need=""
 	for cp in "$@"; do
-		command -v "${cp%%:*}" >/dev/null 2>&1 || need="$need ${cp#*:}"
+		case ${cp%%:*} in
+		=)	installed "${cp#*:}" || need="$need ${cp#*:}" ;;
+		*)	command -v "${cp%%:*}" >/dev/null 2>&1 || need="$need ${cp#*:}" ;;
+		esac
 	done
 	[ -z "$need" ] && return 0
 	if [ "$(id -u)" != 0 ]; then
@@ -28,9 +36,9 @@ install_missing() {
 		{ apt-get update >/dev/null && apt-get install -y --no-install-recommends $need; }
 }
 case $kind in
-deb)	install_missing dpkg-buildpackage:dpkg-dev dh:debhelper ;;
+deb)	install_missing dpkg-buildpackage:dpkg-dev dh:debhelper =:build-essential ;;
 rpm)	install_missing rpmbuild:rpm ;;
-tools)	install_missing dpkg-buildpackage:dpkg-dev dh:debhelper rpmbuild:rpm \
+tools)	install_missing dpkg-buildpackage:dpkg-dev dh:debhelper =:build-essential rpmbuild:rpm \
 	    lintian:lintian rpmlint:rpmlint systemd-analyze:systemd
 	exit 0 ;;
 *)	echo "usage: $0 deb|rpm|tools" >&2; exit 2 ;;

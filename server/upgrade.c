@@ -140,7 +140,8 @@ upgrade_setenv(const struct upgrade_state *st, int prev)
 		p += snprintf(p, sizeof(buf) - (size_t)(p - buf), "%s%d:%d",
 		    i ? "," : "", (int)st->kids[i].pid, st->kids[i].role);
 	*p = '\0';
-	if (setenv(ENV_KIDS, buf, 1) == -1 || setenv(ENV_EXE, exe_path, 1))
+	if (setenv(ENV_KIDS, buf, 1) == -1 ||
+	    setenv(ENV_EXE, exe_path, 1) == -1)
 		return -1;
 	snprintf(buf, sizeof(buf), "%d,%d,%d", st->fd_tls, st->fd_status,
 	    st->fd_ipc);
@@ -160,6 +161,7 @@ upgrade_unsetenv(void)
 	unsetenv(ENV_STATS);
 	unsetenv(ENV_KIDS);
 	unsetenv(ENV_PREV);
+	unsetenv(ENV_EXE);
 }
 
 /* Keep (on=0) or drop (on=1) the descriptors across the exec. */
