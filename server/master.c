@@ -661,6 +661,27 @@ master_loop(struct master *m)
 	}
 }
 
+/*
+ * The shared figures: after USR2 the previous image's block (counters,
+ * uptime and state carry on), unless this build lays it out differently.
+ */
+static int
+master_stats(struct master *m, int inherited_fd)
+{
+	if (inherited_fd != -1) {
+		if (stats_adopt(inherited_fd) == 0)
+			return 0;
+		close(inherited_fd);
+	}
+	if (stats_create() == -1)
+		return -1;
+	stats->started = time(NULL);
+	stats->mode = m->cf->mode;
+	stats->state = m->cf->mode == CONF_AUTHORITY ? ST_AUTHORITY :
+	    ST_INITIALIZING;
+	return 0;
+}
+
 static int
 master_setup(struct master *m)
 {
@@ -668,20 +689,9 @@ master_setup(struct master *m)
 	char			err[1024];
 	int			inherited = upgrade_inherited(&up);
 
-	/* After USR2 the figures so far (and the state) carry on. */
-	if (inherited && up.fd_stats != -1 && stats_adopt(up.fd_stats) == 0)
-		;
-	else if (stats_create() == -1) {
+	if (master_stats(m, inherited ? up.fd_stats : -1) == -1 ||
+	    tls_init() == -1) {
 		log_warn("shared memory");
-		return -1;
-	} else {
-		stats->started = time(NULL);
-		stats->mode = m->cf->mode;
-		stats->state = m->cf->mode == CONF_AUTHORITY ? ST_AUTHORITY :
-		    ST_INITIALIZING;
-	}
-	if (tls_init() == -1) {
-		log_warnx("tls_init");
 		return -1;
 	}
 	if ((m->tls = tls_server_ctx_new(m->cf, err, sizeof(err))) == NULL) {
