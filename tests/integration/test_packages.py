@@ -97,6 +97,7 @@ def test_deb_contents_and_lintian():
         "/usr/share/man/man5/licproxy.yaml.5.gz": "-rw-r--r--",
         "/usr/share/doc/licproxy/examples/licproxy.yaml": "-rw-r--r--",
         "/usr/share/doc/licproxy/OPERATIONS.md.gz": "-rw-r--r--",
+        "/usr/libexec/licproxy/upgrade-running": "-rwxr-xr-x",
     }
     for path, mode in want.items():
         assert path in files, (path, sorted(files))
@@ -110,7 +111,7 @@ def test_deb_contents_and_lintian():
         with open(os.path.join(ctl, "postinst")) as f:
             postinst = f.read()
         # An upgrade re-executes the binary (USR2), never a restart.
-        assert "USR2" in postinst
+        assert "/usr/libexec/licproxy/upgrade-running" in postinst
         assert not re.search(r"(systemctl|invoke)[^\n]*restart", postinst)
     finally:
         shutil.rmtree(ctl)
@@ -139,19 +140,22 @@ def test_rpm_contents_scripts_and_scratch_root():
     assert files["/var/lib/licproxy"] == ("drwx------", "licproxy",
                                           "licproxy")
     for path in ("/usr/lib/systemd/system/licproxy.service",
+                 "/usr/libexec/licproxy/upgrade-running",
                  "/usr/share/man/man8/licproxy.8",
                  "/usr/share/man/man5/licproxy.yaml.5",
                  "/usr/share/doc/licproxy/examples/licproxy.yaml"):
         assert any(p.startswith(path) for p in files), (path, sorted(files))
     for p in files:
-        assert p.startswith(("/usr/bin/", "/usr/lib/", "/usr/share/",
-                             "/etc/licproxy", "/var/lib/licproxy")), p
+        assert p.startswith(("/usr/bin/", "/usr/lib/", "/usr/libexec/",
+                             "/usr/share/", "/etc/licproxy",
+                             "/var/lib/licproxy")), p
         assert not p.startswith("/usr/com"), p
     conf = sh("rpm", "-qp", "--configfiles", rpm).stdout.split()
     assert conf == ["/etc/licproxy/licproxy.yaml"], conf
     scripts = sh("rpm", "-qp", "--scripts", rpm).stdout
     assert not re.search(r"%\{?[A-Za-z_]", scripts), scripts
-    assert "useradd -r" in scripts and "USR2" in scripts
+    assert "useradd -r" in scripts
+    assert "/usr/libexec/licproxy/upgrade-running" in scripts
     assert not re.search(r"systemctl[^\n]*restart", scripts), scripts
     assert "[ -d /run/systemd/system ]" in scripts
     out = sh("rpmlint", rpm, check=False).stdout

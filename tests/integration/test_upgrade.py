@@ -5,6 +5,7 @@ import os
 import shutil
 import signal
 import stat
+import subprocess
 import tempfile
 import threading
 import time
@@ -251,3 +252,32 @@ def test_usr2_unopenable_log_file_keeps_serving():
         assert exe_inode(master) == new_ino
         assert srv.license(key).status == 200
         assert srv.stop() == 0
+
+
+def test_package_upgrade_script():
+    """packaging/upgrade-running (what postinst / %post run) sends USR2 to
+    a master that handles it, and refuses a process that would die of it
+    (a master older than USR2 upgrades: the packages restart that one)."""
+    script = os.path.join(os.path.dirname(lp.__file__), "..", "..",
+                          "packaging", "upgrade-running")
+    with Fixture() as fx:
+        path = served_copy(fx)
+        srv, key = start_served(fx, path, workers=1)
+        master = srv.proc.pid
+        new_ino = replace(path)
+        out = subprocess.run([script, str(master)], capture_output=True,
+                             text=True, timeout=10)
+        assert out.returncode == 0, out
+        wait_for(lambda: "upgraded to" in srv.logs(), what="upgrade")
+        assert exe_inode(master) == new_ino
+        assert srv.license(key).status == 200
+        assert srv.stop() == 0
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        out = subprocess.run([script, str(other.pid)], capture_output=True,
+                             text=True, timeout=10)
+        assert out.returncode == 3, out
+        assert other.poll() is None, "USR2 sent to a process without it"
+    finally:
+        other.kill()
+        other.wait()
