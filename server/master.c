@@ -334,6 +334,51 @@ master_retire(struct master *m, int all, int role, int sig, int64_t deadline)
 	}
 }
 
+/*
+ * Reload and upgrade: the old workers finish the requests on their
+ * connections and exit (USR2); the old uplink/issuer goes once they are
+ * gone (master_retire_backend), since a request they are finishing may
+ * still need it, as on TERM.
+ */
+static void
+master_retire_generation(struct master *m)
+{
+	master_retire(m, 0, ROLE_WORKER, SIGUSR2,
+	    proc_now_ms() + m->cf->server.drain_timeout_ms);
+}
+
+static void
+master_retire_backend(struct master *m)
+{
+	int64_t	deadline = proc_now_ms() + m->cf->server.drain_timeout_ms;
+	int	i;
+
+	for (i = 0; i < MASTER_MAX_CHILDREN; i++)
+		if (m->kids[i].pid != 0 && m->kids[i].role == ROLE_WORKER &&
+		    m->kids[i].gen != m->gen)
+			return;
+	master_retire(m, 0, ROLE_UPLINK, SIGUSR2, deadline);
+	master_retire(m, 0, ROLE_ISSUER, SIGUSR2, deadline);
+}
+
+/*
+ * A new generation gets its own IPC socket (same path): its workers can
+ * reach only its uplink/issuer, never an old one about to go. The old
+ * generation keeps its connections on the old socket.
+ */
+static int
+master_new_ipc(struct master *m)
+{
+	int fd;
+
+	if ((fd = master_listen_ipc(m)) == -1)
+		return -1;
+	if (m->fd_ipc != -1)
+		close(m->fd_ipc);
+	m->fd_ipc = fd;
+	return 0;
+}
+
 static void
 master_enforce_deadlines(struct master *m)
 {
@@ -424,10 +469,10 @@ master_reload(struct master *m)
 	m->gen++;
 	memset(m->fails, 0, sizeof(m->fails));
 	memset(m->not_before, 0, sizeof(m->not_before));
+	if (master_new_ipc(m) == -1)
+		log_warnx("reload: new workers share the old IPC socket");
 	master_fill(m);
-	/* USR2: finish in-flight and keep-alive requests, then exit. */
-	master_retire(m, 0, -1, SIGUSR2,
-	    proc_now_ms() + m->cf->server.drain_timeout_ms);
+	master_retire_generation(m);
 	log_info("reloaded: generation %d", m->gen);
 done:
 	sdnotify("READY=1");
@@ -553,10 +598,7 @@ master_adopt_listener(int fd, const char *host, int port)
 static int
 master_adopt(struct master *m, const struct upgrade_state *st)
 {
-	struct sockaddr_un	sun;
-	socklen_t		len;
-	char			want[sizeof(sun.sun_path)];
-	int			i;
+	int i;
 
 	m->upgraded = 1;
 	m->gen = 1;	/* the previous image's children are generation 0 */
@@ -570,17 +612,8 @@ master_adopt(struct master *m, const struct upgrade_state *st)
 	    m->cf->server.port);
 	m->fd_status = master_adopt_listener(st->fd_status,
 	    m->cf->server.status_host, m->cf->server.status_port);
-	/* store.path moved (it needs a restart): a new socket in the new one. */
-	len = sizeof(sun);
-	if (getsockname(st->fd_ipc, (struct sockaddr *)&sun, &len) == 0 &&
-	    snprintf(want, sizeof(want), "%s/ipc.sock", m->cf->store.path) <
-	    (int)sizeof(want) && strcmp(sun.sun_path, want) == 0) {
-		memcpy(m->ipc_path, want, sizeof(m->ipc_path));
-		m->fd_ipc = st->fd_ipc;
-		return 0;
-	}
-	close(st->fd_ipc);
-	return (m->fd_ipc = master_listen_ipc(m)) == -1 ? -1 : 0;
+	m->fd_ipc = st->fd_ipc;
+	return master_new_ipc(m);
 }
 
 /* New generation up: drain the previous image's children, as a reload. */
@@ -592,8 +625,7 @@ master_upgraded(struct master *m)
 	upgrade_commit();
 	for (i = 0; i < MASTER_MAX_CHILDREN; i++)
 		n += m->kids[i].pid != 0 && m->kids[i].gen != m->gen;
-	master_retire(m, 0, -1, SIGUSR2,
-	    proc_now_ms() + m->cf->server.drain_timeout_ms);
+	master_retire_generation(m);
 	log_info("upgraded to %s: %d processes of the previous binary"
 	    " draining", LICPROXY_VERSION, n);
 }
@@ -654,6 +686,8 @@ master_loop(struct master *m)
 		master_reap(m);	/* SIGCHLD coalesces */
 		if (m->stopping)
 			master_stop_backend(m);
+		else
+			master_retire_backend(m);
 		master_enforce_deadlines(m);
 		if (m->stopping && master_children_left(m) == 0)
 			return;

@@ -22,20 +22,28 @@ class Load:
     connection each, some on a fresh connection per request. Every request
     that does not end in a 200 is a failure."""
 
-    def __init__(self, srv, key):
+    def __init__(self, srv, key, fresh_keys=()):
         self.srv, self.key = srv, key
         self.stop = threading.Event()
         self.ok = 0
         self.failed = []
         self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self.run, args=(i < CLIENTS_KEEPALIVE,))
-                        for i in range(CLIENTS_KEEPALIVE + CLIENTS_FRESH)]
+        self.threads = [threading.Thread(target=self.run, args=(
+            i < CLIENTS_KEEPALIVE,)) for i in range(
+            CLIENTS_KEEPALIVE + CLIENTS_FRESH)]
+        # Misses too: each of these keys is asked for once, so every one
+        # goes through the uplink/issuer across the upgrade.
+        self.fresh_keys = list(fresh_keys)
+        if self.fresh_keys:
+            self.threads.append(threading.Thread(target=self.run, args=(
+                True, self.fresh_keys)))
 
-    def run(self, keepalive):
+    def run(self, keepalive, keys=None):
         conn = self.srv.conn(timeout=10) if keepalive else None
-        while not self.stop.is_set():
+        while not self.stop.is_set() and (keys is None or keys):
             try:
-                r = self.srv.license(self.key, conn=conn)
+                key = self.key if keys is None else keys.pop(0)
+                r = self.srv.license(key, conn=conn)
                 err = None if r.status == 200 else repr(r)
             except Exception as e:  # noqa: BLE001 - every error counts
                 err = "%s: %s" % (type(e).__name__, e)
@@ -91,11 +99,12 @@ def exe_inode(pid):
     return os.stat("/proc/%d/exe" % pid).st_ino
 
 
-def start_served(fx, path, workers=2):
+def start_served(fx, path, workers=2, nkeys=0):
     pki = fx.add(Pki("upgrade"))
     srv = fx.add(Server(pki, "authority", workers=workers, extra={
         "server": {"drain_timeout": "5s"}}))
     key = srv.create_key()
+    srv.fresh_keys = [srv.create_key(name="k%d" % i) for i in range(nkeys)]
     saved, lp.BIN = lp.BIN, path
     try:
         srv.start()
@@ -110,12 +119,14 @@ def start_proxy(fx, path, workers=2):
     auth = fx.add(Server(pki, "authority", workers=1))
     pkey = auth.create_key(name="proxy", role="proxy")
     key = auth.create_key()
+    fresh = [auth.create_key(name="k%d" % i) for i in range(100)]
     auth.start()
     srv = fx.add(Server(pki, "proxy", workers=workers, env={
         "LICPROXY_LICENSE_KEY": pkey}, extra={
         "server": {"drain_timeout": "5s"},
         "license": {"server_url": [auth.url], "ca_file": pki.ca,
                     "trusted_keys": [pki.pub]}}))
+    srv.fresh_keys = fresh
     saved, lp.BIN = lp.BIN, path
     try:
         srv.start()
@@ -127,8 +138,9 @@ def start_proxy(fx, path, workers=2):
 def test_usr2_upgrade_fails_no_request():
     with Fixture() as fx:
         path = served_copy(fx)
-        srv, key = start_served(fx, path, workers=2)
-        upgrade_under_load(srv, key, path, "licproxy-issuer")
+        srv, key = start_served(fx, path, workers=2, nkeys=150)
+        upgrade_under_load(srv, key, path, "licproxy-issuer",
+                           srv.fresh_keys)
         assert srv.stop() == 0
 
 
@@ -136,22 +148,24 @@ def test_usr2_upgrade_proxy_fails_no_request():
     with Fixture() as fx:
         path = served_copy(fx)
         srv, key = start_proxy(fx, path, workers=2)
-        upgrade_under_load(srv, key, path, "licproxy-uplink")
+        upgrade_under_load(srv, key, path, "licproxy-uplink",
+                           srv.fresh_keys)
         assert srv.status_json()["state"] == "Connected"
         assert srv.stop() == 0
 
 
-def upgrade_under_load(srv, key, path, backend):
+def upgrade_under_load(srv, key, path, backend, fresh_keys=()):
     """Replace the binary under 64 clients and send USR2: no request fails,
     same master, every child new and running the new file."""
     master = srv.proc.pid
     old = srv.children()
     assert len(old) == 3, srv.children_by_comm()
     old_ino = exe_inode(master)
-    with Load(srv, key) as load:
+    with Load(srv, key, fresh_keys) as load:
         new_ino = replace(path)
         assert new_ino != old_ino
         before = load.ok
+        misses_left = len(load.fresh_keys)
         srv.proc.send_signal(signal.SIGUSR2)
         wait_for(lambda: "upgraded to" in srv.logs(), what="upgrade")
         # Old children drain while the new ones serve.
@@ -162,6 +176,10 @@ def upgrade_under_load(srv, key, path, backend):
         time.sleep(0.5)
     assert load.failed == [], load.failed[:5]
     assert load.ok > after > before, (before, after, load.ok)
+    if fresh_keys:
+        # Misses were asked before, during and after the upgrade.
+        assert len(fresh_keys) > misses_left > len(load.fresh_keys), (
+            len(fresh_keys), misses_left, len(load.fresh_keys))
     assert srv.proc.poll() is None
     assert srv.proc.pid == master
     assert exe_inode(master) == new_ino, "master runs the new binary"
@@ -270,7 +288,8 @@ def test_package_upgrade_script():
         assert out.returncode == 0, out
         wait_for(lambda: "upgraded to" in srv.logs(), what="upgrade")
         assert exe_inode(master) == new_ino
-        assert srv.license(key).status == 200
+        r = srv.license(key)
+        assert r.status == 200, (r, srv.logs()[-3000:])
         assert srv.stop() == 0
     other = subprocess.Popen(["sleep", "30"])
     try:
