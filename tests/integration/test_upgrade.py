@@ -54,7 +54,8 @@ class Load:
                     self.ok += 1
                 else:
                     self.failed.append(err)
-            time.sleep(0.01)
+            # Misses paced so that they last through the hand-over.
+            time.sleep(0.01 if keys is None else 0.03)
         if conn is not None:
             conn.close()
 
@@ -300,3 +301,27 @@ def test_package_upgrade_script():
     finally:
         other.kill()
         other.wait()
+
+
+def test_hup_reload_misses_fail_no_request():
+    """The reload path the upgrade shares: uncached keys asked across a
+    HUP all get 200 (the new workers reach only the new issuer, and the
+    old issuer stays until the old workers are gone)."""
+    with Fixture() as fx:
+        pki = fx.add(Pki("upgrade"))
+        srv = fx.add(Server(pki, "authority", workers=2, extra={
+            "server": {"drain_timeout": "5s"}}))
+        key = srv.create_key()
+        fresh = [srv.create_key(name="k%d" % i) for i in range(150)]
+        srv.start()
+        old = srv.children()
+        with Load(srv, key, fresh) as load:
+            misses_left = len(load.fresh_keys)
+            srv.proc.send_signal(signal.SIGHUP)
+            wait_for(lambda: not set(old) & set(srv.children()), timeout=10,
+                     what="old children gone")
+            time.sleep(0.5)
+        assert load.failed == [], load.failed[:5]
+        assert len(fresh) > misses_left > len(load.fresh_keys), (
+            len(fresh), misses_left, len(load.fresh_keys))
+        assert srv.stop() == 0
