@@ -69,6 +69,9 @@ else
 	    --exclude=./.git -cf - . | tar -xf - -C "$src"
 fi
 
+# The man pages say the version they ship with.
+sed -i "1s/\"licproxy [^\"]*\"/\"licproxy $v\"/" \
+    "$src/packaging/licproxy.8" "$src/packaging/licproxy.yaml.5"
 if [ "$v" != "$version" ]; then
 	echo "$v" >"$src/VERSION"
 	sed -i "s/^Version:.*/Version:        $v/" "$src/packaging/rpm/licproxy.spec"

@@ -313,6 +313,8 @@ def test_deb_install_upgrade_remove_purge():
         check_installed(BUMPED)
         with open("/etc/licproxy/licproxy.yaml") as f:
             assert "# edited by the operator" in f.read()
+        man = sh("zcat", "/usr/share/man/man8/licproxy.8.gz").stdout
+        assert '"licproxy %s"' % BUMPED in man.splitlines()[0], man[:200]
         assert not glob.glob("/etc/licproxy/licproxy.yaml.dpkg-*")
         keys = sh("/usr/bin/licproxy", "keys", "list", "--store",
                   "/var/lib/licproxy").stdout
