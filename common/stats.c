@@ -5,6 +5,8 @@
  */
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "limit.h"
 #include "stats.h"
@@ -31,23 +33,58 @@ static const char *const state_names[] = {
 	"Initializing", "Connected", "TrustBased", "Disconnected", "Authority"
 };
 
+static int	stats_memfd = -1;
+
+/*
+ * A memfd rather than an anonymous mapping: a binary upgrade (USR2) hands
+ * the descriptor to the new image, so the counters of the children that
+ * keep serving across the exec stay in the figures.
+ */
 int
 stats_create(void)
 {
-	void *p;
+	int fd;
 
-	p = mmap(NULL, sizeof(*stats), PROT_READ | PROT_WRITE,
-	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if ((fd = memfd_create("licproxy-stats", MFD_CLOEXEC)) == -1)
+		return -1;
+	if (ftruncate(fd, sizeof(*stats)) == -1 || stats_adopt(fd) == -1) {
+		close(fd);
+		return -1;
+	}
+	return 0;
+}
+
+int
+stats_adopt(int fd)
+{
+	struct stat	 sb;
+	void		*p;
+
+	/* Another build may lay the block out differently: then start anew. */
+	if (fstat(fd, &sb) == -1 || sb.st_size != (off_t)sizeof(*stats))
+		return -1;
+	p = mmap(NULL, sizeof(*stats), PROT_READ | PROT_WRITE, MAP_SHARED,
+	    fd, 0);
 	if (p == MAP_FAILED)
 		return -1;
 	stats = p;
-	/* Apart from the block, so stats_snapshot does not copy it. */
+	stats_memfd = fd;
+	/*
+	 * Apart from the block, so stats_snapshot does not copy it. Not
+	 * handed over by USR2: the new generation starts fresh budgets.
+	 */
 	p = mmap(NULL, sizeof(*stats_limits), PROT_READ | PROT_WRITE,
 	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED)
 		return -1;
 	stats_limits = p;
 	return limit_init(stats_limits);
+}
+
+int
+stats_fd(void)
+{
+	return stats_memfd;
 }
 
 int

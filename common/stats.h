@@ -88,6 +88,8 @@ extern struct stats_slot	*stats_self;
 extern struct limit_table	*stats_limits;
 
 int	 stats_create(void);			/* master, before fork */
+int	 stats_adopt(int fd);			/* master after USR2 exec */
+int	 stats_fd(void);			/* the block's memfd */
 int	 stats_slot_claim(pid_t, int role);	/* master; index or -1 */
 void	 stats_slot_release(pid_t);		/* master */
 void	 stats_attach(int slot);		/* child after fork */
