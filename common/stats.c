@@ -159,7 +159,7 @@ stats_snapshot(struct stats_shared *out)
 	out->last_error[sizeof(out->last_error) - 1] = '\0';
 }
 
-/* FNV-1a: cheap, and collisions only merge two instances in a count. */
+/* FNV-1a: cheap; two ids merge only on a 64-bit hash collision. */
 static uint64_t
 stats_hash(const char *s)
 {
@@ -170,15 +170,57 @@ stats_hash(const char *s)
 	return h != 0 ? h : 1;
 }
 
+/*
+ * The slot holding h, else the first one free or expired on h's probe
+ * chain (-1: the table is full of active instances). *old gets the hash
+ * seen in the slot returned, to claim it with.
+ */
+static int
+stats_instance_find(uint64_t h, int64_t now, uint64_t *old)
+{
+	uint64_t	cur;
+	int		k, i, cand = -1;
+
+	for (k = 0; k < STATS_INSTANCES; k++) {
+		i = (int)((h + (uint64_t)k) % STATS_INSTANCES);
+		cur = __atomic_load_n(&stats->instances[i].hash,
+		    __ATOMIC_ACQUIRE);
+		if (cur == h || (cur == 0 && cand == -1)) {
+			*old = cur;
+			return i;
+		}
+		if (cur == 0)		/* the end of h's chain */
+			break;
+		if (cand == -1 && now - __atomic_load_n(
+		    &stats->instances[i].seen, __ATOMIC_RELAXED) >=
+		    STATS_INSTANCE_ACTIVE_S) {
+			cand = i;
+			*old = cur;
+		}
+	}
+	return cand;
+}
+
 void
 stats_instance_seen(const char *id, int64_t now)
 {
-	uint64_t	h = stats_hash(id);
-	int		i = (int)(h % STATS_INSTANCES);
+	uint64_t	h = stats_hash(id), old = 0;
+	int		i, tries;
 
-	/* Racing workers may overwrite each other's slot: a count, not a log. */
-	__atomic_store_n(&stats->instances[i].hash, h, __ATOMIC_RELAXED);
-	__atomic_store_n(&stats->instances[i].seen, now, __ATOMIC_RELAXED);
+	/* A lost claim (another worker took the slot) looks again. */
+	for (tries = 0; tries < 8; tries++) {
+		if ((i = stats_instance_find(h, now, &old)) == -1)
+			break;
+		if (old == h || __atomic_compare_exchange_n(
+		    &stats->instances[i].hash, &old, h, 0, __ATOMIC_ACQ_REL,
+		    __ATOMIC_ACQUIRE)) {
+			__atomic_store_n(&stats->instances[i].seen, now,
+			    __ATOMIC_RELEASE);
+			return;
+		}
+	}
+	__atomic_add_fetch(&stats->instances_untracked, 1, __ATOMIC_RELAXED);
+	__atomic_store_n(&stats->instances_full_at, now, __ATOMIC_RELAXED);
 }
 
 int
@@ -190,4 +232,11 @@ stats_instances_active(const struct stats_shared *s, int64_t now)
 		n += s->instances[i].hash != 0 &&
 		    now - s->instances[i].seen < STATS_INSTANCE_ACTIVE_S;
 	return n;
+}
+
+int
+stats_instances_overflow(const struct stats_shared *s, int64_t now)
+{
+	return s->instances_full_at != 0 &&
+	    now - s->instances_full_at < STATS_INSTANCE_ACTIVE_S;
 }

@@ -10,7 +10,8 @@
 #include <sys/types.h>
 
 #define STATS_MAX_SLOTS	128
-#define STATS_INSTANCES	1024	/* X-Instance-Id table (hashed, bounded) */
+/* X-Instance-Id table: the most distinct instances counted at once. */
+#define STATS_INSTANCES	4096
 #define STATS_INSTANCE_ACTIVE_S	600
 
 enum stats_role { ROLE_WORKER = 0, ROLE_UPLINK = 1, ROLE_ISSUER = 2 };
@@ -58,11 +59,18 @@ struct stats_shared {
 
 	struct stats_slot slots[STATS_MAX_SLOTS];
 
-	/* When each X-Instance-Id (by hash) was last seen; any worker writes. */
+	/*
+	 * When each X-Instance-Id (by hash) was last seen; any worker writes.
+	 * Open addressing: a slot once used is never empty again, only
+	 * reused once its instance has not been seen for
+	 * STATS_INSTANCE_ACTIVE_S, so an id is found before any reuse.
+	 */
 	struct {
 		uint64_t	 hash;
 		int64_t		 seen;
 	} instances[STATS_INSTANCES];
+	uint64_t	 instances_untracked;	/* sightings with no room */
+	int64_t		 instances_full_at;	/* last such, 0 = never */
 };
 
 extern struct stats_shared	*stats;
@@ -88,5 +96,7 @@ const char *stats_state_name(int);
 
 void	 stats_instance_seen(const char *id, int64_t now);
 int	 stats_instances_active(const struct stats_shared *, int64_t now);
+/* 1 if an instance went uncounted within STATS_INSTANCE_ACTIVE_S. */
+int	 stats_instances_overflow(const struct stats_shared *, int64_t now);
 
 #endif

@@ -58,7 +58,7 @@ status_json(struct conn *c, const struct stats_shared *s)
 	char	*body;
 
 	j = json_pack("{s:s, s:s, s:s, s:I, s:o, s:{s:I}, s:{s:I, s:I},"
-	    " s:{s:i, s:i, s:b}, s:{s:i}}",
+	    " s:{s:i, s:i, s:b}, s:{s:i, s:i, s:b}}",
 	    "state", stats_state_name(s->state),
 	    "mode", worker->cf->mode == CONF_AUTHORITY ? "authority" : "proxy",
 	    "version", LICPROXY_VERSION,
@@ -70,7 +70,9 @@ status_json(struct conn *c, const struct stats_shared *s)
 	    "processes", "workers", s->workers_conf,
 	    "workers_alive", s->workers_alive,
 	    "uplink_alive", s->uplink_alive,
-	    "instances", "active", stats_instances_active(s, time(NULL)));
+	    "instances", "active", stats_instances_active(s, time(NULL)),
+	    "tracked_max", STATS_INSTANCES,
+	    "overflow", stats_instances_overflow(s, time(NULL)));
 	body = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
 	json_decref(j);
 	if (body == NULL) {
@@ -154,6 +156,11 @@ status_metrics(struct conn *c, const struct stats_shared *s)
 	    " in the last %d s.\n# TYPE licproxy_instances_active gauge\n"
 	    "licproxy_instances_active %d\n", STATS_INSTANCE_ACTIVE_S,
 	    stats_instances_active(s, time(NULL)));
+	M("# HELP licproxy_instances_untracked_total X-Instance-Id sightings "
+	    "not counted: the table (%d) was full.\n"
+	    "# TYPE licproxy_instances_untracked_total counter\n"
+	    "licproxy_instances_untracked_total %llu\n", STATS_INSTANCES,
+	    (unsigned long long)s->instances_untracked);
 	M("# TYPE licproxy_process_restarts_total counter\n");
 	for (i = 0; i < 3; i++)
 		M("licproxy_process_restarts_total{role=\"%s\"} %llu\n",
