@@ -81,7 +81,7 @@ import_line(const char *line, EVP_PKEY **keys, int nkeys,
 	struct lease	 l;
 	char		 kid[17];
 
-	/* Exactly the two members export1() writes: anything else is not ours. */
+	/* Exactly the two members export1() writes; anything else is not. */
 	if (j == NULL || json_unpack(j, "{s:s, s:s !}", "sha256", &sha,
 	    "lease", &tok) != 0 || hex32(sha, it->sha) == -1 ||
 	    strlen(tok) > TOKEN_MAX)
@@ -106,28 +106,44 @@ done:
  * lease at all (empty, or a file that is not an export).
  */
 static const char *
-import_check(const char *line, ssize_t len)
+import_check(const char *line, size_t len)
 {
-	if (len <= 0 || (size_t)len != strlen(line))
+	if (len != strlen(line))
 		return "binary data, not a cache export";
-	if ((size_t)len >= CACHE_MAX_LINE)
+	if (len + 1 >= CACHE_MAX_LINE && line[len - 1] != '\n')
 		return "line too long for a cache export";
 	if (line[len - 1] != '\n')
 		return "truncated (no end of line), not a whole cache export";
 	return NULL;
 }
 
+/* One line, NUL bytes kept, at most size - 1 bytes; 0 at the end. */
+static size_t
+import_getline(FILE *f, char *buf, size_t size)
+{
+	size_t	n = 0;
+	int	ch;
+
+	while (n + 1 < size && (ch = getc(f)) != EOF) {
+		buf[n++] = (char)ch;
+		if (ch == '\n')
+			break;
+	}
+	buf[n] = '\0';
+	return n;
+}
+
 static int
 import_read(FILE *f, const char *name, EVP_PKEY **keys, int nkeys,
     struct import_item **items, size_t *n)
 {
-	char			*line = NULL;
+	char			 line[CACHE_MAX_LINE];
 	const char		*why = NULL;
 	struct import_item	*it;
-	size_t			 lineno = 0, cap = 0;
-	ssize_t			 len;
+	size_t			 lineno = 0, len;
 
-	while (why == NULL && (len = getline(&line, &cap, f)) != -1) {
+	while (why == NULL &&
+	    (len = import_getline(f, line, sizeof(line))) > 0) {
 		lineno++;
 		if ((why = import_check(line, len)) != NULL)
 			break;
@@ -142,7 +158,6 @@ import_read(FILE *f, const char *name, EVP_PKEY **keys, int nkeys,
 		if ((why = import_line(line, keys, nkeys, &it[*n])) == NULL)
 			(*n)++;
 	}
-	free(line);
 	if (why == NULL && ferror(f))
 		why = strerror(errno);
 	if (why == NULL && *n == 0) {
@@ -152,8 +167,8 @@ import_read(FILE *f, const char *name, EVP_PKEY **keys, int nkeys,
 	if (why == NULL)
 		return 0;
 	if (lineno > 0)
-		fprintf(stderr, "licproxy: %s: line %zu: %s; nothing imported\n",
-		    name, lineno, why);
+		fprintf(stderr, "licproxy: %s: line %zu: %s; nothing "
+		    "imported\n", name, lineno, why);
 	else
 		fprintf(stderr, "licproxy: %s: %s; nothing imported\n", name,
 		    why);

@@ -76,6 +76,7 @@ def test_cache_import_refuses_what_is_not_an_export():
             "extra-member": (json.dumps(dict(first, note="x")) +
                              "\n").encode(),
             "nul-then-junk": lines[0].encode()[:-1] + b"\0garbage\n",
+            "long-line": b'{"sha256":"' + b"a" * 200000 + b'"}\n',
         }
         for name, data in cases.items():
             path = os.path.join(tmp.path, name)

@@ -313,8 +313,9 @@ test_bad_values(void **state)
 	    NULL, 0, "%:3:14: authority.lease_ttl: must be at most 876000h "
 	    "(100 years), got \"10000000000h\"");
 	load_fails("mode: authority\nlicense:\n"
-	    "  timeout: 99999999999999999999s\n", NULL, 0, "%:3:12: license.timeout: must be at most 876000h "
-	    "(100 years), got \"99999999999999999999s\"");
+	    "  timeout: 99999999999999999999s\n", NULL, 0,
+	    "%:3:12: license.timeout: must be at most 876000h (100 years), "
+	    "got \"99999999999999999999s\"");
 	load_fails("mode: authority\nserver:\n  max_body: 2GiB\n", NULL, 0,
 	    "%:3:13: server.max_body: must be at most 1GiB (held in memory "
 	    "per request), got \"2GiB\"");
