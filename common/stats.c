@@ -171,32 +171,36 @@ stats_hash(const char *s)
 }
 
 /*
- * The slot holding h, else the first one free or expired on h's probe
- * chain (-1: the table is full of active instances). *old gets the hash
- * seen in the slot returned, to claim it with.
+ * The slot holding h (*seen = -1), else the first one free or expired on
+ * h's probe chain (*seen = its time, to claim it with); -1 when the table is
+ * full of active instances. A slot is claimed by its time first and gets
+ * its hash after: one with no hash but a time is being claimed (or its
+ * claimer died, and it is free again once that time expires).
  */
 static int
-stats_instance_find(uint64_t h, int64_t now, uint64_t *old)
+stats_instance_find(uint64_t h, int64_t now, int64_t *seen)
 {
 	uint64_t	cur;
+	int64_t		t;
 	int		k, i, cand = -1;
 
 	for (k = 0; k < STATS_INSTANCES; k++) {
 		i = (int)((h + (uint64_t)k) % STATS_INSTANCES);
 		cur = __atomic_load_n(&stats->instances[i].hash,
 		    __ATOMIC_ACQUIRE);
-		if (cur == h || (cur == 0 && cand == -1)) {
-			*old = cur;
+		t = __atomic_load_n(&stats->instances[i].seen,
+		    __ATOMIC_ACQUIRE);
+		if (cur == h) {
+			*seen = -1;
 			return i;
 		}
-		if (cur == 0)		/* the end of h's chain */
-			break;
-		if (cand == -1 && now - __atomic_load_n(
-		    &stats->instances[i].seen, __ATOMIC_RELAXED) >=
-		    STATS_INSTANCE_ACTIVE_S) {
+		if (cand == -1 && ((cur == 0 && t == 0) ||
+		    now - t >= STATS_INSTANCE_ACTIVE_S)) {
 			cand = i;
-			*old = cur;
+			*seen = t;
 		}
+		if (cur == 0 && t == 0)		/* the end of h's chain */
+			break;
 	}
 	return cand;
 }
@@ -204,17 +208,22 @@ stats_instance_find(uint64_t h, int64_t now, uint64_t *old)
 void
 stats_instance_seen(const char *id, int64_t now)
 {
-	uint64_t	h = stats_hash(id), old = 0;
+	uint64_t	h = stats_hash(id);
+	int64_t		t = 0;
 	int		i, tries;
 
 	/* A lost claim (another worker took the slot) looks again. */
 	for (tries = 0; tries < 8; tries++) {
-		if ((i = stats_instance_find(h, now, &old)) == -1)
+		if ((i = stats_instance_find(h, now, &t)) == -1)
 			break;
-		if (old == h || __atomic_compare_exchange_n(
-		    &stats->instances[i].hash, &old, h, 0, __ATOMIC_ACQ_REL,
-		    __ATOMIC_ACQUIRE)) {
+		if (t == -1) {
 			__atomic_store_n(&stats->instances[i].seen, now,
+			    __ATOMIC_RELEASE);
+			return;
+		}
+		if (__atomic_compare_exchange_n(&stats->instances[i].seen, &t,
+		    now, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+			__atomic_store_n(&stats->instances[i].hash, h,
 			    __ATOMIC_RELEASE);
 			return;
 		}

@@ -63,7 +63,8 @@ struct stats_shared {
 	 * When each X-Instance-Id (by hash) was last seen; any worker writes.
 	 * Open addressing: a slot once used is never empty again, only
 	 * reused once its instance has not been seen for
-	 * STATS_INSTANCE_ACTIVE_S, so an id is found before any reuse.
+	 * STATS_INSTANCE_ACTIVE_S, so an id is found before any reuse. A
+	 * slot is claimed by a CAS on seen, then given its hash.
 	 */
 	struct {
 		uint64_t	 hash;
