@@ -461,8 +461,8 @@ conf_dur(struct cctx *c, const char *path, const struct kdef *k,
 		rule = "must be at most " CONF_MAX_DURATION_STR;
 	else if (ms == 0 && !(k->flags & F_ZERO))
 		rule = "must be greater than 0";
-	else if (k->type == K_MS && ms > INT_MAX)
-		rule = "must be less than 596h";
+	else if (k->type == K_MS && ms >= CONF_MAX_MS)
+		rule = "must be less than " CONF_MAX_MS_STR;
 	else if (k->type == K_SEC && ms % 1000 != 0)
 		rule = "must be whole seconds";
 	if (rule != NULL) {

@@ -23,6 +23,9 @@
 #define CONF_MAX_SIZE_STR	"16384GiB"
 #define CONF_MAX_MEM_SIZE	(1ULL << 30)
 #define CONF_MAX_MEM_SIZE_STR	"1GiB"
+/* Keys held as int ms: below INT_MAX with room to round up to seconds. */
+#define CONF_MAX_MS		(596LL * 3600 * 1000)
+#define CONF_MAX_MS_STR		"596h"
 
 enum conf_mode { CONF_PROXY = 0, CONF_AUTHORITY = 1 };
 

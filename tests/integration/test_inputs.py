@@ -168,7 +168,7 @@ def test_absurd_durations_and_sizes_refused():
         # The largest values allowed still pass.
         auth.conf["authority"].update(lease_ttl="876000h",
                                       lease_refresh="60s")
-        auth.conf["server"].update(header_timeout="596h", max_body="1GiB")
+        auth.conf["server"].update(header_timeout="595h", max_body="1GiB")
         auth.conf["store"]["max_size"] = "16384GiB"
         auth.write_conf()
         r = run("check-config", auth.conf_path, check=False)

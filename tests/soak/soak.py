@@ -22,6 +22,7 @@ import http.client
 import json
 import os
 import random
+import re
 import signal
 import socket
 import ssl
@@ -436,6 +437,12 @@ def check(soak):
         fail.append("a slow client was held %.1f s (header_timeout %d s)" %
                     (max(st.slow or [0]), HEADER_TIMEOUT))
     check_growth(soak, fail)
+    soak.findings = log_findings(soak, fail)
+    kills = sum(n for k, n in st.kills.items() if k.startswith("proxy "))
+    restarts = sum(v for k, v in soak.proxy.metrics().items()
+                   if k.startswith("licproxy_process_restarts_total"))
+    if restarts != kills:
+        fail.append("proxy restarts %d != kills %d" % (restarts, kills))
     for name, srv, lead in (("proxy", soak.proxy, "licproxy-uplink"),
                             ("authority", soak.auth, "licproxy-issuer")):
         want = {"licproxy-worker": 2, lead: 1}
@@ -448,6 +455,25 @@ def check(soak):
         if srv.proc.poll() is not None:
             fail.append("%s master exited" % name)
     return recs, qty
+
+
+def log_findings(soak, fail):
+    """Warnings and errors in both logs, digits folded, most frequent first;
+    a child that died other than by our kill -9 is a failure."""
+    found = {}
+    for name, srv in (("proxy", soak.proxy), ("auth", soak.auth)):
+        c = collections.Counter()
+        for ln in srv.logs().splitlines():
+            m = re.search(r" (warn|error): (.*)", ln)
+            if m:
+                c["%s: %s" % (m.group(1), re.sub(r"\d+", "N",
+                                                 m.group(2))[:90])] += 1
+            m = re.search(r"(licproxy-\w+) (died on signal (\d+)|exited "
+                          r"with (-?\d+))", ln)
+            if m and m.group(3) != "9":
+                fail.append("%s: %s" % (name, ln.strip()[-120:]))
+        found[name] = c.most_common(8)
+    return found
 
 
 def check_growth(soak, fail):
@@ -510,6 +536,10 @@ def summary(soak, recs, qty):
                                   soak.final[2].get(name, 0) >> 10)))
     for k, v in rows:
         print("%-44s %12s" % (k, v))
+    for name, lines in soak.findings.items():
+        print("%s log, most frequent warnings/errors:" % name)
+        for ln, n in lines:
+            print("  %6d  %s" % (n, ln))
 
 
 def main():

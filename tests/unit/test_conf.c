@@ -309,6 +309,10 @@ test_bad_values(void **state)
 	load_fails("mode: authority\nserver:\n  header_timeout: 600h\n",
 	    NULL, 0, "%:3:19: server.header_timeout: must be less than "
 	    "596h, got \"600h\"");
+	/* An int of ms with room to round up to seconds (uplink Retry-After). */
+	load_fails("mode: authority\nlicense:\n  timeout: 2147483647ms\n",
+	    NULL, 0, "%:3:12: license.timeout: must be less than 596h, got "
+	    "\"2147483647ms\"");
 	load_fails("mode: authority\nauthority:\n  lease_ttl: 10000000000h\n",
 	    NULL, 0, "%:3:14: authority.lease_ttl: must be at most 876000h "
 	    "(100 years), got \"10000000000h\"");
