@@ -424,7 +424,11 @@ class Soak:
 
 def check(soak):
     st, fail = soak.st, soak.st.failures
-    recs, qty, by_key = soak.drain()
+    try:
+        recs, qty, by_key = soak.drain()
+    except AssertionError as e:     # still compare what the ledger has
+        fail.append("relay did not drain: %s" % e)
+        recs, qty, by_key = soak.ledger()
     if st.uncertain:
         fail.append("%d usage batches never got an answer" %
                     len(st.uncertain))
