@@ -30,7 +30,7 @@ UNITSRCS  = $(wildcard tests/unit/test_*.c)
 UNITBINS  = $(UNITSRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
 .PHONY: all deps build test unit integration run clean bench bench-usage fuzz \
-        screenshots
+        screenshots soak
 .PHONY: deb rpm package-test test-packages
 
 all: deps
@@ -85,6 +85,12 @@ bench: all
 
 bench-usage: all
 	@./bench/usage.sh
+
+# Mixed load, kill -9 and upstream outages for SOAK_SECONDS (not in `test`).
+SOAK_SECONDS ?= 600
+soak: all
+	@SOAK_SECONDS=$(SOAK_SECONDS) LICPROXY=$(CURDIR)/$(BUILD)/licproxy \
+	    python3 tests/soak/soak.py
 
 # Coverage-guided fuzzing of the parsers that face peers (clang/libFuzzer).
 # FUZZ_SECONDS per target; crashes land in build/fuzz/.

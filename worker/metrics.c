@@ -99,6 +99,10 @@ metrics_workers(struct mbuf *b, const struct stats_shared *s)
 	    "Distinct X-Instance-Id values seen in the last 10 minutes.");
 	mb_printf(b, "licproxy_instances_active %d\n",
 	    stats_instances_active(s, time(NULL)));
+	mb_head(b, "licproxy_instances_untracked_total", "counter",
+	    "X-Instance-Id sightings not counted: the instance table was full.");
+	mb_printf(b, "licproxy_instances_untracked_total %llu\n",
+	    (unsigned long long)s->instances_untracked);
 }
 
 static void

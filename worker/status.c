@@ -62,7 +62,7 @@ status_json(struct conn *c, const struct stats_shared *s)
 	char	*body;
 
 	j = json_pack("{s:s, s:s, s:s, s:I, s:o, s:{s:I}, s:{s:I, s:I},"
-	    " s:{s:i, s:i, s:b}, s:{s:i}, s:o, s:{s:I, s:I, s:I}}",
+	    " s:{s:i, s:i, s:b}, s:{s:i, s:i, s:b}, s:o, s:{s:I, s:I, s:I}}",
 	    "state", stats_state_name(s->state),
 	    "mode", worker->cf->mode == CONF_AUTHORITY ? "authority" : "proxy",
 	    "version", LICPROXY_VERSION,
@@ -75,6 +75,8 @@ status_json(struct conn *c, const struct stats_shared *s)
 	    "workers_alive", s->workers_alive,
 	    "uplink_alive", s->uplink_alive,
 	    "instances", "active", stats_instances_active(s, time(NULL)),
+	    "tracked_max", STATS_INSTANCES,
+	    "overflow", stats_instances_overflow(s, time(NULL)),
 	    "survival_s", s->survival_s == STATS_SURVIVAL_NONE ? json_null() :
 	    json_integer(s->survival_s),
 	    "seats", "keys", (json_int_t)s->seats_keys,
