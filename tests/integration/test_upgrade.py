@@ -316,6 +316,9 @@ def test_hup_reload_misses_fail_no_request():
         srv.start()
         old = srv.children()
         with Load(srv, key, fresh) as load:
+            # misses under way before the HUP (a busy machine starts late)
+            wait_for(lambda: len(load.fresh_keys) < len(fresh), timeout=10,
+                     what="the load to start on fresh keys")
             misses_left = len(load.fresh_keys)
             srv.proc.send_signal(signal.SIGHUP)
             wait_for(lambda: not set(old) & set(srv.children()), timeout=10,
