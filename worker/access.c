@@ -19,7 +19,6 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <jansson.h>
 
@@ -116,11 +115,10 @@ access_close(void)
 }
 
 static void
-access_remote(const struct conn *c, char *buf, size_t len)
+access_remote(int fd, char *buf, size_t len)
 {
 	struct sockaddr_storage	 ss;
 	socklen_t		 sl = sizeof(ss);
-	int			 fd = bufferevent_getfd(c->bev);
 
 	snprintf(buf, len, "-");
 	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == -1)
@@ -135,12 +133,12 @@ access_remote(const struct conn *c, char *buf, size_t len)
 
 /* The caller's key_id, from its well-formed key only; never the key. */
 static int
-access_kid(const struct conn *c, char kid[TOKEN_KID_LEN + 1])
+access_kid(const struct http_req *req, char kid[TOKEN_KID_LEN + 1])
 {
 	unsigned char	 sha[32];
 	const char	*key;
 
-	if (http_auth_key(&c->req, &key) != TOKEN_KEY_LEN ||
+	if (http_auth_key(req, &key) != TOKEN_KEY_LEN ||
 	    !token_key_valid(key, TOKEN_KEY_LEN))
 		return 0;
 	token_key_hash(key, TOKEN_KEY_LEN, sha);
@@ -153,9 +151,9 @@ static const char *const method_names[] = { "GET", "POST", "HEAD", "-" };
 
 /* The path as received, with quote and backslash escaped as nginx does. */
 static void
-access_path(const struct conn *c, char *out, size_t len)
+access_path(const struct access_rec *a, char *out, size_t len)
 {
-	const char	*p = c->have_head ? c->req.path : "-";
+	const char	*p = a->have_head ? a->req->path : "-";
 	size_t		 o = 0;
 
 	for (; *p != '\0' && o + 5 < len; p++) {
@@ -169,19 +167,19 @@ access_path(const struct conn *c, char *out, size_t len)
 
 static int
 access_json(char *line, size_t len, const char *ts, const char *remote,
-    const struct conn *c, int code, size_t bytes, int64_t us,
-    const char *kid, const char *source)
+    const struct access_rec *a, const char *kid)
 {
-	json_t	*j;
-	int	 n;
+	const struct http_req	*r = a->req;
+	json_t			*j;
+	int			 n;
 
 	j = json_pack("{s:s, s:s, s:s, s:s, s:i, s:I, s:I, s:s?, s:s?, s:s?}",
-	    "ts", ts, "remote", remote, "method", c->have_head ?
-	    method_names[c->req.method] : "-",
-	    "path", c->have_head ? c->req.path : "-", "status", code,
-	    "bytes", (json_int_t)bytes, "us", (json_int_t)us, "key_id", kid,
-	    "instance", c->req.instance[0] ? c->req.instance : NULL,
-	    "source", source);
+	    "ts", ts, "remote", remote, "method", a->have_head ?
+	    method_names[r->method] : "-",
+	    "path", a->have_head ? r->path : "-", "status", a->code,
+	    "bytes", (json_int_t)a->bytes, "us", (json_int_t)a->us,
+	    "key_id", kid, "instance", r->instance[0] ? r->instance : NULL,
+	    "source", a->source);
 	n = j != NULL ? (int)json_dumpb(j, line, len - 1, JSON_COMPACT) : 0;
 	json_decref(j);
 	if (n <= 0 || (size_t)n >= len - 1)
@@ -190,37 +188,33 @@ access_json(char *line, size_t len, const char *ts, const char *remote,
 	return n;
 }
 
-/*
- * Called for every answer on the TLS port. source: "cache", "upstream" or
- * "authority" for a lease request's answer, else NULL.
- */
+/* Called for every answer on the TLS port. */
 void
-access_log(const struct conn *c, int code, size_t bytes, const char *source)
+access_log(const struct access_rec *a)
 {
 	char		 line[ACCESS_LINE], ts[40], remote[INET6_ADDRSTRLEN];
 	char		 kid[TOKEN_KID_LEN + 1], path[4 * HTTP_PATH_MAX + 8];
-	const char	*method = c->have_head ?
-			    method_names[c->req.method] : "-";
+	const char	*method = a->have_head ?
+			    method_names[a->req->method] : "-";
+	const char	*inst = a->req->instance;
 	struct timespec	 now;
 	struct tm	 tm;
-	int64_t		 us = c->have_head ? proc_now_us() - c->t0_us : 0;
-	int		 n, haskid = access_kid(c, kid);
+	int		 n, haskid = access_kid(a->req, kid);
 
 	clock_gettime(CLOCK_REALTIME, &now);
 	gmtime_r(&now.tv_sec, &tm);
 	n = (int)strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
 	snprintf(ts + n, sizeof(ts) - n, ".%03ldZ", now.tv_nsec / 1000000);
-	access_remote(c, remote, sizeof(remote));
+	access_remote(a->fd, remote, sizeof(remote));
 	if (acc.json)
-		n = access_json(line, sizeof(line), ts, remote, c, code, bytes,
-		    us, haskid ? kid : NULL, source);
+		n = access_json(line, sizeof(line), ts, remote, a,
+		    haskid ? kid : NULL);
 	else {
-		access_path(c, path, sizeof(path));
+		access_path(a, path, sizeof(path));
 		n = snprintf(line, sizeof(line), "%s %s %s \"%s\" %d %zu %lld "
-		    "%s %s %s\n", ts, remote, method, path, code, bytes,
-		    (long long)us, haskid ? kid : "-",
-		    c->req.instance[0] ? c->req.instance : "-",
-		    source ? source : "-");
+		    "%s %s %s\n", ts, remote, method, path, a->code, a->bytes,
+		    (long long)a->us, haskid ? kid : "-",
+		    inst[0] ? inst : "-", a->source ? a->source : "-");
 	}
 	if (n <= 0 || (size_t)n >= sizeof(line))
 		return;
