@@ -179,14 +179,9 @@ usage_licensed(const struct lease *l, const char *product)
 	return 0;
 }
 
-/*
- * One record into r; on error names the field in *field / *why. Records
- * a proxy relays for other keys (key_id) were checked against their own
- * lease where they were first accepted.
- */
+/* Every field of a record is one we know. */
 static int
-usage_record(json_t *j, const struct lease *l, const char *kid,
-    struct usage_rec *r, const char **field, const char **why)
+usage_fields(json_t *j, const char **field, const char **why)
 {
 	static const char *const known[] = { "id", "product", "metric",
 	    "quantity", "ts", "key_id" };
@@ -194,12 +189,6 @@ usage_record(json_t *j, const struct lease *l, const char *kid,
 	json_t		*v;
 	size_t		 i;
 
-	*why = "invalid";
-	if (!json_is_object(j)) {
-		*field = "";
-		*why = "must be an object";
-		return -1;
-	}
 	json_object_foreach(j, k, v) {
 		for (i = 0; i < sizeof(known) / sizeof(known[0]); i++)
 			if (strcmp(k, known[i]) == 0)
@@ -211,6 +200,60 @@ usage_record(json_t *j, const struct lease *l, const char *kid,
 			return -1;
 		}
 	}
+	return 0;
+}
+
+/*
+ * Whose record: the caller's own (for a product it is licensed for), or,
+ * from a key with role proxy only, the key_id it names.
+ */
+static int
+usage_owner(json_t *j, const struct lease *l, const char *kid,
+    struct usage_rec *r, const char **field, const char **why)
+{
+	*field = "key_id";
+	if (json_object_get(j, "key_id") == NULL) {
+		memcpy(r->kid, kid, sizeof(r->kid));
+		if (!usage_licensed(l, r->product)) {
+			*field = "product";
+			*why = "not licensed for this key";
+			return -1;
+		}
+		return 0;
+	}
+	if (l->role != ROLE_PROXY) {
+		*why = "only a key with role proxy may report for other keys";
+		return -1;
+	}
+	if (usage_str(j, "key_id", r->kid, sizeof(r->kid), why) ||
+	    strlen(r->kid) != TOKEN_KID_LEN ||
+	    usage_charset(r->kid, TOKEN_KID_LEN, TOKEN_KID_LEN, "", 1) ||
+	    strspn(r->kid, "0123456789abcdef") != TOKEN_KID_LEN) {
+		*why = "must be 16 lowercase hex characters";
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * One record into r; on error names the field in *field / *why. Records
+ * a proxy relays for other keys (key_id) were checked against their own
+ * lease where they were first accepted.
+ */
+static int
+usage_record(json_t *j, const struct lease *l, const char *kid,
+    struct usage_rec *r, const char **field, const char **why)
+{
+	json_t *v;
+
+	*why = "invalid";
+	if (!json_is_object(j)) {
+		*field = "";
+		*why = "must be an object";
+		return -1;
+	}
+	if (usage_fields(j, field, why) == -1)
+		return -1;
 	memset(r, 0, sizeof(*r));
 	if (usage_str(j, *field = "id", r->id, sizeof(r->id), why) ||
 	    usage_charset(r->id, 1, 64, "._:-", 0))
@@ -235,27 +278,7 @@ usage_record(json_t *j, const struct lease *l, const char *kid,
 		    "time, year 1970 or later";
 		return -1;
 	}
-	*field = "key_id";
-	if ((v = json_object_get(j, "key_id")) == NULL) {
-		memcpy(r->kid, kid, sizeof(r->kid));
-		if (!usage_licensed(l, r->product)) {
-			*field = "product";
-			*why = "not licensed for this key";
-			return -1;
-		}
-		return 0;
-	}
-	if (l->role != ROLE_PROXY) {
-		*why = "only a key with role proxy may report for other keys";
-		return -1;
-	}
-	if (usage_str(j, "key_id", r->kid, sizeof(r->kid), why) ||
-	    strlen(r->kid) != 16 || usage_charset(r->kid, 16, 16, "", 1) ||
-	    strspn(r->kid, "0123456789abcdef") != 16) {
-		*why = "must be 16 lowercase hex characters";
-		return -1;
-	}
-	return 0;
+	return usage_owner(j, l, kid, r, field, why);
 }
 
 /* The body's records, validated in full, into st; -1 with rp filled. */
