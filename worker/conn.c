@@ -641,8 +641,7 @@ conn_read(struct bufferevent *bev, void *arg)
 static void
 conn_plain_http(struct conn *c)
 {
-	static const char body[] = "{\"error\":\"plain_http\",\"message\":"
-	    "\"plain HTTP request sent to the TLS port; use https://\"}";
+	struct reply	 rp;
 	char		 buf[512];
 	unsigned long	 e;
 	int		 plain = 0, fd = bufferevent_getfd(c->bev), n, i;
@@ -655,8 +654,11 @@ conn_plain_http(struct conn *c)
 		return;
 	for (i = 0; i < 64 && read(fd, buf, sizeof(buf)) > 0; i++)
 		;
-	n = http_reply_build(buf, sizeof(buf), 400, 0, NULL, NULL, body,
-	    sizeof(body) - 1);
+	reply_init(&rp);
+	reply_error(&rp, 400, "plain_http",
+	    "plain HTTP request sent to the TLS port; use https://", NULL);
+	n = http_reply_build(buf, sizeof(buf), 400, 0, NULL, NULL, rp.body,
+	    rp.len);
 	if (n > 0 && write(fd, buf, n) == n)
 		stats_request(EP_OTHER, 400);
 }
