@@ -19,7 +19,6 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "conf.h"
@@ -133,11 +132,10 @@ access_close(void)
 }
 
 static void
-access_remote(const struct conn *c, char *buf, size_t len)
+access_remote(int fd, char *buf, size_t len)
 {
 	struct sockaddr_storage	 ss;
 	socklen_t		 sl = sizeof(ss);
-	int			 fd = bufferevent_getfd(c->bev);
 
 	snprintf(buf, len, "-");
 	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == -1)
@@ -150,24 +148,16 @@ access_remote(const struct conn *c, char *buf, size_t len)
 		    buf, len);
 }
 
-/*
- * The caller's key_id, from its well-formed key only; never the key. The
- * license check hashed this connection's key already: reused when the
- * request carries the same one.
- */
+/* The caller's key_id, from its well-formed key only; never the key. */
 static int
-access_kid(const struct conn *c, char kid[TOKEN_KID_LEN + 1])
+access_kid(const struct http_req *req, char kid[TOKEN_KID_LEN + 1])
 {
 	unsigned char	 sha[32];
 	const char	*key;
 
-	if (http_auth_key(&c->req, &key) != TOKEN_KEY_LEN ||
+	if (http_auth_key(req, &key) != TOKEN_KEY_LEN ||
 	    !token_key_valid(key, TOKEN_KEY_LEN))
 		return 0;
-	if (memcmp(key, c->key, TOKEN_KEY_LEN) == 0) {
-		token_kid_from_hash(c->sha, kid);
-		return 1;
-	}
 	token_key_hash(key, TOKEN_KEY_LEN, sha);
 	token_kid_from_hash(sha, kid);
 	explicit_bzero(sha, sizeof(sha));
@@ -199,9 +189,9 @@ static const char *const method_names[] = { "GET", "POST", "HEAD", "-" };
  * JSON line, as nginx does (\x22) in a text line.
  */
 static void
-access_path(const struct conn *c, int json, char *out, size_t len)
+access_path(const struct access_rec *a, int json, char *out, size_t len)
 {
-	const char	*p = c->have_head ? c->req.path : "-";
+	const char	*p = a->have_head ? a->req->path : "-";
 	size_t		 o = 0;
 
 	for (; *p != '\0' && o + 5 < len; p++) {
@@ -218,57 +208,54 @@ access_path(const struct conn *c, int json, char *out, size_t len)
 
 /*
  * Rendered by hand, not with jansson: a ten-member object built and freed
- * per request was most of the 7.7 us a line cost (now 4.4 us, see
+ * per request was most of what a line cost (measured in
  * docs/PERFORMANCE.md). Every field is ours or validated (path 0x21-0x7e
  * with quote and backslash escaped by access_path, instance
  * [A-Za-z0-9._-], key_id hex).
  */
 static int
 access_json(char *line, size_t len, const char *ts, const char *remote,
-    const char *method, const char *path, int code, size_t bytes, int64_t us,
-    const char *kid, const char *instance, const char *source)
+    const char *method, const char *path, const struct access_rec *a,
+    const char *kid)
 {
-	char	k[24] = "null", in[HTTP_INSTANCE_MAX + 3] = "null", so[16] =
-		    "null";
+	const char	*inst = a->req->instance;
+	char		 k[24] = "null", in[HTTP_INSTANCE_MAX + 3] = "null";
+	char		 so[16] = "null";
 
 	if (kid != NULL)
 		snprintf(k, sizeof(k), "\"%s\"", kid);
-	if (instance != NULL)
-		snprintf(in, sizeof(in), "\"%s\"", instance);
-	if (source != NULL)
-		snprintf(so, sizeof(so), "\"%s\"", source);
+	if (inst[0] != '\0')
+		snprintf(in, sizeof(in), "\"%s\"", inst);
+	if (a->source != NULL)
+		snprintf(so, sizeof(so), "\"%s\"", a->source);
 	return snprintf(line, len, "{\"ts\":\"%s\",\"remote\":\"%s\","
 	    "\"method\":\"%s\",\"path\":\"%s\",\"status\":%d,\"bytes\":%zu,"
 	    "\"us\":%lld,\"key_id\":%s,\"instance\":%s,\"source\":%s}\n", ts,
-	    remote, method, path, code, bytes, (long long)us, k, in, so);
+	    remote, method, path, a->code, a->bytes, (long long)a->us, k, in, so);
 }
 
-/*
- * Called for every answer on the TLS port. source: "cache", "upstream" or
- * "authority" for a lease request's answer, else NULL.
- */
+/* Called for every answer on the TLS port. */
 void
-access_log(const struct conn *c, int code, size_t bytes, const char *source)
+access_log(const struct access_rec *a)
 {
 	char		 line[ACCESS_LINE], ts[40], remote[INET6_ADDRSTRLEN];
 	char		 kid[TOKEN_KID_LEN + 1], path[4 * HTTP_PATH_MAX + 8];
-	const char	*method = c->have_head ?
-			    method_names[c->req.method] : "-";
-	const char	*inst = c->req.instance[0] ? c->req.instance : NULL;
-	int64_t		 us = c->have_head ? proc_now_us() - c->t0_us : 0;
-	int		 n, haskid = access_kid(c, kid);
+	const char	*method = a->have_head ?
+			    method_names[a->req->method] : "-";
+	const char	*inst = a->req->instance;
+	int		 n, haskid = access_kid(a->req, kid);
 
 	access_ts(ts, sizeof(ts));
-	access_remote(c, remote, sizeof(remote));
-	access_path(c, acc.json, path, sizeof(path));
+	access_remote(a->fd, remote, sizeof(remote));
+	access_path(a, acc.json, path, sizeof(path));
 	if (acc.json)
-		n = access_json(line, sizeof(line), ts, remote, method, path,
-		    code, bytes, us, haskid ? kid : NULL, inst, source);
+		n = access_json(line, sizeof(line), ts, remote, method, path, a,
+		    haskid ? kid : NULL);
 	else
 		n = snprintf(line, sizeof(line), "%s %s %s \"%s\" %d %zu %lld "
-		    "%s %s %s\n", ts, remote, method, path, code, bytes,
-		    (long long)us, haskid ? kid : "-", inst ? inst : "-",
-		    source ? source : "-");
+		    "%s %s %s\n", ts, remote, method, path, a->code, a->bytes,
+		    (long long)a->us, haskid ? kid : "-",
+		    inst[0] ? inst : "-", a->source ? a->source : "-");
 	if (n <= 0 || (size_t)n >= sizeof(line))
 		return;
 	access_queue(line, (size_t)n);
