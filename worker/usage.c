@@ -253,6 +253,14 @@ usage_record(json_t *j, const struct lease *l, const char *kid,
 	return 0;
 }
 
+/* usage_record for the fuzz target, which has no connection to answer. */
+int
+usage_record_check(json_t *j, const struct lease *l, const char *kid,
+    struct usage_rec *r, const char **field, const char **why)
+{
+	return usage_record(j, l, kid, r, field, why);
+}
+
 static int
 usage_parse(struct conn *c, const struct lease *l)
 {

@@ -15,6 +15,7 @@ struct event_base;
 struct evconnlistener;
 struct ipc_chan;
 struct ipc_msg;
+struct json_t;
 struct lease;
 struct proc_env;
 struct stats_shared;
@@ -126,6 +127,10 @@ void	 usage_forget(struct conn *);
 /* 0 if s is an RFC 3339 date-time naming a real instant, year >= 1970. */
 #define USAGE_TS_MAX	35	/* ...T16:00:00.123456789+01:00 */
 int	 usage_ts_valid(const char *s);
+/* One usage record checked as POST /v1/usage does: 0, or -1 naming why. */
+int	 usage_record_check(struct json_t *, const struct lease *,
+	    const char *kid, struct usage_rec *, const char **field,
+	    const char **why);
 int	 usage_init(void);
 
 #endif
