@@ -1,9 +1,8 @@
 /*
  * fuzz_ipc.c - libFuzzer target for the IPC frame decoder.
  *
- * Build: `make fuzz` (clang -fsanitize=fuzzer,address,undefined with the
- * sources listed below).
- * Sources: common/ipc.c common/mpcheck.c common/log.c
+ * Build: `make fuzz-build` (clang -fsanitize=fuzzer,address,undefined,
+ * linked with the whole library built so).
  *
  * Besides memory safety (a peer's hostile headers must never reach
  * msgpack-c's allocator) it checks what the channel relies on: a decoded
