@@ -17,6 +17,7 @@
 
 #include "ipc.h"
 #include "mpcheck.h"
+#include "token.h"
 
 #define CHECK(x)	do { if (!(x)) abort(); } while (0)
 
@@ -29,7 +30,7 @@ check_msg(const struct ipc_msg *m)
 	CHECK(klen < sizeof(m->key) && rlen < sizeof(m->reason));
 	switch (m->type) {
 	case IPC_LEASE_REQ:
-		CHECK(klen >= 1);
+		CHECK(token_key_valid(m->key, klen));
 		CHECK(m->refresh == 0 || m->refresh == 1);
 		CHECK(m->status == 0 && rlen == 0 && m->retry_after == 0);
 		break;
