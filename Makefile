@@ -108,6 +108,21 @@ $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_BUILD)/liblicproxy.a
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -fsanitize=fuzzer -o $@ $< \
 	    $(FUZZ_BUILD)/liblicproxy.a $(PKG_LIBS) -lm
 
+# The integration tests named below with every licproxy process under
+# valgrind memcheck (children too): an invalid access or a definite leak
+# in any process fails its test (lp.py reads the reports from the log).
+VALGRIND_TESTS ?= test_smoke test_hostile_ipc test_usage test_authority
+VALGRIND = valgrind -q --error-exitcode=99 --leak-check=full \
+           --errors-for-leak-kinds=definite --show-leak-kinds=definite \
+           --trace-children=yes --num-callers=30
+valgrind: all
+	@command -v valgrind >/dev/null || \
+	    apt-get install -y --no-install-recommends valgrind >/dev/null
+	@LICPROXY_WRAP="$(VALGRIND)" LICPROXY=$(CURDIR)/$(BUILD)/licproxy \
+	    /usr/bin/python3 tests/integration/run.py $(VALGRIND_TESTS) | \
+	    tee $(BUILD)/valgrind.out
+	@tail -n 1 $(BUILD)/valgrind.out | grep -q ' 0 failed$$'
+
 # docs/dashboard-*.png, taken by the dashboard test from the real page.
 screenshots: all
 	@LICPROXY_SCREENSHOTS=$(CURDIR)/docs LICPROXY=$(CURDIR)/$(BUILD)/licproxy \

@@ -4,6 +4,8 @@ import base64
 import http.client
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import socket
@@ -16,6 +18,10 @@ import time
 BIN = os.environ.get("LICPROXY") or os.path.join(
     os.path.dirname(__file__), "..", "..", "build", "licproxy")
 BIN = os.path.abspath(BIN)
+# `make valgrind`: the daemon runs under this command (never set in
+# production); start-up then takes this many times longer.
+WRAP = shlex.split(os.environ.get("LICPROXY_WRAP", ""))
+SLOW = 20 if WRAP else 1
 
 
 def free_port():
@@ -176,13 +182,14 @@ class Server:
         e = dict(os.environ)
         e.update(self.env)
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([BIN, "serve", self.conf_path] +
+        self.proc = subprocess.Popen(WRAP + [BIN, "serve", self.conf_path] +
                                      list(args), stdout=self.log,
                                      stderr=subprocess.STDOUT, env=e)
         if wait:
-            wait_for(self._healthy, what="licproxy to listen")
+            wait_for(self._healthy, timeout=10 * SLOW,
+                     what="licproxy to listen")
             wait_for(lambda: self.status_json().get("state") !=
-                     "Initializing", what="first state")
+                     "Initializing", timeout=10 * SLOW, what="first state")
         return self
 
     def _healthy(self):
@@ -238,6 +245,13 @@ class Server:
             i = text.find(marker)
             if i != -1:
                 return text[max(0, i - 200):i + 2000]
+        # valgrind memcheck (make valgrind)
+        m = re.search(r"==\d+== (Invalid (read|write|free)|Mismatched free|"
+                      r"Syscall param .* points to unaddressable|"
+                      r"[1-9][\d,]* bytes in [\d,]+ blocks are definitely "
+                      r"lost)", text)
+        if m:
+            return text[max(0, m.start() - 200):m.start() + 3000]
         return ""
 
     # -- processes --
