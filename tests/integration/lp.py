@@ -19,9 +19,10 @@ BIN = os.environ.get("LICPROXY") or os.path.join(
     os.path.dirname(__file__), "..", "..", "build", "licproxy")
 BIN = os.path.abspath(BIN)
 # `make valgrind`: the daemon runs under this command (never set in
-# production); start-up then takes this many times longer.
+# production); everything it does then takes up to this many times longer,
+# so every wait_for waits that much longer.
 WRAP = shlex.split(os.environ.get("LICPROXY_WRAP", ""))
-SLOW = 20 if WRAP else 1
+SLOW = 5 if WRAP else 1
 
 
 def free_port():
@@ -45,7 +46,7 @@ def run(*args, env=None, input=None, check=True):
 
 
 def wait_for(pred, timeout=10.0, step=0.05, what="condition"):
-    end = time.time() + timeout
+    end = time.time() + timeout * SLOW
     last = None
     while time.time() < end:
         try:
@@ -186,10 +187,9 @@ class Server:
                                      list(args), stdout=self.log,
                                      stderr=subprocess.STDOUT, env=e)
         if wait:
-            wait_for(self._healthy, timeout=10 * SLOW,
-                     what="licproxy to listen")
+            wait_for(self._healthy, what="licproxy to listen")
             wait_for(lambda: self.status_json().get("state") !=
-                     "Initializing", timeout=10 * SLOW, what="first state")
+                     "Initializing", what="first state")
         return self
 
     def _healthy(self):
