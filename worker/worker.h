@@ -48,6 +48,9 @@ struct worker {
 
 extern struct worker	*worker;
 
+/* worker.c: the entry, after fork; never returns. */
+void	 worker_main(struct proc_env *) __attribute__((noreturn));
+
 /* conn.c */
 /* The status listener's budget, apart from server.max_connections. */
 #define WORKER_STATUS_CONNS	64
