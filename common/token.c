@@ -688,7 +688,7 @@ token_load_public(const char *path)
 }
 
 int
-token_authority_id(EVP_PKEY *key, char id[17])
+token_authority_id(EVP_PKEY *key, char id[TOKEN_KID_LEN + 1])
 {
 	unsigned char	 raw[32], sha[32];
 	size_t		 len = sizeof(raw);

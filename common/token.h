@@ -63,6 +63,6 @@ int	 token_keygen(const char *path);	/* path 0600 + path.pub 0644 */
 EVP_PKEY *token_load_private(const char *path);
 EVP_PKEY *token_load_public(const char *path);
 /* Authority id: first 16 hex of sha256 of the raw public key. */
-int	 token_authority_id(EVP_PKEY *key, char id[17]);
+int	 token_authority_id(EVP_PKEY *key, char id[TOKEN_KID_LEN + 1]);
 
 #endif

@@ -75,7 +75,7 @@ import_line(const char *line, EVP_PKEY **keys, int nkeys,
 	json_t		*j = json_loads(line, JSON_REJECT_DUPLICATES, NULL);
 	const char	*sha, *tok;
 	struct lease	 l;
-	char		 kid[17];
+	char		 kid[TOKEN_KID_LEN + 1];
 	int		 rv = -1;
 
 	if (j == NULL || json_unpack(j, "{s:s, s:s}", "sha256", &sha, "lease",

@@ -32,7 +32,7 @@ struct issuer {
 	struct event_base	*base;
 	struct store		*store;
 	EVP_PKEY		*key;
-	char			 iss[17];
+	char			 iss[TOKEN_KID_LEN + 1];
 };
 
 static struct issuer	*issuer;
