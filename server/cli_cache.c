@@ -24,11 +24,9 @@ static int
 export1(const unsigned char sha[32], const char *tok, size_t len, void *arg)
 {
 	char	hex[65];
-	int	i;
 
 	(void)len, (void)arg;
-	for (i = 0; i < 32; i++)
-		snprintf(hex + 2 * i, 3, "%02x", sha[i]);
+	token_hex(sha, 32, hex);
 	printf("{\"sha256\":\"%s\",\"lease\":\"%s\"}\n", hex, tok);
 	return 0;
 }
