@@ -22,6 +22,7 @@
 #include <yaml.h>
 
 #include "conf.h"
+#include "token.h"
 #include "httpc.h"
 #include "log.h"
 
@@ -934,19 +935,6 @@ conf_overrides(struct cctx *c, const struct conf_overrides *ov)
 			cf->license.n_server_url++;
 }
 
-static int
-conf_key_ok(const char *k)
-{
-	size_t i;
-
-	for (i = 0; k[i] != '\0'; i++)
-		if (!((k[i] >= 'A' && k[i] <= 'Z') ||
-		    (k[i] >= 'a' && k[i] <= 'z') ||
-		    (k[i] >= '0' && k[i] <= '9')))
-			return 0;
-	return i == CONF_KEY_LEN;
-}
-
 /* Reads and trims the key file into buf; the caller wipes buf. */
 static int
 conf_read_keyfile(struct cctx *c, const char *path, char *buf, size_t len)
@@ -1018,8 +1006,8 @@ conf_resolve_key(struct cctx *c, const struct conf_overrides *ov)
 		    "license.key_file, LICPROXY_LICENSE_KEY or --license-key");
 		goto done;
 	}
-	if (conf_key_ok(k))
-		memcpy(cf->license.key, k, CONF_KEY_LEN + 1);
+	if (token_key_valid(k, strlen(k)))
+		memcpy(cf->license.key, k, TOKEN_KEY_LEN + 1);
 	else if (src != NULL)
 		conf_errp(c, NULL, "%s: %s", src, KEY_RULE);
 	else

@@ -6,10 +6,10 @@
 #include <stdint.h>
 
 #include "cidr.h"
+#include "token.h"
 
 #define CONF_MAX_URLS		16
 #define CONF_MAX_TRUSTED	16
-#define CONF_KEY_LEN		40
 #define CONF_MAX_EXEMPT		64	/* license.miss_exempt entries */
 /* Two generations (during a reload) plus uplinks fit STATS_MAX_SLOTS. */
 #define CONF_MAX_WORKERS	60
@@ -74,7 +74,7 @@ struct conf {
 		struct cidr miss_exempt[CONF_MAX_EXEMPT];
 		int	 n_miss_exempt;
 		/* resolved at load: --license-key, LICPROXY_LICENSE_KEY, key_file */
-		char	 key[CONF_KEY_LEN + 1];
+		char	 key[TOKEN_KEY_LEN + 1];
 	} license;
 
 	struct {

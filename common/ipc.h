@@ -20,6 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "token.h"
+
 struct event_base;
 struct bufferevent;
 
@@ -34,7 +36,7 @@ enum ipc_type {
 struct ipc_msg {
 	enum ipc_type	 type;
 	uint32_t	 rid;		/* request id chosen by the worker */
-	char		 key[41];	/* LEASE_REQ: the client's license key */
+	char		 key[TOKEN_KEY_LEN + 1];	/* LEASE_REQ: the client's license key */
 	int		 refresh;	/* LEASE_REQ: background refresh, no reply wanted */
 	int		 status;	/* LEASE_RES: 200, 403 or 503 */
 	char		 reason[16];	/* LEASE_RES: unknown|revoked|expired */

@@ -1,6 +1,7 @@
 /*
- * proc.c - what every child does to itself before its event loop: take its
- * name, give up root, and (workers) lock itself out of the network.
+ * proc.c - the process roles and what every child does to itself before its
+ * event loop: take its name, handle its signals, give up root, report ready.
+ * The seccomp filters are sandbox.c's; opening the store is server/child.c's.
  */
 #include <errno.h>
 #include <grp.h>
@@ -13,18 +14,39 @@
 #include <string.h>
 #include <time.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <event2/event.h>
-#include <seccomp.h>
 
 #include "conf.h"
 #include "log.h"
 #include "proc.h"
-#include "store.h"
 
-static int	proc_report_fd = -1;	/* see proc_report_init */
+/*
+ * The startup report pipe (proc_report_init): per-process state of this
+ * module, written once after fork and cleared by proc_ready.
+ */
+static int	proc_report_fd = -1;
+
+static const char *const proc_roles[PROC_NROLES][2] = {
+	{ "worker", "licproxy-worker" },
+	{ "uplink", "licproxy-uplink" },
+	{ "issuer", "licproxy-issuer" },
+};
+
+const char *
+proc_role_name(int role)
+{
+	return role >= 0 && role < PROC_NROLES ? proc_roles[role][0] : "?";
+}
+
+const char *
+proc_role_comm(int role)
+{
+	return role >= 0 && role < PROC_NROLES ? proc_roles[role][1] :
+	    "licproxy";
+}
+
 static int
 hexval(char c)
 {
@@ -147,8 +169,7 @@ proc_user_check(const char *user, char *err, size_t errlen)
 	return 0;
 }
 
-/* No-op unless root; naming root (or nobody at all) changes nothing. */
-static int
+int
 proc_drop_privs(const char *user)
 {
 	struct passwd *pw;
@@ -168,76 +189,6 @@ proc_drop_privs(const char *user)
 		return -1;
 	}
 	return 0;
-}
-
-/*
- * LMDB would only say "Permission denied": name the user and what to give
- * it. access() checks the real ids, which are the dropped ones by now.
- */
-static int
-proc_store_access(const char *dir, char *err, size_t errlen)
-{
-	static const char *const files[] = { "", "/data.mdb", "/lock.mdb" };
-	struct passwd	*pw = getpwuid(geteuid());
-	const char	*u = pw != NULL ? pw->pw_name : "?";
-	char		 path[PATH_MAX];
-	size_t		 i;
-
-	for (i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
-		if ((size_t)snprintf(path, sizeof(path), "%s%s", dir, files[i]) >=
-		    sizeof(path))
-			return 0;	/* store_open says it is too long */
-		if (access(path, R_OK | W_OK | (i == 0 ? X_OK : 0)) == 0 ||
-		    (errno != EACCES && errno != EPERM && errno != EROFS))
-			continue;	/* absent, or for store_open to tell */
-		snprintf(err, errlen, "store %s: user %s cannot read and write"
-		    " %s%s (%s). Give %s the directory and its files (chown -R"
-		    " %s %s; chmod -R u+rwX %s) and search access to every"
-		    " directory above it", dir, u, dir, files[i],
-		    strerror(errno), u, u, dir, dir);
-		return -1;
-	}
-	return 0;
-}
-
-/* What every child and the probe do: drop to server.user, then open. */
-static struct store *
-proc_store(const struct conf *cf, char *err, size_t errlen)
-{
-	if (proc_drop_privs(cf->server.user) == -1)
-		exit(2);
-	if (proc_store_access(cf->store.path, err, errlen) == -1)
-		return NULL;
-	return store_open(cf->store.path, cf->store.max_size, 0, err, errlen);
-}
-
-struct store *
-proc_open_store(const struct conf *cf)
-{
-	struct store	*st;
-	char		 err[1024];
-
-	if ((st = proc_store(cf, err, sizeof(err))) == NULL) {
-		log_errx("%s", err);
-		exit(1);
-	}
-	return st;
-}
-
-void
-proc_probe_store(const struct conf *cf)
-{
-	struct store	*st;
-	char		 err[1024];
-
-	proc_name("licproxy-probe");
-	if ((st = proc_store(cf, err, sizeof(err))) == NULL ||
-	    store_check(st, cf->store.path, err, sizeof(err)) == -1) {
-		log_errx("%s", err);
-		_exit(1);
-	}
-	store_close(st);
-	_exit(0);
 }
 
 void
@@ -266,43 +217,4 @@ int
 proc_no_dump(void)
 {
 	return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-}
-
-/*
- * Default allow, then refuse with EPERM: socket() for anything but
- * AF_UNIX (the uplink channel), and the syscalls that would let a
- * compromised worker escape or tamper with others. libseccomp adds the
- * architecture check: a foreign-ABI syscall kills the process.
- */
-int
-proc_sandbox_worker(void)
-{
-	static const char *const denied[] = {
-		"io_uring_setup", "io_uring_enter", "io_uring_register",
-		"ptrace", "process_vm_writev", "process_vm_readv", "bpf",
-	};
-	scmp_filter_ctx	ctx;
-	size_t		i;
-	int		rv = -1, nr;
-
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
-		return -1;
-	if ((ctx = seccomp_init(SCMP_ACT_ALLOW)) == NULL)
-		return -1;
-	if (seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL) < 0)
-		goto done;
-	if (seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(socket), 1,
-	    SCMP_A0(SCMP_CMP_NE, AF_UNIX)) < 0)
-		goto done;
-	for (i = 0; i < sizeof(denied) / sizeof(denied[0]); i++) {
-		if ((nr = seccomp_syscall_resolve_name(denied[i])) ==
-		    __NR_SCMP_ERROR)
-			continue;
-		if (seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 0) < 0)
-			goto done;
-	}
-	rv = seccomp_load(ctx) < 0 ? -1 : 0;
-done:
-	seccomp_release(ctx);
-	return rv;
 }

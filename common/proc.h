@@ -1,4 +1,5 @@
-/* proc.h - what the master hands each child, and the children's entries. */
+/* proc.h - the process roles, what the master hands each child, and the
+ * steps every child takes for itself (name, signals, drop, report). */
 #ifndef PROC_H
 #define PROC_H
 
@@ -7,6 +8,15 @@
 #include <openssl/ssl.h>
 
 struct conf;
+struct event_base;
+
+/* The process roles the master runs (a lease's roles are token.h's). */
+enum proc_role { PROC_WORKER = 0, PROC_UPLINK = 1, PROC_ISSUER = 2 };
+#define PROC_NROLES	3
+/* "worker", "uplink", "issuer" (metrics labels, log tags); "?" if unknown. */
+const char	*proc_role_name(int role);
+/* Its comm (ps, top): "licproxy-worker" ... */
+const char	*proc_role_comm(int role);
 
 struct proc_env {
 	struct conf	*cf;
@@ -21,37 +31,28 @@ struct proc_env {
 /* Milliseconds on the monotonic clock: deadlines and back-off. */
 int64_t	proc_now_ms(void);
 int64_t	 proc_now_us(void);	/* monotonic, microseconds */
-/* Milliseconds on CLOCK_BOOTTIME (counts suspend): lease age (SPEC 2). */
+/* Milliseconds on CLOCK_BOOTTIME (counts suspend): lease age. */
 int64_t	proc_boot_ms(void);
 /* This boot's /proc/sys/kernel/random/boot_id; -1 (id zeroed) if unread. */
 #define PROC_BOOT_ID_LEN	16
 int	proc_boot_id(unsigned char id[PROC_BOOT_ID_LEN]);
 
-/* Entries: never return. */
-void	worker_main(struct proc_env *) __attribute__((noreturn));
-void	uplink_main(struct proc_env *) __attribute__((noreturn));
-void	issuer_main(struct proc_env *) __attribute__((noreturn));
-
-/*
- * proc.c: naming, signals, privilege drop, sandbox.
- * proc_signals: ignore what the master handles for the children (PIPE,
- * INT, HUP), call stop on TERM and USR2, reopen logfile on USR1.
- */
-struct event_base;
-void	proc_signals(struct event_base *, const char *logfile,
-	    void (*stop)(int, short, void *));
+/* PR_SET_NAME to comm, and the log tag (comm without "licproxy-"). */
 void	proc_name(const char *comm);
 /*
- * Drop to server.user (exit 2 if that fails), then open the store (exit 1),
- * so a fresh store's files belong to that user. Key files are read before.
+ * Ignore what the master handles for the children (PIPE, INT, HUP), call
+ * stop on TERM and USR2, reopen logfile on USR1.
  */
-struct store *proc_open_store(const struct conf *);
+void	proc_signals(struct event_base *, const char *logfile,
+	    void (*stop)(int, short, void *));
+int	proc_user_check(const char *user, char *err, size_t errlen);
 /*
- * serve's store check before any child starts, in a short-lived child of
- * its own: proc_open_store's steps, then store_check. Logs why and exits 1
- * if the store cannot be used, else exits 0.
+ * setgroups/setresgid/setresuid to user; a no-op unless root, or when user
+ * is unset or root itself. -1 (logged) if the user is unknown or a call
+ * fails: the child then exits 2, a configuration error.
  */
-void	proc_probe_store(const struct conf *) __attribute__((noreturn));
+int	proc_drop_privs(const char *user);
+int	proc_no_dump(void);	/* PR_SET_DUMPABLE 0: for the key holders */
 /*
  * A child's startup report to the master on fd (a pipe): its warnings and
  * errors (log_tee lines) until proc_ready() writes PROC_READY and
@@ -60,8 +61,5 @@ void	proc_probe_store(const struct conf *) __attribute__((noreturn));
 #define PROC_READY	"R"
 void	proc_report_init(int fd);
 void	proc_ready(void);
-int	proc_user_check(const char *user, char *err, size_t errlen);
-int	proc_sandbox_worker(void);	/* NO_NEW_PRIVS + seccomp filter */
-int	proc_no_dump(void);
 
 #endif

@@ -25,10 +25,6 @@ static const char *const ep_names[EP_MAX] = {
 	"/readyz", "/", "other"
 };
 
-static const char *const role_names[STATS_NROLES] = {
-	"worker", "uplink", "issuer"
-};
-
 static const char *const state_names[] = {
 	"Initializing", "Connected", "TrustBased", "Disconnected", "Authority"
 };
@@ -290,12 +286,6 @@ stats_instances_active(const struct stats_shared *s, int64_t now)
 		n += s->instances[i].hash != 0 &&
 		    now - s->instances[i].seen < STATS_INSTANCE_ACTIVE_S;
 	return n;
-}
-
-const char *
-stats_role_name(int role)
-{
-	return role >= 0 && role < STATS_NROLES ? role_names[role] : "?";
 }
 
 int

@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "proc.h"
+
 struct limit_table;
 
 #define STATS_MAX_SLOTS	128
@@ -17,8 +19,6 @@ struct limit_table;
 #define STATS_INSTANCE_ACTIVE_S	600
 #define STATS_SURVIVAL_NONE	(-1)	/* nothing cached, or an authority */
 
-enum stats_role { ROLE_WORKER = 0, ROLE_UPLINK = 1, ROLE_ISSUER = 2 };
-#define STATS_NROLES	3
 
 enum stats_ep {
 	EP_LICENSE, EP_USAGE, EP_STATUS, EP_METRICS, EP_HEALTHZ, EP_READYZ,
@@ -57,7 +57,7 @@ struct stats_shared {
 	int		 workers_conf;
 	int		 workers_alive;		/* master */
 	int		 uplink_alive;		/* master */
-	uint64_t	 restarts[STATS_NROLES];	/* master, by stats_role */
+	uint64_t	 restarts[PROC_NROLES];	/* master, by proc_role */
 
 	/* written by the uplink/issuer only; seq odd while writing */
 	uint32_t	 seq;
@@ -115,7 +115,6 @@ void	 stats_up_end(void);
 void	 stats_snapshot(struct stats_shared *out);
 
 const char *stats_state_name(int);
-const char *stats_role_name(int);	/* "worker", "uplink", "issuer" */
 
 void	 stats_instance_seen(const char *id, int64_t now);
 int	 stats_instances_active(const struct stats_shared *, int64_t now);

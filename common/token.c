@@ -62,8 +62,8 @@ token_key_hash(const char *key, size_t len, unsigned char sha[32])
 		fatalx("token_key_hash: SHA-256 failed");
 }
 
-static void
-hex_encode(const unsigned char *in, size_t n, char *out)
+void
+token_hex(const unsigned char *in, size_t n, char *out)
 {
 	size_t i;
 
@@ -77,7 +77,7 @@ hex_encode(const unsigned char *in, size_t n, char *out)
 void
 token_kid_from_hash(const unsigned char sha[32], char kid[TOKEN_KID_LEN + 1])
 {
-	hex_encode(sha, TOKEN_KID_LEN / 2, kid);
+	token_hex(sha, TOKEN_KID_LEN / 2, kid);
 }
 
 int
@@ -688,7 +688,7 @@ token_load_public(const char *path)
 }
 
 int
-token_authority_id(EVP_PKEY *key, char id[17])
+token_authority_id(EVP_PKEY *key, char id[TOKEN_KID_LEN + 1])
 {
 	unsigned char	 raw[32], sha[32];
 	size_t		 len = sizeof(raw);
@@ -699,6 +699,6 @@ token_authority_id(EVP_PKEY *key, char id[17])
 		return -1;
 	if (EVP_Digest(raw, len, sha, NULL, EVP_sha256(), NULL) != 1)
 		return -1;
-	hex_encode(sha, 8, id);
+	token_hex(sha, 8, id);
 	return 0;
 }

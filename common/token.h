@@ -33,6 +33,8 @@ int	 token_key_valid(const char *s, size_t len);
 void	 token_key_hash(const char *key, size_t len, unsigned char sha[32]);
 void	 token_kid_from_hash(const unsigned char sha[32],
 	    char kid[TOKEN_KID_LEN + 1]);
+/* n bytes as 2n lowercase hex digits + NUL: the one hex encoder. */
+void	 token_hex(const unsigned char *in, size_t n, char *out);
 /* 40 random [A-Za-z0-9] chars + NUL. */
 int	 token_key_generate(char key[TOKEN_KEY_LEN + 1]);
 
@@ -63,6 +65,6 @@ int	 token_keygen(const char *path);	/* path 0600 + path.pub 0644 */
 EVP_PKEY *token_load_private(const char *path);
 EVP_PKEY *token_load_public(const char *path);
 /* Authority id: first 16 hex of sha256 of the raw public key. */
-int	 token_authority_id(EVP_PKEY *key, char id[17]);
+int	 token_authority_id(EVP_PKEY *key, char id[TOKEN_KID_LEN + 1]);
 
 #endif

@@ -25,11 +25,9 @@ static int
 export1(const unsigned char sha[32], const char *tok, size_t len, void *arg)
 {
 	char	hex[65];
-	int	i;
 
 	(void)len, (void)arg;
-	for (i = 0; i < 32; i++)
-		snprintf(hex + 2 * i, 3, "%02x", sha[i]);
+	token_hex(sha, 32, hex);
 	printf("{\"sha256\":\"%s\",\"lease\":\"%s\"}\n", hex, tok);
 	return 0;
 }
@@ -79,7 +77,7 @@ import_line(const char *line, EVP_PKEY **keys, int nkeys,
 	json_t		*j = json_loads(line, JSON_REJECT_DUPLICATES, NULL);
 	const char	*sha, *tok, *why = "not a cache export line";
 	struct lease	 l;
-	char		 kid[17];
+	char		 kid[TOKEN_KID_LEN + 1];
 
 	/* Exactly the two members export1() writes; anything else is not. */
 	if (j == NULL || json_unpack(j, "{s:s, s:s !}", "sha256", &sha,

@@ -16,30 +16,36 @@
 #include "gauge.h"
 #include "ipc.h"
 #include "log.h"
+#include "child.h"
+#include "issuer.h"
 #include "proc.h"
+#include "sandbox.h"
 #include "stats.h"
 #include "store.h"
 #include "token.h"
 
 #define ISSUER_TICK_S	2
 
-static struct {
+/* The issuer process's context: one per process, set by issuer_main. */
+struct issuer {
 	const struct conf	*cf;
 	struct event_base	*base;
 	struct store		*store;
 	EVP_PKEY		*key;
-	char			 iss[17];
-} is;
+	char			 iss[TOKEN_KID_LEN + 1];
+};
+
+static struct issuer	*issuer;
 
 /* 0 and a lease, or a rejection reason in *why. */
 static int
 issuer_lease(const unsigned char sha[32], struct lease *l, const char **why)
 {
 	struct store_key	k;
-	int64_t			now = store_now(is.store);
+	int64_t			now = store_now(issuer->store);
 	int			i, r;
 
-	if ((r = store_key_get(is.store, sha, &k)) != 0) {
+	if ((r = store_key_get(issuer->store, sha, &k)) != 0) {
 		*why = r == STORE_ENOTFOUND ? "unknown" : NULL;
 		return -1;
 	}
@@ -55,15 +61,15 @@ issuer_lease(const unsigned char sha[32], struct lease *l, const char **why)
 	l->n_products = i;
 	l->role = (enum lease_role)k.role;
 	l->iat = now;
-	l->rat = now + is.cf->authority.lease_refresh_s;
+	l->rat = now + issuer->cf->authority.lease_refresh_s;
 	/* Proxies refuse a lease longer than STORE_LEASE_MAX_S. */
-	l->exp = now + (is.cf->authority.lease_ttl_s < STORE_LEASE_MAX_S ?
-	    is.cf->authority.lease_ttl_s : STORE_LEASE_MAX_S);
+	l->exp = now + (issuer->cf->authority.lease_ttl_s < STORE_LEASE_MAX_S ?
+	    issuer->cf->authority.lease_ttl_s : STORE_LEASE_MAX_S);
 	if (k.expires != 0 && k.expires < l->exp)
 		l->exp = k.expires;
 	if (l->rat > l->exp)
 		l->rat = l->exp;
-	memcpy(l->iss, is.iss, sizeof(is.iss));
+	memcpy(l->iss, issuer->iss, sizeof(issuer->iss));
 	return 0;
 }
 
@@ -75,9 +81,9 @@ issuer_store(const unsigned char sha[32], const struct lease *l,
 	struct store_clock	clk;
 	struct store_lease_time	t;
 
-	store_clock_read(is.store, &clk);
+	store_clock_read(issuer->store, &clk);
 	store_lease_anchor(&clk, l->iat, l->rat, l->exp, 0, &t);
-	return store_lease_put(is.store, sha, tok, strlen(tok), &t);
+	return store_lease_put(issuer->store, sha, tok, strlen(tok), &t);
 }
 
 static void
@@ -99,7 +105,7 @@ issuer_request(uint64_t chan, const struct ipc_msg *req)
 		res.status = why != NULL ? 403 : 503;
 		strcpy(res.reason, why != NULL ? why : "");
 		res.retry_after = 1;
-	} else if (token_sign(&l, is.key, tok, sizeof(tok)) == -1 ||
+	} else if (token_sign(&l, issuer->key, tok, sizeof(tok)) == -1 ||
 	    issuer_store(sha, &l, tok) != 0) {
 		log_warnx("cannot issue a lease for %s", l.kid);
 		res.status = 503;
@@ -118,43 +124,67 @@ issuer_tick(evutil_socket_t fd, short ev, void *arg)
 {
 	(void)fd, (void)ev, (void)arg;
 	/* Not time(NULL): a glitch of the wall clock must not stick. */
-	store_clock_tick(is.store);
-	store_reader_check(is.store);
-	gauge_store(is.store, 1);
+	store_clock_tick(issuer->store);
+	store_reader_check(issuer->store);
+	gauge_store(issuer->store, 1);
 }
 
+/* TERM or USR2: the workers are gone or attach to a new issuer. */
 static void
 issuer_stop(evutil_socket_t sig, short ev, void *arg)
 {
-	(void)sig, (void)ev, (void)arg;
+	(void)ev, (void)arg;
 	chans_close_all();
-	event_base_loopexit(is.base, NULL);
+	log_debug("signal %d: stopped", (int)sig);
+	exit(0);
+}
+
+/* The signing key, as root; -1 (logged) if it cannot be loaded. */
+static int
+issuer_acquire(struct issuer *is)
+{
+	if ((is->base = event_base_new()) == NULL)
+		fatalx("event_base_new");
+	if ((is->key = token_load_private(is->cf->authority.signing_key)) ==
+	    NULL || token_authority_id(is->key, is->iss) == -1) {
+		log_warnx("%s: cannot load the signing key",
+		    is->cf->authority.signing_key);
+		return -1;
+	}
+	return 0;
 }
 
 void
 issuer_main(struct proc_env *env)
 {
-	struct timeval	 tick = { ISSUER_TICK_S, 0 };
-	struct event	*ev;
+	static struct issuer	 is;
+	struct timeval		 tick = { ISSUER_TICK_S, 0 };
+	struct event		*ev;
 
+	/* name */
+	proc_name(proc_role_comm(PROC_ISSUER));
+	proc_no_dump();		/* holds the signing key */
+	/* acquire, as root */
+	issuer = &is;
 	is.cf = env->cf;
-	if ((is.base = event_base_new()) == NULL)
-		fatalx("event_base_new");
-	proc_signals(is.base, is.cf->log.file, issuer_stop);
-	if ((is.key = token_load_private(is.cf->authority.signing_key)) == NULL ||
-	    token_authority_id(is.key, is.iss) == -1) {
-		log_warnx("%s: cannot load the signing key",
-		    is.cf->authority.signing_key);
+	if (issuer_acquire(&is) == -1)
 		exit(2);
-	}
-	is.store = proc_open_store(is.cf);
-	proc_no_dump();
+	/* drop, then the store as server.user */
+	if (proc_drop_privs(is.cf->server.user) == -1)
+		exit(2);
+	is.store = child_open_store(is.cf);
+	proc_signals(is.base, is.cf->log.file, issuer_stop);
 	if (chans_init(is.base, env->fd_ipc, issuer_request) == -1)
 		fatalx("ipc listener");
-	ev = event_new(is.base, -1, EV_PERSIST, issuer_tick, NULL);
-	event_add(ev, &tick);
+	if ((ev = event_new(is.base, -1, EV_PERSIST, issuer_tick, NULL)) ==
+	    NULL || event_add(ev, &tick) == -1)
+		fatalx("timer");
+	/* sandbox */
+	if (sandbox_issuer() == -1)
+		fatal("seccomp sandbox");
 	issuer_tick(-1, 0, NULL);
 	proc_ready();
+	/* loop: TERM and USR2 end in issuer_stop, which exits 0 */
 	event_base_dispatch(is.base);
-	exit(0);
+	fatalx("event loop exited");
 }

@@ -26,14 +26,19 @@
 
 #include <openssl/ssl.h>
 
+#include "child.h"
 #include "conf.h"
+#include "issuer.h"
 #include "log.h"
 #include "master.h"
 #include "proc.h"
+#include "sandbox.h"
 #include "sdnotify.h"
 #include "stats.h"
 #include "tls.h"
 #include "upgrade.h"
+#include "uplink.h"
+#include "worker.h"
 
 #define MASTER_MAX_CHILDREN	STATS_MAX_SLOTS
 #define BACKOFF_MIN_MS		100
@@ -47,7 +52,7 @@
 
 struct child {
 	pid_t		pid;		/* 0 = free */
-	int		role;		/* enum stats_role */
+	int		role;		/* enum proc_role */
 	int		gen;		/* configuration generation */
 	int64_t		started;
 	int64_t		kill_at;	/* 0, or SIGKILL after this (draining) */
@@ -68,9 +73,9 @@ struct master {
 	int			 gen;
 	int			 stopping;
 	int64_t			 stop_deadline;
-	int			 fails[3];	/* consecutive quick deaths */
-	int64_t			 not_before[3];	/* back-off, by role */
-	int			 unready[3];	/* deaths in a row before ready */
+	int			 fails[PROC_NROLES];	/* consecutive quick deaths */
+	int64_t			 not_before[PROC_NROLES];	/* back-off, by role */
+	int			 unready[PROC_NROLES];	/* deaths in a row before ready */
 	int			 exit_code;
 	struct child		 kids[MASTER_MAX_CHILDREN];
 	pid_t			 pid;
@@ -195,13 +200,6 @@ master_listen_ipc(struct master *m)
 	return fd;
 }
 
-static const char *
-role_comm(int role)
-{
-	return role == ROLE_WORKER ? "licproxy-worker" :
-	    role == ROLE_UPLINK ? "licproxy-uplink" : "licproxy-issuer";
-}
-
 /* First steps of every child: the master's signal state undone. */
 static void
 child_init(struct master *m)
@@ -241,17 +239,16 @@ child_run(struct master *m, int role, int slot, int report)
 	env.slot = slot;
 	memcpy(env.ipc_path, m->ipc_path, sizeof(env.ipc_path));
 	stats_attach(slot);
-	proc_name(role_comm(role));
 	/* Only the uplink needs the proxy's own key. */
-	if (role != ROLE_UPLINK)
+	if (role != PROC_UPLINK)
 		explicit_bzero(m->cf->license.key, sizeof(m->cf->license.key));
-	if (role == ROLE_WORKER) {
+	if (role == PROC_WORKER) {
 		close(m->fd_ipc);
 		worker_main(&env);
 	}
 	close(m->fd_tls);
 	close(m->fd_status);
-	if (role == ROLE_UPLINK)
+	if (role == PROC_UPLINK)
 		uplink_main(&env);
 	issuer_main(&env);
 }
@@ -299,7 +296,7 @@ master_spawn(struct master *m, int role)
 	c->gen = m->gen;
 	c->started = proc_now_ms();
 	c->kill_at = 0;
-	log_debug("started %s pid %d", role_comm(role), (int)pid);
+	log_debug("started %s pid %d", proc_role_comm(role), (int)pid);
 	return 0;
 }
 
@@ -319,7 +316,7 @@ master_count(struct master *m, int role, int gen)
 static void
 master_fill(struct master *m)
 {
-	int	up = m->cf->mode == CONF_AUTHORITY ? ROLE_ISSUER : ROLE_UPLINK;
+	int	up = m->cf->mode == CONF_AUTHORITY ? PROC_ISSUER : PROC_UPLINK;
 	int64_t	now = proc_now_ms();
 
 	if (m->stopping)
@@ -328,12 +325,12 @@ master_fill(struct master *m)
 		while (master_count(m, up, m->gen) < 1 &&
 		    master_spawn(m, up) == 0)
 			;
-	if (now >= m->not_before[ROLE_WORKER])
-		while (master_count(m, ROLE_WORKER, m->gen) <
-		    m->cf->server.workers && master_spawn(m, ROLE_WORKER) == 0)
+	if (now >= m->not_before[PROC_WORKER])
+		while (master_count(m, PROC_WORKER, m->gen) <
+		    m->cf->server.workers && master_spawn(m, PROC_WORKER) == 0)
 			;
 	stats->workers_conf = m->cf->server.workers;
-	stats->workers_alive = master_count(m, ROLE_WORKER, m->gen);
+	stats->workers_alive = master_count(m, PROC_WORKER, m->gen);
 	stats->uplink_alive = master_count(m, up, m->gen) > 0;
 }
 
@@ -414,7 +411,7 @@ master_not_ready(struct master *m, struct child *c, int status)
 		why = how;
 	}
 	log_errx("%s failed %d times in a row before it was ready: %s;"
-	    " exiting", role_comm(c->role) + strlen("licproxy-"), MAX_UNREADY,
+	    " exiting", proc_role_comm(c->role) + strlen("licproxy-"), MAX_UNREADY,
 	    why);
 	m->exit_code = 1;
 	master_stop(m, 0);
@@ -432,10 +429,10 @@ master_died(struct master *m, struct child *c, int status)
 	if (m->stopping || c->kill_at != 0 || c->gen != m->gen)
 		return;		/* we asked it to go */
 	if (WIFSIGNALED(status))
-		log_warnx("%s died on signal %d", role_comm(c->role),
+		log_warnx("%s died on signal %d", proc_role_comm(c->role),
 		    WTERMSIG(status));
 	else
-		log_warnx("%s exited with %d", role_comm(c->role), code);
+		log_warnx("%s exited with %d", proc_role_comm(c->role), code);
 	stats->restarts[c->role]++;
 	if (!c->ready)
 		master_not_ready(m, c, status);
@@ -448,10 +445,10 @@ master_died(struct master *m, struct child *c, int status)
 		delay = BACKOFF_MAX_MS;
 	if (code == 2) {
 		log_warnx("%s: fatal configuration error, next try in %ds",
-		    role_comm(c->role), BACKOFF_FATAL_MS / 1000);
+		    proc_role_comm(c->role), BACKOFF_FATAL_MS / 1000);
 		delay = BACKOFF_FATAL_MS;
 	} else if (delay > 0)
-		log_info("respawning %s in %lldms", role_comm(c->role),
+		log_info("respawning %s in %lldms", proc_role_comm(c->role),
 		    (long long)delay);
 	m->not_before[c->role] = proc_now_ms() + delay;
 }
@@ -496,7 +493,7 @@ master_retire(struct master *m, int all, int role, int sig, int64_t deadline)
 static void
 master_retire_generation(struct master *m)
 {
-	master_retire(m, 0, ROLE_WORKER, SIGUSR2,
+	master_retire(m, 0, PROC_WORKER, SIGUSR2,
 	    proc_now_ms() + m->cf->server.drain_timeout_ms);
 }
 
@@ -507,11 +504,11 @@ master_retire_backend(struct master *m)
 	int	i;
 
 	for (i = 0; i < MASTER_MAX_CHILDREN; i++)
-		if (m->kids[i].pid != 0 && m->kids[i].role == ROLE_WORKER &&
+		if (m->kids[i].pid != 0 && m->kids[i].role == PROC_WORKER &&
 		    m->kids[i].gen != m->gen)
 			return;
-	master_retire(m, 0, ROLE_UPLINK, SIGUSR2, deadline);
-	master_retire(m, 0, ROLE_ISSUER, SIGUSR2, deadline);
+	master_retire(m, 0, PROC_UPLINK, SIGUSR2, deadline);
+	master_retire(m, 0, PROC_ISSUER, SIGUSR2, deadline);
 }
 
 /*
@@ -542,7 +539,7 @@ master_enforce_deadlines(struct master *m)
 		if (m->kids[i].pid != 0 && m->kids[i].kill_at != 0 &&
 		    now >= m->kids[i].kill_at) {
 			log_warnx("%s pid %d did not drain in time, killing",
-			    role_comm(m->kids[i].role), (int)m->kids[i].pid);
+			    proc_role_comm(m->kids[i].role), (int)m->kids[i].pid);
 			kill(m->kids[i].pid, SIGKILL);
 			m->kids[i].kill_at = INT64_MAX;
 		}
@@ -660,7 +657,7 @@ master_stop(struct master *m, int sig)
 	 * Workers first: a request they are still finishing may need the
 	 * uplink or issuer, which master_loop stops once they are gone.
 	 */
-	master_retire(m, 1, ROLE_WORKER, SIGTERM, proc_now_ms() + drain);
+	master_retire(m, 1, PROC_WORKER, SIGTERM, proc_now_ms() + drain);
 }
 
 static void
@@ -670,7 +667,7 @@ master_stop_backend(struct master *m)
 	int	i;
 
 	for (i = 0; i < MASTER_MAX_CHILDREN; i++)
-		if (m->kids[i].pid != 0 && m->kids[i].role == ROLE_WORKER)
+		if (m->kids[i].pid != 0 && m->kids[i].role == PROC_WORKER)
 			return;
 	if (deadline < m->stop_deadline)
 		deadline = m->stop_deadline;
@@ -826,7 +823,16 @@ master_sigset(sigset_t *set)
 	sigaddset(set, SIGUSR2);
 }
 
-static void
+/* Every child is gone after a stop: the end of serve. */
+static void __attribute__((noreturn))
+master_stopped(struct master *m)
+{
+	unlink(m->ipc_path);
+	log_info("stopped");
+	exit(m->exit_code);
+}
+
+static void __attribute__((noreturn))
 master_loop(struct master *m)
 {
 	struct timespec	tick = { 0, 100 * 1000000 };
@@ -846,7 +852,7 @@ master_loop(struct master *m)
 			master_retire_backend(m);
 		master_enforce_deadlines(m);
 		if (m->stopping && master_children_left(m) == 0)
-			return;
+			master_stopped(m);
 		master_fill(m);
 	}
 }
@@ -888,7 +894,7 @@ master_probe_store(struct master *m)
 	}
 	if (pid == 0) {
 		child_init(m);
-		proc_probe_store(m->cf);
+		child_probe_main(m->cf);
 	}
 	if (master_probe_wait(pid, &status) == -1) {
 		log_errx("store %s: the check did not finish in %ds (a"
@@ -968,6 +974,7 @@ master_main(struct conf *cf, const char *cfpath,
 	sigset_t		 set;
 	int			 rv, i;
 
+	/* name: the master keeps the binary's own comm, "licproxy" */
 	m->cf = cf;
 	m->cfpath = cfpath;
 	m->ov = *ov;
@@ -978,11 +985,18 @@ master_main(struct conf *cf, const char *cfpath,
 	signal(SIGPIPE, SIG_IGN);
 	master_sigset(&set);
 	sigprocmask(SIG_BLOCK, &set, NULL);
+	/* acquire: shared figures, TLS context, store check, listeners */
 	if ((rv = master_setup(m)) != 0) {
 		log_errx("exiting");
 		return rv == 2 ? 2 : 1;
 	}
 	master_chown_log(m);
+	/* drop: none; it stays root to re-read root-only files on reload */
+	/* sandbox */
+	if (sandbox_master() == -1) {
+		log_err("seccomp sandbox");
+		return 1;
+	}
 	if (!m->upgraded)
 		log_info("%s mode, listening on %s:%d (TLS) and %s:%d"
 		    " (status), %d workers", cf->mode == CONF_AUTHORITY ?
@@ -993,8 +1007,7 @@ master_main(struct conf *cf, const char *cfpath,
 	if (m->upgraded)
 		master_upgraded(m);
 	sdnotify("READY=1");
+	/* loop: a stop ends in master_stopped, which exits */
 	master_loop(m);
-	unlink(m->ipc_path);
-	log_info("stopped");
-	return m->exit_code;
+	fatalx("event loop exited");
 }

@@ -61,7 +61,7 @@ static int
 relay_backoff_ms(void)
 {
 	unsigned int	rnd = 0;
-	int64_t		cap = up.cf->license.sync_interval_ms, d;
+	int64_t		cap = uplink->cf->license.sync_interval_ms, d;
 
 	d = (int64_t)RELAY_BACKOFF_MIN_MS << (rl.failures < 16 ?
 	    rl.failures : 16);
@@ -137,16 +137,16 @@ relay_done(int answered, const struct httpc_res *r, void *arg)
 	rl.busy = 0;	/* a stopping uplink exits on its next tick */
 	uplink_state(answered, answered ? NULL : r->errstr);
 	if (answered && r->status == 202) {
-		if (store_spool_delete(up.store, rl.seqs, rl.n) != 0)
+		if (store_spool_delete(uplink->store, rl.seqs, rl.n) != 0)
 			log_warnx("cannot delete %d forwarded records (they"
 			    " will be resent and de-duplicated)", rl.n);
 		if (stats_self != NULL)
 			stats_self->dedup_pruned +=
-			    store_dedup_pruned(up.store);
+			    store_dedup_pruned(uplink->store);
 		log_debug("forwarded %d usage records", rl.n);
 		rl.failures = 0;
 		uplink_usage_stats();
-		relay_schedule(rl.more ? 0 : up.cf->license.sync_interval_ms);
+		relay_schedule(rl.more ? 0 : uplink->cf->license.sync_interval_ms);
 		return;
 	}
 	if (answered && r->status == 413 && relay_too_large())
@@ -166,19 +166,19 @@ relay_send(evutil_socket_t fd, short ev, void *arg)
 	int	 n;
 
 	(void)fd, (void)ev, (void)arg;
-	if (rl.busy || up.stopping)
+	if (rl.busy || uplink->stopping)
 		return;
-	if ((n = store_spool_peek(up.store, rl.recs, rl.seqs,
+	if ((n = store_spool_peek(uplink->store, rl.recs, rl.seqs,
 	    RELAY_BATCH)) <= 0) {
 		if (n < 0)
 			log_warnx("cannot read the usage spool");
-		relay_schedule(up.cf->license.sync_interval_ms);
+		relay_schedule(uplink->cf->license.sync_interval_ms);
 		return;
 	}
 	rl.n = relay_fit(n);
 	rl.more = rl.n < n || n == RELAY_BATCH;
 	if ((body = relay_body()) == NULL ||
-	    uplink_call("POST", "/v1/usage", up.cf->license.key, body,
+	    uplink_call("POST", "/v1/usage", uplink->cf->license.key, body,
 	    (rl.sent = strlen(body)), relay_done, NULL) == -1) {
 		free(body);
 		relay_schedule(relay_backoff_ms());
@@ -204,8 +204,8 @@ relay_busy(void)
 void
 relay_init(void)
 {
-	if ((rl.ev = evtimer_new(up.base, relay_send, NULL)) == NULL)
+	if ((rl.ev = evtimer_new(uplink->base, relay_send, NULL)) == NULL)
 		fatalx("relay timer");
-	rl.budget = up.cf->server.max_body;
+	rl.budget = uplink->cf->server.max_body;
 	relay_schedule(1000);
 }

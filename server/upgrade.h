@@ -16,7 +16,7 @@ struct upgrade_state {
 	int		nkids;
 	struct {
 		pid_t	pid;
-		int	role;				/* enum stats_role */
+		int	role;				/* enum proc_role */
 	}		kids[UPGRADE_MAX_KIDS];
 };
 

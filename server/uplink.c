@@ -21,7 +21,9 @@
 #include "httpc.h"
 #include "ipc.h"
 #include "log.h"
+#include "child.h"
 #include "proc.h"
+#include "sandbox.h"
 #include "stats.h"
 #include "store.h"
 #include "token.h"
@@ -31,7 +33,7 @@
 #define TICK_S		1
 #define MAX_WAITERS	1024
 
-struct uplink	up;
+struct uplink	*uplink;
 
 struct waiter {
 	uint64_t	chan;
@@ -88,9 +90,9 @@ call_result(const struct httpc_res *r, void *arg)
 	stats_up_end();
 	if (!answered) {
 		/* the outage itself is told once, by uplink_state */
-		log_debug("upstream %s: %s", up.cf->license.server_url[c->url],
+		log_debug("upstream %s: %s", uplink->cf->license.server_url[c->url],
 		    r->err ? r->errstr : "server error");
-		if (++c->url < up.cf->license.n_server_url) {
+		if (++c->url < uplink->cf->license.n_server_url) {
 			call_attempt(c);
 			return;
 		}
@@ -106,14 +108,14 @@ call_attempt(struct call *c)
 
 	memset(&req, 0, sizeof(req));
 	req.method = c->method;
-	req.url = up.cf->license.server_url[c->url];
+	req.url = uplink->cf->license.server_url[c->url];
 	req.path = c->path;
 	req.key = c->key;
 	req.ctype = c->body != NULL ? "application/json" : NULL;
 	req.body = c->body;
 	req.bodylen = c->len;
-	req.timeout_ms = up.cf->license.timeout_ms;
-	if (httpc_request(up.hc, &req, call_result, c) == -1) {
+	req.timeout_ms = uplink->cf->license.timeout_ms;
+	if (httpc_request(uplink->hc, &req, call_result, c) == -1) {
 		struct httpc_res r = { .err = HTTPC_ECONNECT,
 		    .errstr = "cannot start the request" };
 		call_result(&r, c);
@@ -154,7 +156,7 @@ uplink_usage_stats(void)
 {
 	uint64_t pending = 0, fwd = 0;
 
-	store_spool_stats(up.store, &pending, &fwd);
+	store_spool_stats(uplink->store, &pending, &fwd);
 	stats_up_begin();
 	stats->usage_pending = pending;
 	stats->usage_forwarded = fwd;
@@ -167,7 +169,7 @@ static void	uplink_survival(int64_t);
 static uint64_t
 uplink_lease_stats(void)
 {
-	struct store_lease_counts n = gauge_store(up.store, 0);
+	struct store_lease_counts n = gauge_store(uplink->store, 0);
 
 	uplink_survival(n.first_left_s);
 	return n.valid;
@@ -239,7 +241,7 @@ uplink_state(int answered, const char *error)
 	 * An upstream whose leases we refuse is as good as none: Connected
 	 * says that leases are being cached, not just that something answered.
 	 */
-	if (answered && up.refusing) {
+	if (answered && uplink->refusing) {
 		answered = 0;
 		error = "upstream leases refused (see the log)";
 	}
@@ -276,7 +278,7 @@ flight_finish(struct flight *f, int status, const char *reason)
 	m.type = IPC_LEASE_RES;
 	m.status = status;
 	snprintf(m.reason, sizeof(m.reason), "%s", reason ? reason : "");
-	m.retry_after = (up.cf->license.timeout_ms + 999) / 1000;
+	m.retry_after = (uplink->cf->license.timeout_ms + 999) / 1000;
 	for (i = 0; i < f->nw; i++) {
 		m.rid = f->w[i].rid;
 		chans_send(f->w[i].chan, &m);
@@ -301,12 +303,12 @@ uplink_put_lease(const unsigned char sha[32], const char *tok,
 	char			buf[TOKEN_MAX + 1];
 	int			had;
 
-	store_clock_read(up.store, &clk);
-	had = store_lease_get(up.store, sha, buf, sizeof(buf), &old) > 0 &&
+	store_clock_read(uplink->store, &clk);
+	had = store_lease_get(uplink->store, sha, buf, sizeof(buf), &old) > 0 &&
 	    store_lease_state(&old, &clk) != STORE_LEASE_EXPIRED;
 	/* Receipt is "now": its age is measured from here (SPEC 2, Time). */
 	store_lease_anchor(&clk, l->iat, l->rat, l->exp, 0, &t);
-	if (store_lease_put(up.store, sha, tok, strlen(tok), &t) != 0)
+	if (store_lease_put(uplink->store, sha, tok, strlen(tok), &t) != 0)
 		return -1;
 	if (!had) {
 		stats_up_begin();
@@ -325,7 +327,7 @@ uplink_lease_verify(const char *body, size_t len, const char *kid,
 	int		 rv = -1;
 
 	if (t == NULL || strlen(t) > TOKEN_MAX ||
-	    token_verify(t, strlen(t), up.trusted, up.ntrusted, l) == -1)
+	    token_verify(t, strlen(t), uplink->trusted, uplink->ntrusted, l) == -1)
 		log_warnx("upstream lease for %s does not verify against "
 		    "license.trusted_keys: refused", kid);
 	else if (strcmp(l->kid, kid) != 0)
@@ -355,8 +357,8 @@ flight_store(struct flight *f, const struct httpc_res *r)
 	    uplink_put_lease(f->sha, tok, &l) == -1)
 		return -1;
 	/* A read first: most keys were never rejected. */
-	if (store_reject_get(up.store, f->sha, why, sizeof(why), &until) == 0)
-		store_reject_del(up.store, f->sha);
+	if (store_reject_get(uplink->store, f->sha, why, sizeof(why), &until) == 0)
+		store_reject_del(uplink->store, f->sha);
 	return 0;
 }
 
@@ -378,7 +380,7 @@ uplink_reject_reason(const char *body, size_t len)
 static int64_t
 uplink_negative_s(void)
 {
-	return (up.cf->license.negative_ttl_ms + 999) / 1000;
+	return (uplink->cf->license.negative_ttl_ms + 999) / 1000;
 }
 
 static void
@@ -387,12 +389,12 @@ flight_rejected(struct flight *f, const struct httpc_res *r)
 	const char	*why = uplink_reject_reason(r->body, r->bodylen);
 	int64_t		 until, now;
 
-	now = store_now(up.store);
+	now = store_now(uplink->store);
 	until = now + uplink_negative_s();
 	/* The rejection replaces a cached lease at once. */
-	store_lease_del(up.store, f->sha);
-	store_reject_put(up.store, f->sha, why, until, now,
-	    (uint64_t)up.cf->license.max_rejections);
+	store_lease_del(uplink->store, f->sha);
+	store_reject_put(uplink->store, f->sha, why, until, now,
+	    (uint64_t)uplink->cf->license.max_rejections);
 	uplink_lease_stats();	/* rare: a rejection may have removed one */
 	log_info("upstream rejected %s: %s", f->kid, why);
 	flight_finish(f, 403, why);
@@ -409,9 +411,9 @@ flight_done(int answered, const struct httpc_res *r, void *arg)
 		return;
 	}
 	if (r->status == 200) {
-		up.refusing = flight_store(f, r) != 0;
+		uplink->refusing = flight_store(f, r) != 0;
 		uplink_state(1, NULL);
-		flight_finish(f, up.refusing ? 503 : 200, NULL);
+		flight_finish(f, uplink->refusing ? 503 : 200, NULL);
 		return;
 	}
 	uplink_state(1, NULL);
@@ -489,15 +491,15 @@ flight_landed(const unsigned char sha[32], const struct ipc_msg *m,
 	memset(res, 0, sizeof(*res));
 	res->type = IPC_LEASE_RES;
 	res->rid = m->rid;
-	store_clock_read(up.store, &clk);
-	st = store_lease_get(up.store, sha, tok, sizeof(tok), &t) > 0 ?
+	store_clock_read(uplink->store, &clk);
+	st = store_lease_get(uplink->store, sha, tok, sizeof(tok), &t) > 0 ?
 	    store_lease_state(&t, &clk) : STORE_LEASE_EXPIRED;
 	if (st == STORE_LEASE_FRESH ||
 	    (st == STORE_LEASE_DUE && !m->refresh)) {
 		res->status = 200;
 		return 1;
 	}
-	if (store_reject_get(up.store, sha, reason, sizeof(reason),
+	if (store_reject_get(uplink->store, sha, reason, sizeof(reason),
 	    &until) == 0 && store_until_live(until, clk.wall,
 	    uplink_negative_s())) {
 		res->status = 403;
@@ -553,9 +555,9 @@ uplink_selfcheck(evutil_socket_t fd, short ev, void *arg)
 	unsigned char sha[32];
 
 	(void)fd, (void)ev, (void)arg;
-	token_key_hash(up.cf->license.key, TOKEN_KEY_LEN, sha);
-	if (!up.stopping && flight_find(sha) == NULL)
-		flight_start(up.cf->license.key, 1);
+	token_key_hash(uplink->cf->license.key, TOKEN_KEY_LEN, sha);
+	if (!uplink->stopping && flight_find(sha) == NULL)
+		flight_start(uplink->cf->license.key, 1);
 }
 
 static int
@@ -564,19 +566,27 @@ uplink_idle(void)
 	return !relay_busy() && LIST_EMPTY(&flights);
 }
 
+/* Stopping and nothing left in flight: the end of the process. */
+static void
+uplink_stopped(void)
+{
+	log_debug("stopped: nothing in flight");
+	exit(0);
+}
+
 static void
 uplink_tick(evutil_socket_t fd, short ev, void *arg)
 {
 	(void)fd, (void)ev, (void)arg;
-	store_clock_tick(up.store);
-	store_reader_check(up.store);
+	store_clock_tick(uplink->store);
+	store_reader_check(uplink->store);
 	/* Expired rejections go within a tick even when no new one comes. */
-	store_reject_prune(up.store, store_now(up.store),
-	    (uint64_t)up.cf->license.max_rejections);
+	store_reject_prune(uplink->store, store_now(uplink->store),
+	    (uint64_t)uplink->cf->license.max_rejections);
 	uplink_lease_stats();
 	uplink_usage_stats();
-	if (up.stopping && uplink_idle())
-		event_base_loopexit(up.base, NULL);
+	if (uplink->stopping && uplink_idle())
+		uplink_stopped();
 }
 
 /*
@@ -588,38 +598,37 @@ static void
 uplink_stop(evutil_socket_t sig, short ev, void *arg)
 {
 	(void)sig, (void)ev, (void)arg;
-	up.stopping = 1;
+	uplink->stopping = 1;
 	chans_stop_listening();
 	if (uplink_idle())
-		event_base_loopexit(up.base, NULL);
+		uplink_stopped();
 }
 
+/* Root-only files: trusted keys, then CA and client certificate and key. */
 static void
-uplink_setup(struct proc_env *env)
+uplink_acquire(void)
 {
-	struct httpc_opts	o = { up.cf->license.ca_file,
-	    up.cf->license.client_cert, up.cf->license.client_key, 0 };
+	struct httpc_opts	o = { uplink->cf->license.ca_file,
+	    uplink->cf->license.client_cert, uplink->cf->license.client_key,
+	    0 };
 	char			err[512];
 	int			i;
 
-	if ((up.base = event_base_new()) == NULL)
+	if ((uplink->base = event_base_new()) == NULL)
 		fatalx("event_base_new");
-	for (i = 0; i < up.cf->license.n_trusted_keys && i < UPLINK_MAX_TRUSTED;
-	    i++)
-		if ((up.trusted[up.ntrusted++] = token_load_public(
-		    up.cf->license.trusted_keys[i])) == NULL) {
+	for (i = 0; i < uplink->cf->license.n_trusted_keys &&
+	    i < UPLINK_MAX_TRUSTED; i++)
+		if ((uplink->trusted[uplink->ntrusted++] = token_load_public(
+		    uplink->cf->license.trusted_keys[i])) == NULL) {
 			log_warnx("%s: not an Ed25519 public key",
-			    up.cf->license.trusted_keys[i]);
+			    uplink->cf->license.trusted_keys[i]);
 			exit(2);
 		}
-	if ((up.hc = httpc_new(up.base, &o, err, sizeof(err))) == NULL) {
+	if ((uplink->hc = httpc_new(uplink->base, &o, err, sizeof(err))) ==
+	    NULL) {
 		log_warnx("%s", err);
 		exit(2);
 	}
-	/* Key, CA and client certificate files were read as root above. */
-	up.store = proc_open_store(up.cf);
-	if (chans_init(up.base, env->fd_ipc, uplink_request) == -1)
-		fatalx("ipc listener");
 }
 
 static void
@@ -628,7 +637,7 @@ uplink_timer(void (*cb)(evutil_socket_t, short, void *), int ms)
 	struct timeval	 tv = { ms / 1000, (ms % 1000) * 1000 };
 	struct event	*ev;
 
-	if ((ev = event_new(up.base, -1, EV_PERSIST, cb, NULL)) == NULL ||
+	if ((ev = event_new(uplink->base, -1, EV_PERSIST, cb, NULL)) == NULL ||
 	    event_add(ev, &tv) == -1)
 		fatalx("timer");
 }
@@ -636,17 +645,33 @@ uplink_timer(void (*cb)(evutil_socket_t, short, void *), int ms)
 void
 uplink_main(struct proc_env *env)
 {
-	up.cf = env->cf;
+	static struct uplink	u;
+
+	/* name */
+	proc_name(proc_role_comm(PROC_UPLINK));
 	proc_no_dump();		/* holds the proxy's own key */
-	uplink_setup(env);
-	proc_signals(up.base, up.cf->log.file, uplink_stop);
+	/* acquire, as root */
+	uplink = &u;
+	u.cf = env->cf;
+	uplink_acquire();
+	/* drop, then the store as server.user */
+	if (proc_drop_privs(u.cf->server.user) == -1)
+		exit(2);
+	u.store = child_open_store(u.cf);
+	if (chans_init(u.base, env->fd_ipc, uplink_request) == -1)
+		fatalx("ipc listener");
+	proc_signals(u.base, u.cf->log.file, uplink_stop);
 	uplink_timer(uplink_tick, TICK_S * 1000);
-	uplink_timer(uplink_selfcheck, up.cf->license.sync_interval_ms);
+	uplink_timer(uplink_selfcheck, u.cf->license.sync_interval_ms);
 	relay_init();
+	/* sandbox */
+	if (sandbox_uplink() == -1)
+		fatal("seccomp sandbox");
 	uplink_lease_stats();
 	uplink_usage_stats();
 	uplink_selfcheck(-1, 0, NULL);
 	proc_ready();
-	event_base_dispatch(up.base);
-	exit(0);
+	/* loop: a stop ends in uplink_stopped, which exits 0 */
+	event_base_dispatch(u.base);
+	fatalx("event loop exited");
 }

@@ -14,6 +14,10 @@ struct store;
 
 #define UPLINK_MAX_TRUSTED	16
 
+/*
+ * The uplink process's context (proxy mode): one per process, set by
+ * uplink_main before anything else runs and shared with relay.c.
+ */
 struct uplink {
 	const struct conf	*cf;
 	struct event_base	*base;
@@ -25,7 +29,11 @@ struct uplink {
 	int			 refusing;	/* last upstream lease refused */
 };
 
-extern struct uplink	up;
+extern struct uplink	*uplink;
+
+struct proc_env;
+/* The entry, after fork: never returns. */
+void	uplink_main(struct proc_env *) __attribute__((noreturn));
 
 /*
  * One upstream call with failover down license.server_url: a URL that

@@ -182,9 +182,9 @@ metrics_processes(struct mbuf *b, const struct stats_shared *s)
 
 	mb_head(b, "licproxy_process_restarts_total", "counter",
 	    "Children the master started again after they died, by role.");
-	for (i = 0; i < STATS_NROLES; i++)
+	for (i = 0; i < PROC_NROLES; i++)
 		mb_printf(b, "licproxy_process_restarts_total{role=\"%s\"} %llu\n",
-		    stats_role_name(i), (unsigned long long)s->restarts[i]);
+		    proc_role_name(i), (unsigned long long)s->restarts[i]);
 }
 
 void

@@ -13,7 +13,9 @@
 
 #include "conf.h"
 #include "log.h"
+#include "child.h"
 #include "proc.h"
+#include "sandbox.h"
 #include "store.h"
 #include "worker.h"
 
@@ -40,8 +42,11 @@ static void
 worker_drain_check(evutil_socket_t fd, short ev, void *arg)
 {
 	(void)fd, (void)ev, (void)arg;
-	if (worker->nconns == 0)
-		event_base_loopexit(worker->base, NULL);
+	if (worker->nconns != 0)
+		return;
+	access_close();
+	log_debug("drained");
+	exit(0);
 }
 
 /* TERM: stop; USR2: a reload replaced us. Either way finish what is open. */
@@ -88,6 +93,9 @@ worker_main(struct proc_env *env)
 {
 	static struct worker	w;
 
+	/* name */
+	proc_name(proc_role_comm(PROC_WORKER));
+	/* acquire: the inherited listeners and TLS context, the event base */
 	worker = &w;
 	w.env = env;
 	w.cf = env->cf;
@@ -95,19 +103,19 @@ worker_main(struct proc_env *env)
 	    access_init(w.cf, w.base) == -1)
 		fatalx("event_base_new");
 	conn_init();
-	w.store = proc_open_store(w.cf);
+	/* drop, then the store as server.user */
+	if (proc_drop_privs(w.cf->server.user) == -1)
+		exit(2);
+	w.store = child_open_store(w.cf);
 	proc_signals(w.base, w.cf->log.file, worker_drain);
 	worker_listen();
 	if (upchan_init(conn_lease_answer, conn_uplink_lost) == -1)
 		fatalx("uplink channel");
-	if (proc_sandbox_worker() == -1)
+	/* sandbox */
+	if (sandbox_worker() == -1)
 		fatal("seccomp sandbox");
 	proc_ready();
+	/* loop: a drain ends in worker_drain_check, which exits 0 */
 	event_base_dispatch(w.base);
-	access_close();
-	if (w.draining) {
-		log_debug("drained");
-		exit(0);
-	}
 	fatalx("event loop exited");
 }

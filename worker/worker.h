@@ -101,6 +101,8 @@ struct req_state {
 		int		  dups;
 	} usage;
 };
+/* worker.c: the entry, after fork; never returns. */
+void	 worker_main(struct proc_env *) __attribute__((noreturn));
 
 /* conn.c */
 /* The status listener's budget, apart from server.max_connections. */

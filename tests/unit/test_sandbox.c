@@ -1,6 +1,6 @@
 /*
  * test_sandbox.c - the worker's seccomp filter, applied for real: each
- * case forks, the child calls proc_sandbox_worker() and probes the
+ * case forks, the child calls sandbox_worker() and probes the
  * kernel; the verdict comes back as the child's exit code (0 = as
  * expected, anything else names the first check that failed). The
  * same probes run without the filter first, so a refusal can only come
@@ -27,10 +27,11 @@
 #include <cmocka.h>
 
 #include "proc.h"
+#include "sandbox.h"
 
 enum {
 	SB_OK = 0,
-	SB_SANDBOX,		/* proc_sandbox_worker() failed */
+	SB_SANDBOX,		/* sandbox_worker() failed */
 	SB_INET_ALLOWED,		/* socket(AF_INET) did not fail */
 	SB_INET_ERRNO,		/* ... failed, but not with EPERM */
 	SB_INET6_ALLOWED,
@@ -128,7 +129,7 @@ child_sockets(void)
 {
 	int sv[2];
 
-	if (proc_sandbox_worker() == -1)
+	if (sandbox_worker() == -1)
 		return SB_SANDBOX;
 	switch (probe_socket(AF_INET, SOCK_STREAM)) {
 	case 1: return SB_INET_ALLOWED;
@@ -154,7 +155,7 @@ child_sockets(void)
 static int
 child_state(void)
 {
-	if (proc_sandbox_worker() == -1)
+	if (sandbox_worker() == -1)
 		return SB_SANDBOX;
 	if (prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 1)
 		return SB_NNP;
@@ -166,7 +167,7 @@ child_state(void)
 static int
 child_denied_syscalls(void)
 {
-	if (proc_sandbox_worker() == -1)
+	if (sandbox_worker() == -1)
 		return SB_SANDBOX;
 	switch (probe_vm_readv()) {
 	case 1: return SB_VMREAD_ALLOWED;
