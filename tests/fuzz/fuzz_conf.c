@@ -51,7 +51,7 @@ check_conf(const struct conf *cf)
 	    cf->license.n_miss_exempt <= CONF_MAX_EXEMPT);
 	CHECK(cf->store.path != NULL && cf->store.path[0] != '\0');
 	if (cf->mode == CONF_PROXY)
-		CHECK(strlen(cf->license.key) == CONF_KEY_LEN);
+		CHECK(strlen(cf->license.key) == TOKEN_KEY_LEN);
 }
 
 static void

@@ -23,12 +23,14 @@
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct lease	 l, again;
-	char		 tok[TOKEN_MAX + 1];
-	const char	*why;
+	static struct uplink	 u;
+	struct lease		 l, again;
+	char			 tok[TOKEN_MAX + 1];
+	const char		*why;
 
-	up.trusted[0] = fuzz_key();
-	up.ntrusted = 1;
+	uplink = &u;
+	u.trusted[0] = fuzz_key();
+	u.ntrusted = 1;
 	why = uplink_reject_reason((const char *)data, size);
 	CHECK(strcmp(why, "revoked") == 0 || strcmp(why, "expired") == 0 ||
 	    strcmp(why, "unknown") == 0);
@@ -37,7 +39,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	CHECK(strcmp(l.kid, KID) == 0);
 	CHECK(l.exp > l.iat && l.exp - l.iat <= STORE_LEASE_MAX_S);
 	CHECK(strlen(tok) <= TOKEN_MAX);
-	CHECK(token_verify(tok, strlen(tok), up.trusted, 1, &again) == 0);
+	CHECK(token_verify(tok, strlen(tok), u.trusted, 1, &again) == 0);
 	CHECK(again.exp == l.exp && again.iat == l.iat);
 	return 0;
 }
