@@ -28,6 +28,7 @@
 #include "log.h"
 #include "proc.h"
 #include "store.h"
+#include "seats_int.h"
 
 #define STORE_VERSION	1
 #define STORE_KIDLEN	16
@@ -47,11 +48,13 @@
 
 enum store_db {
 	DB_LEASES, DB_REJECTS, DB_SPOOL, DB_META, DB_KEYS, DB_LEDGER,
-	DB_REJECT_TIME, DB_DEDUP0, DB_COUNT = DB_DEDUP0 + DEDUP_GENS
+	DB_REJECT_TIME, DB_SEATS, DB_GRANTS, DB_MYGRANTS, DB_DEDUP0,
+	DB_COUNT = DB_DEDUP0 + DEDUP_GENS
 };
 
 static const char *const store_dbnames[DB_COUNT] = {
 	"leases", "rejects", "spool", "meta", "keys", "ledger", "reject_time",
+	"seats", "grants", "mygrants",
 	"dedup0", "dedup1", "dedup2", "dedup3", "dedup4"
 };
 
@@ -254,6 +257,9 @@ key_pack(struct wbuf *w, const struct store_key *k)
 	wb_u8(w, k->n_products);
 	for (i = 0; i < k->n_products; i++)
 		wb_str(w, k->products[i], sizeof(k->products[i]));
+	/* Last and optional: records made before seat limits end above. */
+	if (k->seats > 0)
+		wb_u64(w, (uint64_t)k->seats);
 }
 
 static int
@@ -275,13 +281,15 @@ key_unpack(const MDB_val *v, struct store_key *k)
 		rb.err = 1;
 	for (i = 0; !rb.err && i < k->n_products; i++)
 		rb_str(&rb, k->products[i], sizeof(k->products[i]));
+	if (!rb.err && rb.off < rb.len)
+		k->seats = (int64_t)rb_u64(&rb);
 	return rb_done(&rb, "key");
 }
 
 /* ---- transactions and errors ---- */
 
 /* Map an LMDB code to ours; only the unexpected ones are worth a log. */
-static int
+int
 store_err(int rc, const char *what)
 {
 	static time_t	full_logged;
@@ -316,7 +324,7 @@ store_err(int rc, const char *what)
  * Another process may have grown the map, or killed processes may hold
  * every reader slot: both are repaired here and the begin retried once.
  */
-static int
+int
 store_begin(struct store *s, int write, MDB_txn **txn)
 {
 	int	rc, i, dead;
@@ -412,7 +420,7 @@ store_disk_short(MDB_env *env)
 	return (uint64_t)vfs.f_bavail * vfs.f_frsize < DISK_SHORT_BYTES;
 }
 
-static int
+int
 store_commit(MDB_txn *txn, const char *what)
 {
 	MDB_env	*env = mdb_txn_env(txn);
@@ -423,6 +431,17 @@ store_commit(MDB_txn *txn, const char *what)
 	if (rc == EIO && store_disk_short(env))
 		rc = ENOSPC;
 	return store_err(rc, what);
+}
+
+int
+store_seats_dbi(struct store *s, enum store_seats_db which, MDB_dbi *dbi)
+{
+	int db = DB_SEATS + (int)which;
+
+	if (!HAVE(s, db))
+		return -1;
+	*dbi = s->dbi[db];
+	return 0;
 }
 
 /* Read one value and hand it to fn inside the read transaction. */

@@ -149,7 +149,9 @@ access_kid(const struct conn *c, char kid[TOKEN_KID_LEN + 1])
 	return 1;
 }
 
-static const char *const method_names[] = { "GET", "POST", "HEAD", "-" };
+static const char *const method_names[] = {
+	"GET", "POST", "HEAD", "PUT", "DELETE", "-"
+};
 
 /* The path as received, with quote and backslash escaped as nginx does. */
 static void
