@@ -17,6 +17,7 @@
 #include "ipc.h"
 #include "log.h"
 #include "proc.h"
+#include "seats_srv.h"
 #include "stats.h"
 #include "store.h"
 #include "token.h"
@@ -89,7 +90,7 @@ issuer_request(uint64_t chan, const struct ipc_msg *req)
 	char		 tok[TOKEN_MAX + 1];
 	const char	*why = NULL;
 
-	if (req->type != IPC_LEASE_REQ)
+	if (seats_auth_request(chan, req) || req->type != IPC_LEASE_REQ)
 		return;
 	memset(&res, 0, sizeof(res));
 	res.type = IPC_LEASE_RES;
@@ -121,6 +122,7 @@ issuer_tick(evutil_socket_t fd, short ev, void *arg)
 	store_clock_tick(is.store);
 	store_reader_check(is.store);
 	gauge_store(is.store, 1);
+	seats_auth_tick();
 }
 
 static void
@@ -148,6 +150,7 @@ issuer_main(struct proc_env *env)
 		exit(2);
 	}
 	is.store = proc_open_store(is.cf);
+	seats_auth_init(is.cf, is.store);
 	proc_no_dump();
 	if (chans_init(is.base, env->fd_ipc, issuer_request) == -1)
 		fatalx("ipc listener");

@@ -392,7 +392,9 @@ conn_dispatch(struct conn *c)
 			conn_method_not_allowed(c, "POST");
 		else
 			usage_handle(c);
-	} else
+	} else if (c->ep == EP_SEATS || c->ep == EP_SEATS_GRANT)
+		seats_handle(c);
+	else
 		conn_error(c, 404, "not_found", "no such endpoint", NULL, NULL);
 }
 

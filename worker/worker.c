@@ -43,6 +43,8 @@ worker_up_msg(struct ipc_chan *ch, const struct ipc_msg *m, void *arg)
 	(void)ch, (void)arg;
 	if (m->type == IPC_LEASE_RES)
 		license_ipc(m);
+	else if (m->type == IPC_SEAT_RES || m->type == IPC_GRANT_RES)
+		seats_ipc(m);
 }
 
 static void

@@ -120,6 +120,10 @@ void	 status_handle(struct conn *);
 /* metrics.c */
 void	 metrics_handle(struct conn *, const struct stats_shared *);
 
+/* seats.c */
+void	 seats_handle(struct conn *);	/* /v1/seats, /v1/seats/grant */
+void	 seats_ipc(const struct ipc_msg *);
+
 /* usage.c */
 void	 usage_handle(struct conn *);
 void	 usage_forget(struct conn *);
