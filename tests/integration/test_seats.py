@@ -1,0 +1,204 @@
+"""Floating seats (SPEC section 8): seat cycle at an authority and through
+proxies, grants, chains, the last-seat race, the CLI."""
+import http.client
+import json
+import threading
+import time
+
+from lp import Fixture, Pki, Server, run, wait_for, key_id
+
+TTL = "2s"
+
+
+def authority(fx, pki, name="authority", grant_ttl=None):
+    extra = {"seats": {"ttl": TTL}}
+    if grant_ttl:
+        extra["authority"] = {"seat_grant_ttl": grant_ttl}
+    return fx.add(Server(pki, "authority", name=name, extra=extra))
+
+
+def proxy(fx, pki, upstreams, key, name="proxy", sync="2s"):
+    conf = {"server_url": upstreams, "ca_file": pki.ca,
+            "trusted_keys": [pki.pub], "timeout": "1s",
+            "sync_interval": sync}
+    return fx.add(Server(pki, "proxy", name=name,
+                         extra={"license": conf, "seats": {"ttl": TTL}},
+                         env={"LICPROXY_LICENSE_KEY": key}))
+
+
+def seat_key(srv, n, name="floating"):
+    args = ["keys", "create", "--store", srv.store, "--name", name,
+            "--products", "api"]
+    if n is not None:
+        args += ["--seats", str(n)]
+    return run(*args).stdout.strip()
+
+
+def take(srv, key, inst, method="POST"):
+    h = {"X-Instance-Id": inst} if inst is not None else {}
+    return srv.request(method, "/v1/seats", key=key, headers=h)
+
+
+def finish(fx):
+    for item in reversed(fx.items):
+        if isinstance(item, Server) and item.proc is not None and \
+                item.proc.poll() is None:
+            assert item.stop() == 0, item.logs()[-2000:]
+
+
+def seat_cycle(srv, key, total, proxy_mode=False):
+    """take, renew, 409 with Retry-After, release, expiry after seats.ttl."""
+    r = take(srv, key, None)
+    assert r.status == 400 and "X-Instance-Id" in r.json()["message"], r
+    got = []
+    for i in range(total):
+        r = take(srv, key, "inst-%d" % i)
+        assert r.status == 200, (r, srv.logs()[-3000:])
+        j = r.json()
+        assert j["key_id"] == key_id(key) and j["instance"] == "inst-%d" % i
+        assert j["seats"]["total"] == total and j["seats"]["used"] == i + 1
+        assert j["expires_at"] and j["renew_at"]
+        if proxy_mode:
+            assert j["seats"]["granted"] >= i + 1, j
+        got.append(j)
+    # renew: same instance, still total seats
+    r = take(srv, key, "inst-0")
+    assert r.status == 200 and r.json()["seats"]["used"] == total, r
+    r = take(srv, key, "inst-extra")
+    assert r.status == 409, r
+    assert r.json()["error"] == "seats_exhausted"
+    assert r.json()["seats"]["total"] == total
+    assert int(r.headers["retry-after"]) >= 1
+    lst = srv.request("GET", "/v1/seats", key=key)
+    assert lst.status == 200, lst
+    assert sorted(i["instance"] for i in lst.json()["instances"]) == \
+        ["inst-%d" % i for i in range(total)], lst
+    # release, twice: 204 both times; the freed seat goes to another
+    assert take(srv, key, "inst-0", "DELETE").status == 204
+    assert take(srv, key, "inst-0", "DELETE").status == 204
+    r = take(srv, key, "inst-extra")
+    assert r.status == 200, r
+    # nobody renews: every seat is free again after seats.ttl
+    time.sleep(2.5)
+    for i in range(total):
+        r = take(srv, key, "late-%d" % i)
+        assert r.status == 200, (i, r)
+
+
+def test_seat_cycle_authority():
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth = authority(fx, pki).start()
+        key = seat_key(auth, 2)
+        free = seat_key(auth, None, name="unlimited")
+        seat_cycle(auth, key, 2)
+        r = take(auth, free, "x")
+        assert r.status == 200, r
+        j = r.json()
+        assert j["seats"] == {"total": None, "used": 0}, j
+        assert j["expires_at"] is None and j["renew_at"] is None
+        r = take(auth, "A" * 40, "x")
+        assert r.status == 403 and r.json()["reason"] == "unknown", r
+        r = auth.request("PUT", "/v1/seats", key=key)
+        assert r.status == 405, r
+        st = auth.status_json()["seats"]
+        assert st["keys"] == 1, st
+        wait_for(lambda: auth.status_json()["seats"]["used"] == 2,
+                 timeout=5, what="seats gauge")
+        m = auth.metrics()
+        assert m["licproxy_seats_used"] == 2
+        finish(fx)
+
+
+def test_grant_protocol_authority():
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth = authority(fx, pki).start()
+        key = seat_key(auth, 3)
+        pkey = run("keys", "create", "--store", auth.store, "--name", "p",
+                   "--products", "api", "--role", "proxy").stdout.strip()
+        kid = key_id(key)
+        r = auth.request("PUT", "/v1/seats/grant", key=key,
+                         body={"key_id": kid, "seats": 1})
+        assert r.status == 403 and r.json()["error"] == "forbidden", r
+        for body, field in (({"key_id": "x", "seats": 1}, "key_id"),
+                            ({"key_id": kid, "seats": -1}, "seats"),
+                            ({"key_id": kid}, "seats")):
+            r = auth.request("PUT", "/v1/seats/grant", key=pkey, body=body)
+            assert r.status == 400 and field in r.json()["message"], r
+        r = auth.request("PUT", "/v1/seats/grant", key=pkey,
+                         body={"key_id": "0" * 16, "seats": 1})
+        assert r.status == 403 and r.json()["reason"] == "unknown", r
+        r = auth.request("PUT", "/v1/seats/grant", key=pkey,
+                         body={"key_id": kid, "seats": 2})
+        assert r.status == 200, r
+        assert r.json()["granted"] == 2 and r.json()["total"] == 3, r
+        assert take(auth, key, "a").status == 200
+        assert take(auth, key, "b").status == 409
+        r = auth.request("PUT", "/v1/seats/grant", key=pkey,
+                         body={"key_id": kid, "seats": 5})
+        assert r.json()["granted"] == 2, r      # partial: 1 is held
+        r = auth.request("PUT", "/v1/seats/grant", key=pkey,
+                         body={"key_id": kid, "seats": 0})
+        assert r.json()["granted"] == 0, r
+        assert take(auth, key, "b").status == 200
+        # CLI: list shows the instances and the grant; release frees
+        r = auth.request("PUT", "/v1/seats/grant", key=pkey,
+                         body={"key_id": kid, "seats": 1})
+        assert r.json()["granted"] == 1, r
+        rows = json.loads(run("seats", "list", "--store", auth.store,
+                              "--json").stdout)
+        assert len(rows) == 1 and rows[0]["total"] == 3, rows
+        assert rows[0]["used"] == 3
+        assert {i["instance"] for i in rows[0]["instances"]} == {"a", "b"}
+        assert [g["holder"] for g in rows[0]["grants"]] == [key_id(pkey)]
+        assert "KEY_ID" in run("seats", "list", "--store",
+                               auth.store).stdout
+        r = run("seats", "release", "--store", auth.store, kid,
+                "--holder", key_id(pkey))
+        assert "warning" in r.stderr and "over-issue" in r.stderr, r
+        run("seats", "release", "--store", auth.store, kid,
+            "--instance", "a")
+        assert take(auth, key, "c").status == 200
+        assert take(auth, key, "d").status == 200
+        assert take(auth, key, "e").status == 409
+        r = run("seats", "release", "--store", auth.store, kid, check=False)
+        assert r.returncode == 2, r
+        keys = json.loads(run("keys", "list", "--store", auth.store,
+                              "--json").stdout)
+        assert {k["key_id"]: k["seats"] for k in keys}[kid] == 3
+        assert " 3 " in run("keys", "list", "--store", auth.store).stdout
+        finish(fx)
+
+
+def test_last_seat_race():
+    """Many concurrent POSTs with distinct instances over two workers for
+    a key of one seat: exactly one wins."""
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth = authority(fx, pki).start()
+        key = seat_key(auth, 1)
+        auth.license(key)
+        conns = [auth.conn() for _ in range(24)]
+        for c in conns:
+            c.connect()
+        res = [None] * len(conns)
+        go = threading.Event()
+
+        def one(i):
+            go.wait()
+            res[i] = auth.request("POST", "/v1/seats", key=key,
+                                  headers={"X-Instance-Id": "racer-%d" % i},
+                                  conn=conns[i]).status
+        ts = [threading.Thread(target=one, args=(i,))
+              for i in range(len(conns))]
+        for t in ts:
+            t.start()
+        go.set()
+        for t in ts:
+            t.join(20)
+        assert sorted(res).count(200) == 1 and res.count(409) == \
+            len(conns) - 1, res
+        for c in conns:
+            c.close()
+        finish(fx)
