@@ -22,6 +22,7 @@
 #include "ipc.h"
 #include "log.h"
 #include "proc.h"
+#include "seats_srv.h"
 #include "stats.h"
 #include "store.h"
 #include "token.h"
@@ -497,6 +498,8 @@ uplink_request(uint64_t chan, const struct ipc_msg *m)
 		relay_kick();
 		return;
 	}
+	if (seats_proxy_request(chan, m))
+		return;
 	if (m->type != IPC_LEASE_REQ ||
 	    !token_key_valid(m->key, strlen(m->key)))
 		goto unavailable;
@@ -554,6 +557,7 @@ uplink_tick(evutil_socket_t fd, short ev, void *arg)
 	    (uint64_t)up.cf->license.max_rejections);
 	uplink_lease_stats();
 	uplink_usage_stats();
+	seats_proxy_tick();
 	if (up.stopping && uplink_idle())
 		event_base_loopexit(up.base, NULL);
 }
@@ -622,6 +626,7 @@ uplink_main(struct proc_env *env)
 	uplink_timer(uplink_tick, TICK_S * 1000);
 	uplink_timer(uplink_selfcheck, up.cf->license.sync_interval_ms);
 	relay_init();
+	seats_proxy_init(up.cf, up.store);
 	uplink_lease_stats();
 	uplink_usage_stats();
 	uplink_selfcheck(-1, 0, NULL);

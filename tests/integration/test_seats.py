@@ -202,3 +202,116 @@ def test_last_seat_race():
         for c in conns:
             c.close()
         finish(fx)
+
+
+def proxy_key(auth, name="proxy"):
+    return run("keys", "create", "--store", auth.store, "--name", name,
+               "--products", "api", "--role", "proxy").stdout.strip()
+
+
+def test_seat_cycle_proxy():
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth = authority(fx, pki).start()
+        key = seat_key(auth, 2)
+        free = seat_key(auth, None, name="unlimited")
+        p = proxy(fx, pki, [auth.url], proxy_key(auth)).start()
+        seat_cycle(p, key, 2, proxy_mode=True)
+        r = take(p, free, "x")
+        assert r.status == 200 and r.json()["seats"] == \
+            {"total": None, "used": 0}, r
+        # the authority sees the proxy's grant as used
+        r = take(auth, key, "direct")
+        assert r.status == 409, r
+        rows = json.loads(run("seats", "list", "--store", auth.store,
+                              "--json").stdout)
+        assert sum(g["seats"] for g in rows[0]["grants"]) == 2, rows
+        finish(fx)
+
+
+def held(srv, key):
+    r = srv.request("GET", "/v1/seats", key=key)
+    assert r.status == 200, r
+    return {i["instance"] for i in r.json()["instances"]}
+
+
+def test_two_proxies_never_over_issue():
+    """3 seats, two proxies: counted over both, never more than 3, with
+    the authority up, stopped, and back; seats given back by one proxy
+    are taken through the other within two sync intervals."""
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth = authority(fx, pki).start()
+        key = seat_key(auth, 3)
+        a = proxy(fx, pki, [auth.url], proxy_key(auth, "pa"), name="pa")
+        b = proxy(fx, pki, [auth.url], proxy_key(auth, "pb"), name="pb")
+        a.start()
+        b.start()
+        a.license(key)
+        b.license(key)
+        ok = [i for i in range(4) if take(a, key, "a%d" % i).status == 200]
+        assert len(ok) == 3, ok
+        assert take(b, key, "b0").status == 409
+        # renewals keep working while the authority is gone; nothing new
+        auth.stop()
+        for rnd in range(3):
+            for i in ok:
+                assert take(a, key, "a%d" % i).status == 200, rnd
+            assert take(b, key, "b0").status == 409
+            assert len(held(a, key)) + len(held(b, key)) <= 3
+            time.sleep(0.7)
+        auth.start()
+        # a gives back two seats; b gets them within two sync intervals
+        assert take(a, key, "a0", "DELETE").status == 204
+        assert take(a, key, "a1", "DELETE").status == 204
+        t0 = time.time()
+        got = set()
+        while time.time() - t0 < 4.5 and len(got) < 2:
+            for n in ("b0", "b1"):
+                if n not in got and take(b, key, n).status == 200:
+                    got.add(n)
+            assert take(a, key, "a2").status == 200
+            assert len(held(a, key)) + len(held(b, key)) <= 3
+            time.sleep(0.2)
+        assert got == {"b0", "b1"}, (got, time.time() - t0)
+        assert take(a, key, "a9").status == 409
+        finish(fx)
+
+
+def test_grants_survive_authority_restart():
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth = authority(fx, pki).start()
+        key = seat_key(auth, 2)
+        pkey = proxy_key(auth)
+        body = {"key_id": key_id(key), "seats": 2}
+        r = auth.request("PUT", "/v1/seats/grant", key=pkey, body=body)
+        assert r.json()["granted"] == 2, r
+        auth.stop()
+        auth.start()
+        assert take(auth, key, "x").status == 409
+        rows = json.loads(run("seats", "list", "--store", auth.store,
+                              "--json").stdout)
+        assert rows[0]["grants"][0]["seats"] == 2, rows
+        finish(fx)
+
+
+def test_three_tier_chain_sub_grants():
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth = authority(fx, pki).start()
+        key = seat_key(auth, 2)
+        mid = proxy(fx, pki, [auth.url], proxy_key(auth, "mid"),
+                    name="mid").start()
+        edge = proxy(fx, pki, [mid.url], proxy_key(auth, "edge"),
+                     name="edge").start()
+        r = take(edge, key, "e0")
+        assert r.status == 200, (r, edge.logs()[-2000:], mid.logs()[-2000:])
+        assert r.json()["seats"]["granted"] == 1
+        assert take(mid, key, "m0").status == 200
+        assert take(edge, key, "e1").status == 409
+        assert take(auth, key, "direct").status == 409
+        rows = json.loads(run("seats", "list", "--store", mid.store,
+                              "--json").stdout)
+        assert [g["seats"] for g in rows[0]["grants"]] == [1], rows
+        finish(fx)
