@@ -401,3 +401,27 @@ def test_two_proxies_behind_haproxy():
         auth.start()
         rounds(8)
         finish(fx)
+
+
+def test_cut_off_proxy_serves_until_grant_expires():
+    """Upstream gone: renewals go on out of the grant; once the grant has
+    expired (authority.seat_grant_ttl after its last renewal), 409."""
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth = authority(fx, pki, grant_ttl="5s").start()
+        key = seat_key(auth, 2)
+        p = proxy(fx, pki, [auth.url], proxy_key(auth), sync="1s").start()
+        assert take(p, key, "x").status == 200
+        assert take(p, key, "y").status == 200
+        auth.stop()
+        t0 = time.time()
+        while time.time() - t0 < 3:
+            assert take(p, key, "x").status == 200
+            assert take(p, key, "y").status == 200
+            time.sleep(0.5)
+        wait_for(lambda: take(p, key, "x").status == 409, timeout=6,
+                 step=0.5, what="the grant to expire")
+        r = take(p, key, "y")
+        assert r.status == 409 and r.json()["seats"]["granted"] == 0, r
+        assert p.status_json()["state"] in ("TrustBased", "Disconnected")
+        finish(fx)
