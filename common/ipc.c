@@ -310,6 +310,8 @@ ipc_schema(const msgpack_object *o, struct ipc_msg *m)
 	/* Only a seat answer may say 204 (released) or 409 (none free). */
 	if ((m->status == 204 || m->status == 409) && m->type != IPC_SEAT_RES)
 		return -1;
+	if (m->type == IPC_SEAT_REQ && m->want != 1)
+		return -1;	/* an instance holds exactly one seat */
 	return seen == want ? 0 : -1;
 }
 
