@@ -3,7 +3,9 @@
 PKGS      = lmdb libcrypto libssl libevent libevent_openssl msgpack yaml-0.1 \
             jansson libseccomp libcurl
 BUILD     = build
-VERSION   = 0.1.0
+# The one version: binary, `licproxy version`, .deb and .rpm (checked
+# against packaging/debian/changelog and packaging/rpm/licproxy.spec).
+VERSION  := $(shell cat VERSION)
 
 CC       ?= cc
 OPT      ?= -O2
@@ -28,7 +30,8 @@ UNITSRCS  = $(wildcard tests/unit/test_*.c)
 UNITBINS  = $(UNITSRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
 .PHONY: all deps build test unit integration run clean bench bench-usage fuzz \
-        screenshots
+        screenshots soak
+.PHONY: deb rpm package-test test-packages
 
 all: deps
 	@$(MAKE) --no-print-directory build
@@ -40,6 +43,8 @@ build: $(BUILD)/licproxy
 
 $(BUILD)/licproxy: $(BUILD)/obj/server/main.o $(BUILD)/liblicproxy.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+
+$(BUILD)/obj/server/main.o: VERSION
 
 $(BUILD)/liblicproxy.a: $(LIBOBJS)
 	@rm -f $@
@@ -81,6 +86,12 @@ bench: all
 bench-usage: all
 	@./bench/usage.sh
 
+# Mixed load, kill -9 and upstream outages for SOAK_SECONDS (not in `test`).
+SOAK_SECONDS ?= 600
+soak: all
+	@SOAK_SECONDS=$(SOAK_SECONDS) LICPROXY=$(CURDIR)/$(BUILD)/licproxy \
+	    python3 tests/soak/soak.py
+
 # Coverage-guided fuzzing of the parsers that face peers (clang/libFuzzer).
 # FUZZ_SECONDS per target; crashes land in build/fuzz/.
 FUZZ_SECONDS ?= 60
@@ -103,6 +114,18 @@ screenshots: all
 	@LICPROXY_SCREENSHOTS=$(CURDIR)/docs LICPROXY=$(CURDIR)/$(BUILD)/licproxy \
 	    /usr/bin/python3 tests/integration/run.py test_dashboard | tail -n 1 | \
 	    grep -q '^integration: 1 passed, 0 failed$$'
+# Packages, each built from a clean copy of the tree (packaging/build.sh);
+# written to dist/.
+deb rpm: deps
+	@./packaging/build.sh $@
+
+# Builds both packages and installs, upgrades, removes and purges the .deb
+# on this machine (as root; see tests/integration/test_packages.py). The
+# same tests run in `make test`.
+package-test test-packages: all
+	@./packaging/build.sh tools
+	@LICPROXY=$(CURDIR)/$(BUILD)/licproxy \
+	    /usr/bin/python3 tests/integration/run.py test_packages
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san dist

@@ -325,7 +325,7 @@ conf_defaults(struct cctx *c)
 	cf->log.json = 0;
 }
 
-/* Plain decimal only: no sign, no blanks, no hex, no overflow. */
+/* Plain decimal only: no sign, no blanks, no hex; -2 on overflow. */
 static int
 conf_parse_uint(const char **sp, uint64_t *out)
 {
@@ -336,7 +336,7 @@ conf_parse_uint(const char **sp, uint64_t *out)
 		return -1;
 	for (; *s >= '0' && *s <= '9'; s++) {
 		if (v > (UINT64_MAX - (uint64_t)(*s - '0')) / 10)
-			return -1;
+			return -2;
 		v = v * 10 + (uint64_t)(*s - '0');
 	}
 	*sp = s;
@@ -350,16 +350,20 @@ conf_parse_unit(const char *s, const char *const *units,
 {
 	uint64_t	v;
 	size_t		i;
+	int		rv;
 
-	if (s == NULL || conf_parse_uint(&s, &v) == -1)
+	if (s == NULL || (rv = conf_parse_uint(&s, &v)) == -1)
 		return -1;
+	/* Too many digits: still "too large" if a unit follows. */
+	while (rv == -2 && *s >= '0' && *s <= '9')
+		s++;
 	for (i = 0; units[i] != NULL; i++)
 		if (strcmp(s, units[i]) == 0)
 			break;
 	if (units[i] == NULL)
 		return -1;
-	if (v > max / mult[i])
-		return -1;
+	if (rv == -2 || v > max / mult[i])
+		return -2;
 	*out = v * mult[i];
 	return 0;
 }
@@ -370,9 +374,11 @@ conf_parse_duration_ms(const char *s, int64_t *ms)
 	static const char *const units[] = { "", "ms", "s", "m", "h", NULL };
 	static const uint64_t mult[] = { 1000, 1, 1000, 60000, 3600000 };
 	uint64_t v;
+	int	 rv;
 
-	if (conf_parse_unit(s, units, mult, INT64_MAX, &v) == -1)
-		return -1;
+	rv = conf_parse_unit(s, units, mult, CONF_MAX_DURATION_MS, &v);
+	if (rv != 0)
+		return rv;
 	*ms = (int64_t)v;
 	return 0;
 }
@@ -385,7 +391,7 @@ conf_parse_size(const char *s, uint64_t *bytes)
 	static const uint64_t mult[] = { 1, 1, 1ULL << 10, 1ULL << 20,
 	    1ULL << 30 };
 
-	return conf_parse_unit(s, units, mult, UINT64_MAX, bytes);
+	return conf_parse_unit(s, units, mult, CONF_MAX_SIZE, bytes);
 }
 
 static int
@@ -435,7 +441,7 @@ conf_int(struct cctx *c, const char *path, yaml_node_t *v, int *field,
 	uint64_t	 n;
 	char		 buf[CONF_SHOW_MAX];
 
-	if (conf_parse_uint(&p, &n) == -1 || *p != '\0' ||
+	if (conf_parse_uint(&p, &n) != 0 || *p != '\0' ||
 	    n < (uint64_t)min || n > (uint64_t)max) {
 		conf_errn(c, v, "%s: %s, got \"%s\"", path, rule,
 		    conf_show(s, buf, sizeof buf));
@@ -450,13 +456,20 @@ conf_size(struct cctx *c, const char *path, const struct kdef *k,
     yaml_node_t *v, void *field)
 {
 	const char	*s = (const char *)v->data.scalar.value;
+	const char	*rule = NULL;
 	uint64_t	 n;
 	char		 buf[CONF_SHOW_MAX];
+	int		 rv;
 
-	if (conf_parse_size(s, &n) == -1 || n == 0 ||
-	    (k->type == K_SIZE && n > SIZE_MAX)) {
-		conf_errn(c, v, "%s: must be a size greater than 0 (bytes, "
-		    "KiB, MiB or GiB), got \"%s\"", path,
+	if ((rv = conf_parse_size(s, &n)) == -1 || (rv == 0 && n == 0))
+		rule = "must be a size greater than 0 (bytes, KiB, MiB or GiB)";
+	else if (rv == -2)
+		rule = "must be at most " CONF_MAX_SIZE_STR;
+	else if (k->type == K_SIZE && n > CONF_MAX_MEM_SIZE)
+		rule = "must be at most " CONF_MAX_MEM_SIZE_STR " (held in "
+		    "memory per request)";
+	if (rule != NULL) {
+		conf_errn(c, v, "%s: %s, got \"%s\"", path, rule,
 		    conf_show(s, buf, sizeof buf));
 		return -1;
 	}
@@ -473,15 +486,18 @@ conf_dur(struct cctx *c, const char *path, const struct kdef *k,
 {
 	const char	*s = (const char *)v->data.scalar.value;
 	const char	*rule = NULL;
-	int64_t		 ms;
+	int64_t		 ms = 0;
 	char		 buf[CONF_SHOW_MAX];
+	int		 rv;
 
-	if (conf_parse_duration_ms(s, &ms) == -1)
+	if ((rv = conf_parse_duration_ms(s, &ms)) == -1)
 		rule = "must be a duration such as 500ms, 30s, 5m or 72h";
+	else if (rv == -2)
+		rule = "must be at most " CONF_MAX_DURATION_STR;
 	else if (ms == 0 && !(k->flags & F_ZERO))
 		rule = "must be greater than 0";
-	else if (k->type == K_MS && ms > INT_MAX)
-		rule = "must be less than 596h";
+	else if (k->type == K_MS && ms >= CONF_MAX_MS)
+		rule = "must be less than " CONF_MAX_MS_STR;
 	else if (k->type == K_SEC && ms % 1000 != 0)
 		rule = "must be whole seconds";
 	if (rule != NULL) {
@@ -535,19 +551,19 @@ conf_str(struct cctx *c, const char *path, const struct kdef *k,
 	return conf_setstr(c, field, s);
 }
 
-/* http:// or https://, a host, and nothing that would break a request. */
+/*
+ * https:// (keys and leases never cross a network in clear), a host, and
+ * nothing that would break a request.
+ */
 static int
 conf_url_ok(const char *s)
 {
 	const char	*h;
 	size_t		 i;
 
-	if (strncmp(s, "https://", 8) == 0)
-		h = s + 8;
-	else if (strncmp(s, "http://", 7) == 0)
-		h = s + 7;
-	else
+	if (strncmp(s, "https://", 8) != 0)
 		return 0;
+	h = s + 8;
 	if (*h == '\0' || *h == '/' || *h == ':' || *h == '?' || *h == '#')
 		return 0;
 	for (i = 0; s[i] != '\0'; i++)
@@ -607,8 +623,8 @@ conf_list_item(struct cctx *c, const char *path, int urls, int i,
 	if (v != NULL)
 		p = conf_pos(v);
 	if (urls && !conf_url_ok(s)) {
-		conf_errp(c, &p, "%s: must be an http:// or https:// URL, "
-		    "got \"%s\"", path, conf_show(s, buf, sizeof buf));
+		conf_errp(c, &p, "%s: must be an https:// URL, got \"%s\"",
+		    path, conf_show(s, buf, sizeof buf));
 		return -1;
 	}
 	if (!urls && *s == '\0') {

@@ -14,6 +14,22 @@
 /* Two generations (during a reload) plus uplinks fit STATS_MAX_SLOTS. */
 #define CONF_MAX_WORKERS	60
 
+/*
+ * Upper bounds for every duration and size (larger values are refused, not
+ * wrapped): 100 years keeps any lease time a 4-digit-year RFC 3339 date;
+ * 16 TiB is far beyond any store and inside the address space LMDB maps;
+ * 1 GiB bounds what one request may hold in memory (max_body, max_header).
+ */
+#define CONF_MAX_DURATION_MS	(100ULL * 365 * 24 * 3600 * 1000)
+#define CONF_MAX_DURATION_STR	"876000h (100 years)"
+#define CONF_MAX_SIZE		(1ULL << 44)
+#define CONF_MAX_SIZE_STR	"16384GiB"
+#define CONF_MAX_MEM_SIZE	(1ULL << 30)
+#define CONF_MAX_MEM_SIZE_STR	"1GiB"
+/* Keys held as int ms: below INT_MAX with room to round up to seconds. */
+#define CONF_MAX_MS		(596LL * 3600 * 1000)
+#define CONF_MAX_MS_STR		"596h"
+
 enum conf_mode { CONF_PROXY = 0, CONF_AUTHORITY = 1 };
 
 struct conf {
@@ -111,7 +127,10 @@ struct conf	*conf_load(const char *path, const struct conf_overrides *ov,
 		    int check_files, char *err, size_t errlen);
 void		 conf_free(struct conf *);
 
-/* Helpers shared with the CLI; return 0 on success, -1 on a bad value. */
+/*
+ * Helpers shared with the CLI; return 0 on success, -1 on a bad value, -2 on
+ * one too large (overflow, or past CONF_MAX_DURATION_MS / CONF_MAX_SIZE).
+ */
 int		 conf_parse_duration_ms(const char *s, int64_t *ms);
 int		 conf_parse_size(const char *s, uint64_t *bytes);
 /* -1 and a message naming path if group/other may read it. */

@@ -5,6 +5,8 @@
  */
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "limit.h"
 #include "stats.h"
@@ -31,23 +33,58 @@ static const char *const state_names[] = {
 	"Initializing", "Connected", "TrustBased", "Disconnected", "Authority"
 };
 
+static int	stats_memfd = -1;
+
+/*
+ * A memfd rather than an anonymous mapping: a binary upgrade (USR2) hands
+ * the descriptor to the new image, so the counters of the children that
+ * keep serving across the exec stay in the figures.
+ */
 int
 stats_create(void)
 {
-	void *p;
+	int fd;
 
-	p = mmap(NULL, sizeof(*stats), PROT_READ | PROT_WRITE,
-	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if ((fd = memfd_create("licproxy-stats", MFD_CLOEXEC)) == -1)
+		return -1;
+	if (ftruncate(fd, sizeof(*stats)) == -1 || stats_adopt(fd) == -1) {
+		close(fd);
+		return -1;
+	}
+	return 0;
+}
+
+int
+stats_adopt(int fd)
+{
+	struct stat	 sb;
+	void		*p;
+
+	/* Another build may lay the block out differently: then start anew. */
+	if (fstat(fd, &sb) == -1 || sb.st_size != (off_t)sizeof(*stats))
+		return -1;
+	p = mmap(NULL, sizeof(*stats), PROT_READ | PROT_WRITE, MAP_SHARED,
+	    fd, 0);
 	if (p == MAP_FAILED)
 		return -1;
 	stats = p;
-	/* Apart from the block, so stats_snapshot does not copy it. */
+	stats_memfd = fd;
+	/*
+	 * Apart from the block, so stats_snapshot does not copy it. Not
+	 * handed over by USR2: the new generation starts fresh budgets.
+	 */
 	p = mmap(NULL, sizeof(*stats_limits), PROT_READ | PROT_WRITE,
 	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED)
 		return -1;
 	stats_limits = p;
 	return limit_init(stats_limits);
+}
+
+int
+stats_fd(void)
+{
+	return stats_memfd;
 }
 
 int
@@ -171,7 +208,7 @@ stats_snapshot(struct stats_shared *out)
 	out->last_error[sizeof(out->last_error) - 1] = '\0';
 }
 
-/* FNV-1a: cheap, and collisions only merge two instances in a count. */
+/* FNV-1a: cheap; two ids merge only on a 64-bit hash collision. */
 static uint64_t
 stats_hash(const char *s)
 {
@@ -182,15 +219,66 @@ stats_hash(const char *s)
 	return h != 0 ? h : 1;
 }
 
+/*
+ * The slot holding h (*seen = -1), else the first one free or expired on
+ * h's probe chain (*seen = its time, to claim it with); -1 when the table is
+ * full of active instances. A slot is claimed by its time first and gets
+ * its hash after: one with no hash but a time is being claimed (or its
+ * claimer died, and it is free again once that time expires).
+ */
+static int
+stats_instance_find(uint64_t h, int64_t now, int64_t *seen)
+{
+	uint64_t	cur;
+	int64_t		t;
+	int		k, i, cand = -1;
+
+	for (k = 0; k < STATS_INSTANCES; k++) {
+		i = (int)((h + (uint64_t)k) % STATS_INSTANCES);
+		cur = __atomic_load_n(&stats->instances[i].hash,
+		    __ATOMIC_ACQUIRE);
+		t = __atomic_load_n(&stats->instances[i].seen,
+		    __ATOMIC_ACQUIRE);
+		if (cur == h) {
+			*seen = -1;
+			return i;
+		}
+		if (cand == -1 && ((cur == 0 && t == 0) ||
+		    now - t >= STATS_INSTANCE_ACTIVE_S)) {
+			cand = i;
+			*seen = t;
+		}
+		if (cur == 0 && t == 0)		/* the end of h's chain */
+			break;
+	}
+	return cand;
+}
+
 void
 stats_instance_seen(const char *id, int64_t now)
 {
 	uint64_t	h = stats_hash(id);
-	int		i = (int)(h % STATS_INSTANCES);
+	int64_t		t = 0;
+	int		i, tries;
 
-	/* Racing workers may overwrite each other's slot: a count, not a log. */
-	__atomic_store_n(&stats->instances[i].hash, h, __ATOMIC_RELAXED);
-	__atomic_store_n(&stats->instances[i].seen, now, __ATOMIC_RELAXED);
+	/* A lost claim (another worker took the slot) looks again. */
+	for (tries = 0; tries < 8; tries++) {
+		if ((i = stats_instance_find(h, now, &t)) == -1)
+			break;
+		if (t == -1) {
+			__atomic_store_n(&stats->instances[i].seen, now,
+			    __ATOMIC_RELEASE);
+			return;
+		}
+		if (__atomic_compare_exchange_n(&stats->instances[i].seen, &t,
+		    now, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+			__atomic_store_n(&stats->instances[i].hash, h,
+			    __ATOMIC_RELEASE);
+			return;
+		}
+	}
+	__atomic_add_fetch(&stats->instances_untracked, 1, __ATOMIC_RELAXED);
+	__atomic_store_n(&stats->instances_full_at, now, __ATOMIC_RELAXED);
 }
 
 int
@@ -208,4 +296,11 @@ const char *
 stats_role_name(int role)
 {
 	return role >= 0 && role < STATS_NROLES ? role_names[role] : "?";
+}
+
+int
+stats_instances_overflow(const struct stats_shared *s, int64_t now)
+{
+	return s->instances_full_at != 0 &&
+	    now - s->instances_full_at < STATS_INSTANCE_ACTIVE_S;
 }

@@ -12,7 +12,8 @@
 struct limit_table;
 
 #define STATS_MAX_SLOTS	128
-#define STATS_INSTANCES	1024	/* X-Instance-Id table (hashed, bounded) */
+/* X-Instance-Id table: the most distinct instances counted at once. */
+#define STATS_INSTANCES	4096
 #define STATS_INSTANCE_ACTIVE_S	600
 #define STATS_SURVIVAL_NONE	(-1)	/* nothing cached, or an authority */
 
@@ -75,11 +76,19 @@ struct stats_shared {
 
 	struct stats_slot slots[STATS_MAX_SLOTS];
 
-	/* When each X-Instance-Id (by hash) was last seen; any worker writes. */
+	/*
+	 * When each X-Instance-Id (by hash) was last seen; any worker writes.
+	 * Open addressing: a slot once used is never empty again, only
+	 * reused once its instance has not been seen for
+	 * STATS_INSTANCE_ACTIVE_S, so an id is found before any reuse. A
+	 * slot is claimed by a CAS on seen, then given its hash.
+	 */
 	struct {
 		uint64_t	 hash;
 		int64_t		 seen;
 	} instances[STATS_INSTANCES];
+	uint64_t	 instances_untracked;	/* sightings with no room */
+	int64_t		 instances_full_at;	/* last such, 0 = never */
 };
 
 extern struct stats_shared	*stats;
@@ -88,6 +97,8 @@ extern struct stats_slot	*stats_self;
 extern struct limit_table	*stats_limits;
 
 int	 stats_create(void);			/* master, before fork */
+int	 stats_adopt(int fd);			/* master after USR2 exec */
+int	 stats_fd(void);			/* the block's memfd */
 int	 stats_slot_claim(pid_t, int role);	/* master; index or -1 */
 void	 stats_slot_release(pid_t);		/* master */
 void	 stats_attach(int slot);		/* child after fork */
@@ -108,5 +119,7 @@ const char *stats_role_name(int);	/* "worker", "uplink", "issuer" */
 
 void	 stats_instance_seen(const char *id, int64_t now);
 int	 stats_instances_active(const struct stats_shared *, int64_t now);
+/* 1 if an instance went uncounted within STATS_INSTANCE_ACTIVE_S. */
+int	 stats_instances_overflow(const struct stats_shared *, int64_t now);
 
 #endif

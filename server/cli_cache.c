@@ -4,6 +4,7 @@
  * {"sha256":HEX,"lease":TOKEN}. The raw keys are never in the file; import
  * trusts nothing it cannot verify.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,21 +68,25 @@ hex32(const char *s, unsigned char out[32])
 	return 0;
 }
 
-/* Parse and verify one line; -1 means the whole file is refused. */
-static int
+/*
+ * Parse and verify one line: the reason it is refused, or NULL. Any refusal
+ * refuses the whole file.
+ */
+static const char *
 import_line(const char *line, EVP_PKEY **keys, int nkeys,
     struct import_item *it)
 {
 	json_t		*j = json_loads(line, JSON_REJECT_DUPLICATES, NULL);
-	const char	*sha, *tok;
+	const char	*sha, *tok, *why = "not a cache export line";
 	struct lease	 l;
 	char		 kid[17];
-	int		 rv = -1;
 
-	if (j == NULL || json_unpack(j, "{s:s, s:s}", "sha256", &sha, "lease",
-	    &tok) != 0 || hex32(sha, it->sha) == -1 ||
+	/* Exactly the two members export1() writes; anything else is not. */
+	if (j == NULL || json_unpack(j, "{s:s, s:s !}", "sha256", &sha,
+	    "lease", &tok) != 0 || hex32(sha, it->sha) == -1 ||
 	    strlen(tok) > TOKEN_MAX)
 		goto done;
+	why = "not a lease signed by a trusted key";
 	token_kid_from_hash(it->sha, kid);
 	if (token_verify(tok, strlen(tok), keys, nkeys, &l) == -1 ||
 	    strcmp(l.kid, kid) != 0)
@@ -90,35 +95,86 @@ import_line(const char *line, EVP_PKEY **keys, int nkeys,
 	it->iat = l.iat;
 	it->rat = l.rat;
 	it->exp = l.exp;
-	rv = 0;
+	why = NULL;
 done:
 	json_decref(j);
-	return rv;
+	return why;
+}
+
+/*
+ * Every line export1() writes is one JSON object ending in a newline, so a
+ * line with a NUL byte, one too long, or a last line without its newline
+ * (a file cut short) is refused before it is parsed; so is a file with no
+ * lease at all (empty, or a file that is not an export).
+ */
+static const char *
+import_check(const char *line, size_t len)
+{
+	if (len != strlen(line))
+		return "binary data, not a cache export";
+	if (len + 1 >= CACHE_MAX_LINE && line[len - 1] != '\n')
+		return "line too long for a cache export";
+	if (line[len - 1] != '\n')
+		return "truncated (no end of line), not a whole cache export";
+	return NULL;
+}
+
+/* One line, NUL bytes kept, at most size - 1 bytes; 0 at the end. */
+static size_t
+import_getline(FILE *f, char *buf, size_t size)
+{
+	size_t	n = 0;
+	int	ch;
+
+	while (n + 1 < size && (ch = getc(f)) != EOF) {
+		buf[n++] = (char)ch;
+		if (ch == '\n')
+			break;
+	}
+	buf[n] = '\0';
+	return n;
 }
 
 static int
-import_read(FILE *f, EVP_PKEY **keys, int nkeys, struct import_item **items,
-    size_t *n)
+import_read(FILE *f, const char *name, EVP_PKEY **keys, int nkeys,
+    struct import_item **items, size_t *n)
 {
 	char			 line[CACHE_MAX_LINE];
+	const char		*why = NULL;
 	struct import_item	*it;
-	size_t			 lineno = 0;
+	size_t			 lineno = 0, len;
 
-	while (fgets(line, sizeof(line), f) != NULL) {
+	while (why == NULL &&
+	    (len = import_getline(f, line, sizeof(line))) > 0) {
 		lineno++;
+		if ((why = import_check(line, len)) != NULL)
+			break;
 		if (line[strspn(line, " \t\r\n")] == '\0')
 			continue;
-		if ((it = reallocarray(*items, *n + 1, sizeof(**items))) == NULL)
-			return -1;
-		*items = it;
-		if (import_line(line, keys, nkeys, &it[*n]) == -1) {
-			fprintf(stderr, "licproxy: line %zu: not a lease signed "
-			    "by a trusted key; nothing imported\n", lineno);
-			return -1;
+		if ((it = reallocarray(*items, *n + 1, sizeof(**items))) ==
+		    NULL) {
+			why = "out of memory";
+			break;
 		}
-		(*n)++;
+		*items = it;
+		if ((why = import_line(line, keys, nkeys, &it[*n])) == NULL)
+			(*n)++;
 	}
-	return ferror(f) ? -1 : 0;
+	if (why == NULL && ferror(f))
+		why = strerror(errno);
+	if (why == NULL && *n == 0) {
+		lineno = 0;
+		why = "no lease in it (empty), not a cache export";
+	}
+	if (why == NULL)
+		return 0;
+	if (lineno > 0)
+		fprintf(stderr, "licproxy: %s: line %zu: %s; nothing "
+		    "imported\n", name, lineno, why);
+	else
+		fprintf(stderr, "licproxy: %s: %s; nothing imported\n", name,
+		    why);
+	return -1;
 }
 
 static int
@@ -186,7 +242,7 @@ cache_import(int argc, char **argv)
 		perror(argv[argc - 1]);
 		goto done;
 	}
-	if (import_read(f, keys, nkeys, &items, &n) == 0)
+	if (import_read(f, argv[argc - 1], keys, nkeys, &items, &n) == 0)
 		rv = import_store(dir, items, n);
 	fclose(f);
 done:

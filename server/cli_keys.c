@@ -148,7 +148,8 @@ keys_create(int argc, char **argv)
 	if (name == NULL)
 		return cli_usage_error("keys create: --name NAME is required");
 	if (strlen(name) < 1 || strlen(name) >= sizeof(k.name))
-		return cli_usage_error("--name \"%s\": 1-64 characters", name);
+		return cli_usage_error("--name \"%s\": 1-%d characters", name,
+		    STORE_KEY_NAME_MAX);
 	if (prd == NULL)
 		return cli_usage_error("keys create: --products is required "
 		    "(e.g. --products api,engine)");

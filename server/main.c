@@ -17,6 +17,7 @@
 #include "store.h"
 #include "tls.h"
 #include "token.h"
+#include "upgrade.h"
 
 #define DEFAULT_CONF	"/etc/licproxy/licproxy.yaml"
 
@@ -167,7 +168,9 @@ cmd_serve(int argc, char **argv, int check_only)
 	if (cf->log.file != NULL && log_reopen(cf->log.file) == -1) {
 		fprintf(stderr, "%s: cannot open log file: %s\n", cf->log.file,
 		    strerror(errno));
-		return 2;
+		/* A reload keeps the log too; an upgrade must not stop here. */
+		if (!upgrade_active())
+			return 2;
 	}
 	return master_main(cf, cfpath, &ov);
 }
@@ -223,8 +226,9 @@ int
 main(int argc, char **argv)
 {
 	const struct cli_cmd	*c;
-	int			 first;
+	int			 first, rv;
 
+	upgrade_init(argv);
 	while (argc > 1 && argv[1][0] == '-' && argv[1][1] == 'v' &&
 	    strspn(argv[1] + 1, "v") == strlen(argv[1] + 1)) {
 		verbose += (int)strspn(argv[1] + 1, "v");
@@ -248,8 +252,14 @@ main(int argc, char **argv)
 		cli_print_usage(stdout, c);
 		return 0;
 	}
-	if (strcmp(c->name, "serve") == 0 || strcmp(c->name, "check-config") == 0)
-		return cmd_serve(argc, argv, c->name[0] == 'c');
+	if (strcmp(c->name, "serve") == 0) {
+		/* An image that a USR2 upgrade started and that cannot serve. */
+		if ((rv = cmd_serve(argc, argv, 0)) != 0)
+			upgrade_fallback();
+		return rv;
+	}
+	if (strcmp(c->name, "check-config") == 0)
+		return cmd_serve(argc, argv, 1);
 	if (cli_check_opts(c, argc, argv, first) != 0)
 		return 2;
 	if (c->fn == NULL) {	/* version */

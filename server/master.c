@@ -1,7 +1,8 @@
 /*
  * master.c - binds the listeners, forks the workers and the uplink (or the
  * issuer), then only supervises: reaps and respawns with back-off, reloads
- * on HUP, drains and stops on TERM/INT, reopens logs on USR1.
+ * on HUP, drains and stops on TERM/INT, reopens logs on USR1, re-executes
+ * its binary on USR2 (upgrade.c).
  * No event-driven network I/O here and never the LMDB environment: an env
  * must not cross a fork.
  */
@@ -32,6 +33,7 @@
 #include "sdnotify.h"
 #include "stats.h"
 #include "tls.h"
+#include "upgrade.h"
 
 #define MASTER_MAX_CHILDREN	STATS_MAX_SLOTS
 #define BACKOFF_MIN_MS		100
@@ -72,6 +74,7 @@ struct master {
 	int			 exit_code;
 	struct child		 kids[MASTER_MAX_CHILDREN];
 	pid_t			 pid;
+	int			 upgraded;	/* this image came from USR2 */
 };
 
 static int
@@ -484,6 +487,51 @@ master_retire(struct master *m, int all, int role, int sig, int64_t deadline)
 	}
 }
 
+/*
+ * Reload and upgrade: the old workers finish the requests on their
+ * connections and exit (USR2); the old uplink/issuer goes once they are
+ * gone (master_retire_backend), since a request they are finishing may
+ * still need it, as on TERM.
+ */
+static void
+master_retire_generation(struct master *m)
+{
+	master_retire(m, 0, ROLE_WORKER, SIGUSR2,
+	    proc_now_ms() + m->cf->server.drain_timeout_ms);
+}
+
+static void
+master_retire_backend(struct master *m)
+{
+	int64_t	deadline = proc_now_ms() + m->cf->server.drain_timeout_ms;
+	int	i;
+
+	for (i = 0; i < MASTER_MAX_CHILDREN; i++)
+		if (m->kids[i].pid != 0 && m->kids[i].role == ROLE_WORKER &&
+		    m->kids[i].gen != m->gen)
+			return;
+	master_retire(m, 0, ROLE_UPLINK, SIGUSR2, deadline);
+	master_retire(m, 0, ROLE_ISSUER, SIGUSR2, deadline);
+}
+
+/*
+ * A new generation gets its own IPC socket (same path): its workers can
+ * reach only its uplink/issuer, never an old one about to go. The old
+ * generation keeps its connections on the old socket.
+ */
+static int
+master_new_ipc(struct master *m)
+{
+	int fd;
+
+	if ((fd = master_listen_ipc(m)) == -1)
+		return -1;
+	if (m->fd_ipc != -1)
+		close(m->fd_ipc);
+	m->fd_ipc = fd;
+	return 0;
+}
+
 static void
 master_enforce_deadlines(struct master *m)
 {
@@ -575,10 +623,10 @@ master_reload(struct master *m)
 	memset(m->fails, 0, sizeof(m->fails));
 	memset(m->unready, 0, sizeof(m->unready));
 	memset(m->not_before, 0, sizeof(m->not_before));
+	if (master_new_ipc(m) == -1)
+		log_warnx("reload: new workers share the old IPC socket");
 	master_fill(m);
-	/* USR2: finish in-flight and keep-alive requests, then exit. */
-	master_retire(m, 0, -1, SIGUSR2,
-	    proc_now_ms() + m->cf->server.drain_timeout_ms);
+	master_retire_generation(m);
 	log_info("reloaded: generation %d", m->gen);
 done:
 	sdnotify("READY=1");
@@ -653,6 +701,90 @@ master_chown_log(struct master *m)
 		log_warn("chown %s", m->cf->log.file);
 }
 
+/* USR2: hand the listeners, the stats block and the children to a new image. */
+static void
+master_upgrade(struct master *m)
+{
+	struct upgrade_state	st;
+	int			i;
+
+	memset(&st, 0, sizeof(st));
+	st.fd_tls = m->fd_tls;
+	st.fd_status = m->fd_status;
+	st.fd_ipc = m->fd_ipc;
+	st.fd_stats = stats_fd();
+	for (i = 0; i < MASTER_MAX_CHILDREN; i++)
+		if (m->kids[i].pid != 0 && st.nkids < UPGRADE_MAX_KIDS) {
+			st.kids[st.nkids].pid = m->kids[i].pid;
+			st.kids[st.nkids++].role = m->kids[i].role;
+		}
+	sdnotify("RELOADING=1");
+	upgrade_exec(&st);	/* returns only when the upgrade failed */
+	sdnotify("READY=1");
+}
+
+/*
+ * The listener handed over by the previous image, or a new one when the
+ * configuration now names another port and it is free (else the old one
+ * stays: an upgrade must not stop serving).
+ */
+static int
+master_adopt_listener(int fd, const char *host, int port)
+{
+	struct sockaddr_storage	ss;
+	socklen_t		len = sizeof(ss);
+	int			have = -1, nfd;
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0)
+		have = ntohs(ss.ss_family == AF_INET6 ?
+		    ((struct sockaddr_in6 *)&ss)->sin6_port :
+		    ((struct sockaddr_in *)&ss)->sin_port);
+	if (have == port)
+		return fd;
+	if ((nfd = master_listen(host, port)) == -1) {
+		log_warnx("upgrade: keeping the listener on port %d", have);
+		return fd;
+	}
+	close(fd);
+	return nfd;
+}
+
+/* The new image of a USR2 upgrade: take over instead of binding. */
+static int
+master_adopt(struct master *m, const struct upgrade_state *st)
+{
+	int i;
+
+	m->upgraded = 1;
+	m->gen = 1;	/* the previous image's children are generation 0 */
+	for (i = 0; i < st->nkids && i < MASTER_MAX_CHILDREN; i++) {
+		m->kids[i].pid = st->kids[i].pid;
+		m->kids[i].role = st->kids[i].role;
+		m->kids[i].gen = 0;
+		m->kids[i].started = proc_now_ms();
+	}
+	m->fd_tls = master_adopt_listener(st->fd_tls, m->cf->server.host,
+	    m->cf->server.port);
+	m->fd_status = master_adopt_listener(st->fd_status,
+	    m->cf->server.status_host, m->cf->server.status_port);
+	m->fd_ipc = st->fd_ipc;
+	return master_new_ipc(m);
+}
+
+/* New generation up: drain the previous image's children, as a reload. */
+static void
+master_upgraded(struct master *m)
+{
+	int i, n = 0;
+
+	upgrade_commit();
+	for (i = 0; i < MASTER_MAX_CHILDREN; i++)
+		n += m->kids[i].pid != 0 && m->kids[i].gen != m->gen;
+	master_retire_generation(m);
+	log_info("upgraded to %s: %d processes of the previous binary"
+	    " draining", LICPROXY_VERSION, n);
+}
+
 static void
 master_handle(struct master *m, int sig)
 {
@@ -667,6 +799,10 @@ master_handle(struct master *m, int sig)
 	case SIGTERM:
 	case SIGINT:
 		master_stop(m, sig);
+		break;
+	case SIGUSR2:
+		if (!m->stopping)
+			master_upgrade(m);
 		break;
 	case SIGUSR1:
 		if (log_reopen(m->cf->log.file) == -1)
@@ -687,6 +823,7 @@ master_sigset(sigset_t *set)
 	sigaddset(set, SIGTERM);
 	sigaddset(set, SIGINT);
 	sigaddset(set, SIGUSR1);
+	sigaddset(set, SIGUSR2);
 }
 
 static void
@@ -705,6 +842,8 @@ master_loop(struct master *m)
 		master_reports(m);
 		if (m->stopping)
 			master_stop_backend(m);
+		else
+			master_retire_backend(m);
 		master_enforce_deadlines(m);
 		if (m->stopping && master_children_left(m) == 0)
 			return;
@@ -765,29 +904,52 @@ master_probe_store(struct master *m)
 	return -1;
 }
 
+/*
+ * The shared figures: after USR2 the previous image's block (counters,
+ * uptime and state carry on), unless this build lays it out differently.
+ */
 static int
-master_setup(struct master *m)
+master_stats(struct master *m, int inherited_fd)
 {
-	char	err[1024];
-	int	rv;
-
-	if (stats_create() == -1 || tls_init() == -1) {
-		log_err("shared memory");
-		return -1;
+	if (inherited_fd != -1) {
+		if (stats_adopt(inherited_fd) == 0)
+			return 0;
+		close(inherited_fd);
 	}
+	if (stats_create() == -1)
+		return -1;
 	stats->started = time(NULL);
 	stats->mode = m->cf->mode;
 	stats->state = m->cf->mode == CONF_AUTHORITY ? ST_AUTHORITY :
 	    ST_INITIALIZING;
 	stats->survival_s = STATS_SURVIVAL_NONE;
+	return 0;
+}
+
+static int
+master_setup(struct master *m)
+{
+	struct upgrade_state	up;
+	char			err[1024];
+	int			inherited = upgrade_inherited(&up), rv;
+
+	if (master_stats(m, inherited ? up.fd_stats : -1) == -1 ||
+	    tls_init() == -1) {
+		log_err("shared memory");
+		return -1;
+	}
 	if ((m->tls = tls_server_ctx_new(m->cf, err, sizeof(err))) == NULL) {
 		log_errx("%s", err);
 		return 2;	/* a configuration error, like check-config says */
 	}
+	/* An upgraded image checks the store too: if it cannot use it, the
+	 * old binary takes over again (upgrade_fallback). */
 	if (master_prepare_store(m) == -1)
 		return -1;
 	if ((rv = master_probe_store(m)) != 0)
 		return rv;
+	if (inherited)
+		return master_adopt(m, &up);
 	m->fd_tls = master_listen(m->cf->server.host, m->cf->server.port);
 	m->fd_status = master_listen(m->cf->server.status_host,
 	    m->cf->server.status_port);
@@ -821,11 +983,15 @@ master_main(struct conf *cf, const char *cfpath,
 		return rv == 2 ? 2 : 1;
 	}
 	master_chown_log(m);
-	log_info("%s mode, listening on %s:%d (TLS) and %s:%d (status),"
-	    " %d workers", cf->mode == CONF_AUTHORITY ? "authority" : "proxy",
-	    cf->server.host, cf->server.port, cf->server.status_host,
-	    cf->server.status_port, cf->server.workers);
+	if (!m->upgraded)
+		log_info("%s mode, listening on %s:%d (TLS) and %s:%d"
+		    " (status), %d workers", cf->mode == CONF_AUTHORITY ?
+		    "authority" : "proxy", cf->server.host, cf->server.port,
+		    cf->server.status_host, cf->server.status_port,
+		    cf->server.workers);
 	master_fill(m);
+	if (m->upgraded)
+		master_upgraded(m);
 	sdnotify("READY=1");
 	master_loop(m);
 	unlink(m->ipc_path);

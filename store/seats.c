@@ -7,15 +7,12 @@
  * byte then big-endian 64-bit integers (expires; seats, expires; seats,
  * expires, total).
  */
-#include <endian.h>
 #include <string.h>
 
-#include "seats_int.h"
-#include "store.h"
+#include "store_int.h"
 #include "store_seats.h"
 
-#define SEATS_VERSION	1
-#define SEATS_KIDLEN	16
+#define SEATS_KIDLEN	TOKEN_KID_LEN
 #define SEATS_WHOMAX	64
 #define SEATS_NVALS	3	/* most integers in a value (mygrants) */
 
@@ -42,12 +39,9 @@ seats_pack(struct seats_val *sv, int n, const int64_t *x)
 	MDB_val	v = { 1 + 8 * (size_t)n, sv->b };
 	int	i;
 
-	sv->b[0] = SEATS_VERSION;
-	for (i = 0; i < n; i++) {
-		uint64_t be = htobe64((uint64_t)x[i]);
-
-		memcpy(sv->b + 1 + 8 * i, &be, 8);
-	}
+	sv->b[0] = STORE_VERSION;
+	for (i = 0; i < n; i++)
+		be64_put(sv->b + 1 + 8 * i, (uint64_t)x[i]);
 	return v;
 }
 
@@ -58,22 +52,28 @@ seats_unpack(const MDB_val *v, int n, int64_t *x)
 	const unsigned char	*p = v->mv_data;
 	int			 i;
 
-	if (v->mv_size != 1 + 8 * (size_t)n || p[0] != SEATS_VERSION)
+	if (v->mv_size != 1 + 8 * (size_t)n || p[0] != STORE_VERSION)
 		return -1;
-	for (i = 0; i < n; i++) {
-		uint64_t be;
+	for (i = 0; i < n; i++)
+		x[i] = (int64_t)be64_get(p + 1 + 8 * i);
+	return 0;
+}
 
-		memcpy(&be, p + 1 + 8 * i, 8);
-		x[i] = (int64_t)be64toh(be);
-	}
+/* -1 when the table is absent (a read-only open of an older store). */
+static int
+seats_dbi(struct store *s, enum store_db db, MDB_dbi *dbi)
+{
+	if (!HAVE(s, db))
+		return -1;
+	*dbi = s->dbi[db];
 	return 0;
 }
 
 static int
 seats_dbis(struct store *s, MDB_dbi *ds, MDB_dbi *dg)
 {
-	return store_seats_dbi(s, SEATS_DB_SEATS, ds) == -1 ||
-	    store_seats_dbi(s, SEATS_DB_GRANTS, dg) == -1 ? -1 : 0;
+	return seats_dbi(s, DB_SEATS, ds) == -1 ||
+	    seats_dbi(s, DB_GRANTS, dg) == -1 ? -1 : 0;
 }
 
 /*
@@ -195,7 +195,7 @@ store_seat_use(struct store *s, const char *kid, int64_t now,
 }
 
 static int
-seats_del(struct store *s, enum store_seats_db db, const char *kid,
+seats_del(struct store *s, enum store_db db, const char *kid,
     const char *who)
 {
 	unsigned char	 kb[SEATS_KIDLEN + SEATS_WHOMAX];
@@ -205,7 +205,7 @@ seats_del(struct store *s, enum store_seats_db db, const char *kid,
 	int		 rc, ret;
 
 	if ((k.mv_size = seats_key(kb, kid, who)) == 0 ||
-	    store_seats_dbi(s, db, &dbi) == -1)
+	    seats_dbi(s, db, &dbi) == -1)
 		return -1;
 	if ((ret = store_begin(s, 1, &txn)) != 0)
 		return ret;
@@ -219,13 +219,13 @@ seats_del(struct store *s, enum store_seats_db db, const char *kid,
 int
 store_seat_release(struct store *s, const char *kid, const char *instance)
 {
-	return seats_del(s, SEATS_DB_SEATS, kid, instance);
+	return seats_del(s, DB_SEATS, kid, instance);
 }
 
 int
 store_grant_release(struct store *s, const char *kid, const char *holder)
 {
-	return seats_del(s, SEATS_DB_GRANTS, kid, holder);
+	return seats_del(s, DB_GRANTS, kid, holder);
 }
 
 /*
@@ -233,7 +233,7 @@ store_grant_release(struct store *s, const char *kid, const char *holder)
  * fn returns 0 to go on, 1 to delete the row (write walks), -1 to stop.
  */
 static int
-seats_walk(struct store *s, enum store_seats_db db, const char *kid,
+seats_walk(struct store *s, enum store_db db, const char *kid,
     int write, int (*fn)(const MDB_val *, const MDB_val *, void *),
     void *arg)
 {
@@ -243,7 +243,7 @@ seats_walk(struct store *s, enum store_seats_db db, const char *kid,
 	MDB_val		 k = { SEATS_KIDLEN, (void *)kid }, v;
 	int		 rc, ret, op = kid != NULL ? MDB_SET_RANGE : MDB_FIRST;
 
-	if (store_seats_dbi(s, db, &dbi) == -1)
+	if (seats_dbi(s, db, &dbi) == -1)
 		return 0;	/* an older store read only: no rows */
 	if ((ret = store_begin(s, write, &txn)) != 0)
 		return ret;
@@ -315,11 +315,11 @@ store_seat_prune(struct store *s, int64_t now)
 	struct seats_prune	p = { now, 0, 0 };
 	int			ret;
 
-	if ((ret = seats_walk(s, SEATS_DB_SEATS, NULL, 1, seats_prune1,
+	if ((ret = seats_walk(s, DB_SEATS, NULL, 1, seats_prune1,
 	    &p)) != 0)
 		return ret;
 	p.grants = 1;
-	if ((ret = seats_walk(s, SEATS_DB_GRANTS, NULL, 1, seats_prune1,
+	if ((ret = seats_walk(s, DB_GRANTS, NULL, 1, seats_prune1,
 	    &p)) != 0)
 		return ret;
 	return p.n;
@@ -362,7 +362,7 @@ store_seat_foreach(struct store *s, const char *kid,
 {
 	struct seats_each e = { cb, NULL, NULL, arg };
 
-	return seats_walk(s, SEATS_DB_SEATS, kid, 0, seats_each1, &e);
+	return seats_walk(s, DB_SEATS, kid, 0, seats_each1, &e);
 }
 
 int
@@ -372,7 +372,7 @@ store_grant_foreach(struct store *s, const char *kid,
 {
 	struct seats_each e = { NULL, cb, NULL, arg };
 
-	return seats_walk(s, SEATS_DB_GRANTS, kid, 0, seats_each1, &e);
+	return seats_walk(s, DB_GRANTS, kid, 0, seats_each1, &e);
 }
 
 int
@@ -381,7 +381,7 @@ store_mygrant_foreach(struct store *s,
 {
 	struct seats_each e = { NULL, NULL, cb, arg };
 
-	return seats_walk(s, SEATS_DB_MYGRANTS, NULL, 0, seats_each1, &e);
+	return seats_walk(s, DB_MYGRANTS, NULL, 0, seats_each1, &e);
 }
 
 static int
@@ -402,7 +402,7 @@ store_mygrant_get(struct store *s, const char *kid, struct store_mygrant *g)
 	if (strlen(kid) != SEATS_KIDLEN)
 		return -1;
 	/* The walk starts at kid; only a row of exactly kid is its own. */
-	ret = seats_walk(s, SEATS_DB_MYGRANTS, kid, 0, seats_each1, &e);
+	ret = seats_walk(s, DB_MYGRANTS, kid, 0, seats_each1, &e);
 	if (ret != 0)
 		return ret;
 	return g->seats < 0 ? STORE_ENOTFOUND : 0;
@@ -421,9 +421,9 @@ store_mygrant_put(struct store *s, const char *kid,
 	int			 rc, ret;
 
 	if (g == NULL)
-		return seats_del(s, SEATS_DB_MYGRANTS, kid, NULL);
+		return seats_del(s, DB_MYGRANTS, kid, NULL);
 	if (seats_key(kb, kid, NULL) == 0 ||
-	    store_seats_dbi(s, SEATS_DB_MYGRANTS, &dbi) == -1)
+	    seats_dbi(s, DB_MYGRANTS, &dbi) == -1)
 		return -1;
 	x[0] = g->seats;
 	x[1] = g->expires;

@@ -5,6 +5,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "token.h"
+#include "usage_rec.h"
+
 #define STORE_SHA_LEN	32
 
 struct store;
@@ -50,7 +53,7 @@ int		 store_clock_advance(struct store *, int64_t now);
 int		 store_clock_tick(struct store *);
 
 /*
- * Lease time (SPEC 2 "Time"): a lease is valid for life_ms of
+ * Lease time: a lease is valid for life_ms of
  * CLOCK_BOOTTIME after its receipt in this boot, whatever the wall clock
  * says, and due for refresh after refresh_ms (or earlier, once the wall
  * clock passes its rat). Only a lease received in an
@@ -139,11 +142,12 @@ int	store_reject_prune(struct store *, int64_t now, uint64_t max);
 int	store_reject_count(struct store *, uint64_t *n);
 
 /* ---- key registry (authority) ---- */
+#define STORE_KEY_NAME_MAX	64	/* a key's name: 1-64 characters */
 struct store_key {
-	char		 kid[17];
-	char		 name[65];
+	char		 kid[TOKEN_KID_LEN + 1];
+	char		 name[STORE_KEY_NAME_MAX + 1];
 	int		 role;			/* enum lease_role */
-	char		 products[16][33];
+	char		 products[TOKEN_MAX_PRODUCTS][TOKEN_PRODUCT_MAX + 1];
 	int		 n_products;
 	int64_t		 expires;		/* unix s, 0 = never */
 	int		 revoked;
@@ -159,15 +163,7 @@ int	store_key_revoke(struct store *, const char *kid);
 int	store_key_foreach(struct store *,
 	    int (*cb)(const struct store_key *, void *), void *arg);
 
-/* ---- usage ---- */
-struct usage_rec {
-	char		 kid[17];
-	char		 id[65];
-	char		 product[33];
-	char		 metric[33];
-	double		 quantity;
-	char		 ts[40];		/* RFC 3339 as received */
-};
+/* ---- usage (records: usage_rec.h) ---- */
 /*
  * Append recs to the spool (proxy) or the ledger (authority, ledger != 0)
  * in ONE durable write transaction, skipping any whose (kid, id) is
@@ -194,14 +190,7 @@ void	 store_usage_window(struct store *, int64_t secs);
 uint64_t store_dedup_pruned(struct store *);
 /* Entries in the index and the bytes of the pages that hold them. */
 int	 store_dedup_stat(struct store *, uint64_t *entries, uint64_t *bytes);
-/* Ledger totals per (kid, product, metric), sorted. */
-struct usage_total {
-	char		 kid[17];
-	char		 product[33];
-	char		 metric[33];
-	double		 quantity;
-	uint64_t	 records;
-};
+/* Ledger totals (usage_rec.h) per (kid, product, metric), sorted. */
 int	store_ledger_totals(struct store *, struct usage_total **out,
 	    size_t *n);	/* *out is malloc'd */
 

@@ -19,9 +19,7 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <jansson.h>
 
 #include "conf.h"
 #include "log.h"
@@ -104,6 +102,24 @@ access_flush(evutil_socket_t fd, short ev, void *arg)
 	}
 }
 
+static void
+access_queue(const char *line, size_t n)
+{
+	if (evbuffer_get_length(acc.buf) + n > ACCESS_MAX) {
+		acc.dropped++;
+		if (time(NULL) - acc.told >= 60) {
+			acc.told = time(NULL);
+			log_warnx("access log: the log cannot keep up; %llu "
+			    "lines dropped so far", (unsigned long long)
+			    acc.dropped);
+		}
+		return;
+	}
+	evbuffer_add(acc.buf, line, n);
+	if (!evtimer_pending(acc.flush, NULL))
+		event_active(acc.flush, EV_TIMEOUT, 0);
+}
+
 /* Exiting: what is left goes out now, blocking or not. */
 void
 access_close(void)
@@ -116,11 +132,10 @@ access_close(void)
 }
 
 static void
-access_remote(const struct conn *c, char *buf, size_t len)
+access_remote(int fd, char *buf, size_t len)
 {
 	struct sockaddr_storage	 ss;
 	socklen_t		 sl = sizeof(ss);
-	int			 fd = bufferevent_getfd(c->bev);
 
 	snprintf(buf, len, "-");
 	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == -1)
@@ -135,12 +150,12 @@ access_remote(const struct conn *c, char *buf, size_t len)
 
 /* The caller's key_id, from its well-formed key only; never the key. */
 static int
-access_kid(const struct conn *c, char kid[TOKEN_KID_LEN + 1])
+access_kid(const struct http_req *req, char kid[TOKEN_KID_LEN + 1])
 {
 	unsigned char	 sha[32];
 	const char	*key;
 
-	if (http_auth_key(&c->req, &key) != TOKEN_KEY_LEN ||
+	if (http_auth_key(req, &key) != TOKEN_KEY_LEN ||
 	    !token_key_valid(key, TOKEN_KEY_LEN))
 		return 0;
 	token_key_hash(key, TOKEN_KEY_LEN, sha);
@@ -149,94 +164,101 @@ access_kid(const struct conn *c, char kid[TOKEN_KID_LEN + 1])
 	return 1;
 }
 
+/* "2026-12-01T20:31:47.120Z": the seconds formatted once a second. */
+static void
+access_ts(char *buf, size_t len)
+{
+	static time_t	 last = -1;
+	static char	 secs[24];
+	struct timespec	 now;
+	struct tm	 tm;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	if (now.tv_sec != last) {
+		last = now.tv_sec;
+		gmtime_r(&now.tv_sec, &tm);
+		strftime(secs, sizeof(secs), "%Y-%m-%dT%H:%M:%S", &tm);
+	}
+	snprintf(buf, len, "%s.%03ldZ", secs, now.tv_nsec / 1000000);
+}
+
 static const char *const method_names[] = {
 	"GET", "POST", "HEAD", "PUT", "DELETE", "-"
 };
 
-/* The path as received, with quote and backslash escaped as nginx does. */
+/*
+ * The path as received, quote and backslash escaped: as JSON does in a
+ * JSON line, as nginx does (\x22) in a text line.
+ */
 static void
-access_path(const struct conn *c, char *out, size_t len)
+access_path(const struct access_rec *a, int json, char *out, size_t len)
 {
-	const char	*p = c->have_head ? c->req.path : "-";
+	const char	*p = a->have_head ? a->req->path : "-";
 	size_t		 o = 0;
 
 	for (; *p != '\0' && o + 5 < len; p++) {
-		if (*p == '"' || *p == '\\')
-			o += snprintf(out + o, len - o, "\\x%02X", *p);
-		else
+		if (*p != '"' && *p != '\\')
 			out[o++] = *p;
+		else if (json) {
+			out[o++] = '\\';
+			out[o++] = *p;
+		} else
+			o += snprintf(out + o, len - o, "\\x%02X", *p);
 	}
 	out[o] = '\0';
 }
 
+/*
+ * Rendered by hand, not with jansson: a ten-member object built and freed
+ * per request was most of what a line cost (measured in
+ * docs/PERFORMANCE.md). Every field is ours or validated (path 0x21-0x7e
+ * with quote and backslash escaped by access_path, instance
+ * [A-Za-z0-9._-], key_id hex).
+ */
 static int
 access_json(char *line, size_t len, const char *ts, const char *remote,
-    const struct conn *c, int code, size_t bytes, int64_t us,
-    const char *kid, const char *source)
+    const char *method, const char *path, const struct access_rec *a,
+    const char *kid)
 {
-	json_t	*j;
-	int	 n;
+	const char	*inst = a->req->instance;
+	char		 k[24] = "null", in[HTTP_INSTANCE_MAX + 3] = "null";
+	char		 so[16] = "null";
 
-	j = json_pack("{s:s, s:s, s:s, s:s, s:i, s:I, s:I, s:s?, s:s?, s:s?}",
-	    "ts", ts, "remote", remote, "method", c->have_head ?
-	    method_names[c->req.method] : "-",
-	    "path", c->have_head ? c->req.path : "-", "status", code,
-	    "bytes", (json_int_t)bytes, "us", (json_int_t)us, "key_id", kid,
-	    "instance", c->req.instance[0] ? c->req.instance : NULL,
-	    "source", source);
-	n = j != NULL ? (int)json_dumpb(j, line, len - 1, JSON_COMPACT) : 0;
-	json_decref(j);
-	if (n <= 0 || (size_t)n >= len - 1)
-		return -1;
-	line[n++] = '\n';
-	return n;
+	if (kid != NULL)
+		snprintf(k, sizeof(k), "\"%s\"", kid);
+	if (inst[0] != '\0')
+		snprintf(in, sizeof(in), "\"%s\"", inst);
+	if (a->source != NULL)
+		snprintf(so, sizeof(so), "\"%s\"", a->source);
+	return snprintf(line, len, "{\"ts\":\"%s\",\"remote\":\"%s\","
+	    "\"method\":\"%s\",\"path\":\"%s\",\"status\":%d,\"bytes\":%zu,"
+	    "\"us\":%lld,\"key_id\":%s,\"instance\":%s,\"source\":%s}\n", ts,
+	    remote, method, path, a->code, a->bytes, (long long)a->us, k, in, so);
 }
 
-/*
- * Called for every answer on the TLS port. source: "cache", "upstream" or
- * "authority" for a lease request's answer, else NULL.
- */
+/* Called for every answer on the TLS port. */
 void
-access_log(const struct conn *c, int code, size_t bytes, const char *source)
+access_log(const struct access_rec *a)
 {
 	char		 line[ACCESS_LINE], ts[40], remote[INET6_ADDRSTRLEN];
 	char		 kid[TOKEN_KID_LEN + 1], path[4 * HTTP_PATH_MAX + 8];
-	const char	*method = c->have_head ?
-			    method_names[c->req.method] : "-";
-	struct timespec	 now;
-	struct tm	 tm;
-	int64_t		 us = c->have_head ? proc_now_us() - c->t0_us : 0;
-	int		 n, haskid = access_kid(c, kid);
+	const char	*method = a->have_head ?
+			    method_names[a->req->method] : "-";
+	const char	*inst = a->req->instance;
+	int		 n, haskid = access_kid(a->req, kid);
 
-	clock_gettime(CLOCK_REALTIME, &now);
-	gmtime_r(&now.tv_sec, &tm);
-	n = (int)strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(ts + n, sizeof(ts) - n, ".%03ldZ", now.tv_nsec / 1000000);
-	access_remote(c, remote, sizeof(remote));
+	access_ts(ts, sizeof(ts));
+	access_remote(a->fd, remote, sizeof(remote));
+	access_path(a, acc.json, path, sizeof(path));
 	if (acc.json)
-		n = access_json(line, sizeof(line), ts, remote, c, code, bytes,
-		    us, haskid ? kid : NULL, source);
-	else {
-		access_path(c, path, sizeof(path));
+		n = access_json(line, sizeof(line), ts, remote, method, path, a,
+		    haskid ? kid : NULL);
+	else
 		n = snprintf(line, sizeof(line), "%s %s %s \"%s\" %d %zu %lld "
-		    "%s %s %s\n", ts, remote, method, path, code, bytes,
-		    (long long)us, haskid ? kid : "-",
-		    c->req.instance[0] ? c->req.instance : "-",
-		    source ? source : "-");
-	}
+		    "%s %s %s\n", ts, remote, method, path, a->code, a->bytes,
+		    (long long)a->us, haskid ? kid : "-",
+		    inst[0] ? inst : "-", a->source ? a->source : "-");
 	if (n <= 0 || (size_t)n >= sizeof(line))
 		return;
-	if (evbuffer_get_length(acc.buf) + n > ACCESS_MAX) {
-		acc.dropped++;
-		if (time(NULL) - acc.told >= 60) {
-			acc.told = time(NULL);
-			log_warnx("access log: the log cannot keep up; %llu "
-			    "lines dropped so far", (unsigned long long)
-			    acc.dropped);
-		}
-		return;
-	}
-	evbuffer_add(acc.buf, line, n);
-	if (!evtimer_pending(acc.flush, NULL))
-		event_active(acc.flush, EV_TIMEOUT, 0);
+	access_queue(line, (size_t)n);
 }

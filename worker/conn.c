@@ -1,7 +1,11 @@
 /*
- * conn.c - one client connection: TLS (or plain, on the status listener),
- * a strict bounded request reader, routing, and replies written as one
- * buffer so each response leaves in a single TLS record.
+ * conn.c - one client connection and its request's state machine: TLS (or
+ * plain, on the status listener), a strict bounded request reader, routing
+ * to the handlers, parking a request on the uplink or the group commit and
+ * resuming it, and replies written as one buffer so each response leaves
+ * in a single TLS record. Only this file writes a connection's state; the
+ * handlers return an outcome (docs/ARCHITECTURE.md, "The request state
+ * machine").
  */
 #include <sys/socket.h>
 #include <netinet/in.h>
@@ -22,17 +26,50 @@
 #include <openssl/ssl.h>
 
 #include "conf.h"
+#include "ipc.h"
 #include "log.h"
 #include "proc.h"
 #include "stats.h"
 #include "worker.h"
 
 #define REPLY_MAX	8192
+#define RETRY_AFTER	5	/* seconds, when nothing at all answers */
+#define ISSUER_WAIT_MS	5000	/* an issuer signs locally: no URL timeouts */
+
+typedef enum outcome handler_start(const struct conn *, struct req_state *,
+    struct reply *);
+typedef enum outcome handler_resume(const struct conn *, struct req_state *,
+    const struct lease_answer *, struct reply *);
+
+struct route {
+	enum listener_kind	 kind;
+	enum stats_ep		 ep;	/* EP_OTHER: any path of the listener */
+	unsigned int		 methods;	/* 1 << enum http_method */
+	const char		*allow;		/* the 405's Allow header */
+	const char		*deny;		/* the 405's message */
+	handler_start		*start;
+	handler_resume		*resume;	/* NULL: never waits on a lease */
+};
+
+#define M(m)	(1u << (m))
+static const struct route routes[] = {
+	{ LISTEN_TLS, EP_LICENSE, M(HTTP_GET) | M(HTTP_HEAD), "GET, HEAD",
+	    "method not allowed here", license_start, license_resume },
+	{ LISTEN_TLS, EP_USAGE, M(HTTP_POST), "POST",
+	    "method not allowed here", usage_start, usage_resume },
+	{ LISTEN_TLS, EP_SEATS, M(HTTP_GET) | M(HTTP_POST) | M(HTTP_DELETE),
+	    "GET, POST, DELETE", "method not allowed here", seats_start,
+	    seats_resume },
+	{ LISTEN_TLS, EP_SEATS_GRANT, M(HTTP_PUT), "PUT",
+	    "method not allowed here", seats_start, seats_resume },
+	/* The status listener refuses a method before looking at the path. */
+	{ LISTEN_STATUS, EP_OTHER, M(HTTP_GET) | M(HTTP_HEAD), "GET, HEAD",
+	    "use GET", status_start, NULL },
+};
+#undef M
 
 static void	conn_read(struct bufferevent *, void *);
 static void	conn_event(struct bufferevent *, short, void *);
-static void	conn_reply_full(struct conn *, int, const char *, const char *,
-		    const char *, size_t);
 
 /*
  * One timer per connection, re-armed (never reallocated) as the phase
@@ -55,10 +92,9 @@ conn_deadline(struct conn *c, int ms)
 static void
 conn_budget(void)
 {
-	static time_t	warned;
-	time_t		now;
-	int		full = worker->ntls >= worker->cf->server.max_connections &&
-			    TAILQ_EMPTY(&worker->idle);
+	time_t	now;
+	int	full = worker->ntls >= worker->cf->server.max_connections &&
+		    TAILQ_EMPTY(&worker->idle);
 
 	if (worker->l_tls == NULL || full == worker->tls_paused)
 		return;
@@ -68,8 +104,8 @@ conn_budget(void)
 		return;
 	}
 	evconnlistener_disable(worker->l_tls);
-	if ((now = time(NULL)) - warned >= 60) {
-		warned = now;
+	if ((now = time(NULL)) - worker->tls_warned >= 60) {
+		worker->tls_warned = now;
 		log_warnx("TLS port full: %d connections, none idle "
 		    "(server.max_connections); accepts paused", worker->ntls);
 	}
@@ -83,13 +119,14 @@ conn_count(enum stats_close why)
 		    __ATOMIC_RELAXED);
 }
 
+/* Every state change; an idle TLS connection sits on the idle queue. */
 static void
-conn_set_idle(struct conn *c, int idle)
+conn_to(struct conn *c, enum conn_state s)
 {
-	if (c->idle == idle)
-		return;
-	c->idle = idle;
-	if (c->is_status)
+	int was = c->state == CONN_IDLE, idle = s == CONN_IDLE;
+
+	c->state = s;
+	if (was == idle || c->kind == LISTEN_STATUS)
 		return;		/* status conns stay on status_q */
 	if (idle)
 		TAILQ_INSERT_TAIL(&worker->idle, c, qentry);
@@ -98,24 +135,36 @@ conn_set_idle(struct conn *c, int idle)
 	conn_budget();
 }
 
+/* A request's end: the handlers' scratch (and the key in it) goes. */
+static void
+conn_end_request(struct conn *c)
+{
+	free(c->body);
+	c->body = NULL;
+	c->route = NULL;
+	license_clear(&c->hs);
+	usage_clear(&c->hs);
+}
+
 static void
 conn_free(struct conn *c)
 {
-	if (c->rid != 0)
-		license_forget(c);
-	usage_forget(c);
-	conn_set_idle(c, 0);
+	if (c->state == CONN_LEASE)
+		TAILQ_REMOVE(&worker->waiting, c, wentry);
+	else if (c->state == CONN_COMMIT)
+		TAILQ_REMOVE(&worker->batch, c, wentry);
+	conn_to(c, CONN_CLOSING);
+	conn_end_request(c);
 	TAILQ_REMOVE(&worker->conns, c, entry);
 	worker->nconns--;
-	if (c->is_status) {
+	if (c->kind == LISTEN_STATUS) {
 		TAILQ_REMOVE(&worker->status_q, c, qentry);
 		worker->nstatus--;
 	} else
 		worker->ntls--;
 	event_free(c->timer);
 	bufferevent_free(c->bev);
-	free(c->body);
-	explicit_bzero(c->key, sizeof(c->key));
+	explicit_bzero(c->req.auth, sizeof(c->req.auth));	/* the key */
 	free(c);
 	conn_budget();
 }
@@ -127,11 +176,12 @@ conn_free(struct conn *c)
  * requests are answered at once, so that one is slow or idle).
  */
 static int
-conn_make_room(int is_status)
+conn_make_room(enum listener_kind kind)
 {
-	struct conn *old;
+	struct conn	*old;
+	int		 st = kind == LISTEN_STATUS;
 
-	if (is_status) {
+	if (st) {
 		if (worker->nstatus < WORKER_STATUS_CONNS)
 			return 0;
 		old = TAILQ_FIRST(&worker->status_q);
@@ -143,38 +193,130 @@ conn_make_room(int is_status)
 	if (old == NULL)
 		return -1;
 	log_debug("%s listener full: oldest %s connection closed",
-	    is_status ? "status" : "TLS", is_status ? "status" : "idle");
-	conn_count(is_status ? CLOSE_STATUS_EVICTED : CLOSE_IDLE_EVICTED);
+	    st ? "status" : "TLS", st ? "status" : "idle");
+	conn_count(st ? CLOSE_STATUS_EVICTED : CLOSE_IDLE_EVICTED);
 	conn_free(old);
 	return 0;
+}
+
+static int
+conn_has_head(const struct conn *c)
+{
+	return c->state == CONN_BODY || c->state == CONN_LEASE ||
+	    c->state == CONN_COMMIT;
+}
+
+/* The reply into one buffer, counted and logged, then written. */
+static int
+conn_write(struct conn *c, struct reply *rp, int *keep)
+{
+	char			 buf[REPLY_MAX], *out = buf, *big = NULL;
+	size_t			 cap = sizeof(buf);
+	int			 n, head = conn_has_head(c);
+	struct access_rec	 a;
+
+	if (rp->len + 1024 > cap) {
+		cap = rp->len + 1024;
+		if ((out = big = malloc(cap)) == NULL) {
+			out = buf;
+			cap = sizeof(buf);
+			free(rp->owned);
+			reply_init(rp);		/* a 500 {"error":"internal"} */
+			c->req.keepalive = *keep = 0;
+		}
+	}
+	n = http_reply_build(out, cap, rp->code, *keep, rp->ctype,
+	    rp->extra[0] != '\0' ? rp->extra : NULL, rp->body, rp->len);
+	if (n > 0 && c->req.method == HTTP_HEAD)
+		n -= (int)rp->len;	/* same head, Content-Length of the GET */
+	stats_request(head ? c->ep : EP_OTHER, rp->code);
+	if (c->kind == LISTEN_TLS && access_enabled()) {
+		a = (struct access_rec){ &c->req, head, bufferevent_getfd(c->bev),
+		    head ? proc_now_us() - c->t0_us : 0, rp->code,
+		    n > 0 ? (size_t)n : 0, rp->source };
+		access_log(&a);
+	}
+	if (n <= 0) {
+		static const char oops[] = "HTTP/1.1 500 Internal Server Error"
+		    "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+		bufferevent_write(c->bev, oops, sizeof(oops) - 1);
+	} else
+		bufferevent_write(c->bev, out, n);
+	free(big);
+	return n;
+}
+
+static void
+conn_closed_write(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	conn_free(arg);
+}
+
+/* The one reply path: every answer on either listener leaves here. */
+static void
+conn_send(struct conn *c, struct reply *rp)
+{
+	int keep = c->req.keepalive && !worker->draining && !c->peer_eof &&
+	    worker->cf->server.keepalive_timeout_ms > 0;
+
+	if (conn_write(c, rp, &keep) <= 0)
+		keep = 0;
+	free(rp->owned);
+	conn_end_request(c);
+	if (!keep) {
+		conn_to(c, CONN_CLOSING);
+		bufferevent_disable(c->bev, EV_READ);
+		/* Never freed here: callers may still hold c. */
+		bufferevent_setcb(c->bev, NULL, conn_closed_write, conn_event, c);
+		/* A client that does not read its answer is not waited for. */
+		conn_deadline(c, worker->cf->server.header_timeout_ms);
+		return;
+	}
+	conn_to(c, CONN_IDLE);
+	conn_deadline(c, worker->cf->server.keepalive_timeout_ms);
+	/* A pipelined request may already be buffered (not when conn_read's
+	 * own loop is below us: it picks it up without recursing). */
+	if (!c->in_read && evbuffer_get_length(bufferevent_get_input(c->bev)))
+		conn_read(c->bev, c);
+}
+
+/* conn.c's own refusals (framing, deadlines); closes after answering. */
+static void
+conn_fail(struct conn *c, int code, const char *error, const char *msg)
+{
+	struct reply rp;
+
+	c->req.keepalive = 0;
+	reply_init(&rp);
+	reply_error(&rp, code, error, msg, NULL);
+	conn_send(c, &rp);
 }
 
 static void
 conn_timeout(evutil_socket_t fd, short ev, void *arg)
 {
-	struct conn *c = arg;
+	struct conn	*c = arg;
+	int		 body = c->state == CONN_BODY;
 
 	(void)fd, (void)ev;
-	if (c->state != CONN_READING || c->idle) {
+	if (c->state != CONN_HEAD && !body) {
 		conn_free(c);	/* keep-alive idle, or an unread answer */
 		return;
 	}
 	log_debug("slow client: request %s not complete in time",
-	    c->have_head ? "body" : "head");
-	conn_count(c->have_head ? CLOSE_BODY_TIMEOUT : CLOSE_HEADER_TIMEOUT);
+	    body ? "body" : "head");
+	conn_count(body ? CLOSE_BODY_TIMEOUT : CLOSE_HEADER_TIMEOUT);
 	/* Part of a request arrived: say why we close. */
-	if (c->have_head ||
-	    evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
-		c->req.keepalive = 0;
-		conn_error(c, 408, "timeout", c->have_head ?
-		    "request body too slow" : "request head too slow",
-		    NULL, NULL);
-	} else
+	if (body || evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+		conn_fail(c, 408, "timeout", body ?
+		    "request body too slow" : "request head too slow");
+	else
 		conn_free(c);
 }
 
 void
-conn_accept(int fd, int is_status)
+conn_accept(int fd, enum listener_kind kind)
 {
 	struct conn	*c;
 	SSL		*ssl;
@@ -182,7 +324,7 @@ conn_accept(int fd, int is_status)
 
 	/* Without NODELAY keep-alive replies wait for the peer's delayed ACK. */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (conn_make_room(is_status) == -1 ||
+	if (conn_make_room(kind) == -1 ||
 	    (c = calloc(1, sizeof(*c))) == NULL) {
 		close(fd);
 		return;
@@ -192,8 +334,8 @@ conn_accept(int fd, int is_status)
 		free(c);
 		return;
 	}
-	c->is_status = is_status;
-	if (is_status)
+	c->kind = kind;
+	if (kind == LISTEN_STATUS)
 		c->bev = bufferevent_socket_new(worker->base, fd,
 		    BEV_OPT_CLOSE_ON_FREE);
 	else if ((ssl = SSL_new(worker->env->tls)) != NULL) {
@@ -212,13 +354,13 @@ conn_accept(int fd, int is_status)
 	}
 	TAILQ_INSERT_TAIL(&worker->conns, c, entry);
 	worker->nconns++;
-	if (is_status) {
+	if (kind == LISTEN_STATUS) {
 		TAILQ_INSERT_TAIL(&worker->status_q, c, qentry);
 		worker->nstatus++;
 	} else
 		worker->ntls++;
 	conn_budget();
-	c->state = CONN_READING;
+	c->state = CONN_HEAD;
 	bufferevent_setcb(c->bev, conn_read, NULL, conn_event, c);
 	/* From accept: the TLS handshake counts against header_timeout. */
 	conn_deadline(c, worker->cf->server.header_timeout_ms);
@@ -228,174 +370,164 @@ conn_accept(int fd, int is_status)
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 
+/* What the handler did: answered, or parked on the uplink or the commit. */
 static void
-conn_closed_write(struct bufferevent *bev, void *arg)
+conn_step(struct conn *c, enum outcome o, struct reply *rp)
 {
-	(void)bev;
-	conn_free(arg);
-}
-
-void
-conn_reply(struct conn *c, int code, const char *extra, const char *body,
-    size_t len)
-{
-	conn_reply_full(c, code, NULL, extra, body, len);
-}
-
-void
-conn_reply_type(struct conn *c, int code, const char *ctype, const char *body,
-    size_t len)
-{
-	conn_reply_full(c, code, ctype, NULL, body, len);
-}
-
-/* Where a lease answer came from, as its body and the access log say. */
-const char *
-conn_source(const struct conn *c)
-{
-	return worker->cf->mode == CONF_AUTHORITY ? "authority" :
-	    c->source_up ? "upstream" : "cache";
-}
-
-static void
-conn_reply_full(struct conn *c, int code, const char *ctype, const char *extra,
-    const char *body, size_t len)
-{
-	char	buf[REPLY_MAX], *out = buf, *big = NULL;
-	int	keep = c->req.keepalive && !worker->draining && !c->peer_eof &&
-		    worker->cf->server.keepalive_timeout_ms > 0, n;
-	size_t	cap = sizeof(buf);
-
-	if (len + 1024 > cap) {
-		cap = len + 1024;
-		if ((out = big = malloc(cap)) == NULL) {
-			out = buf;
-			cap = sizeof(buf);
-			code = 500;
-			body = "{\"error\":\"internal\"}";
-			len = strlen(body);
-			c->req.keepalive = keep = 0;
-		}
-	}
-	n = http_reply_build(out, cap, code, keep, ctype, extra, body, len);
-	if (n > 0 && c->req.method == HTTP_HEAD)
-		n -= (int)len;	/* same head, Content-Length of the GET */
-	stats_request(c->have_head ? c->ep : EP_OTHER, code);
-	if (!c->is_status && access_enabled())
-		access_log(c, code, n > 0 ? (size_t)n : 0,
-		    c->have_head && c->ep == EP_LICENSE && code == 200 ?
-		    conn_source(c) : NULL);
-	if (n <= 0) {
-		static const char oops[] = "HTTP/1.1 500 Internal Server Error"
-		    "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-		bufferevent_write(c->bev, oops, sizeof(oops) - 1);
-	} else
-		bufferevent_write(c->bev, out, n);
-	free(big);
-	free(c->body);
-	c->body = NULL;
-	c->have_head = 0;
-	c->after_ipc = c->source_up = 0;
-	if (n <= 0 || !keep) {
-		c->state = CONN_CLOSING;
-		bufferevent_disable(c->bev, EV_READ);
-		/* Never freed here: callers may still hold c. */
-		bufferevent_setcb(c->bev, NULL, conn_closed_write, conn_event, c);
-		/* A client that does not read its answer is not waited for. */
-		conn_deadline(c, worker->cf->server.header_timeout_ms);
-		return;
-	}
-	c->state = CONN_READING;
-	conn_set_idle(c, 1);
-	conn_deadline(c, worker->cf->server.keepalive_timeout_ms);
-	/* A pipelined request may already be buffered (not when conn_read's
-	 * own loop is below us: it picks it up without recursing). */
-	if (!c->in_read && evbuffer_get_length(bufferevent_get_input(c->bev)))
-		conn_read(c->bev, c);
-}
-
-void
-conn_error(struct conn *c, int code, const char *error, const char *msg,
-    const char *more, const char *extra)
-{
-	char	body[512];
-	int	n;
-
-	n = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"message\":\"%s\"%s}",
-	    error, msg, more != NULL ? more : "");
-	if (n < 0 || (size_t)n >= sizeof(body))
-		n = snprintf(body, sizeof(body), "{\"error\":\"%s\"}", error);
-	conn_reply(c, code, extra, body, (size_t)n);
-}
-
-static void
-conn_parse_error(struct conn *c, int r)
-{
-	c->req.keepalive = 0;
-	switch (r) {
-	case HTTP_PARSE_TOOBIG:
-		conn_error(c, 431, "header_too_large",
-		    "request header exceeds the limit", NULL, NULL);
+	switch (o) {
+	case OUT_LEASE:
+		c->rid = rp->rid;
+		c->wait_ms = proc_now_ms();
+		TAILQ_INSERT_TAIL(&worker->waiting, c, wentry);
+		conn_to(c, CONN_LEASE);
 		break;
-	case HTTP_PARSE_URI:
-		conn_error(c, 414, "uri_too_long", "request target too long",
-		    NULL, NULL);
+	case OUT_COMMIT:
+		TAILQ_INSERT_TAIL(&worker->batch, c, wentry);
+		conn_to(c, CONN_COMMIT);
+		/* Runs after every event this loop turn has already activated. */
+		event_active(worker->commit_ev, EV_TIMEOUT, 1);
 		break;
-	case HTTP_PARSE_VERSION:
-		conn_error(c, 505, "version_not_supported",
-		    "only HTTP/1.0 and HTTP/1.1", NULL, NULL);
+	case OUT_REPLY:
+		conn_send(c, rp);
 		break;
-	case HTTP_PARSE_NOTIMPL:
-		conn_error(c, 501, "not_implemented",
-		    "unsupported Transfer-Encoding", NULL, NULL);
-		break;
-	default:
-		conn_error(c, 400, "bad_request", "malformed HTTP request",
-		    NULL, NULL);
 	}
 }
 
-static void
-conn_method_not_allowed(struct conn *c, const char *allow)
+static const struct route *
+conn_route(const struct conn *c)
 {
-	char extra[64];
+	size_t i;
 
-	snprintf(extra, sizeof(extra), "Allow: %s\r\n", allow);
-	conn_error(c, 405, "method_not_allowed", "method not allowed here",
-	    NULL, extra);
+	for (i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
+		if (routes[i].kind == c->kind &&
+		    (routes[i].ep == c->ep || routes[i].ep == EP_OTHER))
+			return &routes[i];
+	return NULL;
 }
 
-void
+/* The whole request has arrived: hand it to its handler. */
+static void
 conn_dispatch(struct conn *c)
 {
-	struct http_req *r = &c->req;
+	const struct route	*r = conn_route(c);
+	struct reply		 rp;
 
 	/*
 	 * Reading stays enabled (toggling it costs epoll_ctl calls on every
-	 * request); conn_read leaves bytes buffered while the state is BUSY,
-	 * bounded by the read watermark.
+	 * request); conn_read leaves bytes buffered while a request is
+	 * parked, bounded by the read watermark. Waiting on the uplink or a
+	 * commit is not the client being slow: no deadline meanwhile.
 	 */
-	c->state = CONN_BUSY;
-	/* Waiting on the uplink is not the client being slow. */
 	evtimer_del(c->timer);
-	if (c->is_status) {
-		status_handle(c);
+	reply_init(&rp);
+	if (r == NULL)
+		reply_error(&rp, 404, "not_found", "no such endpoint", NULL);
+	else if (!(r->methods & (1u << c->req.method))) {
+		reply_error(&rp, 405, "method_not_allowed", r->deny, NULL);
+		reply_header(&rp, "Allow: %s\r\n", r->allow);
+	} else {
+		c->route = r;
+		conn_step(c, r->start(c, &c->hs, &rp), &rp);
 		return;
 	}
-	if (c->ep == EP_LICENSE) {
-		if (r->method != HTTP_GET && r->method != HTTP_HEAD)
-			conn_method_not_allowed(c, "GET, HEAD");
-		else
-			license_handle(c);
-	} else if (c->ep == EP_USAGE) {
-		if (r->method != HTTP_POST)
-			conn_method_not_allowed(c, "POST");
-		else
-			usage_handle(c);
-	} else if (c->ep == EP_SEATS || c->ep == EP_SEATS_GRANT)
-		seats_handle(c);
-	else
-		conn_error(c, 404, "not_found", "no such endpoint", NULL, NULL);
+	conn_send(c, &rp);
+}
+
+/* A parked lease request continues in its handler, after the lookup. */
+static void
+conn_resume(struct conn *c, const struct lease_answer *a)
+{
+	struct reply rp;
+
+	TAILQ_REMOVE(&worker->waiting, c, wentry);
+	c->rid = 0;
+	reply_init(&rp);
+	conn_step(c, c->route->resume(c, &c->hs, a, &rp), &rp);
+}
+
+void
+conn_lease_answer(const struct ipc_msg *m)
+{
+	struct lease_answer	 a;
+	struct conn		*c;
+
+	TAILQ_FOREACH(c, &worker->waiting, wentry)
+		if (c->rid == m->rid)
+			break;
+	if (c == NULL)
+		return;		/* the client went away meanwhile */
+	a.status = m->status;
+	a.reason = m->reason[0] ? m->reason : "unknown";
+	a.retry_after = m->retry_after > 0 ? m->retry_after : RETRY_AFTER;
+	a.msg = m;
+	conn_resume(c, &a);
+}
+
+/* The uplink went away: nobody will answer the waiting requests. */
+void
+conn_uplink_lost(void)
+{
+	const struct lease_answer	 a = { 503, NULL, 1, NULL };
+	struct conn			*c;
+
+	while ((c = TAILQ_FIRST(&worker->waiting)) != NULL)
+		conn_resume(c, &a);
+}
+
+/*
+ * The uplink answers within its own timeouts; this deadline only guards a
+ * client against an uplink that hangs: every URL's timeout, plus slack.
+ */
+static void
+conn_sweep(evutil_socket_t fd, short ev, void *arg)
+{
+	const struct lease_answer	 a = { 503, NULL, RETRY_AFTER, NULL };
+	const struct conf		*cf = worker->cf;
+	int64_t				 limit, now = proc_now_ms();
+	struct conn			*c;
+
+	(void)fd, (void)ev, (void)arg;
+	limit = cf->mode == CONF_AUTHORITY ? ISSUER_WAIT_MS :
+	    (int64_t)cf->license.timeout_ms * cf->license.n_server_url + 2000;
+	/* FIFO: the oldest waiter is first. */
+	while ((c = TAILQ_FIRST(&worker->waiting)) != NULL &&
+	    now - c->wait_ms > limit)
+		conn_resume(c, &a);
+}
+
+/*
+ * The group commit: every usage request parked in this loop turn goes
+ * into one store transaction, then each hears its answer. The batch is
+ * taken off first: an answer may start a pipelined request that parks
+ * for the next commit.
+ */
+static void
+conn_commit(evutil_socket_t fd, short ev, void *arg)
+{
+	struct connq		  q = TAILQ_HEAD_INITIALIZER(q);
+	struct req_state	**v;
+	struct conn		 *c;
+	struct reply		  rp;
+	int			  n = 0, rv = -1;
+
+	(void)fd, (void)ev, (void)arg;
+	TAILQ_CONCAT(&q, &worker->batch, wentry);
+	TAILQ_FOREACH(c, &q, wentry)
+		n++;
+	if ((v = calloc(n > 0 ? n : 1, sizeof(*v))) != NULL) {
+		n = 0;
+		TAILQ_FOREACH(c, &q, wentry)
+			v[n++] = &c->hs;
+		rv = usage_commit(v, n);
+		free(v);
+	}
+	while ((c = TAILQ_FIRST(&q)) != NULL) {
+		TAILQ_REMOVE(&q, c, wentry);
+		c->state = CONN_BODY;	/* off the batch: not to be unlinked */
+		reply_init(&rp);
+		usage_answer(&c->hs, rv, &rp);
+		conn_send(c, &rp);
+	}
 }
 
 /*
@@ -419,15 +551,13 @@ conn_check_body(struct conn *c)
 	struct http_req *r = &c->req;
 
 	if (r->chunked) {
-		r->keepalive = 0;
-		conn_error(c, 411, "length_required",
-		    "send the body with Content-Length", NULL, NULL);
+		conn_fail(c, 411, "length_required",
+		    "send the body with Content-Length");
 		return -1;
 	}
 	if (r->content_length > (int64_t)worker->cf->server.max_body) {
-		r->keepalive = 0;	/* we will not read that body */
-		conn_error(c, 413, "too_large", "body exceeds server.max_body",
-		    NULL, NULL);
+		/* We will not read that body: the connection closes. */
+		conn_fail(c, 413, "too_large", "body exceeds server.max_body");
 		return -1;
 	}
 	if (r->content_length > 0) {
@@ -440,9 +570,11 @@ conn_check_body(struct conn *c)
 static int
 conn_read_head(struct conn *c, struct evbuffer *in)
 {
-	size_t	len = evbuffer_get_length(in), max = worker->cf->server.max_header;
-	char	*p;
-	int	 r;
+	size_t		len = evbuffer_get_length(in);
+	size_t		max = worker->cf->server.max_header;
+	struct reply	rp;
+	char		*p;
+	int		 r;
 
 	if (len > max + 4)
 		len = max + 4;
@@ -451,15 +583,25 @@ conn_read_head(struct conn *c, struct evbuffer *in)
 	if (r == HTTP_PARSE_MORE)
 		return 0;	/* the deadline timer bounds the wait */
 	if (r != HTTP_PARSE_OK) {
-		conn_parse_error(c, r);
+		c->req.keepalive = 0;
+		reply_init(&rp);
+		reply_parse_error(&rp, r);
+		conn_send(c, &rp);
 		return -1;
 	}
-	c->have_head = 1;
+	conn_to(c, CONN_BODY);
 	c->ep = stats_endpoint(c->req.path);
 	if (access_enabled())
 		c->t0_us = proc_now_us();
 	evbuffer_drain(in, c->headlen);
 	return conn_check_body(c) == 0 ? 1 : -1;
+}
+
+static int
+conn_reading(const struct conn *c)
+{
+	return c->state == CONN_HEAD || c->state == CONN_IDLE ||
+	    c->state == CONN_BODY;
 }
 
 static void
@@ -470,17 +612,14 @@ conn_read(struct bufferevent *bev, void *arg)
 	size_t		 need;
 
 	c->in_read = 1;
-	while (c->state == CONN_READING && evbuffer_get_length(in) > 0) {
-		if (!c->have_head) {
-			if (c->idle) {
-				/* Next request: header_timeout from its first byte. */
-				conn_set_idle(c, 0);
-				conn_deadline(c,
-				    worker->cf->server.header_timeout_ms);
-			}
-			if (conn_read_head(c, in) <= 0)
-				break;
+	while (conn_reading(c) && evbuffer_get_length(in) > 0) {
+		if (c->state == CONN_IDLE) {
+			/* Next request: header_timeout from its first byte. */
+			conn_to(c, CONN_HEAD);
+			conn_deadline(c, worker->cf->server.header_timeout_ms);
 		}
+		if (c->state == CONN_HEAD && conn_read_head(c, in) <= 0)
+			break;
 		need = c->req.content_length > 0 ?
 		    (size_t)c->req.content_length : 0;
 		if (evbuffer_get_length(in) < need)
@@ -488,9 +627,7 @@ conn_read(struct bufferevent *bev, void *arg)
 		c->bodylen = need;
 		if (need > 0) {
 			if ((c->body = malloc(need + 1)) == NULL) {
-				c->req.keepalive = 0;
-				conn_error(c, 500, "internal", "out of memory",
-				    NULL, NULL);
+				conn_fail(c, 500, "internal", "out of memory");
 				break;
 			}
 			evbuffer_remove(in, c->body, need);
@@ -510,8 +647,7 @@ conn_read(struct bufferevent *bev, void *arg)
 static void
 conn_plain_http(struct conn *c)
 {
-	static const char body[] = "{\"error\":\"plain_http\",\"message\":"
-	    "\"plain HTTP request sent to the TLS port; use https://\"}";
+	struct reply	 rp;
 	char		 buf[512];
 	unsigned long	 e;
 	int		 plain = 0, fd = bufferevent_getfd(c->bev), n, i;
@@ -524,8 +660,11 @@ conn_plain_http(struct conn *c)
 		return;
 	for (i = 0; i < 64 && read(fd, buf, sizeof(buf)) > 0; i++)
 		;
-	n = http_reply_build(buf, sizeof(buf), 400, 0, NULL, NULL, body,
-	    sizeof(body) - 1);
+	reply_init(&rp);
+	reply_error(&rp, 400, "plain_http",
+	    "plain HTTP request sent to the TLS port; use https://", NULL);
+	n = http_reply_build(buf, sizeof(buf), 400, 0, NULL, NULL, rp.body,
+	    rp.len);
 	if (n > 0 && write(fd, buf, n) == n)
 		stats_request(EP_OTHER, 400);
 }
@@ -535,13 +674,14 @@ conn_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct conn *c = arg;
 
-	if ((what & BEV_EVENT_EOF) && c->state == CONN_BUSY) {
+	if ((what & BEV_EVENT_EOF) &&
+	    (c->state == CONN_LEASE || c->state == CONN_COMMIT)) {
 		/* A half-close after the request still gets its answer. */
 		c->peer_eof = 1;
 		bufferevent_disable(bev, EV_READ);
 		return;
 	}
-	if ((what & BEV_EVENT_ERROR) && !c->is_status)
+	if ((what & BEV_EVENT_ERROR) && c->kind == LISTEN_TLS)
 		conn_plain_http(c);
 	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
 		conn_free(c);
@@ -555,8 +695,26 @@ conn_close_idle(void)
 
 	for (c = TAILQ_FIRST(&worker->conns); c != NULL; c = next) {
 		next = TAILQ_NEXT(c, entry);
-		if (c->state == CONN_READING && !c->have_head &&
+		if ((c->state == CONN_HEAD || c->state == CONN_IDLE) &&
 		    evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
 			conn_free(c);
 	}
+}
+
+void
+conn_init(void)
+{
+	struct timeval tv = { 1, 0 };
+
+	TAILQ_INIT(&worker->conns);
+	TAILQ_INIT(&worker->idle);
+	TAILQ_INIT(&worker->status_q);
+	TAILQ_INIT(&worker->waiting);
+	TAILQ_INIT(&worker->batch);
+	worker->commit_ev = event_new(worker->base, -1, 0, conn_commit, NULL);
+	worker->sweep_ev = event_new(worker->base, -1, EV_PERSIST, conn_sweep,
+	    NULL);
+	if (worker->commit_ev == NULL || worker->sweep_ev == NULL ||
+	    event_add(worker->sweep_ev, &tv) == -1)
+		fatalx("conn_init: events");
 }

@@ -2,17 +2,15 @@
  * license.c - GET /v1/license and the key check that POST /v1/usage shares.
  * Answers from the store when it can; a miss (or, in a proxy, a lease past
  * refresh_at) becomes a message to the uplink/issuer, which alone writes
- * leases. When the answer comes back the request is dispatched again and
- * reads what was stored.
+ * leases. The request then parks (OUT_LEASE); the answer resumes it at
+ * the step after the lookup: read what was stored and answer.
  */
 #include <sys/socket.h>
 
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include <event2/bufferevent.h>
-#include <event2/event.h>
 
 #include "cidr.h"
 #include "conf.h"
@@ -26,18 +24,10 @@
 #include "worker.h"
 
 #define REFRESH_SLOTS	256
-#define RETRY_AFTER	5	/* seconds, when nothing at all answers */
-
-/* Recently asked refreshes, so a hot key does not flood the uplink. */
-static struct {
-	unsigned char	sha[8];
-	int64_t		at;
-} refreshes[REFRESH_SLOTS];
-
-/* Decoded and rendered leases, by key hash (see license_decode). */
 #define DECODED_SLOTS	256
 #define SIG_B64_MAX	96	/* an Ed25519 signature is 86 chars */
 
+/* Decoded and rendered leases, by key hash (see license_decode). */
 struct decoded {
 	int		 valid;
 	unsigned char	 sha[32];
@@ -46,73 +36,77 @@ struct decoded {
 	char		 head[1024];
 	int		 headlen;
 };
-static struct decoded decoded[DECODED_SLOTS];
+
+static struct {
+	/* Recently asked refreshes, so a hot key does not flood the uplink. */
+	struct {
+		unsigned char	sha[8];
+		int64_t		at;
+	} refreshes[REFRESH_SLOTS];
+	struct decoded	 decoded[DECODED_SLOTS];
+	int64_t		 limited_logged;	/* last 429 warning, seconds */
+} lic;
 
 static void
-license_unavailable(struct conn *c, int retry_after)
+license_unavailable(struct reply *rp, int retry_after)
 {
-	char extra[48];
-
-	snprintf(extra, sizeof(extra), "Retry-After: %d\r\n", retry_after);
-	conn_error(c, 503, "upstream_unavailable",
-	    "no valid lease cached and no upstream answered", NULL, extra);
+	reply_error(rp, 503, "upstream_unavailable",
+	    "no valid lease cached and no upstream answered", NULL);
+	reply_header(rp, "Retry-After: %d\r\n", retry_after);
 }
 
 static void
-license_rejected(struct conn *c, const char *reason)
+license_rejected(struct reply *rp, const char *reason)
 {
-	char more[64];
-
-	snprintf(more, sizeof(more), ",\"reason\":\"%s\"", reason);
-	conn_error(c, 403, "key_rejected", "license key rejected", more, NULL);
+	reply_error(rp, 403, "key_rejected", "license key rejected", reason);
 }
 
-/* 0 with c->key and c->sha set, or -1 after replying 401. */
+/* 0 with st's key and hash set, or -1 with a 401 in rp. */
 static int
-license_key(struct conn *c)
+license_key(const struct conn *c, struct req_state *st, struct reply *rp)
 {
 	const char	*key;
 	int		 len;
 
 	if (!c->req.auth_present ||
 	    (len = http_auth_key(&c->req, &key)) <= 0) {
-		conn_error(c, 401, "missing_key",
-		    "send Authorization: Token KEY", NULL, NULL);
+		reply_error(rp, 401, "missing_key",
+		    "send Authorization: Token KEY", NULL);
 		return -1;
 	}
 	if (!token_key_valid(key, (size_t)len)) {
-		conn_error(c, 401, "malformed_key",
-		    "a license key is 40 characters of A-Z, a-z, 0-9", NULL, NULL);
+		reply_error(rp, 401, "malformed_key",
+		    "a license key is 40 characters of A-Z, a-z, 0-9", NULL);
 		return -1;
 	}
-	memcpy(c->key, key, TOKEN_KEY_LEN);
-	c->key[TOKEN_KEY_LEN] = '\0';
-	token_key_hash(c->key, TOKEN_KEY_LEN, c->sha);
+	memcpy(st->lic.key, key, TOKEN_KEY_LEN);
+	st->lic.key[TOKEN_KEY_LEN] = '\0';
+	token_key_hash(st->lic.key, TOKEN_KEY_LEN, st->lic.sha);
 	return 0;
 }
 
 /* Authority: the registry decides, so a revocation counts at once. */
 static int
-license_registry(struct conn *c, int64_t now)
+license_registry(const unsigned char *sha, int64_t now, struct reply *rp)
 {
 	struct store_key	k;
 	int			r;
 
-	r = store_key_get(worker->store, c->sha, &k);
+	r = store_key_get(worker->store, sha, &k);
 	if (r == STORE_ENOTFOUND) {
-		license_rejected(c, "unknown");
+		license_rejected(rp, "unknown");
 		return -1;
 	}
 	if (r != 0) {
-		conn_error(c, 500, "internal", "store error", NULL, NULL);
+		reply_error(rp, 500, "internal", "store error", NULL);
 		return -1;
 	}
 	if (k.revoked) {
-		license_rejected(c, "revoked");
+		license_rejected(rp, "revoked");
 		return -1;
 	}
 	if (k.expires != 0 && k.expires <= now) {
-		license_rejected(c, "expired");
+		license_rejected(rp, "expired");
 		return -1;
 	}
 	return 0;
@@ -120,15 +114,15 @@ license_registry(struct conn *c, int64_t now)
 
 /* Proxy: a rejection from upstream stands for negative_ttl. */
 static int
-license_negative(struct conn *c, int64_t now)
+license_negative(const unsigned char *sha, int64_t now, struct reply *rp)
 {
 	char	reason[16];
 	int64_t	until;
 
-	if (store_reject_get(worker->store, c->sha, reason, sizeof(reason),
+	if (store_reject_get(worker->store, sha, reason, sizeof(reason),
 	    &until) == 0 && store_until_live(until, now,
 	    (worker->cf->license.negative_ttl_ms + 999) / 1000)) {
-		license_rejected(c, reason);
+		license_rejected(rp, reason);
 		return -1;
 	}
 	return 0;
@@ -136,34 +130,34 @@ license_negative(struct conn *c, int64_t now)
 
 /* now: seconds on the boot clock, so a wall clock set back cannot stall. */
 static void
-license_refresh(struct conn *c, int64_t now)
+license_refresh(const struct req_state *st, int64_t now)
 {
 	struct ipc_msg	 m;
-	unsigned int	 i = c->sha[0] | (c->sha[1] << 8);
+	const unsigned char *sha = st->lic.sha;
+	unsigned int	 i = (sha[0] | (sha[1] << 8)) % REFRESH_SLOTS;
 
-	i %= REFRESH_SLOTS;
-	if (memcmp(refreshes[i].sha, c->sha, 8) == 0 && refreshes[i].at >= now)
+	if (memcmp(lic.refreshes[i].sha, sha, 8) == 0 &&
+	    lic.refreshes[i].at >= now)
 		return;
-	memcpy(refreshes[i].sha, c->sha, 8);
-	refreshes[i].at = now;
+	memcpy(lic.refreshes[i].sha, sha, 8);
+	lic.refreshes[i].at = now;
 	memset(&m, 0, sizeof(m));
 	m.type = IPC_LEASE_REQ;
-	memcpy(m.key, c->key, sizeof(m.key));
+	memcpy(m.key, st->lic.key, sizeof(m.key));
 	m.refresh = 1;
-	worker_send_up(&m);
+	upchan_send(&m);
 }
 
 /* Once a second at most, so a flood of misses cannot flood the log. */
 static void
 license_limited_log(const unsigned char *addr)
 {
-	static int64_t	last;
-	int64_t		now = proc_now_ms() / 1000;
-	char		buf[CIDR_TEXT_LEN];
+	int64_t	now = proc_now_ms() / 1000;
+	char	buf[CIDR_TEXT_LEN];
 
-	if (now == last)
+	if (now == lic.limited_logged)
 		return;
-	last = now;
+	lic.limited_logged = now;
 	log_warnx("lease misses from %s over license.miss_rate/miss_burst: "
 	    "answering 429", addr != NULL ? cidr_format(addr, buf) :
 	    "a client already gone");
@@ -171,18 +165,17 @@ license_limited_log(const unsigned char *addr)
 
 /*
  * A miss costs an upstream request, so misses draw on the client address's
- * budget, shared by every worker (limit.c). 0 to go on, -1 after a 429.
+ * budget, shared by every worker (limit.c). 0 to go on, -1 with a 429.
  * An address that cannot be read (the client already reset) is refused:
  * a reset must not buy an unlimited miss.
  */
 static int
-license_budget(struct conn *c)
+license_budget(const struct conn *c, struct reply *rp)
 {
 	const struct conf	*cf = worker->cf;
 	struct sockaddr_storage	 ss;
 	socklen_t		 len = sizeof(ss);
 	unsigned char		 addr[CIDR_ADDR_LEN];
-	char			 extra[48];
 	int			 retry = 1, known;
 
 	if (stats_limits == NULL)
@@ -199,38 +192,23 @@ license_budget(struct conn *c)
 		__atomic_add_fetch(&stats_self->misses_limited, 1,
 		    __ATOMIC_RELAXED);
 	license_limited_log(known ? addr : NULL);
-	snprintf(extra, sizeof(extra), "Retry-After: %d\r\n", retry);
-	conn_error(c, 429, "too_many_requests", "too many lookups of unknown "
-	    "keys from this address", NULL, extra);
+	reply_error(rp, 429, "too_many_requests", "too many lookups of unknown "
+	    "keys from this address", NULL);
+	reply_header(rp, "Retry-After: %d\r\n", retry);
 	return -1;
 }
 
-/* Ask the uplink/issuer; the reply (or a 503 now) answers c later. */
-static void
-license_ask(struct conn *c)
+/* Ask the uplink/issuer: OUT_LEASE on rp->rid, or a 503 now. */
+static enum outcome
+license_ask(const struct req_state *st, struct reply *rp)
 {
-	struct ipc_msg m;
-
-	if (c->after_ipc) {
-		/* The uplink said 200 but nothing usable is stored. */
-		license_unavailable(c, 1);
-		return;
+	if ((rp->rid = upchan_ask(st->lic.key)) == 0) {
+		license_unavailable(rp, 1);
+		return OUT_REPLY;
 	}
-	memset(&m, 0, sizeof(m));
-	m.type = IPC_LEASE_REQ;
-	if (++worker->next_rid == 0)
-		worker->next_rid = 1;
-	m.rid = worker->next_rid;
-	memcpy(m.key, c->key, sizeof(m.key));
-	if (worker_send_up(&m) == -1) {
-		license_unavailable(c, 1);
-		return;
-	}
-	c->rid = m.rid;
-	c->wait_ms = proc_now_ms();
-	TAILQ_INSERT_TAIL(&worker->waiting, c, wentry);
 	if (stats_self != NULL)
 		stats_self->cache_misses++;
+	return OUT_LEASE;
 }
 
 /* The JSON fields of a 200 that depend only on the lease. */
@@ -266,7 +244,8 @@ license_render(struct decoded *d)
 static const struct decoded *
 license_decode(const unsigned char sha[32], const char *tok, size_t len)
 {
-	struct decoded	*d = &decoded[(sha[0] | sha[1] << 8) % DECODED_SLOTS];
+	struct decoded	*d = &lic.decoded[(sha[0] | sha[1] << 8) %
+			    DECODED_SLOTS];
 	const char	*sig = memchr(tok, '.', len);
 
 	if (sig == NULL || (size_t)(tok + len - ++sig) >= sizeof(d->sig))
@@ -285,161 +264,161 @@ license_decode(const unsigned char sha[32], const char *tok, size_t len)
 }
 
 /*
- * The decoded lease (its token in tok), or NULL when it has replied or is
- * waiting for the uplink (then dispatched again).
+ * The lookup: key, then clock, registry or rejection, and lease in one
+ * read transaction. The decoded lease (its token in tok), or NULL with *out
+ * saying what rp holds (an answer, or the request id to park on).
  */
 static const struct decoded *
-license_resolve(struct conn *c, char *tok, size_t toksz)
+license_lookup(const struct conn *c, struct req_state *st, char *tok,
+    size_t toksz, struct reply *rp, enum outcome *out)
 {
 	const struct decoded	*d;
 	struct store_clock	 clk;
 	struct store_lease_time	 t;
 	int			 authority = worker->cf->mode == CONF_AUTHORITY;
-	int			 n, rejected, st = STORE_LEASE_EXPIRED;
+	int			 n, rejected, lst = STORE_LEASE_EXPIRED;
 
-	if (license_key(c) == -1)
+	*out = OUT_REPLY;
+	if (license_key(c, st, rp) == -1)
 		return NULL;
-	/* Clock, registry or rejection, and lease: one read transaction. */
 	store_snapshot(worker->store);
 	store_clock_read(worker->store, &clk);
-	rejected = authority ? license_registry(c, clk.wall) :
-	    license_negative(c, clk.wall);
-	n = rejected ? 0 : store_lease_get(worker->store, c->sha, tok, toksz,
-	    &t);
+	rejected = authority ? license_registry(st->lic.sha, clk.wall, rp) :
+	    license_negative(st->lic.sha, clk.wall, rp);
+	n = rejected ? 0 : store_lease_get(worker->store, st->lic.sha, tok,
+	    toksz, &t);
 	store_snapshot_end(worker->store);
-	if (rejected)
-		return NULL;
 	/* Neither a lease nor a live rejection: a miss, budgeted. */
-	if (n <= 0 && !authority && !c->after_ipc && license_budget(c) == -1)
+	if (rejected || (n <= 0 && !authority && license_budget(c, rp) == -1))
 		return NULL;
 	/* Validity and refresh by the one rule (store_lease_state). */
 	if (n > 0)
-		st = store_lease_state(&t, &clk);
-	if (st == STORE_LEASE_EXPIRED ||
-	    (d = license_decode(c->sha, tok, (size_t)n)) == NULL) {
-		license_ask(c);
+		lst = store_lease_state(&t, &clk);
+	if (lst == STORE_LEASE_EXPIRED ||
+	    (d = license_decode(st->lic.sha, tok, (size_t)n)) == NULL ||
+	    (lst == STORE_LEASE_DUE && authority)) {
+		*out = license_ask(st, rp);
 		return NULL;
 	}
-	if (st == STORE_LEASE_DUE && !c->after_ipc) {
-		if (authority) {
-			license_ask(c);
-			return NULL;
-		}
-		license_refresh(c, clk.boot_ms / 1000);
-	}
-	if (!c->after_ipc && stats_self != NULL)
+	if (lst == STORE_LEASE_DUE)
+		license_refresh(st, clk.boot_ms / 1000);
+	if (stats_self != NULL)
 		stats_self->cache_hits++;
 	if (c->req.instance[0] != '\0')
 		stats_instance_seen(c->req.instance, clk.wall);
 	return d;
 }
 
+/*
+ * Resumed after the uplink/issuer answered: on 200 the lease it stored,
+ * or NULL with rp filled (the refusal, or a 503 if nothing usable is
+ * stored after all).
+ */
+static const struct decoded *
+license_stored(const struct conn *c, const struct req_state *st,
+    const struct lease_answer *a, char *tok, size_t toksz, struct reply *rp)
+{
+	const struct decoded	*d = NULL;
+	struct store_clock	 clk;
+	struct store_lease_time	 t;
+	int			 n;
+
+	if (a->status == 403) {
+		license_rejected(rp, a->reason);
+		return NULL;
+	}
+	if (a->status != 200) {
+		license_unavailable(rp, a->retry_after);
+		return NULL;
+	}
+	store_snapshot(worker->store);
+	store_clock_read(worker->store, &clk);
+	n = store_lease_get(worker->store, st->lic.sha, tok, toksz, &t);
+	store_snapshot_end(worker->store);
+	if (n > 0 && store_lease_state(&t, &clk) != STORE_LEASE_EXPIRED)
+		d = license_decode(st->lic.sha, tok, (size_t)n);
+	if (d == NULL) {
+		license_unavailable(rp, 1);
+		return NULL;
+	}
+	if (c->req.instance[0] != '\0')
+		stats_instance_seen(c->req.instance, clk.wall);
+	return d;
+}
+
 int
-license_check(struct conn *c, struct lease *l)
+license_check(const struct conn *c, struct req_state *st, struct lease *l,
+    struct reply *rp, enum outcome *out)
 {
 	const struct decoded	*d;
 	char			 tok[TOKEN_MAX + 1];
 
-	if ((d = license_resolve(c, tok, sizeof(tok))) == NULL)
+	if ((d = license_lookup(c, st, tok, sizeof(tok), rp, out)) == NULL)
 		return -1;
 	*l = d->l;
 	return 0;
 }
 
-void
-license_handle(struct conn *c)
+int
+license_checked(const struct conn *c, struct req_state *st,
+    const struct lease_answer *a, struct lease *l, struct reply *rp)
 {
 	const struct decoded	*d;
-	char			 tok[TOKEN_MAX + 1], body[TOKEN_MAX + 1100];
-	const char		*source;
-	int			 n;
+	char			 tok[TOKEN_MAX + 1];
 
-	if ((d = license_resolve(c, tok, sizeof(tok))) == NULL)
-		return;
-	source = conn_source(c);
-	n = snprintf(body, sizeof(body), "%s\"source\":\"%s\",\"lease\":\"%s\"}",
-	    d->head, source, tok);
-	if (n < 0 || (size_t)n >= sizeof(body)) {	/* cannot happen: bounded */
-		conn_error(c, 500, "internal", "lease too large", NULL, NULL);
-		return;
-	}
-	conn_reply(c, 200, NULL, body, (size_t)n);
+	if ((d = license_stored(c, st, a, tok, sizeof(tok), rp)) == NULL)
+		return -1;
+	*l = d->l;
+	return 0;
 }
 
-void
-license_forget(struct conn *c)
-{
-	if (c->rid != 0) {
-		TAILQ_REMOVE(&worker->waiting, c, wentry);
-		c->rid = 0;
-	}
-}
-
-void
-license_ipc(const struct ipc_msg *m)
-{
-	struct conn *c;
-
-	TAILQ_FOREACH(c, &worker->waiting, wentry)
-		if (c->rid == m->rid)
-			break;
-	if (c == NULL)
-		return;		/* the client went away meanwhile */
-	license_forget(c);
-	switch (m->status) {
-	case 200:
-		c->after_ipc = c->source_up = 1;
-		conn_dispatch(c);
-		break;
-	case 403:
-		license_rejected(c, m->reason[0] ? m->reason : "unknown");
-		break;
-	default:
-		license_unavailable(c, m->retry_after > 0 ? m->retry_after :
-		    RETRY_AFTER);
-	}
-}
-
-/* The uplink went away: nobody will answer the waiting requests. */
-void
-license_fail_waiting(void)
-{
-	struct conn *c;
-
-	while ((c = TAILQ_FIRST(&worker->waiting)) != NULL) {
-		license_forget(c);
-		license_unavailable(c, 1);
-	}
-}
-
-/*
- * The uplink answers within its own timeouts; this deadline only guards a
- * client against an uplink that hangs: every URL's timeout, plus slack.
- */
+/* The 200, rendered by hand: the hot path (see PERFORMANCE.md). */
 static void
-license_sweep(evutil_socket_t fd, short ev, void *arg)
+license_answer(const struct decoded *d, const char *tok, const char *source,
+    struct reply *rp)
 {
-	const struct conf	*cf = worker->cf;
-	int64_t			 limit, now = proc_now_ms();
-	struct conn		*c;
+	int n;
 
-	(void)fd, (void)ev, (void)arg;
-	limit = cf->mode == CONF_AUTHORITY ? 5000 :
-	    (int64_t)cf->license.timeout_ms * cf->license.n_server_url + 2000;
-	/* FIFO: the oldest waiter is first. */
-	while ((c = TAILQ_FIRST(&worker->waiting)) != NULL &&
-	    now - c->wait_ms > limit) {
-		license_forget(c);
-		license_unavailable(c, RETRY_AFTER);
+	n = snprintf(rp->buf, sizeof(rp->buf),
+	    "%s\"source\":\"%s\",\"lease\":\"%s\"}", d->head, source, tok);
+	if (n < 0 || (size_t)n >= sizeof(rp->buf)) {	/* cannot: bounded */
+		reply_error(rp, 500, "internal", "lease too large", NULL);
+		return;
 	}
+	reply_body(rp, 200, NULL, rp->buf, (size_t)n);
+	rp->source = source;
 }
 
-int
-license_init(void)
+enum outcome
+license_start(const struct conn *c, struct req_state *st, struct reply *rp)
 {
-	struct timeval	 tv = { 1, 0 };
-	struct event	*ev;
+	const struct decoded	*d;
+	char			 tok[TOKEN_MAX + 1];
+	enum outcome		 out;
 
-	ev = event_new(worker->base, -1, EV_PERSIST, license_sweep, NULL);
-	return ev == NULL || event_add(ev, &tv) == -1 ? -1 : 0;
+	if ((d = license_lookup(c, st, tok, sizeof(tok), rp, &out)) == NULL)
+		return out;
+	license_answer(d, tok, worker->cf->mode == CONF_AUTHORITY ?
+	    "authority" : "cache", rp);
+	return OUT_REPLY;
+}
+
+enum outcome
+license_resume(const struct conn *c, struct req_state *st,
+    const struct lease_answer *a, struct reply *rp)
+{
+	const struct decoded	*d;
+	char			 tok[TOKEN_MAX + 1];
+
+	if ((d = license_stored(c, st, a, tok, sizeof(tok), rp)) != NULL)
+		license_answer(d, tok, worker->cf->mode == CONF_AUTHORITY ?
+		    "authority" : "upstream", rp);
+	return OUT_REPLY;
+}
+
+/* The request is over: the key leaves memory with it. */
+void
+license_clear(struct req_state *st)
+{
+	explicit_bzero(&st->lic, sizeof(st->lic));
 }

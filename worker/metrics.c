@@ -99,6 +99,10 @@ metrics_workers(struct mbuf *b, const struct stats_shared *s)
 	    "Distinct X-Instance-Id values seen in the last 10 minutes.");
 	mb_printf(b, "licproxy_instances_active %d\n",
 	    stats_instances_active(s, time(NULL)));
+	mb_head(b, "licproxy_instances_untracked_total", "counter",
+	    "X-Instance-Id sightings not counted: the instance table was full.");
+	mb_printf(b, "licproxy_instances_untracked_total %llu\n",
+	    (unsigned long long)s->instances_untracked);
 }
 
 static void
@@ -184,12 +188,12 @@ metrics_processes(struct mbuf *b, const struct stats_shared *s)
 }
 
 void
-metrics_handle(struct conn *c, const struct stats_shared *s)
+metrics_render(const struct stats_shared *s, struct reply *rp)
 {
 	struct mbuf b;
 
 	if ((b.p = malloc(METRICS_MAX)) == NULL) {
-		conn_error(c, 500, "internal", "out of memory", NULL, NULL);
+		reply_error(rp, 500, "internal", "out of memory", NULL);
 		return;
 	}
 	b.o = 0;
@@ -201,6 +205,5 @@ metrics_handle(struct conn *c, const struct stats_shared *s)
 	metrics_processes(&b, s);
 	if (b.o >= METRICS_MAX)
 		b.o = METRICS_MAX - 1;
-	conn_reply_type(c, 200, "text/plain; version=0.0.4", b.p, b.o);
-	free(b.p);
+	reply_owned(rp, 200, "text/plain; version=0.0.4", b.p, b.o);
 }

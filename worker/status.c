@@ -1,7 +1,8 @@
 /*
  * status.c - the plain-HTTP status listener: /v1/status, /metrics,
- * /healthz, /readyz and the dashboard at /. Every figure is instance-wide: summed over the
- * per-process slots of the shared stats block.
+ * /healthz, /readyz and the dashboard at /. Every figure is instance-wide:
+ * summed over the per-process slots of the shared stats block. conn.c has
+ * already refused methods other than GET and HEAD.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,9 @@
 static const char dashboard_html[] =
 #include "dashboard.inc"
 ;
+
+/* The stats block is big (every process's slot): not on the stack. */
+static struct stats_shared snap;
 
 static int
 status_ready(const struct stats_shared *s)
@@ -56,13 +60,13 @@ status_upstream(const struct stats_shared *s)
 }
 
 static void
-status_json(struct conn *c, const struct stats_shared *s)
+status_json(const struct stats_shared *s, struct reply *rp)
 {
 	json_t	*j;
 	char	*body;
 
 	j = json_pack("{s:s, s:s, s:s, s:I, s:o, s:{s:I}, s:{s:I, s:I},"
-	    " s:{s:i, s:i, s:b}, s:{s:i}, s:o, s:{s:I, s:I, s:I}}",
+	    " s:{s:i, s:i, s:b}, s:{s:i, s:i, s:b}, s:o, s:{s:I, s:I, s:I}}",
 	    "state", stats_state_name(s->state),
 	    "mode", worker->cf->mode == CONF_AUTHORITY ? "authority" : "proxy",
 	    "version", LICPROXY_VERSION,
@@ -75,6 +79,8 @@ status_json(struct conn *c, const struct stats_shared *s)
 	    "workers_alive", s->workers_alive,
 	    "uplink_alive", s->uplink_alive,
 	    "instances", "active", stats_instances_active(s, time(NULL)),
+	    "tracked_max", STATS_INSTANCES,
+	    "overflow", stats_instances_overflow(s, time(NULL)),
 	    "survival_s", s->survival_s == STATS_SURVIVAL_NONE ? json_null() :
 	    json_integer(s->survival_s),
 	    "seats", "keys", (json_int_t)s->seats_keys,
@@ -82,50 +88,45 @@ status_json(struct conn *c, const struct stats_shared *s)
 	    "granted", (json_int_t)s->seats_granted);
 	body = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
 	json_decref(j);
-	if (body == NULL) {
-		conn_error(c, 500, "internal", "out of memory", NULL, NULL);
-		return;
-	}
-	conn_reply(c, status_ready(s) ? 200 : 503, NULL, body, strlen(body));
-	free(body);
+	if (body == NULL)
+		reply_error(rp, 500, "internal", "out of memory", NULL);
+	else
+		reply_owned(rp, status_ready(s) ? 200 : 503, NULL, body,
+		    strlen(body));
 }
 
-void
-status_handle(struct conn *c)
+enum outcome
+status_start(const struct conn *c, struct req_state *st, struct reply *rp)
 {
-	static struct stats_shared	 snap;
-	int				 ready;
+	static const char ok[] = "{\"status\":\"ok\"}";
+	static const char yes[] = "{\"ready\":true}", no[] = "{\"ready\":false}";
 
-	if (c->req.method != HTTP_GET && c->req.method != HTTP_HEAD) {
-		conn_error(c, 405, "method_not_allowed", "use GET", NULL,
-		    "Allow: GET, HEAD\r\n");
-		return;
-	}
+	(void)st;
 	switch (c->ep) {
 	case EP_DASHBOARD:	/* static: it reads /v1/status itself */
-		conn_reply_type(c, 200, "text/html; charset=utf-8",
+		reply_body(rp, 200, "text/html; charset=utf-8",
 		    dashboard_html, sizeof(dashboard_html) - 1);
-		return;
+		return OUT_REPLY;
 	case EP_HEALTHZ:	/* the master runs: no figures needed */
-		conn_reply(c, 200, NULL, "{\"status\":\"ok\"}", 15);
-		return;
+		reply_body(rp, 200, NULL, ok, sizeof(ok) - 1);
+		return OUT_REPLY;
 	case EP_STATUS:
 	case EP_METRICS:
 	case EP_READYZ:
 		break;
 	default:
-		conn_error(c, 404, "not_found", "no such endpoint", NULL, NULL);
-		return;
+		reply_error(rp, 404, "not_found", "no such endpoint", NULL);
+		return OUT_REPLY;
 	}
 	/* The block is big (every process's slot): copied only when read. */
 	stats_snapshot(&snap);
 	if (c->ep == EP_STATUS)
-		status_json(c, &snap);
+		status_json(&snap, rp);
 	else if (c->ep == EP_METRICS)
-		metrics_handle(c, &snap);
-	else {
-		ready = status_ready(&snap);
-		conn_reply(c, ready ? 200 : 503, NULL, ready ?
-		    "{\"ready\":true}" : "{\"ready\":false}", ready ? 14 : 15);
-	}
+		metrics_render(&snap, rp);
+	else if (status_ready(&snap))
+		reply_body(rp, 200, NULL, yes, sizeof(yes) - 1);
+	else
+		reply_body(rp, 503, NULL, no, sizeof(no) - 1);
+	return OUT_REPLY;
 }

@@ -24,7 +24,12 @@
 
 #define USAGE_MAX_RECORDS	1000
 #define USAGE_KICK_AT		1000	/* spool backlog that wakes the uplink */
-#define USAGE_QUANTITY_MAX	1e12	/* SPEC: 0 <= quantity <= 1e12 */
+#define USAGE_QUANTITY_MAX	1e12	/* the API's bound on a quantity */
+
+static struct {
+	int64_t		 kicked;	/* last USAGE_KICK, ms */
+	int64_t		 full_logged;	/* last "store full" line, ms */
+} usg = { 0, -10000 };
 
 static int
 usage_charset(const char *s, size_t min, size_t max, const char *extra,
@@ -130,12 +135,12 @@ usage_ts_valid(const char *s)
 }
 
 static void
-usage_bad(struct conn *c, const char *field, const char *why)
+usage_bad(struct reply *rp, const char *field, const char *why)
 {
 	char msg[160];
 
 	snprintf(msg, sizeof(msg), "%s: %s", field, why);
-	conn_error(c, 400, "bad_request", msg, NULL, NULL);
+	reply_error(rp, 400, "bad_request", msg, NULL);
 }
 
 static int
@@ -174,6 +179,62 @@ usage_licensed(const struct lease *l, const char *product)
 	return 0;
 }
 
+/* Every field of a record is one we know. */
+static int
+usage_fields(json_t *j, const char **field, const char **why)
+{
+	static const char *const known[] = { "id", "product", "metric",
+	    "quantity", "ts", "key_id" };
+	const char	*k;
+	json_t		*v;
+	size_t		 i;
+
+	json_object_foreach(j, k, v) {
+		for (i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+			if (strcmp(k, known[i]) == 0)
+				break;
+		if (i == sizeof(known) / sizeof(known[0])) {
+			/* Named only when short and plain: it is echoed. */
+			*field = usage_charset(k, 1, 32, "_-", 0) == 0 ? k : "";
+			*why = "unknown field";
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Whose record: the caller's own (for a product it is licensed for), or,
+ * from a key with role proxy only, the key_id it names.
+ */
+static int
+usage_owner(json_t *j, const struct lease *l, const char *kid,
+    struct usage_rec *r, const char **field, const char **why)
+{
+	*field = "key_id";
+	if (json_object_get(j, "key_id") == NULL) {
+		memcpy(r->kid, kid, sizeof(r->kid));
+		if (!usage_licensed(l, r->product)) {
+			*field = "product";
+			*why = "not licensed for this key";
+			return -1;
+		}
+		return 0;
+	}
+	if (l->role != ROLE_PROXY) {
+		*why = "only a key with role proxy may report for other keys";
+		return -1;
+	}
+	if (usage_str(j, "key_id", r->kid, sizeof(r->kid), why) ||
+	    strlen(r->kid) != TOKEN_KID_LEN ||
+	    usage_charset(r->kid, TOKEN_KID_LEN, TOKEN_KID_LEN, "", 1) ||
+	    strspn(r->kid, "0123456789abcdef") != TOKEN_KID_LEN) {
+		*why = "must be 16 lowercase hex characters";
+		return -1;
+	}
+	return 0;
+}
+
 /*
  * One record into r; on error names the field in *field / *why. Records
  * a proxy relays for other keys (key_id) were checked against their own
@@ -183,11 +244,7 @@ static int
 usage_record(json_t *j, const struct lease *l, const char *kid,
     struct usage_rec *r, const char **field, const char **why)
 {
-	static const char *const known[] = { "id", "product", "metric",
-	    "quantity", "ts", "key_id" };
-	const char	*k;
-	json_t		*v;
-	size_t		 i;
+	json_t *v;
 
 	*why = "invalid";
 	if (!json_is_object(j)) {
@@ -195,17 +252,8 @@ usage_record(json_t *j, const struct lease *l, const char *kid,
 		*why = "must be an object";
 		return -1;
 	}
-	json_object_foreach(j, k, v) {
-		for (i = 0; i < sizeof(known) / sizeof(known[0]); i++)
-			if (strcmp(k, known[i]) == 0)
-				break;
-		if (i == sizeof(known) / sizeof(known[0])) {
-			/* Named only when it cannot break the JSON message. */
-			*field = usage_charset(k, 1, 32, "_-", 0) == 0 ? k : "";
-			*why = "unknown field";
-			return -1;
-		}
-	}
+	if (usage_fields(j, field, why) == -1)
+		return -1;
 	memset(r, 0, sizeof(*r));
 	if (usage_str(j, *field = "id", r->id, sizeof(r->id), why) ||
 	    usage_charset(r->id, 1, 64, "._:-", 0))
@@ -230,31 +278,13 @@ usage_record(json_t *j, const struct lease *l, const char *kid,
 		    "time, year 1970 or later";
 		return -1;
 	}
-	*field = "key_id";
-	if ((v = json_object_get(j, "key_id")) == NULL) {
-		memcpy(r->kid, kid, sizeof(r->kid));
-		if (!usage_licensed(l, r->product)) {
-			*field = "product";
-			*why = "not licensed for this key";
-			return -1;
-		}
-		return 0;
-	}
-	if (l->role != ROLE_PROXY) {
-		*why = "only a key with role proxy may report for other keys";
-		return -1;
-	}
-	if (usage_str(j, "key_id", r->kid, sizeof(r->kid), why) ||
-	    strlen(r->kid) != 16 || usage_charset(r->kid, 16, 16, "", 1) ||
-	    strspn(r->kid, "0123456789abcdef") != 16) {
-		*why = "must be 16 lowercase hex characters";
-		return -1;
-	}
-	return 0;
+	return usage_owner(j, l, kid, r, field, why);
 }
 
+/* The body's records, validated in full, into st; -1 with rp filled. */
 static int
-usage_parse(struct conn *c, const struct lease *l)
+usage_parse(const struct conn *c, struct req_state *st, const struct lease *l,
+    struct reply *rp)
 {
 	json_error_t	 jerr;
 	json_t		*root, *recs;
@@ -263,45 +293,42 @@ usage_parse(struct conn *c, const struct lease *l)
 	size_t		 i, n;
 	int		 rv = -1;
 
-	token_kid_from_hash(c->sha, kid);
+	token_kid_from_hash(st->lic.sha, kid);
 	root = json_loadb(c->body != NULL ? c->body : "", c->bodylen,
 	    JSON_REJECT_DUPLICATES, &jerr);
 	if (root == NULL) {
-		usage_bad(c, "body", "not valid JSON");
+		usage_bad(rp, "body", "not valid JSON");
 		return -1;
 	}
 	recs = json_object_get(root, "records");
 	if (!json_is_object(root) || json_object_size(root) != 1 ||
 	    !json_is_array(recs)) {
-		/* No quotes here: conn_error does not escape the message. */
-		usage_bad(c, "records", "body must be an object whose only "
+		usage_bad(rp, "records", "body must be an object whose only "
 		    "field, records, is an array");
 		goto done;
 	}
 	n = json_array_size(recs);
 	if (n < 1 || n > USAGE_MAX_RECORDS) {
-		usage_bad(c, "records", "must hold 1 to 1000 records");
+		usage_bad(rp, "records", "must hold 1 to 1000 records");
 		goto done;
 	}
-	if ((c->urecs = calloc(n, sizeof(*c->urecs))) == NULL) {
-		conn_error(c, 500, "internal", "out of memory", NULL, NULL);
+	if ((st->usage.recs = calloc(n, sizeof(*st->usage.recs))) == NULL) {
+		reply_error(rp, 500, "internal", "out of memory", NULL);
 		goto done;
 	}
 	for (i = 0; i < n; i++)
 		if (usage_record(json_array_get(recs, i), l, kid,
-		    &c->urecs[i], &field, &why) == -1) {
+		    &st->usage.recs[i], &field, &why) == -1) {
 			snprintf(name, sizeof(name), "records[%zu]%s%s", i,
 			    *field ? "." : "", field);
-			usage_bad(c, name, why);
+			usage_bad(rp, name, why);
 			goto done;
 		}
-	c->nurecs = (int)n;
+	st->usage.n = (int)n;
 	rv = 0;
 done:
-	if (rv == -1) {
-		free(c->urecs);
-		c->urecs = NULL;
-	}
+	if (rv == -1)
+		usage_clear(st);
 	json_decref(root);
 	return rv;
 }
@@ -315,133 +342,128 @@ usage_json_type(const char *ct)
 	    (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
 }
 
-void
-usage_handle(struct conn *c)
+enum outcome
+usage_start(const struct conn *c, struct req_state *st, struct reply *rp)
+{
+	struct lease	l;
+	enum outcome	out;
+
+	if (!usage_json_type(c->req.ctype)) {
+		reply_error(rp, 415, "unsupported_media_type",
+		    "send Content-Type: application/json", NULL);
+		return OUT_REPLY;
+	}
+	if (license_check(c, st, &l, rp, &out) == -1)
+		return out;	/* answered, or parked on the uplink */
+	return usage_parse(c, st, &l, rp) == -1 ? OUT_REPLY : OUT_COMMIT;
+}
+
+/* The uplink/issuer answered the key check: on to the records. */
+enum outcome
+usage_resume(const struct conn *c, struct req_state *st,
+    const struct lease_answer *a, struct reply *rp)
 {
 	struct lease l;
 
-	if (!usage_json_type(c->req.ctype)) {
-		conn_error(c, 415, "unsupported_media_type",
-		    "send Content-Type: application/json", NULL, NULL);
-		return;
-	}
-	if (license_check(c, &l) == -1)
-		return;		/* answered, or dispatched again later */
-	if (usage_parse(c, &l) == -1)
-		return;
-	c->in_batch = 1;
-	TAILQ_INSERT_TAIL(&worker->batch, c, wentry);
-	worker->batch_recs += c->nurecs;
-	/* Runs after every event this loop turn has already activated. */
-	event_active(worker->commit_ev, EV_TIMEOUT, 1);
+	if (license_checked(c, st, a, &l, rp) == -1)
+		return OUT_REPLY;
+	return usage_parse(c, st, &l, rp) == -1 ? OUT_REPLY : OUT_COMMIT;
 }
 
-static void
-usage_answer(struct conn *c, int rv, const unsigned char *dup)
+void
+usage_answer(struct req_state *st, int rv, struct reply *rp)
 {
-	char	body[64];
-	int	i, d = 0, n;
+	int n;
 
-	free(c->urecs);
-	c->urecs = NULL;
-	c->in_batch = 0;
-	if (rv == STORE_EFULL) {
-		conn_error(c, 507, "spool_full",
+	if (rv == STORE_EFULL)
+		reply_error(rp, 507, "spool_full",
 		    "usage store is full; nothing of this request was kept",
-		    NULL, NULL);
-		return;
+		    NULL);
+	else if (rv != 0)
+		reply_error(rp, 500, "internal", "store error; nothing kept",
+		    NULL);
+	else {
+		n = snprintf(rp->buf, sizeof(rp->buf),
+		    "{\"accepted\":%d,\"duplicates\":%d}",
+		    st->usage.n - st->usage.dups, st->usage.dups);
+		reply_body(rp, 202, NULL, rp->buf, (size_t)n);
 	}
-	if (rv != 0) {
-		conn_error(c, 500, "internal", "store error; nothing kept",
-		    NULL, NULL);
-		return;
-	}
-	for (i = 0; i < c->nurecs; i++)
-		d += dup[i];
-	n = snprintf(body, sizeof(body), "{\"accepted\":%d,\"duplicates\":%d}",
-	    c->nurecs - d, d);
-	conn_reply(c, 202, NULL, body, (size_t)n);
+	usage_clear(st);
 }
 
 static void
 usage_kick(void)
 {
-	static int64_t	last;
 	struct ipc_msg	m;
 	uint64_t	pending, fwd;
 	int64_t		now = proc_now_ms();
 
-	if (worker->cf->mode != CONF_PROXY || now - last < 1000 ||
+	if (worker->cf->mode != CONF_PROXY || now - usg.kicked < 1000 ||
 	    store_spool_stats(worker->store, &pending, &fwd) != 0 ||
 	    pending < USAGE_KICK_AT)
 		return;
-	last = now;
+	usg.kicked = now;
 	memset(&m, 0, sizeof(m));
 	m.type = IPC_USAGE_KICK;
-	worker_send_up(&m);
+	upchan_send(&m);
 }
 
-static void
-usage_commit(evutil_socket_t fd, short ev, void *arg)
+/* The records of v[0..n) in one transaction; duplicates counted in each. */
+static int
+usage_append(struct req_state *const *v, int n, struct usage_rec *all,
+    unsigned char *dup, int total)
 {
-	static int64_t		 full_logged = -10000;
-	struct usage_rec	*all;
-	unsigned char		*dup;
-	struct conn		*c;
-	int			 n = worker->batch_recs, o = 0, rv = -1;
+	int i, j, o = 0, rv;
 
-	(void)fd, (void)ev, (void)arg;
-	all = calloc(n > 0 ? n : 1, sizeof(*all));
-	dup = calloc(n > 0 ? n : 1, 1);
-	if (all != NULL && dup != NULL) {
-		TAILQ_FOREACH(c, &worker->batch, wentry) {
-			memcpy(all + o, c->urecs, c->nurecs * sizeof(*all));
-			o += c->nurecs;
-		}
-		store_usage_window(worker->store,
-		    worker->cf->usage.dedup_window_s);
-		rv = store_usage_append(worker->store, all, n,
-		    worker->cf->mode == CONF_AUTHORITY, dup);
-		if (stats_self != NULL)
-			stats_self->dedup_pruned +=
-			    store_dedup_pruned(worker->store);
-		if (rv == STORE_EFULL && proc_now_ms() - full_logged >= 10000) {
-			full_logged = proc_now_ms();
-			log_warnx("usage store full (store.max_size): refusing"
-			    " usage with 507, leases are still served");
-		}
+	for (i = 0; i < n; i++) {
+		memcpy(all + o, v[i]->usage.recs, v[i]->usage.n * sizeof(*all));
+		o += v[i]->usage.n;
 	}
-	o = 0;
-	worker->batch_recs = 0;
-	while ((c = TAILQ_FIRST(&worker->batch)) != NULL) {
-		TAILQ_REMOVE(&worker->batch, c, wentry);
-		usage_answer(c, rv, dup != NULL ? dup + o : NULL);
-		o += c->nurecs;
-	}
-	free(all);
-	free(dup);
-	if (rv == 0)
-		usage_kick();
-}
-
-void
-usage_forget(struct conn *c)
-{
-	/* Gone before the commit: never acknowledged, so nothing is owed;
-	 * a retry of the same records is de-duplicated anyway. */
-	if (c->in_batch) {
-		TAILQ_REMOVE(&worker->batch, c, wentry);
-		worker->batch_recs -= c->nurecs;
-		c->in_batch = 0;
-	}
-	free(c->urecs);
-	c->urecs = NULL;
+	store_usage_window(worker->store, worker->cf->usage.dedup_window_s);
+	rv = store_usage_append(worker->store, all, total,
+	    worker->cf->mode == CONF_AUTHORITY, dup);
+	if (stats_self != NULL)
+		stats_self->dedup_pruned += store_dedup_pruned(worker->store);
+	for (o = 0, i = 0; i < n; i++)
+		for (v[i]->usage.dups = 0, j = 0; j < v[i]->usage.n; j++)
+			v[i]->usage.dups += dup[o++];
+	return rv;
 }
 
 int
-usage_init(void)
+usage_commit(struct req_state *const *v, int n)
 {
-	TAILQ_INIT(&worker->batch);
-	worker->commit_ev = event_new(worker->base, -1, 0, usage_commit, NULL);
-	return worker->commit_ev == NULL ? -1 : 0;
+	struct usage_rec	*all;
+	unsigned char		*dup;
+	int			 i, total = 0, rv = -1;
+
+	for (i = 0; i < n; i++)
+		total += v[i]->usage.n;
+	all = calloc(total > 0 ? total : 1, sizeof(*all));
+	dup = calloc(total > 0 ? total : 1, 1);
+	if (all != NULL && dup != NULL)
+		rv = usage_append(v, n, all, dup, total);
+	free(all);
+	free(dup);
+	if (rv == STORE_EFULL && proc_now_ms() - usg.full_logged >= 10000) {
+		usg.full_logged = proc_now_ms();
+		log_warnx("usage store full (store.max_size): refusing"
+		    " usage with 507, leases are still served");
+	}
+	if (rv == 0)
+		usage_kick();
+	return rv;
+}
+
+/*
+ * The request is over, or its connection gone before the commit: never
+ * acknowledged, so nothing is owed; a retry of the same records is
+ * de-duplicated anyway.
+ */
+void
+usage_clear(struct req_state *st)
+{
+	free(st->usage.recs);
+	st->usage.recs = NULL;
+	st->usage.n = st->usage.dups = 0;
 }

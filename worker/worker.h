@@ -4,16 +4,17 @@
 
 #include <sys/queue.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "http.h"
 #include "stats.h"
+#include "token.h"
 
 struct conf;
 struct conn;
 struct event;
 struct event_base;
 struct evconnlistener;
-struct ipc_chan;
 struct ipc_msg;
 struct lease;
 struct proc_env;
@@ -23,13 +24,14 @@ struct usage_rec;
 
 TAILQ_HEAD(connq, conn);
 
+/* Which inherited listener a connection came from. */
+enum listener_kind { LISTEN_TLS, LISTEN_STATUS };
+
 struct worker {
 	struct event_base	*base;
 	struct proc_env		*env;
 	const struct conf	*cf;
 	struct store		*store;
-	struct ipc_chan		*up;		/* NULL while reconnecting */
-	struct event		*up_retry;
 	struct evconnlistener	*l_tls, *l_status;
 	struct connq		 conns;
 	int			 nconns;	/* both listeners */
@@ -37,99 +39,192 @@ struct worker {
 	struct connq		 idle;		/* TLS keep-alive idle, oldest first */
 	struct connq		 status_q;	/* status conns, oldest first */
 	int			 tls_paused;	/* TLS full and nothing idle */
+	time_t			 tls_warned;	/* last "TLS port full" line */
 	int			 draining;	/* USR2 (reload) or TERM */
 	int			 stopping;	/* TERM: close idle at once */
-	struct connq		 waiting;	/* conns awaiting the uplink */
-	uint32_t		 next_rid;
-	struct connq		 batch;		/* usage awaiting group commit */
-	int			 batch_recs;
+	struct event		*drain_ev;	/* draining: exit once none left */
+	struct connq		 waiting;	/* CONN_LEASE, oldest first */
+	struct event		*sweep_ev;	/* answers waiters the uplink forgot */
+	struct connq		 batch;		/* CONN_COMMIT, in arrival order */
 	struct event		*commit_ev;
 };
 
 extern struct worker	*worker;
 
+/*
+ * What a handler fills in for conn.c to send: code, content type, extra
+ * header lines and body. The body is static, in buf, or in owned (freed
+ * after the write). rid is the request id a parked lease request awaits.
+ */
+#define REPLY_BUF	(TOKEN_MAX + 1100)	/* a lease 200, the largest */
+#define REPLY_EXTRA	128
+
+struct reply {
+	int		 code;
+	const char	*ctype;		/* NULL: application/json */
+	char		 extra[REPLY_EXTRA];	/* "\r\n"-terminated lines */
+	const char	*body;
+	size_t		 len;
+	char		*owned;
+	const char	*source;	/* a lease 200's source, for the log */
+	uint32_t	 rid;
+	char		 buf[REPLY_BUF];
+};
+
+/* What a handler did with a request. */
+enum outcome {
+	OUT_REPLY,	/* answered: send rp */
+	OUT_LEASE,	/* parked until the uplink/issuer answers rp->rid */
+	OUT_COMMIT	/* parked until the next group commit */
+};
+
+/* The uplink/issuer's answer to a parked lease request. */
+struct lease_answer {
+	int		 status;	/* 200, 403, or anything else: 503 */
+	const char	*reason;	/* with 403 */
+	int		 retry_after;	/* with 503 */
+	const struct ipc_msg *msg;	/* the answer itself; NULL: none came */
+};
+
+/*
+ * Handlers' own scratch space, one per connection. conn.c never reads it;
+ * it only asks the handlers to clear it when a request ends.
+ */
+struct req_state {
+	struct {			/* license.c: the caller's key */
+		char		 key[TOKEN_KEY_LEN + 1];
+		unsigned char	 sha[32];
+	} lic;
+	struct {			/* usage.c: validated records */
+		struct usage_rec *recs;
+		int		  n;
+		int		  dups;
+	} usage;
+	struct {			/* seats.c: what the parked request awaits */
+		enum { SEATS_LEASE, SEATS_SEAT } phase;
+	} seats;
+};
+
 /* conn.c */
 /* The status listener's budget, apart from server.max_connections. */
 #define WORKER_STATUS_CONNS	64
 
-enum conn_state { CONN_READING, CONN_BUSY, CONN_CLOSING };
+/*
+ * A connection's state; conn.c alone writes it (docs/ARCHITECTURE.md,
+ * "The request state machine").
+ */
+enum conn_state {
+	CONN_HEAD,	/* reading a request head (from accept: TLS too) */
+	CONN_IDLE,	/* keep-alive, no byte of the next request yet */
+	CONN_BODY,	/* head parsed, reading the body; then handled */
+	CONN_LEASE,	/* parked on rid: a LEASE_RES (or SEAT/GRANT_RES) */
+	CONN_COMMIT,	/* parked: awaiting the group commit */
+	CONN_CLOSING	/* answered; freed once written */
+};
+
+struct route;
 
 struct conn {
 	TAILQ_ENTRY(conn)	 entry;		/* worker->conns */
-	TAILQ_ENTRY(conn)	 wentry;	/* worker->waiting / usage batch */
+	TAILQ_ENTRY(conn)	 wentry;	/* worker->waiting or ->batch */
 	TAILQ_ENTRY(conn)	 qentry;	/* worker->idle or ->status_q */
 	struct bufferevent	*bev;
 	struct event		*timer;		/* the one deadline, re-armed */
-	int			 idle;		/* keep-alive, no byte of next */
-	int			 is_status;
+	enum listener_kind	 kind;
 	enum conn_state		 state;
-	int			 have_head;
+	int			 in_read;	/* conn_read is on the stack */
+	int			 peer_eof;	/* client half-closed while parked */
 	enum stats_ep		 ep;		/* the path, looked up once */
+	const struct route	*route;		/* its handler */
 	struct http_req		 req;
 	size_t			 headlen;
 	char			*body;
 	size_t			 bodylen;
 	int64_t			 t0_us;		/* head read (access log) */
-	uint32_t		 rid;		/* awaiting the uplink, or 0 */
+	uint32_t		 rid;		/* CONN_LEASE: the id awaited */
 	int64_t			 wait_ms;	/* when it started waiting */
-	int			 in_read;	/* conn_read is on the stack */
-	int			 peer_eof;	/* client half-closed while BUSY */
-	int			 after_ipc;	/* uplink answered 200: re-read */
-	int			 source_up;	/* lease came from upstream now */
-	struct usage_rec	*urecs;	/* validated, awaiting group commit */
-	int			 nurecs;
-	int			 in_batch;
-	unsigned char		 sha[32];	/* the caller's key hash */
-	char			 key[41];
+	struct req_state	 hs;		/* the handler's, see above */
 };
 
-void	 conn_accept(int fd, int is_status);
-void	 conn_reply(struct conn *, int code, const char *extra,
-	    const char *body, size_t len);
-void	 conn_reply_type(struct conn *, int code, const char *ctype,
-	    const char *body, size_t len);
-/* {"error":code,"message":msg<more>} where more is ",\"k\":v" or "". */
-void	 conn_error(struct conn *, int code, const char *error,
-	    const char *msg, const char *more, const char *extra);
+void	 conn_init(void);
+void	 conn_accept(int fd, enum listener_kind);
+void	 conn_lease_answer(const struct ipc_msg *);
+void	 conn_uplink_lost(void);
 void	 conn_close_idle(void);
-const char *conn_source(const struct conn *);
-void	 conn_dispatch(struct conn *);
 
-/* license.c */
-void	 license_handle(struct conn *);
-void	 license_ipc(const struct ipc_msg *);
-/* Authenticate like GET /v1/license; on success copies the caller's lease
- * and returns 0, otherwise it has replied (or is waiting on the uplink)
- * and returns -1. */
-int	 license_check(struct conn *, struct lease *);
-void	 license_forget(struct conn *);	/* conn goes away while waiting */
-void	 license_fail_waiting(void);
-int	 license_init(void);
-int	 worker_send_up(const struct ipc_msg *);
+/* reply.c: filling in a struct reply (every JSON error by jansson) */
+void	 reply_init(struct reply *);
+void	 reply_body(struct reply *, int code, const char *ctype,
+	    const char *body, size_t len);
+void	 reply_owned(struct reply *, int code, const char *ctype, char *body,
+	    size_t len);
+void	 reply_header(struct reply *, const char *fmt, ...)
+	    __attribute__((format(printf, 2, 3)));
+/* {"error":error,"message":msg[,"reason":reason]}; reason may be NULL. */
+void	 reply_error(struct reply *, int code, const char *error,
+	    const char *msg, const char *reason);
+void	 reply_parse_error(struct reply *, int http_parse_result);
 
-/* access.c */
-int	 access_init(const struct conf *, struct event_base *);
-int	 access_enabled(void);
-void	 access_close(void);	/* flush what is left, before exit */
-void	 access_log(const struct conn *, int code, size_t bytes,
-	    const char *source);
+/* upchan.c: the Unix socket to the uplink/issuer */
+int	 upchan_init(void (*answer)(const struct ipc_msg *),
+	    void (*lost)(void));
+int	 upchan_send(const struct ipc_msg *);
+/* LEASE_REQ for key with a fresh request id: the id, or 0 if not sent. */
+uint32_t upchan_ask(const char *key);
+/* Send m (a request to the writer) with a fresh id: the id, or 0. */
+uint32_t upchan_request(struct ipc_msg *m);
 
-/* status.c */
-void	 status_handle(struct conn *);
+/* license.c: GET /v1/license, and the key check usage shares */
+enum outcome license_start(const struct conn *, struct req_state *,
+	    struct reply *);
+enum outcome license_resume(const struct conn *, struct req_state *,
+	    const struct lease_answer *, struct reply *);
+/* The caller's lease into *l: 0, or -1 with *out saying what rp holds. */
+int	 license_check(const struct conn *, struct req_state *, struct lease *,
+	    struct reply *, enum outcome *out);
+int	 license_checked(const struct conn *, struct req_state *,
+	    const struct lease_answer *, struct lease *, struct reply *);
+void	 license_clear(struct req_state *);
 
-/* metrics.c */
-void	 metrics_handle(struct conn *, const struct stats_shared *);
-
-/* seats.c */
-void	 seats_handle(struct conn *);	/* /v1/seats, /v1/seats/grant */
-void	 seats_ipc(const struct ipc_msg *);
-
-/* usage.c */
-void	 usage_handle(struct conn *);
-void	 usage_forget(struct conn *);
+/* usage.c: POST /v1/usage */
+enum outcome usage_start(const struct conn *, struct req_state *,
+	    struct reply *);
+enum outcome usage_resume(const struct conn *, struct req_state *,
+	    const struct lease_answer *, struct reply *);
+/* One transaction for the records of all n parked requests. */
+int	 usage_commit(struct req_state *const *, int n);
+void	 usage_answer(struct req_state *, int rv, struct reply *);
+void	 usage_clear(struct req_state *);
 /* 0 if s is an RFC 3339 date-time naming a real instant, year >= 1970. */
 #define USAGE_TS_MAX	35	/* ...T16:00:00.123456789+01:00 */
 int	 usage_ts_valid(const char *s);
-int	 usage_init(void);
+
+/* seats.c: /v1/seats (GET, POST, DELETE) and /v1/seats/grant (PUT) */
+enum outcome seats_start(const struct conn *, struct req_state *,
+	    struct reply *);
+enum outcome seats_resume(const struct conn *, struct req_state *,
+	    const struct lease_answer *, struct reply *);
+
+/* status.c: the status listener's paths */
+enum outcome status_start(const struct conn *, struct req_state *,
+	    struct reply *);
+
+/* metrics.c */
+void	 metrics_render(const struct stats_shared *, struct reply *);
+
+/* access.c */
+struct access_rec {
+	const struct http_req	*req;
+	int			 have_head;	/* req holds a parsed head */
+	int			 fd;
+	int64_t			 us;		/* head read to answer */
+	int			 code;
+	size_t			 bytes;
+	const char		*source;	/* a lease 200's, else NULL */
+};
+int	 access_init(const struct conf *, struct event_base *);
+int	 access_enabled(void);
+void	 access_close(void);	/* flush what is left, before exit */
+void	 access_log(const struct access_rec *);
 
 #endif

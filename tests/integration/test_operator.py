@@ -114,7 +114,8 @@ def test_access_log_json_and_off_by_default():
                         access_lines(proxy, json_rec), what="access lines")
         for r in recs:
             assert list(r) == FIELDS, r
-        check_records(recs, key, None)
+        other = check_records(recs, key, None)
+        assert other["path"] == '/no/such"path', other
         assert key not in proxy.logs()
         # off by default: the authority logged no request
         assert access_lines(auth, json_rec) == []

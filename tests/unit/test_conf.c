@@ -124,7 +124,7 @@ test_full_valid(void **state)
 	    "  drain_timeout: 3s\n"
 	    "license:\n"
 	    "  server_url: [\"https://a.example.com\", "
-	    "\"http://b.example.com:8443/base\"]\n"
+	    "\"https://b.example.com:8443/base\"]\n"
 	    "  key_file: @/lk\n"
 	    "  ca_file: @/upca\n"
 	    "  trusted_keys:\n"
@@ -167,7 +167,7 @@ test_full_valid(void **state)
 	assert_int_equal(cf->license.n_server_url, 2);
 	assert_string_equal(cf->license.server_url[0], "https://a.example.com");
 	assert_string_equal(cf->license.server_url[1],
-	    "http://b.example.com:8443/base");
+	    "https://b.example.com:8443/base");
 	assert_true(strstr(cf->license.key_file, "/lk") != NULL);
 	assert_true(strstr(cf->license.ca_file, "/upca") != NULL);
 	assert_int_equal(cf->license.n_trusted_keys, 2);
@@ -293,11 +293,15 @@ test_bad_values(void **state)
 	    "%:1:7: mode: must be proxy or authority, got \"relay\"");
 	load_fails("mode: authority\nlicense:\n  server_url:\n"
 	    "    - https://ok.example\n    - ftp://x\n", NULL, 0,
-	    "%:5:7: license.server_url: must be an http:// or https:// URL, "
+	    "%:5:7: license.server_url: must be an https:// URL, "
 	    "got \"ftp://x\"");
+	load_fails("mode: authority\nlicense:\n  server_url:\n"
+	    "    - https://ok.example\n    - http://ok.example\n", NULL, 0,
+	    "%:5:7: license.server_url: must be an https:// URL, "
+	    "got \"http://ok.example\"");
 	load_fails("mode: authority\nlicense:\n  server_url: \"https://\"\n",
-	    NULL, 0, "%:3:15: license.server_url: must be an http:// or "
-	    "https:// URL, got \"https://\"");
+	    NULL, 0, "%:3:15: license.server_url: must be an https:// URL, "
+	    "got \"https://\"");
 	load_fails("mode: authority\nserver:\n  tls_cert: \"\"\n", NULL, 0,
 	    "%:3:13: server.tls_cert: must not be empty");
 	load_fails("mode: authority\nserver:\n  max_connections: 0\n",
@@ -308,6 +312,23 @@ test_bad_values(void **state)
 	load_fails("mode: authority\nserver:\n  header_timeout: 600h\n",
 	    NULL, 0, "%:3:19: server.header_timeout: must be less than "
 	    "596h, got \"600h\"");
+	/* An int of ms with room to round up to seconds (uplink Retry-After). */
+	load_fails("mode: authority\nlicense:\n  timeout: 2147483647ms\n",
+	    NULL, 0, "%:3:12: license.timeout: must be less than 596h, got "
+	    "\"2147483647ms\"");
+	load_fails("mode: authority\nauthority:\n  lease_ttl: 10000000000h\n",
+	    NULL, 0, "%:3:14: authority.lease_ttl: must be at most 876000h "
+	    "(100 years), got \"10000000000h\"");
+	load_fails("mode: authority\nlicense:\n"
+	    "  timeout: 99999999999999999999s\n", NULL, 0,
+	    "%:3:12: license.timeout: must be at most 876000h (100 years), "
+	    "got \"99999999999999999999s\"");
+	load_fails("mode: authority\nserver:\n  max_body: 2GiB\n", NULL, 0,
+	    "%:3:13: server.max_body: must be at most 1GiB (held in memory "
+	    "per request), got \"2GiB\"");
+	load_fails("mode: authority\nstore:\n  max_size: 99999999999GiB\n",
+	    NULL, 0, "%:3:13: store.max_size: must be at most 16384GiB, got "
+	    "\"99999999999GiB\"");
 	load_fails("mode: authority\nserver:\n  max_body: 0\n", NULL, 0,
 	    "%:3:13: server.max_body: must be a size greater than 0 (bytes, "
 	    "KiB, MiB or GiB), got \"0\"");
@@ -465,12 +486,19 @@ test_duration_parser(void **state)
 	static const struct { const char *s; int64_t ms; } good[] = {
 		{ "500ms", 500 }, { "30s", 30000 }, { "5m", 300000 },
 		{ "72h", 259200000 }, { "45", 45000 }, { "0", 0 },
-		{ "0ms", 0 }, { "9223372036854775807ms", INT64_MAX },
+		{ "0ms", 0 }, { "876000h", 3153600000000LL },
+		{ "3153600000000ms", 3153600000000LL },
 	};
 	static const char *bad[] = {
 		"", "-5s", "+5s", " 5s", "5s ", "5 s", "5sec", "1.5h", "s",
-		"5S", "5d", "0x10s", "9223372036854775808ms",
+		"5S", "5d", "0x10s", "99999999999999999999x",
+	};
+	/* Overflow or past 100 years: refused as too large, not wrapped. */
+	static const char *huge[] = {
+		"10000000000h", "876001h", "3153600000001ms",
+		"9223372036854775807ms", "9223372036854775808ms",
 		"9223372036854775807s", "99999999999999999999",
+		"99999999999999999999999999999h",
 	};
 	int64_t	ms;
 	size_t	i;
@@ -487,6 +515,12 @@ test_duration_parser(void **state)
 			fail_msg("accepted duration \"%s\"", bad[i]);
 		assert_true(ms == 12345);
 	}
+	for (i = 0; i < sizeof huge / sizeof huge[0]; i++) {
+		ms = 12345;
+		if (conf_parse_duration_ms(huge[i], &ms) != -2)
+			fail_msg("not too large: duration \"%s\"", huge[i]);
+		assert_true(ms == 12345);
+	}
 }
 
 static void
@@ -495,12 +529,17 @@ test_size_parser(void **state)
 	static const struct { const char *s; uint64_t b; } good[] = {
 		{ "256KiB", 262144 }, { "1MiB", 1048576 },
 		{ "1GiB", 1073741824 }, { "123", 123 }, { "10B", 10 },
-		{ "0", 0 }, { "17179869183GiB", 17179869183ULL << 30 },
-		{ "18446744073709551615", UINT64_MAX },
+		{ "0", 0 }, { "16384GiB", 1ULL << 44 },
+		{ "17592186044416", 1ULL << 44 },
 	};
 	static const char *bad[] = {
 		"", "1KB", "1MB", "1kib", "1K", "-1", "1.5MiB", "KiB", " 1",
-		"1 KiB", "18446744073709551616", "17179869184GiB", "1TiB",
+		"1 KiB", "1TiB", "18446744073709551616TiB",
+	};
+	static const char *huge[] = {
+		"16385GiB", "17592186044417", "17179869183GiB",
+		"18446744073709551615", "18446744073709551616",
+		"17179869184GiB", "99999999999999999999999GiB",
 	};
 	uint64_t	b;
 	size_t		i;
@@ -517,6 +556,12 @@ test_size_parser(void **state)
 			fail_msg("accepted size \"%s\"", bad[i]);
 		assert_true(b == 7);
 	}
+	for (i = 0; i < sizeof huge / sizeof huge[0]; i++) {
+		b = 7;
+		if (conf_parse_size(huge[i], &b) != -2)
+			fail_msg("not too large: size \"%s\"", huge[i]);
+		assert_true(b == 7);
+	}
 }
 
 static void
@@ -531,7 +576,7 @@ test_overrides(void **state)
 	ov.status_port = 1089;
 	ov.license_key = KEY_B;
 	ov.upstream[0] = "https://up1.example";
-	ov.upstream[1] = "http://up2.example:8080";
+	ov.upstream[1] = "https://up2.example:8080";
 	ov.n_upstream = 2;
 	ov.store = "/srv/licstore";
 	ov.workers = 7;
@@ -548,7 +593,7 @@ test_overrides(void **state)
 	assert_int_equal(cf->license.n_server_url, 2);
 	assert_string_equal(cf->license.server_url[0], "https://up1.example");
 	assert_string_equal(cf->license.server_url[1],
-	    "http://up2.example:8080");
+	    "https://up2.example:8080");
 	assert_null(cf->license.server_url[2]);
 	/* --license-key wins over the environment */
 	assert_string_equal(cf->license.key, KEY_B);
@@ -563,14 +608,14 @@ test_overrides_bad(void **state)
 	(void)state;
 	ov.port = 70000;
 	ov.workers = -1;
-	ov.upstream[0] = "gopher://x";
+	ov.upstream[0] = "http://x";
 	ov.n_upstream = 1;
 	ov.license_key = "short";
 	load_fails("license:\n  trusted_keys: /k\n", &ov, 0,
 	    "%: server.port (--port): must be 1-65535, got 70000\n"
 	    "%: server.workers (--workers): must be 1-60, got -1\n"
-	    "%: license.server_url (--upstream): must be an http:// or "
-	    "https:// URL, got \"gopher://x\"\n"
+	    "%: license.server_url (--upstream): must be an https:// URL, "
+	    "got \"http://x\"\n"
 	    "%: license.server_url: proxy mode needs at least one upstream "
 	    "URL\n"
 	    "%: --license-key: a license key is exactly 40 characters of "

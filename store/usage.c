@@ -1,0 +1,651 @@
+/*
+ * usage.c - usage records: the proxy's spool (seq -> record), the
+ * authority's ledger (key_id + id -> record) and its totals, and the
+ * de-duplication index (dedup0..4) that makes a resent record count once.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/sha.h>
+
+#include "store_int.h"
+
+#define DEDUP_HASHLEN	8	/* bytes of SHA-256(key_id || id) kept */
+#define DEDUP_ROOM_TRIES DEDUP_GENS	/* a full store drops a generation */
+
+/* ---- the record: version, quantity (IEEE bits), five strings ---- */
+
+static void
+rec_pack(struct wbuf *w, const struct usage_rec *r)
+{
+	uint64_t q;
+
+	memcpy(&q, &r->quantity, 8);
+	wb_u8(w, STORE_VERSION);
+	wb_u64(w, q);
+	wb_str(w, r->kid, sizeof(r->kid));
+	wb_str(w, r->id, sizeof(r->id));
+	wb_str(w, r->product, sizeof(r->product));
+	wb_str(w, r->metric, sizeof(r->metric));
+	wb_str(w, r->ts, sizeof(r->ts));
+}
+
+static int
+rec_unpack(const MDB_val *v, struct usage_rec *r)
+{
+	struct rbuf	rb;
+	uint64_t	q;
+
+	memset(r, 0, sizeof(*r));
+	rb_init(&rb, v);
+	q = rb_u64(&rb);
+	memcpy(&r->quantity, &q, 8);
+	rb_str(&rb, r->kid, sizeof(r->kid));
+	rb_str(&rb, r->id, sizeof(r->id));
+	rb_str(&rb, r->product, sizeof(r->product));
+	rb_str(&rb, r->metric, sizeof(r->metric));
+	rb_str(&rb, r->ts, sizeof(r->ts));
+	return rb_done(&rb, "usage");
+}
+
+
+static int
+rec_valid(const struct usage_rec *r)
+{
+	size_t idl = strnlen(r->id, sizeof(r->id));
+
+	return strnlen(r->kid, sizeof(r->kid)) == TOKEN_KID_LEN &&
+	    idl > 0 && idl < sizeof(r->id) &&
+	    strnlen(r->product, sizeof(r->product)) < sizeof(r->product) &&
+	    strnlen(r->metric, sizeof(r->metric)) < sizeof(r->metric) &&
+	    strnlen(r->ts, sizeof(r->ts)) < sizeof(r->ts);
+}
+
+/* kid(16) + id: the de-duplication and ledger key. */
+static void
+rec_idkey(const struct usage_rec *r, unsigned char *buf, MDB_val *k)
+{
+	size_t idl = strlen(r->id);
+
+	memcpy(buf, r->kid, TOKEN_KID_LEN);
+	memcpy(buf + TOKEN_KID_LEN, r->id, idl);
+	k->mv_data = buf;
+	k->mv_size = TOKEN_KID_LEN + idl;
+}
+
+/*
+ * The de-duplication index: hash(key_id, id) -> nothing, spread over
+ * DEDUP_GENS generations (dedup0..4). New entries go into the current
+ * one; a new generation starts every window / (DEDUP_GENS - 1), and a
+ * generation whose newest entry is older than the window is emptied
+ * whole (mdb_drop), so pruning never walks entries and frees whole pages.
+ * meta dedup_g counts generations, dedup_t<i> is when slot i started.
+ */
+struct dedup_gens {
+	uint64_t	g;			/* current slot: g % DEDUP_GENS */
+	uint64_t	start[DEDUP_GENS];	/* 0 = empty */
+};
+
+static void
+dedup_hash(const struct usage_rec *r, unsigned char h[DEDUP_HASHLEN])
+{
+	unsigned char	idbuf[TOKEN_KID_LEN + USAGE_ID_MAX];
+	unsigned char	md[SHA256_DIGEST_LENGTH];
+	MDB_val		k;
+
+	rec_idkey(r, idbuf, &k);
+	SHA256(k.mv_data, k.mv_size, md);
+	memcpy(h, md, DEDUP_HASHLEN);
+}
+
+static int
+dedup_io(struct store *s, MDB_txn *txn, struct dedup_gens *dg, int save)
+{
+	char	name[16];
+	int	i, ret;
+
+	ret = save ? store_meta_put(s, txn, "dedup_g", dg->g) :
+	    store_meta_get(s, txn, "dedup_g", &dg->g);
+	for (i = 0; ret == 0 && i < DEDUP_GENS; i++) {
+		snprintf(name, sizeof(name), "dedup_t%d", i);
+		ret = save ? store_meta_put(s, txn, name, dg->start[i]) :
+		    store_meta_get(s, txn, name, &dg->start[i]);
+	}
+	return ret;
+}
+
+/* Slot k generations before the current one (k = 0: the current). */
+static int
+dedup_slot(const struct dedup_gens *dg, int k)
+{
+	return (int)((dg->g + DEDUP_GENS - k) % DEDUP_GENS);
+}
+
+/* How long a generation takes entries: a quarter of the window. */
+static uint64_t
+dedup_span(const struct store *s)
+{
+	uint64_t span = (uint64_t)s->dedup_window / (DEDUP_GENS - 1);
+
+	return span > 0 ? span : 1;
+}
+
+/*
+ * Just after the newest entry of generation k back went in: a generation
+ * takes entries for at most a span (the first append after that rotates),
+ * so every one went in before its start plus a span; the current one is
+ * still filling.
+ */
+static uint64_t
+dedup_end(const struct store *s, const struct dedup_gens *dg, int k,
+    uint64_t now)
+{
+	if (k == 0 || s->dedup_window <= 0)
+		return now;
+	return dg->start[dedup_slot(dg, k)] + dedup_span(s);
+}
+
+/*
+ * Empty the generation k back; entries still inside the window (dropped
+ * because the store is full, not for their age) count in *early.
+ */
+static int
+dedup_drop(struct store *s, MDB_txn *txn, struct dedup_gens *dg, int k,
+    uint64_t now, uint64_t *early)
+{
+	MDB_dbi		dbi = s->dbi[DB_DEDUP0 + dedup_slot(dg, k)];
+	MDB_stat	st;
+	uint64_t	end = dedup_end(s, dg, k, now);
+	int		rc;
+
+	dg->start[dedup_slot(dg, k)] = 0;
+	if ((rc = mdb_stat(txn, dbi, &st)) != 0 ||
+	    (st.ms_entries > 0 && (rc = mdb_drop(txn, dbi, 0)) != 0))
+		return store_err(rc, "dedup");
+	if (early != NULL && (s->dedup_window <= 0 ||
+	    end + s->dedup_window > now))
+		*early += st.ms_entries;
+	return 0;
+}
+
+/* Start a generation: the slot it takes is the oldest one. */
+static int
+dedup_rotate(struct store *s, MDB_txn *txn, struct dedup_gens *dg,
+    uint64_t now, uint64_t *early)
+{
+	int ret;
+
+	if (dg->start[dedup_slot(dg, 0)] != 0) {
+		dg->g++;
+		if ((ret = dedup_drop(s, txn, dg, 0, now, early)) != 0)
+			return ret;
+	}
+	dg->start[dedup_slot(dg, 0)] = now;
+	return 0;
+}
+
+/*
+ * A store from before the generations kept (key_id, id) -> time in
+ * usage_ids, never read now: the first generation's transaction frees it.
+ */
+static int
+dedup_drop_legacy(MDB_txn *txn)
+{
+	MDB_dbi	dbi;
+	int	rc;
+
+	if ((rc = mdb_dbi_open(txn, "usage_ids", 0, &dbi)) == MDB_NOTFOUND)
+		return 0;
+	if (rc != 0 || (rc = mdb_drop(txn, dbi, 1)) != 0)
+		return store_err(rc, "usage_ids");
+	log_info("store: dropped the old usage_ids table");
+	return 0;
+}
+
+/*
+ * Before an append: rotate once the current generation is a span old,
+ * drop every older one whose end is past the window. Returns the slot
+ * new entries go into.
+ */
+static int
+dedup_age(struct store *s, MDB_txn *txn, uint64_t now, uint64_t *early)
+{
+	struct dedup_gens	dg, was;
+	int			k, ret;
+
+	if ((ret = dedup_io(s, txn, &dg, 0)) != 0)
+		return ret;
+	was = dg;
+	if (dg.g == 0 && dg.start[0] == 0 && (ret = dedup_drop_legacy(txn)) != 0)
+		return ret;
+	if (dg.start[dedup_slot(&dg, 0)] == 0 || (s->dedup_window > 0 &&
+	    dg.start[dedup_slot(&dg, 0)] + dedup_span(s) <= now)) {
+		if ((ret = dedup_rotate(s, txn, &dg, now, early)) != 0)
+			return ret;
+	}
+	for (k = 1; s->dedup_window > 0 && k < DEDUP_GENS; k++)
+		if (dg.start[dedup_slot(&dg, k)] != 0 &&
+		    dedup_end(s, &dg, k, now) + s->dedup_window <= now &&
+		    (ret = dedup_drop(s, txn, &dg, k, now, early)) != 0)
+			return ret;
+	if (memcmp(&was, &dg, sizeof(dg)) != 0 &&
+	    (ret = dedup_io(s, txn, &dg, 1)) != 0)
+		return ret;
+	return dedup_slot(&dg, 0);
+}
+
+/* Returns 1 if h is known, 0 when it was added to slot cur, < 0 on error. */
+static int
+dedup_add(struct store *s, MDB_txn *txn, unsigned char h[DEDUP_HASHLEN],
+    int cur)
+{
+	MDB_val	k = { DEDUP_HASHLEN, h }, v;
+	int	i, rc;
+
+	for (i = 0; i < DEDUP_GENS; i++) {
+		rc = mdb_get(txn, s->dbi[DB_DEDUP0 + i], &k, &v);
+		if (rc == 0)
+			return 1;
+		if (rc != MDB_NOTFOUND)
+			return store_err(rc, "dedup");
+	}
+	v.mv_size = 0;
+	v.mv_data = h;
+	rc = mdb_put(txn, s->dbi[DB_DEDUP0 + cur], &k, &v, 0);
+	return rc == 0 ? 0 : store_err(rc, "dedup");
+}
+
+/*
+ * Returns 1 for a duplicate, 0 when stored, < 0 on error. The ledger is
+ * keyed on (key_id, id) itself: at an authority it is the lasting guard
+ * once the de-dup entry is gone, and it settles a hash collision.
+ */
+static int
+usage_add1(struct store *s, MDB_txn *txn, const struct usage_rec *r,
+    int ledger, int cur, uint64_t *seq)
+{
+	unsigned char	 idbuf[TOKEN_KID_LEN + USAGE_ID_MAX], h[DEDUP_HASHLEN];
+	unsigned char	 sb[8];
+	struct wbuf	 w = { .len = 0 };
+	MDB_val		 k, v;
+	int		 rc, known;
+
+	dedup_hash(r, h);
+	if ((known = dedup_add(s, txn, h, cur)) < 0)
+		return known;
+	if (known && !ledger)
+		return 1;
+	rec_pack(&w, r);
+	if (w.err)
+		return -1;
+	v.mv_data = w.b;
+	v.mv_size = w.len;
+	if (ledger) {
+		rec_idkey(r, idbuf, &k);
+		rc = mdb_put(txn, s->dbi[DB_LEDGER], &k, &v, MDB_NOOVERWRITE);
+		if (rc == MDB_KEYEXIST)
+			return 1;
+		return rc == 0 ? 0 : store_err(rc, "ledger");
+	}
+	be64_put(sb, ++*seq);
+	k.mv_data = sb;
+	k.mv_size = sizeof(sb);
+	rc = mdb_put(txn, s->dbi[DB_SPOOL], &k, &v, MDB_NOOVERWRITE);
+	return rc == 0 ? 0 : store_err(rc, "spool");
+}
+
+/* One write transaction: expired de-dup entries out, then the records. */
+static int
+usage_append_txn(struct store *s, const struct usage_rec *recs, int n,
+    int ledger, unsigned char *dup)
+{
+	MDB_txn		*txn = NULL;
+	uint64_t	 seq, mark, early = 0, now = (uint64_t)time(NULL);
+	int		 i, ret, cur;
+
+	if ((ret = store_begin(s, 1, &txn)) != 0)
+		return ret;
+	if ((ret = store_meta_get(s, txn, "seq", &seq)) != 0 ||
+	    (ret = store_meta_get(s, txn, "clock", &mark)) != 0)
+		goto fail;
+	if (mark > now)
+		now = mark;
+	if ((ret = cur = dedup_age(s, txn, now, &early)) < 0)
+		goto fail;
+	for (i = 0; i < n; i++) {
+		if ((ret = usage_add1(s, txn, &recs[i], ledger, cur, &seq)) < 0)
+			goto fail;
+		if (dup != NULL)
+			dup[i] = ret;
+	}
+	if ((!ledger && (ret = store_meta_put(s, txn, "seq", seq)) != 0) ||
+	    (ret = store_commit(txn, "usage")) != 0)
+		return ret;
+	s->dedup_pruned += early;
+	return 0;
+fail:
+	mdb_txn_abort(txn);
+	return ret;
+}
+
+/*
+ * The store is full: empty the oldest de-dup generation (the current one
+ * last, and the next append starts a new one). LMDB reuses the pages a
+ * transaction freed only two transactions later, so a second (a rewrite
+ * of the same meta) follows. Returns 1 if anything went, 0 if the index
+ * is empty, < 0 on error.
+ */
+static int
+dedup_make_room(struct store *s)
+{
+	struct dedup_gens	 dg;
+	MDB_txn			*txn;
+	MDB_stat		 st;
+	uint64_t		 early = 0, now = (uint64_t)time(NULL);
+	int			 k, ret, rc;
+
+	if ((ret = store_begin(s, 1, &txn)) != 0)
+		return ret;
+	if ((ret = dedup_io(s, txn, &dg, 0)) != 0)
+		goto fail;
+	for (k = DEDUP_GENS - 1; k > 0; k--)
+		if (dg.start[dedup_slot(&dg, k)] != 0)
+			break;
+	if (k == 0 && ((rc = mdb_stat(txn, s->dbi[DB_DEDUP0 +
+	    dedup_slot(&dg, 0)], &st)) != 0 || st.ms_entries == 0)) {
+		ret = rc != 0 ? store_err(rc, "dedup") : 0;
+		goto fail;
+	}
+	/* A new generation too: the next drop spares what comes after. */
+	if ((ret = dedup_drop(s, txn, &dg, k, now, &early)) != 0 ||
+	    (k > 0 && (ret = dedup_rotate(s, txn, &dg, now, &early)) != 0) ||
+	    (ret = dedup_io(s, txn, &dg, 1)) != 0)
+		goto fail;
+	if ((ret = store_commit(txn, "dedup")) != 0)
+		return ret;
+	s->dedup_pruned += early;
+	log_info("store: full: dropped %llu de-dup entries, the oldest",
+	    (unsigned long long)early);
+	if ((ret = store_begin(s, 1, &txn)) != 0)
+		return ret;
+	if ((ret = dedup_io(s, txn, &dg, 1)) != 0)
+		goto fail;
+	return (ret = store_commit(txn, "dedup")) != 0 ? ret : 1;
+fail:
+	mdb_txn_abort(txn);
+	return ret;
+}
+
+/* Run op; while the store is full, make room out of the de-dup index. */
+static int
+dedup_retry(struct store *s, int (*op)(struct store *, void *), void *arg)
+{
+	int ret, try;
+
+	for (try = 0; ; try++) {
+		if ((ret = op(s, arg)) != STORE_EFULL || try == DEDUP_ROOM_TRIES)
+			return ret;
+		if (dedup_make_room(s) <= 0)
+			return STORE_EFULL;
+	}
+}
+
+struct append_args {
+	const struct usage_rec	*recs;
+	int			 n, ledger;
+	unsigned char		*dup;
+};
+
+static int
+append_op(struct store *s, void *arg)
+{
+	struct append_args *a = arg;
+
+	return usage_append_txn(s, a->recs, a->n, a->ledger, a->dup);
+}
+
+int
+store_usage_append(struct store *s, const struct usage_rec *recs, int n,
+    int ledger, unsigned char *dup)
+{
+	struct append_args	a = { recs, n, ledger, dup };
+	int			i;
+
+	if (n < 0 || (n > 0 && recs == NULL))
+		return -1;
+	for (i = 0; i < n; i++)
+		if (!rec_valid(&recs[i])) {
+			log_warnx("store: usage record %d out of bounds", i);
+			return -1;
+		}
+	if (n == 0)
+		return 0;
+	return dedup_retry(s, append_op, &a);
+}
+
+void
+store_usage_window(struct store *s, int64_t secs)
+{
+	s->dedup_window = secs;
+}
+
+uint64_t
+store_dedup_pruned(struct store *s)
+{
+	uint64_t n = s->dedup_pruned;
+
+	s->dedup_pruned = 0;
+	return n;
+}
+
+int
+store_dedup_stat(struct store *s, uint64_t *entries, uint64_t *bytes)
+{
+	MDB_txn		*txn;
+	MDB_stat	 st;
+	int		 i, rc = 0, ret;
+
+	*entries = *bytes = 0;
+	if ((ret = store_begin(s, 0, &txn)) != 0)
+		return ret;
+	for (i = 0; i < DEDUP_GENS && rc == 0; i++) {
+		if (!HAVE(s, DB_DEDUP0 + i) ||
+		    (rc = mdb_stat(txn, s->dbi[DB_DEDUP0 + i], &st)) != 0)
+			continue;
+		*entries += st.ms_entries;
+		*bytes += (uint64_t)st.ms_psize * (st.ms_branch_pages +
+		    st.ms_leaf_pages + st.ms_overflow_pages);
+	}
+	mdb_txn_abort(txn);
+	return rc == 0 ? 0 : store_err(rc, "dedup");
+}
+
+struct spool_peek {
+	struct usage_rec	*recs;
+	uint64_t		*seqs;
+	int			 max, n;
+};
+
+static int
+spool_peek1(const MDB_val *k, const MDB_val *v, void *arg)
+{
+	struct spool_peek *sp = arg;
+
+	if (sp->n >= sp->max)
+		return 1;
+	/* A record we cannot decode would block the relay forever: fail loud. */
+	if (k->mv_size != 8 || rec_unpack(v, &sp->recs[sp->n]) != 0)
+		return -1;
+	sp->seqs[sp->n++] = be64_get(k->mv_data);
+	return 0;
+}
+
+int
+store_spool_peek(struct store *s, struct usage_rec *recs, uint64_t *seqs,
+    int max)
+{
+	struct spool_peek	sp = { recs, seqs, max, 0 };
+	int			ret;
+
+	if (max <= 0)
+		return 0;
+	if ((ret = store_iter(s, DB_SPOOL, spool_peek1, &sp)) != 0)
+		return ret;
+	return sp.n;
+}
+
+struct delete_args {
+	const uint64_t	*seqs;
+	int		 n;
+};
+
+static int
+spool_delete_op(struct store *s, void *arg)
+{
+	const struct delete_args *a = arg;
+	MDB_txn		*txn;
+	unsigned char	 sb[8];
+	MDB_val		 k = { sizeof(sb), sb };
+	const uint64_t	*seqs = a->seqs;
+	uint64_t	 fwd, deleted = 0;
+	int		 i, rc, ret, n = a->n;
+
+	if ((ret = store_begin(s, 1, &txn)) != 0)
+		return ret;
+	for (i = 0; i < n; i++) {
+		be64_put(sb, seqs[i]);
+		rc = mdb_del(txn, s->dbi[DB_SPOOL], &k, NULL);
+		if (rc == 0)
+			deleted++;
+		else if (rc != MDB_NOTFOUND) {
+			ret = store_err(rc, "spool");
+			goto fail;
+		}
+	}
+	if ((ret = store_meta_get(s, txn, "forwarded", &fwd)) != 0 ||
+	    (ret = store_meta_put(s, txn, "forwarded", fwd + deleted)) != 0)
+		goto fail;
+	return store_commit(txn, "spool");
+fail:
+	mdb_txn_abort(txn);
+	return ret;
+}
+
+/* Even a delete needs fresh pages: a full store must not stop the relay. */
+int
+store_spool_delete(struct store *s, const uint64_t *seqs, int n)
+{
+	struct delete_args a = { seqs, n };
+
+	if (n <= 0)
+		return n == 0 ? 0 : -1;
+	return dedup_retry(s, spool_delete_op, &a);
+}
+
+int
+store_spool_stats(struct store *s, uint64_t *pending, uint64_t *forwarded)
+{
+	MDB_txn		*txn;
+	MDB_stat	 st;
+	uint64_t	 fwd = 0;
+	int		 rc, ret;
+
+	if ((ret = store_begin(s, 0, &txn)) != 0)
+		return ret;
+	memset(&st, 0, sizeof(st));
+	if (HAVE(s, DB_SPOOL) &&
+	    (rc = mdb_stat(txn, s->dbi[DB_SPOOL], &st)) != 0)
+		ret = store_err(rc, "spool");
+	else
+		ret = store_meta_get(s, txn, "forwarded", &fwd);
+	mdb_txn_abort(txn);
+	if (ret != 0)
+		return ret;
+	if (pending != NULL)
+		*pending = st.ms_entries;
+	if (forwarded != NULL)
+		*forwarded = fwd;
+	return 0;
+}
+
+struct totals {
+	struct usage_total	*v;
+	size_t			 n, cap;
+};
+
+static int
+total_cmp(const char *kid, const char *prd, const char *met,
+    const struct usage_total *t)
+{
+	int c;
+
+	if ((c = strcmp(kid, t->kid)) != 0 ||
+	    (c = strcmp(prd, t->product)) != 0)
+		return c;
+	return strcmp(met, t->metric);
+}
+
+/* Groups are few: a sorted array with binary-search insertion suffices. */
+static int
+totals_add1(const MDB_val *k, const MDB_val *v, void *arg)
+{
+	struct totals		*t = arg;
+	struct usage_rec	 r;
+	struct usage_total	*p;
+	size_t			 lo = 0, hi = t->n, mid = 0;
+	int			 c = 1;
+
+	(void)k;
+	if (rec_unpack(v, &r) != 0)
+		return -1;
+	while (lo < hi) {
+		mid = (lo + hi) / 2;
+		if ((c = total_cmp(r.kid, r.product, r.metric, &t->v[mid])) == 0)
+			break;
+		if (c < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	if (c == 0)
+		p = &t->v[mid];
+	else {
+		if (t->n == t->cap) {
+			size_t ncap = t->cap ? t->cap * 2 : 16;
+			if ((p = reallocarray(t->v, ncap, sizeof(*p))) == NULL)
+				return -1;
+			t->v = p;
+			t->cap = ncap;
+		}
+		memmove(&t->v[lo + 1], &t->v[lo], (t->n - lo) * sizeof(*p));
+		p = &t->v[lo];
+		memset(p, 0, sizeof(*p));
+		memcpy(p->kid, r.kid, sizeof(p->kid));
+		memcpy(p->product, r.product, sizeof(p->product));
+		memcpy(p->metric, r.metric, sizeof(p->metric));
+		t->n++;
+	}
+	p->quantity += r.quantity;
+	p->records++;
+	return 0;
+}
+
+int
+store_ledger_totals(struct store *s, struct usage_total **out, size_t *n)
+{
+	struct totals	t = { NULL, 0, 0 };
+	int		ret;
+
+	*out = NULL;
+	*n = 0;
+	if ((ret = store_iter(s, DB_LEDGER, totals_add1, &t)) != 0) {
+		free(t.v);
+		return ret;
+	}
+	*out = t.v;
+	*n = t.n;
+	return 0;
+}
+
