@@ -12,7 +12,6 @@
 #include "store_int.h"
 #include "store_seats.h"
 
-#define SEATS_KIDLEN	TOKEN_KID_LEN
 #define SEATS_WHOMAX	64
 #define SEATS_NVALS	3	/* most integers in a value (mygrants) */
 
@@ -26,11 +25,11 @@ seats_key(unsigned char *buf, const char *kid, const char *who)
 {
 	size_t wl = who != NULL ? strlen(who) : 0;
 
-	if (strlen(kid) != SEATS_KIDLEN || wl > SEATS_WHOMAX)
+	if (strlen(kid) != TOKEN_KID_LEN || wl > SEATS_WHOMAX)
 		return 0;
-	memcpy(buf, kid, SEATS_KIDLEN);
-	memcpy(buf + SEATS_KIDLEN, who != NULL ? who : "", wl);
-	return SEATS_KIDLEN + wl;
+	memcpy(buf, kid, TOKEN_KID_LEN);
+	memcpy(buf + TOKEN_KID_LEN, who != NULL ? who : "", wl);
+	return TOKEN_KID_LEN + wl;
 }
 
 static MDB_val
@@ -85,7 +84,7 @@ seats_scan(MDB_txn *txn, MDB_dbi dbi, int grants, const char *kid,
     const char *skip, int64_t now, int prune, struct store_seat_use *u)
 {
 	MDB_cursor	*cur;
-	MDB_val		 k = { SEATS_KIDLEN, (void *)kid }, v;
+	MDB_val		 k = { TOKEN_KID_LEN, (void *)kid }, v;
 	int64_t		 x[2];
 	size_t		 sl = skip != NULL ? strlen(skip) : 0;
 	int		 rc, op = MDB_SET_RANGE;
@@ -94,8 +93,8 @@ seats_scan(MDB_txn *txn, MDB_dbi dbi, int grants, const char *kid,
 		return store_err(rc, "seats");
 	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
 		op = MDB_NEXT;
-		if (k.mv_size < SEATS_KIDLEN || memcmp(k.mv_data, kid,
-		    SEATS_KIDLEN) != 0)
+		if (k.mv_size < TOKEN_KID_LEN || memcmp(k.mv_data, kid,
+		    TOKEN_KID_LEN) != 0)
 			break;
 		if (seats_unpack(&v, grants ? 2 : 1, x) == -1)
 			continue;
@@ -104,8 +103,8 @@ seats_scan(MDB_txn *txn, MDB_dbi dbi, int grants, const char *kid,
 				break;
 			continue;
 		}
-		if (skip != NULL && k.mv_size == SEATS_KIDLEN + sl &&
-		    memcmp((char *)k.mv_data + SEATS_KIDLEN, skip, sl) == 0)
+		if (skip != NULL && k.mv_size == TOKEN_KID_LEN + sl &&
+		    memcmp((char *)k.mv_data + TOKEN_KID_LEN, skip, sl) == 0)
 			continue;
 		if (grants)
 			u->granted += x[0];
@@ -121,7 +120,7 @@ static int
 seats_take(MDB_txn *txn, MDB_dbi dbi, const struct store_claim *c,
     struct store_seat_use *u)
 {
-	unsigned char		 kb[SEATS_KIDLEN + SEATS_WHOMAX];
+	unsigned char		 kb[TOKEN_KID_LEN + SEATS_WHOMAX];
 	struct seats_val	 sv;
 	MDB_val			 k, v;
 	int64_t			 x[2], free;
@@ -161,7 +160,7 @@ store_seat_claim(struct store *s, const struct store_claim *c,
 
 	memset(u, 0, sizeof(*u));
 	if ((c->instance == NULL) == (c->holder == NULL) ||
-	    strlen(c->kid) != SEATS_KIDLEN || seats_dbis(s, &ds, &dg) == -1)
+	    strlen(c->kid) != TOKEN_KID_LEN || seats_dbis(s, &ds, &dg) == -1)
 		return -1;
 	if ((ret = store_begin(s, 1, &txn)) != 0)
 		return ret;
@@ -183,7 +182,7 @@ store_seat_use(struct store *s, const char *kid, int64_t now,
 	int	 ret;
 
 	memset(u, 0, sizeof(*u));
-	if (strlen(kid) != SEATS_KIDLEN || seats_dbis(s, &ds, &dg) == -1)
+	if (strlen(kid) != TOKEN_KID_LEN || seats_dbis(s, &ds, &dg) == -1)
 		return 0;	/* no table yet: nothing held */
 	if ((ret = store_begin(s, 0, &txn)) != 0)
 		return ret;
@@ -198,7 +197,7 @@ static int
 seats_del(struct store *s, enum store_db db, const char *kid,
     const char *who)
 {
-	unsigned char	 kb[SEATS_KIDLEN + SEATS_WHOMAX];
+	unsigned char	 kb[TOKEN_KID_LEN + SEATS_WHOMAX];
 	MDB_txn		*txn;
 	MDB_dbi		 dbi;
 	MDB_val		 k = { 0, kb };
@@ -240,7 +239,7 @@ seats_walk(struct store *s, enum store_db db, const char *kid,
 	MDB_txn		*txn;
 	MDB_cursor	*cur = NULL;
 	MDB_dbi		 dbi;
-	MDB_val		 k = { SEATS_KIDLEN, (void *)kid }, v;
+	MDB_val		 k = { TOKEN_KID_LEN, (void *)kid }, v;
 	int		 rc, ret, op = kid != NULL ? MDB_SET_RANGE : MDB_FIRST;
 
 	if (seats_dbi(s, db, &dbi) == -1)
@@ -251,8 +250,8 @@ seats_walk(struct store *s, enum store_db db, const char *kid,
 		goto fail;
 	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
 		op = MDB_NEXT;
-		if (kid != NULL && (k.mv_size < SEATS_KIDLEN ||
-		    memcmp(k.mv_data, kid, SEATS_KIDLEN) != 0))
+		if (kid != NULL && (k.mv_size < TOKEN_KID_LEN ||
+		    memcmp(k.mv_data, kid, TOKEN_KID_LEN) != 0))
 			break;
 		if ((ret = fn(&k, &v, arg)) < 0)
 			break;
@@ -279,15 +278,15 @@ seats_split(const MDB_val *k, char *kid, char *who)
 {
 	size_t wl;
 
-	if (k->mv_size < SEATS_KIDLEN || k->mv_size > SEATS_KIDLEN +
+	if (k->mv_size < TOKEN_KID_LEN || k->mv_size > TOKEN_KID_LEN +
 	    SEATS_WHOMAX)
 		return -1;
-	wl = k->mv_size - SEATS_KIDLEN;
-	memcpy(kid, k->mv_data, SEATS_KIDLEN);
-	kid[SEATS_KIDLEN] = '\0';
-	memcpy(who, (char *)k->mv_data + SEATS_KIDLEN, wl);
+	wl = k->mv_size - TOKEN_KID_LEN;
+	memcpy(kid, k->mv_data, TOKEN_KID_LEN);
+	kid[TOKEN_KID_LEN] = '\0';
+	memcpy(who, (char *)k->mv_data + TOKEN_KID_LEN, wl);
 	who[wl] = '\0';
-	return strlen(kid) == SEATS_KIDLEN && strlen(who) == wl ? 0 : -1;
+	return strlen(kid) == TOKEN_KID_LEN && strlen(who) == wl ? 0 : -1;
 }
 
 struct seats_prune {
@@ -337,7 +336,7 @@ seats_each1(const MDB_val *k, const MDB_val *v, void *arg)
 {
 	struct seats_each	*e = arg;
 	struct store_mygrant	 g;
-	char			 kid[SEATS_KIDLEN + 1], who[SEATS_WHOMAX + 1];
+	char			 kid[TOKEN_KID_LEN + 1], who[SEATS_WHOMAX + 1];
 	int64_t			 x[SEATS_NVALS];
 
 	if (seats_split(k, kid, who) == -1)
@@ -399,7 +398,7 @@ store_mygrant_get(struct store *s, const char *kid, struct store_mygrant *g)
 	int			ret;
 
 	g->seats = -1;
-	if (strlen(kid) != SEATS_KIDLEN)
+	if (strlen(kid) != TOKEN_KID_LEN)
 		return -1;
 	/* The walk starts at kid; only a row of exactly kid is its own. */
 	ret = seats_walk(s, DB_MYGRANTS, kid, 0, seats_each1, &e);
@@ -412,11 +411,11 @@ int
 store_mygrant_put(struct store *s, const char *kid,
     const struct store_mygrant *g)
 {
-	unsigned char		 kb[SEATS_KIDLEN];
+	unsigned char		 kb[TOKEN_KID_LEN];
 	struct seats_val	 sv;
 	MDB_txn			*txn;
 	MDB_dbi			 dbi;
-	MDB_val			 k = { SEATS_KIDLEN, kb }, v;
+	MDB_val			 k = { TOKEN_KID_LEN, kb }, v;
 	int64_t			 x[SEATS_NVALS];
 	int			 rc, ret;
 
