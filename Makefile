@@ -19,6 +19,15 @@ override CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer
 LDFLAGS  += -fsanitize=address,undefined
 BUILD     = build-san
 endif
+# The library again for the fuzz targets (clang, coverage for libFuzzer).
+FUZZ_BUILD = build/fuzz
+ifeq ($(FUZZ),1)
+CC        = clang
+OPT       = -O1
+override CFLAGS += -fsanitize=fuzzer-no-link,address,undefined \
+            -fno-omit-frame-pointer
+BUILD     = $(FUZZ_BUILD)
+endif
 # Recursive (=) so pkg-config runs after `deps` has installed what is missing.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS))
@@ -28,9 +37,11 @@ LIBSRCS   = $(filter-out server/main.c,$(SRCS))
 LIBOBJS   = $(LIBSRCS:%.c=$(BUILD)/obj/%.o)
 UNITSRCS  = $(wildcard tests/unit/test_*.c)
 UNITBINS  = $(UNITSRCS:tests/unit/%.c=$(BUILD)/tests/%)
+FUZZSRCS  = $(wildcard tests/fuzz/fuzz_*.c)
+FUZZBINS  = $(FUZZSRCS:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
 
 .PHONY: all deps build test unit integration run clean bench bench-usage fuzz \
-        screenshots soak
+        fuzz-build valgrind screenshots soak
 .PHONY: deb rpm package-test test-packages
 
 all: deps
@@ -68,7 +79,8 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/liblicproxy.a
 
 test: deps
 	@$(MAKE) --no-print-directory build $(UNITBINS)
-	@BUILD=$(BUILD) ./tests/run.sh
+	@$(MAKE) --no-print-directory fuzz-build
+	@BUILD=$(BUILD) FUZZ_BUILD=$(FUZZ_BUILD) ./tests/run.sh
 
 unit: deps
 	@$(MAKE) --no-print-directory $(UNITBINS)
@@ -92,22 +104,35 @@ soak: all
 	@SOAK_SECONDS=$(SOAK_SECONDS) LICPROXY=$(CURDIR)/$(BUILD)/licproxy \
 	    python3 tests/soak/soak.py
 
-# Coverage-guided fuzzing of the parsers that face peers (clang/libFuzzer).
-# FUZZ_SECONDS per target; crashes land in build/fuzz/.
+# Coverage-guided fuzzing of the parsers that see outside bytes
+# (clang/libFuzzer, tests/fuzz/README.md). FUZZ_SECONDS per target, each
+# started from its committed corpus; any crash, leak or timeout fails.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS = $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 fuzz: deps
-	@command -v clang >/dev/null || apt-get install -y --no-install-recommends clang >/dev/null
-	@mkdir -p build/fuzz
-	@for t in $(FUZZ_TARGETS); do \
-	    clang -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
-	        -Icommon -Istore -Iworker tests/fuzz/$$t.c \
-	        $$(sed -n 's/^ \* Sources: //p' tests/fuzz/$$t.c) \
-	        $$(pkg-config --libs $(PKGS)) -lm -o build/fuzz/$$t || exit 1; \
-	    echo "fuzzing $$t for $(FUZZ_SECONDS)s"; \
-	    (cd build/fuzz && ./$$t -max_total_time=$(FUZZ_SECONDS) \
-	        -print_final_stats=1 2>&1 | tail -n 5) || exit 1; \
-	done
+	@$(MAKE) --no-print-directory fuzz-build
+	@FUZZ_BUILD=$(FUZZ_BUILD) ./tests/fuzz/run.sh $(FUZZ_SECONDS)
+
+fuzz-build:
+	@$(MAKE) --no-print-directory FUZZ=1 $(FUZZBINS)
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_BUILD)/liblicproxy.a
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -fsanitize=fuzzer -o $@ $< \
+	    $(FUZZ_BUILD)/liblicproxy.a $(PKG_LIBS) -lm
+
+# The integration tests named below with every licproxy process under
+# valgrind memcheck (children too): an invalid access or a definite leak
+# in any process fails its test (lp.py reads the reports from the log).
+VALGRIND_TESTS ?= test_smoke test_hostile_ipc test_usage test_authority
+VALGRIND = valgrind -q --error-exitcode=99 --leak-check=full \
+           --errors-for-leak-kinds=definite --show-leak-kinds=definite \
+           --trace-children=yes --num-callers=30
+valgrind: all
+	@command -v valgrind >/dev/null || \
+	    apt-get install -y --no-install-recommends valgrind >/dev/null
+	@LICPROXY_WRAP="$(VALGRIND)" LICPROXY=$(CURDIR)/$(BUILD)/licproxy \
+	    /usr/bin/python3 tests/integration/run.py $(VALGRIND_TESTS) | \
+	    tee $(BUILD)/valgrind.out
+	@tail -n 1 $(BUILD)/valgrind.out | grep -q ' 0 failed$$'
 
 # docs/dashboard-*.png, taken by the dashboard test from the real page.
 screenshots: all

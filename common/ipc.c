@@ -15,6 +15,7 @@
 #include "ipc.h"
 #include "log.h"
 #include "mpcheck.h"
+#include "token.h"
 
 struct ipc_chan {
 	struct bufferevent	*bev;
@@ -247,8 +248,10 @@ ipc_field(const msgpack_object_kv *kv, struct ipc_msg *m, int *seen)
 	else if (strcmp(name, "rid") == 0 &&
 	    ipc_get_int(v, 0, UINT32_MAX, &i) == 0)
 		m->rid = (uint32_t)i, bit = F_RID;
+	/* Workers answer a malformed key themselves: one here is hostile. */
 	else if (strcmp(name, "key") == 0 &&
-	    ipc_get_str(v, m->key, sizeof(m->key), 1) == 0)
+	    ipc_get_str(v, m->key, sizeof(m->key), 1) == 0 &&
+	    token_key_valid(m->key, strlen(m->key)))
 		bit = F_KEY;
 	else if (strcmp(name, "ref") == 0 && ipc_get_int(v, 0, 1, &i) == 0)
 		m->refresh = (int)i, bit = F_REF;
@@ -315,8 +318,10 @@ ipc_schema(const msgpack_object *o, struct ipc_msg *m)
 	return seen == want ? 0 : -1;
 }
 
-int
-ipc_decode(const unsigned char *buf, size_t len, struct ipc_msg *m)
+/* ipc_decode, saying why a frame is bad (for the log of the closing end). */
+static int
+ipc_decode_why(const unsigned char *buf, size_t len, struct ipc_msg *m,
+    const char **why)
 {
 	msgpack_unpacked	 up;
 	uint32_t		 be, flen;
@@ -328,12 +333,15 @@ ipc_decode(const unsigned char *buf, size_t len, struct ipc_msg *m)
 	memcpy(&be, buf, 4);
 	flen = ntohl(be);
 	/* flen + 4 would wrap for lengths near 2^32 */
+	*why = "length outside 1..1020 bytes";
 	if (flen == 0 || flen > IPC_MAX_FRAME - 4)
 		return -1;
 	if (len < flen + 4)
 		return 0;
+	*why = "a msgpack length does not fit the frame";
 	if (mpcheck(buf + 4, flen) != (int)flen)
 		return -1;
+	*why = "not a message of a known type with its fields";
 	msgpack_unpacked_init(&up);
 	if (msgpack_unpack_next(&up, (const char *)buf + 4, flen, &off) ==
 	    MSGPACK_UNPACK_SUCCESS && off == flen &&
@@ -343,12 +351,21 @@ ipc_decode(const unsigned char *buf, size_t len, struct ipc_msg *m)
 	return rv;
 }
 
+int
+ipc_decode(const unsigned char *buf, size_t len, struct ipc_msg *m)
+{
+	const char *why;
+
+	return ipc_decode_why(buf, len, m, &why);
+}
+
 static void
 ipc_chan_read(struct bufferevent *bev, void *arg)
 {
 	struct ipc_chan	*c = arg;
 	struct evbuffer	*in = bufferevent_get_input(bev);
 	struct ipc_msg	 m;
+	const char	*why;
 	unsigned char	*p;
 	size_t		 len;
 	int		 n;
@@ -357,9 +374,11 @@ ipc_chan_read(struct bufferevent *bev, void *arg)
 		if (len > IPC_MAX_FRAME)
 			len = IPC_MAX_FRAME;
 		p = evbuffer_pullup(in, len);
-		if ((n = ipc_decode(p, len, &m)) == 0)
+		if ((n = ipc_decode_why(p, len, &m, &why)) == 0)
 			return;
 		if (n < 0) {
+			log_warnx("ipc: bad frame, %s: closing the channel",
+			    why);
 			c->close_cb(c, 1, c->arg);
 			return;
 		}

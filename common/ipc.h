@@ -10,7 +10,7 @@
  * before forking; the uplink (proxy) or the issuer (authority) accepts.
  *
  *   type          direction          fields
- *   LEASE_REQ     worker -> uplink   rid, key (40 chars), ref (refresh?)
+ *   LEASE_REQ     worker -> uplink   rid, key (40 [A-Za-z0-9]), ref (refresh?)
  *   LEASE_RES     uplink -> worker   rid, st (200|403|503), rsn, ra
  *   USAGE_KICK    worker -> uplink   (none): the spool passed a batch
  *   SEAT_REQ      worker -> uplink   rid, key, op (take|release), ins

@@ -17,6 +17,8 @@ chk libcurl libcurl4-openssl-dev
 chk cmocka libcmocka-dev
 command -v pkg-config >/dev/null 2>&1 || need="$need pkg-config"
 command -v cc >/dev/null 2>&1 || need="$need gcc"
+# the fuzz targets (libFuzzer) run in `make test` and `make fuzz`
+command -v clang >/dev/null 2>&1 || need="$need clang"
 command -v openssl >/dev/null 2>&1 || need="$need openssl"
 command -v curl >/dev/null 2>&1 || need="$need curl"
 [ -x /usr/bin/python3 ] || need="$need python3"

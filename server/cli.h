@@ -14,6 +14,13 @@ int	cli_check(int argc, char **argv);
 int	cli_status(int argc, char **argv);
 
 struct store;
+typedef struct evp_pkey_st EVP_PKEY;
+
+/*
+ * Read and verify a cache import file as `cache import` does, storing
+ * nothing: 0 and *n leases when every line verifies against keys, else -1.
+ */
+int	cli_cache_read(FILE *, EVP_PKEY **keys, int nkeys, size_t *n);
 
 /* One command: its name ("keys create"), entry, usage and options. */
 struct cli_cmd {

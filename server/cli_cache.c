@@ -177,6 +177,18 @@ import_read(FILE *f, const char *name, EVP_PKEY **keys, int nkeys,
 	return -1;
 }
 
+int
+cli_cache_read(FILE *f, EVP_PKEY **keys, int nkeys, size_t *n)
+{
+	struct import_item	*items = NULL;
+	int			 rv;
+
+	*n = 0;
+	rv = import_read(f, "input", keys, nkeys, &items, n);
+	free(items);
+	return rv;
+}
+
 static int
 import_store(const char *dir, struct import_item *items, size_t n)
 {

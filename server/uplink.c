@@ -317,35 +317,61 @@ uplink_put_lease(const unsigned char sha[32], const char *tok,
 	return 0;
 }
 
+int
+uplink_lease_verify(const char *body, size_t len, const char *kid,
+    char *tok, struct lease *l)
+{
+	json_t		*j = json_loadb(body, len, 0, NULL);
+	const char	*t = json_string_value(json_object_get(j, "lease"));
+	int		 rv = -1;
+
+	if (t == NULL || strlen(t) > TOKEN_MAX ||
+	    token_verify(t, strlen(t), up.trusted, up.ntrusted, l) == -1)
+		log_warnx("upstream lease for %s does not verify against "
+		    "license.trusted_keys: refused", kid);
+	else if (strcmp(l->kid, kid) != 0)
+		log_warnx("upstream lease for %s names key %s: refused",
+		    kid, l->kid);
+	else if (l->exp <= l->iat || l->exp - l->iat > STORE_LEASE_MAX_S)
+		/* Not our wall clock: it may be the one that is wrong. */
+		log_warnx("upstream lease for %s lasts %lld s: refused",
+		    kid, (long long)(l->exp - l->iat));
+	else {
+		memcpy(tok, t, strlen(t) + 1);
+		rv = 0;
+	}
+	json_decref(j);
+	return rv;
+}
+
 /* A 200 from upstream: keep the lease only if a trusted key signed it. */
 static int
 flight_store(struct flight *f, const struct httpc_res *r)
 {
-	json_t		*j = json_loadb(r->body, r->bodylen, 0, NULL);
-	const char	*tok = json_string_value(json_object_get(j, "lease"));
 	struct lease	 l;
-	char		 why[16];
+	char		 tok[TOKEN_MAX + 1], why[16];
 	int64_t		 until;
-	int		 rv = -1;
 
-	if (tok == NULL || strlen(tok) > TOKEN_MAX ||
-	    token_verify(tok, strlen(tok), up.trusted, up.ntrusted, &l) == -1)
-		log_warnx("upstream lease for %s does not verify against "
-		    "license.trusted_keys: refused", f->kid);
-	else if (strcmp(l.kid, f->kid) != 0)
-		log_warnx("upstream lease for %s names key %s: refused",
-		    f->kid, l.kid);
-	else if (l.exp <= l.iat || l.exp - l.iat > STORE_LEASE_MAX_S)
-		/* Not our wall clock: it may be the one that is wrong. */
-		log_warnx("upstream lease for %s lasts %lld s: refused",
-		    f->kid, (long long)(l.exp - l.iat));
-	else if (uplink_put_lease(f->sha, tok, &l) == 0) {
-		/* A read first: most keys were never rejected. */
-		if (store_reject_get(up.store, f->sha, why, sizeof(why),
-		    &until) == 0)
-			store_reject_del(up.store, f->sha);
-		rv = 0;
-	}
+	if (uplink_lease_verify(r->body, r->bodylen, f->kid, tok, &l) == -1 ||
+	    uplink_put_lease(f->sha, tok, &l) == -1)
+		return -1;
+	/* A read first: most keys were never rejected. */
+	if (store_reject_get(up.store, f->sha, why, sizeof(why), &until) == 0)
+		store_reject_del(up.store, f->sha);
+	return 0;
+}
+
+const char *
+uplink_reject_reason(const char *body, size_t len)
+{
+	json_t		*j = json_loadb(body, len, 0, NULL);
+	const char	*why = json_string_value(json_object_get(j, "reason"));
+	const char	*rv = "unknown";
+
+	if (why != NULL && strcmp(why, "revoked") == 0)
+		rv = "revoked";
+	else if (why != NULL && strcmp(why, "expired") == 0)
+		rv = "expired";
 	json_decref(j);
 	return rv;
 }
@@ -359,13 +385,9 @@ uplink_negative_s(void)
 static void
 flight_rejected(struct flight *f, const struct httpc_res *r)
 {
-	json_t		*j = json_loadb(r->body, r->bodylen, 0, NULL);
-	const char	*why = json_string_value(json_object_get(j, "reason"));
+	const char	*why = uplink_reject_reason(r->body, r->bodylen);
 	int64_t		 until, now;
 
-	if (why == NULL || (strcmp(why, "revoked") != 0 &&
-	    strcmp(why, "expired") != 0))
-		why = "unknown";
 	now = store_now(up.store);
 	until = now + uplink_negative_s();
 	/* The rejection replaces a cached lease at once. */
@@ -375,7 +397,6 @@ flight_rejected(struct flight *f, const struct httpc_res *r)
 	uplink_lease_stats();	/* rare: a rejection may have removed one */
 	log_info("upstream rejected %s: %s", f->kid, why);
 	flight_finish(f, 403, why);
-	json_decref(j);
 }
 
 static void

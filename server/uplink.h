@@ -9,6 +9,7 @@ struct conf;
 struct event_base;
 struct httpc;
 struct httpc_res;
+struct lease;
 struct store;
 
 #define UPLINK_MAX_TRUSTED	16
@@ -37,6 +38,14 @@ int	uplink_call(const char *method, const char *path, const char *key,
 /* An upstream pass finished: set Connected/TrustBased/Disconnected. */
 void	uplink_state(int answered, const char *error);
 void	uplink_usage_stats(void);
+/*
+ * The body of an upstream 200 for key kid: 0 and its token and lease when
+ * a key of up.trusted signed it for kid with a sane life, else -1 (logged).
+ */
+int	uplink_lease_verify(const char *body, size_t len, const char *kid,
+	    char *tok, struct lease *l);
+/* The reason of an upstream 401/403 body: revoked, expired or unknown. */
+const char *uplink_reject_reason(const char *body, size_t len);
 
 /* relay.c: the usage spool, forwarded upstream in batches. */
 void	relay_init(void);

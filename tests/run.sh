@@ -1,14 +1,17 @@
 #!/bin/sh
-# Runs the cmocka unit tests and the integration tests against the real
-# binary; the last line is "N passed, N failed" over both.
-# usage: tests/run.sh [unit|integration]
+# Runs the cmocka unit tests, the fuzz targets over their committed corpora
+# plus a short fuzzing smoke (FUZZ_SMOKE seconds each), and the integration
+# tests against the real binary; the last line is "N passed, N failed" over
+# all three.
+# usage: tests/run.sh [unit|fuzz|integration]
 BUILD=${BUILD:-build}
+FUZZ_BUILD=${FUZZ_BUILD:-build/fuzz}
 what=${1:-all}
 passed=0
 failed=0
 rc=0
 
-if [ "$what" != integration ]; then
+if [ "$what" = all ] || [ "$what" = unit ]; then
 	# the binaries of the sources here (not a stale one of a removed test)
 	for src in tests/unit/test_*.c; do
 		t="$BUILD/tests/$(basename "$src" .c)"
@@ -26,7 +29,19 @@ if [ "$what" != integration ]; then
 		failed=$((failed + f))
 	done
 fi
-if [ "$what" != unit ]; then
+if [ "$what" = all ] || [ "$what" = fuzz ]; then
+	# one pass or failure per target: replay of its corpus, then fuzzing
+	out=$(mktemp)
+	FUZZ_BUILD=$FUZZ_BUILD ./tests/fuzz/run.sh "${FUZZ_SMOKE:-3}" | tee "$out"
+	line=$(tail -n 1 "$out")
+	rm -f "$out"
+	p=$(echo "$line" | sed -n 's/^fuzz: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p')
+	f=$(echo "$line" | sed -n 's/^fuzz: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p')
+	[ -z "$p" ] && { p=0; f=1; }
+	passed=$((passed + p))
+	failed=$((failed + f))
+fi
+if [ "$what" = all ] || [ "$what" = integration ]; then
 	# Sanitizer builds: workers run under seccomp, which refuses the
 	# ptrace LeakSanitizer needs at exit, so leaks are checked by the unit
 	# tests; every other finding aborts and the harness fails the test.

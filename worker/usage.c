@@ -281,6 +281,14 @@ usage_record(json_t *j, const struct lease *l, const char *kid,
 	return usage_owner(j, l, kid, r, field, why);
 }
 
+/* usage_record for the fuzz target, which has no connection to answer. */
+int
+usage_record_check(json_t *j, const struct lease *l, const char *kid,
+    struct usage_rec *r, const char **field, const char **why)
+{
+	return usage_record(j, l, kid, r, field, why);
+}
+
 /* The body's records, validated in full, into st; -1 with rp filled. */
 static int
 usage_parse(const struct conn *c, struct req_state *st, const struct lease *l,

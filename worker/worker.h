@@ -16,6 +16,7 @@ struct event;
 struct event_base;
 struct evconnlistener;
 struct ipc_msg;
+struct json_t;
 struct lease;
 struct proc_env;
 struct stats_shared;
@@ -198,6 +199,10 @@ void	 usage_clear(struct req_state *);
 /* 0 if s is an RFC 3339 date-time naming a real instant, year >= 1970. */
 #define USAGE_TS_MAX	35	/* ...T16:00:00.123456789+01:00 */
 int	 usage_ts_valid(const char *s);
+/* One usage record checked as POST /v1/usage does: 0, or -1 naming why. */
+int	 usage_record_check(struct json_t *, const struct lease *,
+	    const char *kid, struct usage_rec *, const char **field,
+	    const char **why);
 
 /* seats.c: /v1/seats (GET, POST, DELETE) and /v1/seats/grant (PUT) */
 enum outcome seats_start(const struct conn *, struct req_state *,

@@ -1,9 +1,8 @@
 /*
  * fuzz_http.c - libFuzzer target for the request-head parser.
  *
- * Build: `make fuzz` (clang -fsanitize=fuzzer,address,undefined with the
- * sources listed below).
- * Sources: worker/http.c
+ * Build: `make fuzz-build` (clang -fsanitize=fuzzer,address,undefined,
+ * linked with the whole library built so).
  *
  * Besides memory safety it checks what the worker relies on: a parsed
  * head lies inside the data and within max_head, the strings are

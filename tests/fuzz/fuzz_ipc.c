@@ -1,9 +1,8 @@
 /*
  * fuzz_ipc.c - libFuzzer target for the IPC frame decoder.
  *
- * Build: `make fuzz` (clang -fsanitize=fuzzer,address,undefined with the
- * sources listed below).
- * Sources: common/ipc.c common/mpcheck.c common/log.c
+ * Build: `make fuzz-build` (clang -fsanitize=fuzzer,address,undefined,
+ * linked with the whole library built so).
  *
  * Besides memory safety (a peer's hostile headers must never reach
  * msgpack-c's allocator) it checks what the channel relies on: a decoded
@@ -18,6 +17,7 @@
 
 #include "ipc.h"
 #include "mpcheck.h"
+#include "token.h"
 
 #define CHECK(x)	do { if (!(x)) abort(); } while (0)
 
@@ -30,7 +30,7 @@ check_msg(const struct ipc_msg *m)
 	CHECK(klen < sizeof(m->key) && rlen < sizeof(m->reason));
 	switch (m->type) {
 	case IPC_LEASE_REQ:
-		CHECK(klen >= 1);
+		CHECK(token_key_valid(m->key, klen));
 		CHECK(m->refresh == 0 || m->refresh == 1);
 		CHECK(m->status == 0 && rlen == 0 && m->retry_after == 0);
 		break;

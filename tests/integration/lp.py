@@ -4,6 +4,8 @@ import base64
 import http.client
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import socket
@@ -16,6 +18,11 @@ import time
 BIN = os.environ.get("LICPROXY") or os.path.join(
     os.path.dirname(__file__), "..", "..", "build", "licproxy")
 BIN = os.path.abspath(BIN)
+# `make valgrind`: the daemon runs under this command (never set in
+# production); everything it does then takes up to this many times longer,
+# so every wait_for waits that much longer.
+WRAP = shlex.split(os.environ.get("LICPROXY_WRAP", ""))
+SLOW = 5 if WRAP else 1
 
 
 def free_port():
@@ -39,7 +46,7 @@ def run(*args, env=None, input=None, check=True):
 
 
 def wait_for(pred, timeout=10.0, step=0.05, what="condition"):
-    end = time.time() + timeout
+    end = time.time() + timeout * SLOW
     last = None
     while time.time() < end:
         try:
@@ -176,7 +183,7 @@ class Server:
         e = dict(os.environ)
         e.update(self.env)
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([BIN, "serve", self.conf_path] +
+        self.proc = subprocess.Popen(WRAP + [BIN, "serve", self.conf_path] +
                                      list(args), stdout=self.log,
                                      stderr=subprocess.STDOUT, env=e)
         if wait:
@@ -238,6 +245,13 @@ class Server:
             i = text.find(marker)
             if i != -1:
                 return text[max(0, i - 200):i + 2000]
+        # valgrind memcheck (make valgrind)
+        m = re.search(r"==\d+== (Invalid (read|write|free)|Mismatched free|"
+                      r"Syscall param .* points to unaddressable|"
+                      r"[1-9][\d,]* bytes in [\d,]+ blocks are definitely "
+                      r"lost)", text)
+        if m:
+            return text[max(0, m.start() - 200):m.start() + 3000]
         return ""
 
     # -- processes --

@@ -146,13 +146,12 @@ t_roundtrip_lease_req(void **state)
 	assert_string_equal(out.reason, "");
 	assert_int_equal(out.retry_after, 0);
 
-	/* Any non-zero refresh is sent as 1; short keys are fine. */
+	/* Any non-zero refresh is sent as 1. */
 	in.rid = 0;
-	strcpy(in.key, "k");
 	in.refresh = 42;
 	roundtrip(&in, &out);
 	assert_int_equal(out.rid, 0);
-	assert_string_equal(out.key, "k");
+	assert_string_equal(out.key, KEY40);
 	assert_int_equal(out.refresh, 1);
 	in.refresh = 0;
 	roundtrip(&in, &out);
@@ -447,11 +446,11 @@ t_schema_fields(void **state)
 	assert_int_equal(msg.rid, 7);
 	assert_true(DEC(RES_OK) > 0);
 	assert_int_equal(msg.retry_after, 5);
-	assert_true(DEC(FI("ref", 1), FS("key", "abc"), FI("rid", 9),
+	assert_true(DEC(FI("ref", 1), FS("key", KEY40), FI("rid", 9),
 	    FI("t", 1)) > 0);
 	assert_int_equal(msg.type, IPC_LEASE_REQ);
 	assert_int_equal(msg.refresh, 1);
-	assert_string_equal(msg.key, "abc");
+	assert_string_equal(msg.key, KEY40);
 
 	/* missing */
 	assert_int_equal(DEC(FI("t", 1), FI("rid", 7), FS("key", KEY40)), -1);
@@ -601,6 +600,21 @@ t_schema_ranges(void **state)
 	    FS("key", KEY40), FI("ref", 1)) > 0);
 	assert_int_equal(msg.rid, UINT32_MAX);
 	assert_string_equal(msg.key, KEY40);
+}
+
+/* Workers never send a malformed key (they answer 401): one is hostile. */
+static void
+t_schema_malformed_key(void **state)
+{
+	(void)state;
+	assert_int_equal(DEC(FI("t", 1), FI("rid", 7), FS("key", "k"),
+	    FI("ref", 0)), -1);
+	assert_int_equal(DEC(FI("t", 1), FI("rid", 7), FS("key",
+	    "Abcdefghij0123456789KLMNOPQRSTuvwxyz012"), FI("ref", 0)), -1);
+	assert_int_equal(DEC(FI("t", 1), FI("rid", 7), FS("key",
+	    "Abcdefghij0123456789KLMNOPQRSTuvwxyz012-"), FI("ref", 0)), -1);
+	assert_true(DEC(FI("t", 1), FI("rid", 7), FS("key", KEY40),
+	    FI("ref", 0)) > 0);
 }
 
 /* A NUL would silently shorten a key or a field name: refused. */
@@ -859,6 +873,7 @@ main(void)
 		cmocka_unit_test(t_schema_types),
 		cmocka_unit_test(t_schema_ranges),
 		cmocka_unit_test(t_schema_nul),
+		cmocka_unit_test(t_schema_malformed_key),
 		cmocka_unit_test(t_encode_refuses),
 		cmocka_unit_test(t_mpcheck_lengths),
 		cmocka_unit_test(t_chan_send),

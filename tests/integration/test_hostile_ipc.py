@@ -1,0 +1,153 @@
+"""Hostile IPC peers (issue 10): a process that connects to the uplink's or
+the issuer's Unix socket (store.path/ipc.sock) as a worker would and sends
+bad frames. The uplink/issuer must survive it (same pid, no restart
+counted), drop only that channel, log why, and go on serving the real
+workers.
+
+The peer runs in a child process of its own: the uplink/issuer SIGKILLs
+the sender of a bad frame (its pid from SO_PEERCRED), and that must not be
+the test runner."""
+import os
+import struct
+import subprocess
+import sys
+import time
+
+from lp import Fixture, Pki, Server, wait_for
+
+
+def mp_str(s):
+    b = s.encode()
+    assert len(b) < 32
+    return bytes([0xa0 | len(b)]) + b
+
+
+def mp_int(i):
+    assert 0 <= i < 128
+    return bytes([i])
+
+
+def mp_map(*pairs):
+    assert len(pairs) < 16
+    return bytes([0x80 | len(pairs)]) + b"".join(k + v for k, v in pairs)
+
+
+def frame(body):
+    return struct.pack(">I", len(body)) + body
+
+
+KEY40 = "Abcdefghij0123456789KLMNOPQRSTuvwxyz0123"
+
+# name -> (bytes, reason logged or None, close our end of the socket after)
+CASES = {
+    # a frame cut short and the peer gone: the channel simply closes
+    "truncated": (frame(mp_map((mp_str("t"), mp_int(1))))[:6], None, True),
+    "oversize length": (b"\xff\xff\xff\xff" + b"\x80" * 16,
+                        "length outside 1..1020 bytes", False),
+    "length 1021": (struct.pack(">I", 1021) + b"\x80" * 1021,
+                    "length outside 1..1020 bytes", False),
+    "map of 2^31 entries": (frame(b"\xdf\x80\x00\x00\x00"),
+                            "a msgpack length does not fit the frame", False),
+    "map of 2^32-1 entries": (frame(b"\xdf\xff\xff\xff\xff"),
+                              "a msgpack length does not fit the frame",
+                              False),
+    "wrong types": (frame(mp_map((mp_str("t"), mp_str("1")),
+                                 (mp_str("rid"), mp_str("x")),
+                                 (mp_str("key"), mp_int(7)),
+                                 (mp_str("ref"), b"\xc3"))),
+                    "not a message of a known type with its fields", False),
+    "unknown type": (frame(mp_map((mp_str("t"), mp_int(99)))),
+                     "not a message of a known type with its fields", False),
+    "malformed key": (frame(mp_map((mp_str("t"), mp_int(1)),
+                                   (mp_str("rid"), mp_int(5)),
+                                   (mp_str("key"), mp_str("short-key")),
+                                   (mp_str("ref"), mp_int(0)))),
+                      "not a message of a known type with its fields", False),
+}
+
+# The peer: connect, send, then wait for the other end to close (or for
+# the SIGKILL). Prints "closed" when the uplink/issuer closed the channel.
+PEER = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+s.sendall(sys.stdin.buffer.read())
+if sys.argv[2] == "1":
+    s.shutdown(socket.SHUT_WR)
+s.settimeout(5)
+try:
+    while s.recv(4096):
+        pass
+    print("closed", flush=True)
+except socket.timeout:
+    print("open", flush=True)
+time.sleep(1)
+"""
+
+VALID_REQ = frame(mp_map((mp_str("t"), mp_int(1)), (mp_str("rid"), mp_int(1)),
+                         (mp_str("key"), mp_str(KEY40[:31])),
+                         (mp_str("ref"), mp_int(0))))
+
+
+def hostile(srv, data, shut):
+    sock = os.path.join(srv.store, "ipc.sock")
+    p = subprocess.run([sys.executable, "-c", PEER, sock,
+                        "1" if shut else "0"], input=data,
+                       capture_output=True, timeout=30)
+    return p.returncode, p.stdout.decode().strip()
+
+
+def check_survives(srv, role, registry):
+    """registry: the server whose key registry makes fresh keys, so every
+    request after an attack is a miss that the uplink/issuer must answer."""
+    pid0 = srv.children_by_comm()["licproxy-" + role]
+    restarts = 'licproxy_process_restarts_total{role="%s"}' % role
+    for name, (data, why, shut) in CASES.items():
+        log0 = len(srv.logs())
+        rc, out = hostile(srv, data, shut)
+        # dropped: the channel closed, or the peer killed for its frame
+        assert rc == -9 or out == "closed", (name, rc, out)
+        if why is not None:
+            line = "ipc: bad frame, %s: closing the channel" % why
+            wait_for(lambda: line in srv.logs()[log0:], what=name + " log")
+            assert rc == -9, (name, rc, out)
+        # the real workers are still served, by the same process
+        r = srv.license(registry.create_key(name="svc", products="api"))
+        assert r.status == 200, (name, r)
+        assert r.json()["source"] != "cache", (name, r)
+        assert srv.children_by_comm()["licproxy-" + role] == pid0, name
+        assert srv.metrics()[restarts] == 0, name
+    # a peer that sends nothing and stays does not hold anyone else up
+    sock = os.path.join(srv.store, "ipc.sock")
+    idle = subprocess.Popen([sys.executable, "-c", PEER, sock, "0"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    idle.stdin.write(VALID_REQ[:3])
+    idle.stdin.close()
+    time.sleep(0.3)
+    assert srv.license(registry.create_key(name="svc")).status == 200
+    assert idle.wait(timeout=30) in (0, -9)
+
+
+def test_hostile_peer_issuer():
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth = fx.add(Server(pki, "authority"))
+        key = auth.create_key(name="svc", products="api")
+        auth.start()
+        assert auth.license(key).status == 200
+        check_survives(auth, "issuer", auth)
+
+
+def test_hostile_peer_uplink():
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth = fx.add(Server(pki, "authority", name="authority"))
+        pkey = auth.create_key(name="proxy", role="proxy")
+        key = auth.create_key(name="svc", products="api")
+        auth.start()
+        proxy = fx.add(Server(pki, "proxy", name="proxy", extra={"license": {
+            "server_url": [auth.url], "ca_file": pki.ca,
+            "trusted_keys": [pki.pub], "timeout": "1s"}},
+            env={"LICPROXY_LICENSE_KEY": pkey})).start()
+        assert proxy.license(key).status == 200
+        check_survives(proxy, "uplink", auth)
