@@ -140,6 +140,11 @@ static const struct kdef usage_keys[] = {
 	{ NULL }
 };
 
+static const struct kdef seats_keys[] = {
+	{ "ttl", K_SEC, OFF(seats.ttl_s) },
+	{ NULL }
+};
+
 static const struct kdef store_keys[] = {
 	{ "path", K_STR, OFF(store.path), F_NONEMPTY },
 	{ "max_size", K_SIZE64, OFF(store.max_size) },
@@ -152,6 +157,7 @@ static const struct kdef authority_keys[] = {
 	{ "lease_refresh", K_SEC, OFF(authority.lease_refresh_s), 0,
 	    S_LEASE_REFRESH },
 	{ "lease_ttl", K_SEC, OFF(authority.lease_ttl_s) },
+	{ "seat_grant_ttl", K_SEC, OFF(authority.seat_grant_ttl_s) },
 	{ NULL }
 };
 
@@ -168,6 +174,7 @@ static const struct kdef top_keys[] = {
 	{ "server", K_SECTION, 0, 0, S_NONE, server_keys },
 	{ "license", K_SECTION, 0, 0, S_NONE, license_keys },
 	{ "usage", K_SECTION, 0, 0, S_NONE, usage_keys },
+	{ "seats", K_SECTION, 0, 0, S_NONE, seats_keys },
 	{ "store", K_SECTION, 0, 0, S_NONE, store_keys },
 	{ "authority", K_SECTION, 0, 0, S_NONE, authority_keys },
 	{ "log", K_SECTION, 0, 0, S_NONE, log_keys },
@@ -307,12 +314,14 @@ conf_defaults(struct cctx *c)
 	cf->license.miss_rate = 50;
 	cf->license.miss_burst = 200;
 	cf->usage.dedup_window_s = 24 * 3600;
+	cf->seats.ttl_s = 5 * 60;
 	conf_setstr(c, &cf->store.path, "/var/lib/licproxy");
 	cf->store.max_size = 1ULL << 30;
 	conf_setstr(c, &cf->authority.signing_key,
 	    "/etc/licproxy/authority.key");
 	cf->authority.lease_refresh_s = 60;
 	cf->authority.lease_ttl_s = 72 * 3600;
+	cf->authority.seat_grant_ttl_s = 72 * 3600;
 	cf->log.level = LOG_INFO;
 	cf->log.json = 0;
 }

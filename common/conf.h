@@ -82,6 +82,10 @@ struct conf {
 	} usage;
 
 	struct {
+		int64_t	 ttl_s;			/* default 5m */
+	} seats;
+
+	struct {
 		char	*path;
 		uint64_t max_size;		/* default 1GiB */
 	} store;
@@ -90,6 +94,7 @@ struct conf {
 		char	*signing_key;
 		int64_t	 lease_refresh_s;	/* default 60 */
 		int64_t	 lease_ttl_s;		/* default 72h */
+		int64_t	 seat_grant_ttl_s;	/* default 72h */
 	} authority;
 
 	struct {

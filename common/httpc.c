@@ -455,12 +455,14 @@ hc_setopts(struct hc_xfer *x, const struct httpc_req *req)
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, hc_write);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hdrs);
-	if (strcmp(req->method, "POST") == 0) {
+	/* A PUT with a body (seat grants) is a POST renamed, for curl. */
+	if (strcmp(req->method, "POST") == 0 || req->body != NULL) {
 		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
 		    (curl_off_t)req->bodylen);
 		curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS,
 		    req->body != NULL ? req->body : "");
-	} else if (strcmp(req->method, "GET") != 0)
+	}
+	if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "POST") != 0)
 		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
 }
 

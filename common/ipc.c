@@ -33,6 +33,57 @@ ipc_pack_str(msgpack_packer *pk, const char *s)
 	msgpack_pack_str_body(pk, s, n);
 }
 
+static void
+ipc_kv_int(msgpack_packer *pk, const char *name, int64_t v)
+{
+	ipc_pack_str(pk, name);
+	msgpack_pack_int64(pk, v);
+}
+
+static void
+ipc_kv_str(msgpack_packer *pk, const char *name, const char *v)
+{
+	ipc_pack_str(pk, name);
+	ipc_pack_str(pk, v);
+}
+
+/* The seat messages: the "t" and "rid" pair, then each type's fields. */
+static int
+ipc_encode_seats(msgpack_packer *pk, const struct ipc_msg *m)
+{
+	static const int nfields[] = { 4, 7, 3, 6 };
+
+	if (m->type < IPC_SEAT_REQ || m->type > IPC_GRANT_RES)
+		return -1;
+	msgpack_pack_map(pk, 2 + nfields[m->type - IPC_SEAT_REQ]);
+	ipc_kv_int(pk, "t", m->type);
+	ipc_kv_int(pk, "rid", m->rid);
+	if (m->type == IPC_SEAT_REQ) {
+		ipc_kv_str(pk, "key", m->key);
+		ipc_kv_int(pk, "op", m->op);
+		ipc_kv_str(pk, "ins", m->instance);
+	} else if (m->type == IPC_GRANT_REQ) {
+		ipc_kv_str(pk, "hold", m->holder);
+		ipc_kv_str(pk, "kid", m->kid);
+		ipc_kv_int(pk, "want", m->want);
+	} else {
+		ipc_kv_int(pk, "st", m->status);
+		ipc_kv_str(pk, "rsn", m->reason);
+		ipc_kv_int(pk, "gr", m->granted);
+		ipc_kv_int(pk, "exp", m->expires);
+		ipc_kv_int(pk, "tot", m->total);
+	}
+	if (m->type == IPC_SEAT_REQ)
+		ipc_kv_int(pk, "want", 1);	/* an instance holds one */
+	else if (m->type == IPC_GRANT_RES)
+		ipc_kv_str(pk, "kid", m->kid);
+	else if (m->type == IPC_SEAT_RES) {
+		ipc_kv_int(pk, "used", m->used);
+		ipc_kv_int(pk, "ra", m->retry_after);
+	}
+	return 0;
+}
+
 int
 ipc_encode(const struct ipc_msg *m, unsigned char *buf, size_t bufsz)
 {
@@ -74,7 +125,8 @@ ipc_encode(const struct ipc_msg *m, unsigned char *buf, size_t bufsz)
 		msgpack_pack_int(&pk, m->type);
 		break;
 	default:
-		goto done;
+		if (ipc_encode_seats(&pk, m) == -1)
+			goto done;
 	}
 	if (sb.size + 4 > bufsz || sb.size + 4 > IPC_MAX_FRAME)
 		goto done;
@@ -121,6 +173,65 @@ ipc_get_int(const msgpack_object *o, int64_t lo, int64_t hi, int64_t *v)
 #define F_ST	0x10
 #define F_RSN	0x20
 #define F_RA	0x40
+#define F_OP	0x80
+#define F_INS	0x100
+#define F_HOLD	0x200
+#define F_KID	0x400
+#define F_WANT	0x800
+#define F_USED	0x1000
+#define F_TOT	0x2000
+#define F_GR	0x4000
+#define F_EXP	0x8000
+
+/* A key_id as the store names it: 16 lowercase hex characters. */
+static int
+ipc_get_kid(const msgpack_object *o, char *dst)
+{
+	size_t i;
+
+	if (ipc_get_str(o, dst, 17, 16) == -1)
+		return -1;
+	for (i = 0; i < 16; i++)
+		if (!((dst[i] >= '0' && dst[i] <= '9') ||
+		    (dst[i] >= 'a' && dst[i] <= 'f')))
+			return -1;
+	return 0;
+}
+
+/* The seat messages' own fields; *bit 0 for a name that is not one. */
+static int
+ipc_field_seats(const char *name, const msgpack_object *v,
+    struct ipc_msg *m, int *bit)
+{
+	int64_t i;
+
+	*bit = 0;
+	if (strcmp(name, "op") == 0 && ipc_get_int(v, 1, 2, &i) == 0)
+		m->op = (int)i, *bit = F_OP;
+	else if (strcmp(name, "ins") == 0 &&
+	    ipc_get_str(v, m->instance, sizeof(m->instance), 1) == 0)
+		*bit = F_INS;
+	else if (strcmp(name, "hold") == 0 && ipc_get_kid(v, m->holder) == 0)
+		*bit = F_HOLD;
+	else if (strcmp(name, "kid") == 0 && ipc_get_kid(v, m->kid) == 0)
+		*bit = F_KID;
+	else if (strcmp(name, "want") == 0 &&
+	    ipc_get_int(v, 0, IPC_SEATS_MAX, &m->want) == 0)
+		*bit = F_WANT;
+	else if (strcmp(name, "used") == 0 &&
+	    ipc_get_int(v, 0, IPC_SEATS_MAX, &m->used) == 0)
+		*bit = F_USED;
+	else if (strcmp(name, "tot") == 0 &&
+	    ipc_get_int(v, -1, IPC_SEATS_MAX, &m->total) == 0)
+		*bit = F_TOT;
+	else if (strcmp(name, "gr") == 0 &&
+	    ipc_get_int(v, -1, IPC_SEATS_MAX, &m->granted) == 0)
+		*bit = F_GR;
+	else if (strcmp(name, "exp") == 0 &&
+	    ipc_get_int(v, 0, INT64_MAX, &m->expires) == 0)
+		*bit = F_EXP;
+	return *bit != 0 ? 0 : -1;
+}
 
 static int
 ipc_field(const msgpack_object_kv *kv, struct ipc_msg *m, int *seen)
@@ -132,7 +243,7 @@ ipc_field(const msgpack_object_kv *kv, struct ipc_msg *m, int *seen)
 
 	if (ipc_get_str(&kv->key, name, sizeof(name), 1) == -1)
 		return -1;
-	if (strcmp(name, "t") == 0 && ipc_get_int(v, 1, 3, &i) == 0)
+	if (strcmp(name, "t") == 0 && ipc_get_int(v, 1, IPC_GRANT_RES, &i) == 0)
 		m->type = (enum ipc_type)i, bit = F_T;
 	else if (strcmp(name, "rid") == 0 &&
 	    ipc_get_int(v, 0, UINT32_MAX, &i) == 0)
@@ -145,14 +256,14 @@ ipc_field(const msgpack_object_kv *kv, struct ipc_msg *m, int *seen)
 	else if (strcmp(name, "ref") == 0 && ipc_get_int(v, 0, 1, &i) == 0)
 		m->refresh = (int)i, bit = F_REF;
 	else if (strcmp(name, "st") == 0 && ipc_get_int(v, 200, 503, &i) == 0 &&
-	    (i == 200 || i == 403 || i == 503))
+	    (i == 200 || i == 204 || i == 403 || i == 409 || i == 503))
 		m->status = (int)i, bit = F_ST;
 	else if (strcmp(name, "rsn") == 0 &&
 	    ipc_get_str(v, m->reason, sizeof(m->reason), 0) == 0)
 		bit = F_RSN;
 	else if (strcmp(name, "ra") == 0 && ipc_get_int(v, 0, 86400, &i) == 0)
 		m->retry_after = (int)i, bit = F_RA;
-	else
+	else if (ipc_field_seats(name, v, m, &bit) == -1)
 		return -1;
 	if (*seen & bit)
 		return -1;
@@ -182,9 +293,28 @@ ipc_schema(const msgpack_object *o, struct ipc_msg *m)
 	case IPC_USAGE_KICK:
 		want = F_T;
 		break;
+	case IPC_SEAT_REQ:
+		want = F_T | F_RID | F_KEY | F_OP | F_INS | F_WANT;
+		break;
+	case IPC_SEAT_RES:
+		want = F_T | F_RID | F_ST | F_RSN | F_GR | F_EXP | F_TOT |
+		    F_USED | F_RA;
+		break;
+	case IPC_GRANT_REQ:
+		want = F_T | F_RID | F_HOLD | F_KID | F_WANT;
+		break;
+	case IPC_GRANT_RES:
+		want = F_T | F_RID | F_ST | F_RSN | F_GR | F_EXP | F_TOT |
+		    F_KID;
+		break;
 	default:
 		return -1;
 	}
+	/* Only a seat answer may say 204 (released) or 409 (none free). */
+	if ((m->status == 204 || m->status == 409) && m->type != IPC_SEAT_RES)
+		return -1;
+	if (m->type == IPC_SEAT_REQ && m->want != 1)
+		return -1;	/* an instance holds exactly one seat */
 	return seen == want ? 0 : -1;
 }
 

@@ -13,6 +13,14 @@
  *   LEASE_REQ     worker -> uplink   rid, key (40 [A-Za-z0-9]), ref (refresh?)
  *   LEASE_RES     uplink -> worker   rid, st (200|403|503), rsn, ra
  *   USAGE_KICK    worker -> uplink   (none): the spool passed a batch
+ *   SEAT_REQ      worker -> uplink   rid, key, op (take|release), ins
+ *   SEAT_RES      uplink -> worker   rid, st (200|204|403|409|503), rsn,
+ *                                    used, tot (-1 none), gr (-1 not a
+ *                                    proxy), exp (0 none), ra
+ *   GRANT_REQ     worker -> uplink   rid, hold (caller's key_id), kid, want
+ *   GRANT_RES     uplink -> worker   rid, st (200|403|503), rsn, kid, gr,
+ *                                    exp, tot (-1 none)
+ * (uplink: the issuer in authority mode, for every message.)
  */
 #ifndef IPC_H
 #define IPC_H
@@ -29,7 +37,14 @@ enum ipc_type {
 	IPC_LEASE_REQ = 1,
 	IPC_LEASE_RES = 2,
 	IPC_USAGE_KICK = 3,
+	IPC_SEAT_REQ = 4,
+	IPC_SEAT_RES = 5,
+	IPC_GRANT_REQ = 6,
+	IPC_GRANT_RES = 7,
 };
+
+enum ipc_seat_op { IPC_SEAT_TAKE = 1, IPC_SEAT_RELEASE = 2 };
+#define IPC_SEATS_MAX	1000000		/* bound of every seat count */
 
 #define IPC_MAX_FRAME	1024	/* every message above fits easily */
 
@@ -41,6 +56,15 @@ struct ipc_msg {
 	int		 status;	/* LEASE_RES: 200, 403 or 503 */
 	char		 reason[16];	/* LEASE_RES: unknown|revoked|expired */
 	int		 retry_after;	/* LEASE_RES: seconds, with 503 */
+	int		 op;		/* SEAT_REQ: enum ipc_seat_op */
+	char		 instance[65];	/* SEAT_REQ: X-Instance-Id */
+	char		 holder[17];	/* GRANT_REQ: the calling proxy */
+	char		 kid[17];	/* GRANT_*: the key asked about */
+	int64_t		 want;		/* GRANT_REQ */
+	int64_t		 used;		/* SEAT_RES */
+	int64_t		 total;		/* *_RES: -1 = no limit */
+	int64_t		 granted;	/* *_RES: -1 = not a proxy (SEAT_RES) */
+	int64_t		 expires;	/* *_RES: unix s, 0 = none */
 };
 
 /* Encode m as one frame into buf; returns the frame length or -1. */

@@ -16,13 +16,13 @@ struct stats_slot	*stats_self;
 struct limit_table	*stats_limits;
 
 static const int code_list[STATS_NCODES] = {
-	200, 202, 400, 401, 403, 404, 405, 408, 411, 413, 414, 415, 429,
-	431, 500, 501, 503, 505, 507, 0
+	200, 202, 204, 400, 401, 403, 404, 405, 408, 409, 411, 413, 414, 415,
+	429, 431, 500, 501, 503, 505, 507, 0
 };
 
 static const char *const ep_names[EP_MAX] = {
-	"/v1/license", "/v1/usage", "/v1/status", "/metrics", "/healthz",
-	"/readyz", "/", "other"
+	"/v1/license", "/v1/usage", "/v1/seats", "/v1/seats/grant",
+	"/v1/status", "/metrics", "/healthz", "/readyz", "/", "other"
 };
 
 static const char *const state_names[] = {

@@ -21,11 +21,11 @@ struct limit_table;
 
 
 enum stats_ep {
-	EP_LICENSE, EP_USAGE, EP_STATUS, EP_METRICS, EP_HEALTHZ, EP_READYZ,
+	EP_LICENSE, EP_USAGE, EP_SEATS, EP_SEATS_GRANT, EP_STATUS, EP_METRICS, EP_HEALTHZ, EP_READYZ,
 	EP_DASHBOARD, EP_OTHER, EP_MAX
 };
 
-#define STATS_NCODES	20	/* see stats.c: code_list */
+#define STATS_NCODES	24	/* see stats.c: code_list */
 
 enum stats_state {
 	ST_INITIALIZING, ST_CONNECTED, ST_TRUSTBASED, ST_DISCONNECTED,

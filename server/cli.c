@@ -23,10 +23,14 @@ static const struct cli_cmd cli_cmds[] = {
 	{ "check-config", NULL, "[CONFIG]", NULL },
 	{ "keygen", cli_keygen, "PATH", "" },
 	{ "keys create", cli_keys, "--store DIR --name NAME --products a,b\n"
-	    "        [--role member|proxy] [--expires YYYY-MM-DD|never]",
-	    "--store= --name= --products= --role= --expires=" },
+	    "        [--role member|proxy] [--expires YYYY-MM-DD|never] "
+	    "[--seats N]",
+	    "--store= --name= --products= --role= --expires= --seats=" },
 	{ "keys list", cli_keys, "--store DIR [--json]", "--store= --json" },
 	{ "keys revoke", cli_keys, "--store DIR KEY_ID", "--store=" },
+	{ "seats list", cli_seats, "--store DIR [--json]", "--store= --json" },
+	{ "seats release", cli_seats, "--store DIR KEY_ID (--instance ID | "
+	    "--holder KEY_ID)", "--store= --instance= --holder=" },
 	{ "usage", cli_usage, "--store DIR [--json]", "--store= --json" },
 	{ "cache export", cli_cache, "--store DIR > FILE", "--store=" },
 	{ "cache import", cli_cache, "--store DIR --trusted-key PUB... FILE",

@@ -8,6 +8,7 @@
 int	cli_keygen(int argc, char **argv);
 int	cli_keys(int argc, char **argv);
 int	cli_usage(int argc, char **argv);
+int	cli_seats(int argc, char **argv);
 int	cli_cache(int argc, char **argv);
 int	cli_check(int argc, char **argv);
 int	cli_status(int argc, char **argv);

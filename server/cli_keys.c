@@ -13,6 +13,7 @@
 #include <openssl/crypto.h>
 
 #include "cli.h"
+#include "ipc.h"
 #include "store.h"
 #include "token.h"
 
@@ -116,6 +117,19 @@ keys_expires(const char *s, int64_t *t)
 	return 0;
 }
 
+/* --seats N: a seat limit, 0 for none (as without the flag). */
+static int
+keys_seats(const char *s, int64_t *n)
+{
+	size_t len = strlen(s);
+
+	if (len < 1 || len > 7 || strspn(s, "0123456789") != len ||
+	    (*n = strtoll(s, NULL, 10)) > IPC_SEATS_MAX)
+		return cli_usage_error("--seats \"%s\": a number of seats, "
+		    "0 to %d (0 = no limit)", s, IPC_SEATS_MAX);
+	return 0;
+}
+
 static int
 keys_create(int argc, char **argv)
 {
@@ -123,6 +137,7 @@ keys_create(int argc, char **argv)
 	const char		*prd = cli_opt(argc, argv, "--products");
 	const char		*role = cli_opt(argc, argv, "--role");
 	const char		*exp = cli_opt(argc, argv, "--expires");
+	const char		*seats = cli_opt(argc, argv, "--seats");
 	struct store_key	 k;
 	struct store		*s;
 	unsigned char		 sha[32];
@@ -145,6 +160,8 @@ keys_create(int argc, char **argv)
 		    role);
 	if (exp != NULL && keys_expires(exp, &k.expires) != 0)
 		return 2;
+	if (seats != NULL && keys_seats(seats, &k.seats) != 0)
+		return 2;
 	if ((s = cli_store(argc, argv, 0)) == NULL)
 		return 1;
 	strcpy(k.name, name);
@@ -158,9 +175,9 @@ keys_create(int argc, char **argv)
 		goto fail;
 	store_close(s);
 	printf("%s\n", key);
-	fprintf(stderr, "created key_id %s name %s role %s products %s%s%s\n",
-	    k.kid, k.name, role_name(r), prd, exp ? " expires " : "",
-	    exp ? exp : "");
+	fprintf(stderr, "created key_id %s name %s role %s products %s%s%s"
+	    "%s%s\n", k.kid, k.name, role_name(r), prd, exp ? " expires " : "",
+	    exp ? exp : "", k.seats ? " seats " : "", k.seats ? seats : "");
 	OPENSSL_cleanse(key, sizeof(key));
 	return 0;
 fail:
@@ -217,12 +234,14 @@ struct keys_list {
 	int	 n;
 };
 
+#define KEYS_ROW	"%-16s  %-20s  %-6s  %-8s  %-10s  %-7s  %s\n"
+
 static int
 keys_list1(const struct store_key *k, void *arg)
 {
 	struct keys_list *kl = arg;
 	json_t	*arr = kl->arr, *prd = json_array();
-	char	 buf[600] = "", exp[16] = "-";
+	char	 buf[600] = "", exp[16] = "-", seats[24] = "-";
 	time_t	 t = (time_t)k->expires - 86400;
 	int	 i;
 
@@ -233,18 +252,20 @@ keys_list1(const struct store_key *k, void *arg)
 	}
 	if (k->expires != 0)
 		strftime(exp, sizeof(exp), "%Y-%m-%d", gmtime(&t));
+	if (k->seats > 0)
+		snprintf(seats, sizeof(seats), "%lld", (long long)k->seats);
 	kl->n++;
 	if (arr != NULL)
-		json_array_append_new(arr, json_pack("{s:s,s:s,s:s,s:o,s:s,s:s*}",
-		    "key_id", k->kid, "name", k->name, "role",
+		json_array_append_new(arr, json_pack("{s:s,s:s,s:s,s:o,s:s,s:s*,"
+		    "s:o}", "key_id", k->kid, "name", k->name, "role",
 		    role_name((enum lease_role)k->role), "products", prd,
 		    "status", keys_status(k), "expires",
-		    k->expires ? exp : NULL));
+		    k->expires ? exp : NULL, "seats", k->seats > 0 ?
+		    json_integer(k->seats) : json_null()));
 	else {
 		json_decref(prd);
-		printf("%-16s  %-20s  %-6s  %-8s  %-10s  %s\n", k->kid, k->name,
-		    role_name((enum lease_role)k->role), keys_status(k), exp,
-		    buf);
+		printf(KEYS_ROW, k->kid, k->name, role_name((enum lease_role)
+		    k->role), keys_status(k), exp, seats, buf);
 	}
 	return 0;
 }
@@ -261,8 +282,8 @@ keys_list(int argc, char **argv)
 	if (cli_flag(argc, argv, "--json"))
 		kl.arr = json_array();
 	else
-		printf("%-16s  %-20s  %-6s  %-8s  %-10s  %s\n", "KEY_ID", "NAME",
-		    "ROLE", "STATUS", "EXPIRES", "PRODUCTS");
+		printf(KEYS_ROW, "KEY_ID", "NAME", "ROLE", "STATUS",
+		    "EXPIRES", "SEATS", "PRODUCTS");
 	rv = store_key_foreach(s, keys_list1, &kl);
 	if (rv == 0 && kl.n == 0)
 		keys_hint_proxy(s, "keys");

@@ -20,6 +20,7 @@
 #include "issuer.h"
 #include "proc.h"
 #include "sandbox.h"
+#include "seats_srv.h"
 #include "stats.h"
 #include "store.h"
 #include "token.h"
@@ -95,7 +96,7 @@ issuer_request(uint64_t chan, const struct ipc_msg *req)
 	char		 tok[TOKEN_MAX + 1];
 	const char	*why = NULL;
 
-	if (req->type != IPC_LEASE_REQ)
+	if (seats_auth_request(chan, req) || req->type != IPC_LEASE_REQ)
 		return;
 	memset(&res, 0, sizeof(res));
 	res.type = IPC_LEASE_RES;
@@ -127,6 +128,7 @@ issuer_tick(evutil_socket_t fd, short ev, void *arg)
 	store_clock_tick(issuer->store);
 	store_reader_check(issuer->store);
 	gauge_store(issuer->store, 1);
+	seats_auth_tick();
 }
 
 /* TERM or USR2: the workers are gone or attach to a new issuer. */
@@ -173,6 +175,7 @@ issuer_main(struct proc_env *env)
 	if (proc_drop_privs(is.cf->server.user) == -1)
 		exit(2);
 	is.store = child_open_store(is.cf);
+	seats_auth_init(is.cf, is.store);
 	proc_signals(is.base, is.cf->log.file, issuer_stop);
 	if (chans_init(is.base, env->fd_ipc, issuer_request) == -1)
 		fatalx("ipc listener");

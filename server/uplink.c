@@ -24,6 +24,7 @@
 #include "child.h"
 #include "proc.h"
 #include "sandbox.h"
+#include "seats_srv.h"
 #include "stats.h"
 #include "store.h"
 #include "token.h"
@@ -520,6 +521,8 @@ uplink_request(uint64_t chan, const struct ipc_msg *m)
 		relay_kick();
 		return;
 	}
+	if (seats_proxy_request(chan, m))
+		return;
 	if (m->type != IPC_LEASE_REQ ||
 	    !token_key_valid(m->key, strlen(m->key)))
 		goto unavailable;
@@ -585,6 +588,7 @@ uplink_tick(evutil_socket_t fd, short ev, void *arg)
 	    (uint64_t)uplink->cf->license.max_rejections);
 	uplink_lease_stats();
 	uplink_usage_stats();
+	seats_proxy_tick();
 	if (uplink->stopping && uplink_idle())
 		uplink_stopped();
 }
@@ -664,6 +668,7 @@ uplink_main(struct proc_env *env)
 	uplink_timer(uplink_tick, TICK_S * 1000);
 	uplink_timer(uplink_selfcheck, u.cf->license.sync_interval_ms);
 	relay_init();
+	seats_proxy_init(u.cf, u.store);
 	/* sandbox */
 	if (sandbox_uplink() == -1)
 		fatal("seccomp sandbox");

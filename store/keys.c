@@ -26,6 +26,9 @@ key_pack(struct wbuf *w, const struct store_key *k)
 	wb_u8(w, k->n_products);
 	for (i = 0; i < k->n_products; i++)
 		wb_str(w, k->products[i], sizeof(k->products[i]));
+	/* Last and optional: records made before seat limits end above. */
+	if (k->seats > 0)
+		wb_u64(w, (uint64_t)k->seats);
 }
 
 static int
@@ -47,6 +50,8 @@ key_unpack(const MDB_val *v, struct store_key *k)
 		rb.err = 1;
 	for (i = 0; !rb.err && i < k->n_products; i++)
 		rb_str(&rb, k->products[i], sizeof(k->products[i]));
+	if (!rb.err && rb.off < rb.len)
+		k->seats = (int64_t)rb_u64(&rb);
 	return rb_done(&rb, "key");
 }
 

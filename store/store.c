@@ -34,6 +34,7 @@
 
 static const char *const store_dbnames[DB_COUNT] = {
 	"leases", "rejects", "spool", "meta", "keys", "ledger", "reject_time",
+	"seats", "grants", "mygrants",
 	"dedup0", "dedup1", "dedup2", "dedup3", "dedup4"
 };
 

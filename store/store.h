@@ -152,6 +152,7 @@ struct store_key {
 	int64_t		 expires;		/* unix s, 0 = never */
 	int		 revoked;
 	int64_t		 created;
+	int64_t		 seats;			/* seat limit, 0 = none */
 };
 int	store_key_put(struct store *, const unsigned char sha[32],
 	    const struct store_key *);

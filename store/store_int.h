@@ -29,7 +29,8 @@
 /* The order of store_dbnames (store.c); the names are the on-disk format. */
 enum store_db {
 	DB_LEASES, DB_REJECTS, DB_SPOOL, DB_META, DB_KEYS, DB_LEDGER,
-	DB_REJECT_TIME, DB_DEDUP0, DB_COUNT = DB_DEDUP0 + DEDUP_GENS
+	DB_REJECT_TIME, DB_SEATS, DB_GRANTS, DB_MYGRANTS, DB_DEDUP0,
+	DB_COUNT = DB_DEDUP0 + DEDUP_GENS
 };
 
 struct store {

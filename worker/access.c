@@ -182,7 +182,9 @@ access_ts(char *buf, size_t len)
 	snprintf(buf, len, "%s.%03ldZ", secs, now.tv_nsec / 1000000);
 }
 
-static const char *const method_names[] = { "GET", "POST", "HEAD", "-" };
+static const char *const method_names[] = {
+	"GET", "POST", "HEAD", "PUT", "DELETE", "-"
+};
 
 /*
  * The path as received, quote and backslash escaped: as JSON does in a

@@ -57,6 +57,11 @@ static const struct route routes[] = {
 	    "method not allowed here", license_start, license_resume },
 	{ LISTEN_TLS, EP_USAGE, M(HTTP_POST), "POST",
 	    "method not allowed here", usage_start, usage_resume },
+	{ LISTEN_TLS, EP_SEATS, M(HTTP_GET) | M(HTTP_POST) | M(HTTP_DELETE),
+	    "GET, POST, DELETE", "method not allowed here", seats_start,
+	    seats_resume },
+	{ LISTEN_TLS, EP_SEATS_GRANT, M(HTTP_PUT), "PUT",
+	    "method not allowed here", seats_start, seats_resume },
 	/* The status listener refuses a method before looking at the path. */
 	{ LISTEN_STATUS, EP_OTHER, M(HTTP_GET) | M(HTTP_HEAD), "GET, HEAD",
 	    "use GET", status_start, NULL },
@@ -454,6 +459,7 @@ conn_lease_answer(const struct ipc_msg *m)
 	a.status = m->status;
 	a.reason = m->reason[0] ? m->reason : "unknown";
 	a.retry_after = m->retry_after > 0 ? m->retry_after : RETRY_AFTER;
+	a.msg = m;
 	conn_resume(c, &a);
 }
 
@@ -461,7 +467,7 @@ conn_lease_answer(const struct ipc_msg *m)
 void
 conn_uplink_lost(void)
 {
-	const struct lease_answer	 a = { 503, NULL, 1 };
+	const struct lease_answer	 a = { 503, NULL, 1, NULL };
 	struct conn			*c;
 
 	while ((c = TAILQ_FIRST(&worker->waiting)) != NULL)
@@ -475,7 +481,7 @@ conn_uplink_lost(void)
 static void
 conn_sweep(evutil_socket_t fd, short ev, void *arg)
 {
-	const struct lease_answer	 a = { 503, NULL, RETRY_AFTER };
+	const struct lease_answer	 a = { 503, NULL, RETRY_AFTER, NULL };
 	const struct conf		*cf = worker->cf;
 	int64_t				 limit, now = proc_now_ms();
 	struct conn			*c;

@@ -124,6 +124,10 @@ parse_method(const char *s, size_t n, struct http_req *req, size_t *used)
 		req->method = HTTP_POST;
 	else if (i == 4 && memcmp(s, "HEAD", 4) == 0)
 		req->method = HTTP_HEAD;
+	else if (i == 3 && memcmp(s, "PUT", 3) == 0)
+		req->method = HTTP_PUT;
+	else if (i == 6 && memcmp(s, "DELETE", 6) == 0)
+		req->method = HTTP_DELETE;
 	else
 		req->method = HTTP_OTHER;
 	*used = i + 1;
@@ -418,6 +422,7 @@ http_reason(int code)
 	case 404: return "Not Found";
 	case 405: return "Method Not Allowed";
 	case 408: return "Request Timeout";
+	case 409: return "Conflict";
 	case 411: return "Length Required";
 	case 413: return "Content Too Large";
 	case 414: return "URI Too Long";

@@ -5,7 +5,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum http_method { HTTP_GET, HTTP_POST, HTTP_HEAD, HTTP_OTHER };
+enum http_method {
+	HTTP_GET, HTTP_POST, HTTP_HEAD, HTTP_PUT, HTTP_DELETE, HTTP_OTHER
+};
 
 #define HTTP_PATH_MAX		256
 #define HTTP_AUTH_MAX		128

@@ -1,8 +1,8 @@
 /*
  * upchan.c - the worker's Unix socket to the uplink/issuer. It reconnects
  * every UPCHAN_RETRY_MS while the other side is away (for example while
- * it is respawned) and hands each lease answer, or the loss of the
- * channel, to the callbacks worker.c gave it.
+ * it is respawned) and hands each answer (lease, seat or grant), or the
+ * loss of the channel, to the callbacks worker.c gave it.
  */
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -33,7 +33,8 @@ static void
 upchan_msg(struct ipc_chan *ch, const struct ipc_msg *m, void *arg)
 {
 	(void)ch, (void)arg;
-	if (m->type == IPC_LEASE_RES)
+	if (m->type == IPC_LEASE_RES || m->type == IPC_SEAT_RES ||
+	    m->type == IPC_GRANT_RES)
 		uc.answer(m);
 }
 
@@ -102,15 +103,21 @@ upchan_send(const struct ipc_msg *m)
 }
 
 uint32_t
+upchan_request(struct ipc_msg *m)
+{
+	if (++uc.next_rid == 0)
+		uc.next_rid = 1;
+	m->rid = uc.next_rid;
+	return upchan_send(m) == -1 ? 0 : m->rid;
+}
+
+uint32_t
 upchan_ask(const char *key)
 {
 	struct ipc_msg m;
 
 	memset(&m, 0, sizeof(m));
 	m.type = IPC_LEASE_REQ;
-	if (++uc.next_rid == 0)
-		uc.next_rid = 1;
-	m.rid = uc.next_rid;
 	memcpy(m.key, key, sizeof(m.key));
-	return upchan_send(&m) == -1 ? 0 : m.rid;
+	return upchan_request(&m);
 }

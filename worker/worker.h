@@ -84,6 +84,7 @@ struct lease_answer {
 	int		 status;	/* 200, 403, or anything else: 503 */
 	const char	*reason;	/* with 403 */
 	int		 retry_after;	/* with 503 */
+	const struct ipc_msg *msg;	/* the answer itself; NULL: none came */
 };
 
 /*
@@ -100,6 +101,9 @@ struct req_state {
 		int		  n;
 		int		  dups;
 	} usage;
+	struct {			/* seats.c: what the parked request awaits */
+		enum { SEATS_LEASE, SEATS_SEAT } phase;
+	} seats;
 };
 /* worker.c: the entry, after fork; never returns. */
 void	 worker_main(struct proc_env *) __attribute__((noreturn));
@@ -116,7 +120,7 @@ enum conn_state {
 	CONN_HEAD,	/* reading a request head (from accept: TLS too) */
 	CONN_IDLE,	/* keep-alive, no byte of the next request yet */
 	CONN_BODY,	/* head parsed, reading the body; then handled */
-	CONN_LEASE,	/* parked on rid: awaiting LEASE_RES */
+	CONN_LEASE,	/* parked on rid: a LEASE_RES (or SEAT/GRANT_RES) */
 	CONN_COMMIT,	/* parked: awaiting the group commit */
 	CONN_CLOSING	/* answered; freed once written */
 };
@@ -170,6 +174,8 @@ int	 upchan_init(void (*answer)(const struct ipc_msg *),
 int	 upchan_send(const struct ipc_msg *);
 /* LEASE_REQ for key with a fresh request id: the id, or 0 if not sent. */
 uint32_t upchan_ask(const char *key);
+/* Send m (a request to the writer) with a fresh id: the id, or 0. */
+uint32_t upchan_request(struct ipc_msg *m);
 
 /* license.c: GET /v1/license, and the key check usage shares */
 enum outcome license_start(const struct conn *, struct req_state *,
@@ -199,6 +205,12 @@ int	 usage_ts_valid(const char *s);
 int	 usage_record_check(struct json_t *, const struct lease *,
 	    const char *kid, struct usage_rec *, const char **field,
 	    const char **why);
+
+/* seats.c: /v1/seats (GET, POST, DELETE) and /v1/seats/grant (PUT) */
+enum outcome seats_start(const struct conn *, struct req_state *,
+	    struct reply *);
+enum outcome seats_resume(const struct conn *, struct req_state *,
+	    const struct lease_answer *, struct reply *);
 
 /* status.c: the status listener's paths */
 enum outcome status_start(const struct conn *, struct req_state *,

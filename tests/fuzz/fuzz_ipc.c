@@ -44,6 +44,20 @@ check_msg(const struct ipc_msg *m)
 		CHECK(m->refresh == 0 && m->status == 0 &&
 		    m->retry_after == 0);
 		break;
+	case IPC_SEAT_REQ:
+		CHECK(klen >= 1 && m->want == 1);
+		CHECK(m->op == IPC_SEAT_TAKE || m->op == IPC_SEAT_RELEASE);
+		CHECK(strnlen(m->instance, sizeof(m->instance)) >= 1);
+		break;
+	case IPC_GRANT_REQ:
+		CHECK(strlen(m->holder) == 16 && strlen(m->kid) == 16);
+		CHECK(m->want >= 0 && m->want <= IPC_SEATS_MAX);
+		break;
+	case IPC_SEAT_RES:
+	case IPC_GRANT_RES:
+		CHECK(m->status >= 200 && m->status <= 503);
+		CHECK(m->total >= -1 && m->granted >= -1 && m->expires >= 0);
+		break;
 	default:
 		CHECK(0);
 	}

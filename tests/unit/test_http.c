@@ -81,8 +81,10 @@ t_methods(void **state)
 	assert_int_equal(parse("HEAD / HTTP/1.1\r\n\r\n"), HTTP_PARSE_OK);
 	assert_int_equal(req.method, HTTP_HEAD);
 	assert_int_equal(parse("PUT / HTTP/1.1\r\n\r\n"), HTTP_PARSE_OK);
-	assert_int_equal(req.method, HTTP_OTHER);
+	assert_int_equal(req.method, HTTP_PUT);
 	assert_int_equal(parse("DELETE /x HTTP/1.1\r\n\r\n"), HTTP_PARSE_OK);
+	assert_int_equal(req.method, HTTP_DELETE);
+	assert_int_equal(parse("PATCH /x HTTP/1.1\r\n\r\n"), HTTP_PARSE_OK);
 	assert_int_equal(req.method, HTTP_OTHER);
 	assert_int_equal(parse("GETS / HTTP/1.1\r\n\r\n"), HTTP_PARSE_OK);
 	assert_int_equal(req.method, HTTP_OTHER);

@@ -500,10 +500,70 @@ t_schema_types(void **state)
 }
 
 static void
+t_roundtrip_seats(void **state)
+{
+	struct ipc_msg	in, out;
+
+	(void)state;
+	memset(&in, 0, sizeof(in));
+	in.type = IPC_SEAT_REQ;
+	in.rid = 9;
+	strcpy(in.key, KEY40);
+	in.op = IPC_SEAT_RELEASE;
+	strcpy(in.instance, "pod-7.a_b");
+	roundtrip(&in, &out);
+	assert_int_equal(out.type, IPC_SEAT_REQ);
+	assert_int_equal(out.op, IPC_SEAT_RELEASE);
+	assert_string_equal(out.instance, "pod-7.a_b");
+	memset(&in, 0, sizeof(in));
+	in.type = IPC_SEAT_RES;
+	in.status = 409;
+	in.used = 3;
+	in.total = 3;
+	in.granted = -1;
+	in.retry_after = 17;
+	roundtrip(&in, &out);
+	assert_int_equal(out.status, 409);
+	assert_int_equal(out.total, 3);
+	assert_int_equal(out.granted, -1);
+	assert_int_equal(out.retry_after, 17);
+	memset(&in, 0, sizeof(in));
+	in.type = IPC_GRANT_REQ;
+	strcpy(in.holder, "0123456789abcdef");
+	strcpy(in.kid, "fedcba9876543210");
+	in.want = IPC_SEATS_MAX;
+	roundtrip(&in, &out);
+	assert_string_equal(out.kid, "fedcba9876543210");
+	assert_int_equal(out.want, IPC_SEATS_MAX);
+	memset(&in, 0, sizeof(in));
+	in.type = IPC_GRANT_RES;
+	in.status = 200;
+	strcpy(in.kid, "fedcba9876543210");
+	in.granted = 2;
+	in.total = -1;
+	in.expires = 1800000000;
+	roundtrip(&in, &out);
+	assert_int_equal(out.expires, 1800000000);
+	/* 409 is a seat answer only; a key_id is lowercase hex */
+	assert_int_equal(DEC(FI("t", 2), FI("rid", 7), FI("st", 409),
+	    FS("rsn", ""), FI("ra", 1)), -1);
+	assert_int_equal(DEC(FI("t", 6), FI("rid", 7), FS("hold",
+	    "0123456789ABCDEF"), FS("kid", "fedcba9876543210"),
+	    FI("want", 1)), -1);
+	assert_int_equal(DEC(FI("t", 6), FI("rid", 7), FS("hold",
+	    "0123456789abcdef"), FS("kid", "fedcba9876543210"),
+	    FI("want", IPC_SEATS_MAX + 1)), -1);
+	assert_true(DEC(FI("t", 6), FI("rid", 7), FS("hold",
+	    "0123456789abcdef"), FS("kid", "fedcba9876543210"),
+	    FI("want", 1)) > 0);
+}
+
+static void
 t_schema_ranges(void **state)
 {
 	(void)state;
 	assert_int_equal(DEC(FI("t", 9)), -1);
+	assert_int_equal(DEC(FI("t", 8)), -1);
 	assert_int_equal(DEC(FI("t", 0)), -1);
 	assert_int_equal(DEC(FI("t", -1)), -1);
 	assert_int_equal(DEC(FI("t", 1), FI("rid", -1), FS("key", KEY40),
@@ -585,7 +645,7 @@ t_encode_refuses(void **state)
 	memset(&m, 0, sizeof(m));
 	m.type = (enum ipc_type)0;
 	assert_int_equal(ipc_encode(&m, buf, sizeof(buf)), -1);
-	m.type = (enum ipc_type)4;
+	m.type = (enum ipc_type)(IPC_GRANT_RES + 1);	/* the first unknown */
 	assert_int_equal(ipc_encode(&m, buf, sizeof(buf)), -1);
 	m.type = (enum ipc_type)-1;
 	assert_int_equal(ipc_encode(&m, buf, sizeof(buf)), -1);
@@ -721,7 +781,7 @@ t_chan_send(void **state)
 	assert_int_equal(ipc_chan_send(a, &m), 0);
 	m.type = IPC_USAGE_KICK;
 	assert_int_equal(ipc_chan_send(a, &m), 0);
-	m.type = (enum ipc_type)7;
+	m.type = (enum ipc_type)(IPC_GRANT_RES + 1);	/* unknown */
 	assert_int_equal(ipc_chan_send(a, &m), -1);
 	RUN_UNTIL(&sb, sb.nmsg == 2);
 	assert_int_equal(sb.m[0].type, IPC_LEASE_REQ);
@@ -802,6 +862,7 @@ main(void)
 		cmocka_unit_test(t_roundtrip_lease_req),
 		cmocka_unit_test(t_roundtrip_lease_res),
 		cmocka_unit_test(t_roundtrip_usage_kick),
+		cmocka_unit_test(t_roundtrip_seats),
 		cmocka_unit_test(t_split_every_offset),
 		cmocka_unit_test(t_back_to_back),
 		cmocka_unit_test(t_bad_length_header_only),

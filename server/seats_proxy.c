@@ -1,0 +1,425 @@
+/*
+ * seats_proxy.c - seats at a proxy (in the uplink). The proxy's grant for
+ * a key, set aside for it upstream, is its limit: instances (and chained
+ * proxies' sub-grants) are served out of it with no upstream request. A
+ * request beyond the grant asks upstream to raise it (one flight per key,
+ * later askers joining the next); every sync_interval each grant is set
+ * to what is in use here, which gives back the rest and renews it. Cut
+ * off, the proxy keeps serving out of its grant until the grant expires.
+ */
+#include <sys/queue.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "chans.h"
+#include "conf.h"
+#include "httpc.h"
+#include "ipc.h"
+#include "log.h"
+#include "proc.h"
+#include "store.h"
+#include "store_seats.h"
+#include "token.h"
+#include "seats_srv.h"
+#include "uplink.h"
+
+#define SP_MAX_WAITERS	1024	/* per key, beyond: answered at once */
+#define SP_MAX_SYNC	4096	/* grants renewed per sync */
+
+struct sp_wait {
+	TAILQ_ENTRY(sp_wait)	 entry;
+	uint64_t		 chan;
+	struct ipc_msg		 m;
+	int64_t			 need;	/* seats it lacks */
+};
+TAILQ_HEAD(sp_waitq, sp_wait);
+
+/* One upstream PUT for a key at a time: a raise, or the sync's renewal. */
+struct sp_flight {
+	LIST_ENTRY(sp_flight)	 entry;
+	char			 kid[TOKEN_KID_LEN + 1];
+	int64_t			 want;	/* asked of upstream */
+	struct sp_waitq		 counted, late;
+	int			 n;
+};
+
+static struct {
+	const struct conf	*cf;
+	struct store		*store;
+	int64_t			 next_sync_ms;
+	LIST_HEAD(, sp_flight)	 flights;
+} sp;
+
+static void	sp_start(struct sp_flight *);
+
+void
+seats_proxy_init(const struct conf *cf, struct store *s)
+{
+	sp.cf = cf;
+	sp.store = s;
+	LIST_INIT(&sp.flights);
+	sp.next_sync_ms = proc_now_ms() + cf->license.sync_interval_ms;
+}
+
+static struct sp_flight *
+sp_find(const char *kid)
+{
+	struct sp_flight *f;
+
+	LIST_FOREACH(f, &sp.flights, entry)
+		if (strcmp(f->kid, kid) == 0)
+			return f;
+	return NULL;
+}
+
+static void
+sp_reply_init(struct ipc_msg *res, const struct ipc_msg *m, int status)
+{
+	memset(res, 0, sizeof(*res));
+	res->type = m->type == IPC_SEAT_REQ ? IPC_SEAT_RES : IPC_GRANT_RES;
+	res->rid = m->rid;
+	res->status = status;
+	res->total = res->granted = -1;
+	res->retry_after = 1;
+	memcpy(res->kid, m->kid, sizeof(res->kid));
+}
+
+static void
+sp_kid(const struct ipc_msg *m, char *kid)
+{
+	unsigned char sha[32];
+
+	if (m->type == IPC_GRANT_REQ) {
+		memcpy(kid, m->kid, TOKEN_KID_LEN + 1);
+		return;
+	}
+	token_key_hash(m->key, strlen(m->key), sha);
+	token_kid_from_hash(sha, kid);
+}
+
+/* Claim out of grant g (within what a give-back under way leaves). */
+static int
+sp_claim(const struct ipc_msg *m, const char *kid,
+    const struct store_mygrant *g, int64_t now, struct store_seat_use *u,
+    int64_t *exp)
+{
+	struct store_claim	 c;
+	struct sp_flight	*f = sp_find(kid);
+	int64_t			 sub = now + sp.cf->authority.seat_grant_ttl_s;
+
+	memset(&c, 0, sizeof(c));
+	c.kid = kid;
+	c.now = now;
+	c.cap = g->expires > now ? g->seats : 0;
+	if (f != NULL && f->want < c.cap)
+		c.cap = f->want;
+	if (m->type == IPC_SEAT_REQ) {
+		c.instance = m->instance;
+		c.want = 1;
+		c.expires = now + sp.cf->seats.ttl_s;
+	} else {
+		/* A sub-grant never outlives the grant it is cut from. */
+		c.holder = m->holder;
+		c.want = m->want;
+		c.expires = sub < g->expires ? sub : g->expires;
+	}
+	*exp = c.expires;
+	return store_seat_claim(sp.store, &c, u);
+}
+
+/*
+ * Answer m out of the grant; 0 when it needs more seats than the grant
+ * has (unless final: then the answer is what there is).
+ */
+static int
+sp_serve(uint64_t chan, const struct ipc_msg *m, int final, int64_t *need)
+{
+	struct store_seat_use	u;
+	struct store_mygrant	g;
+	struct ipc_msg		res;
+	char			kid[TOKEN_KID_LEN + 1];
+	int64_t			now = store_now(sp.store), exp = 0;
+	int			r, seat = m->type == IPC_SEAT_REQ;
+
+	sp_kid(m, kid);
+	sp_reply_init(&res, m, 503);
+	if (seat && m->op == IPC_SEAT_RELEASE) {
+		res.status = store_seat_release(sp.store, kid, m->instance) ==
+		    0 ? 204 : 503;
+		goto send;
+	}
+	if ((r = store_mygrant_get(sp.store, kid, &g)) != 0) {
+		*need = seat ? 1 : m->want;
+		if (r != STORE_ENOTFOUND || final)
+			goto send;	/* nothing known of the key: 503 */
+		return 0;
+	}
+	if (g.total == STORE_SEATS_NOLIMIT) {
+		res.status = 200;
+		res.granted = seat ? -1 : m->want;
+		res.expires = seat ? 0 : g.expires;
+		goto send;
+	}
+	if (sp_claim(m, kid, &g, now, &u, &exp) != 0)
+		goto send;
+	*need = (seat ? 1 : m->want) - u.got;
+	if (*need > 0 && !final)
+		return 0;
+	res.status = !seat || u.got > 0 ? 200 : 409;
+	res.total = g.total;
+	res.used = u.used;
+	res.granted = seat ? (g.expires > now ? g.seats : 0) : u.got;
+	res.expires = u.got > 0 || !seat ? exp : 0;
+	res.retry_after = seats_retry_after(&u, now,
+	    sp.cf->license.sync_interval_ms / 1000);
+send:
+	chans_send(chan, &res);
+	return 1;
+}
+
+static struct sp_flight *
+sp_flight_new(const char *kid)
+{
+	struct sp_flight *f;
+
+	if ((f = calloc(1, sizeof(*f))) == NULL)
+		return NULL;
+	memcpy(f->kid, kid, sizeof(f->kid));
+	TAILQ_INIT(&f->counted);
+	TAILQ_INIT(&f->late);
+	LIST_INSERT_HEAD(&sp.flights, f, entry);
+	return f;
+}
+
+/* m lacks need seats: wait for the key's next raise. */
+static void
+sp_wait(uint64_t chan, const struct ipc_msg *m, int64_t need)
+{
+	struct sp_flight	*f;
+	struct sp_wait		*w;
+	char			 kid[TOKEN_KID_LEN + 1];
+	int			 idle;
+
+	sp_kid(m, kid);
+	idle = (f = sp_find(kid)) == NULL;
+	if ((idle && (f = sp_flight_new(kid)) == NULL) ||
+	    f->n >= SP_MAX_WAITERS || (w = calloc(1, sizeof(*w))) == NULL) {
+		sp_serve(chan, m, 1, &need);
+		return;
+	}
+	w->chan = chan;
+	w->m = *m;
+	w->need = need;
+	f->n++;
+	TAILQ_INSERT_TAIL(idle ? &f->counted : &f->late, w, entry);
+	if (idle)
+		sp_start(f);
+}
+
+static void	sp_done(int, const struct httpc_res *, void *);
+
+/* Ask upstream for what is in use here plus what the waiters lack. */
+static void
+sp_start(struct sp_flight *f)
+{
+	struct store_seat_use	 u;
+	struct sp_wait		*w;
+	json_t			*j;
+	char			*body;
+	int64_t			 want;
+
+	store_seat_use(sp.store, f->kid, store_now(sp.store), &u);
+	want = u.used;
+	TAILQ_FOREACH(w, &f->counted, entry)
+		want += w->need;
+	f->want = want < IPC_SEATS_MAX ? want : IPC_SEATS_MAX;
+	j = json_pack("{s:s, s:I}", "key_id", f->kid, "seats",
+	    (json_int_t)f->want);
+	body = json_dumps(j, JSON_COMPACT);
+	json_decref(j);
+	if (body == NULL || uplink_call("PUT", "/v1/seats/grant",
+	    sp.cf->license.key, body, strlen(body), sp_done, f) == -1) {
+		struct httpc_res r = { .err = HTTPC_ECONNECT,
+		    .errstr = "cannot start the request" };
+
+		free(body);
+		sp_done(0, &r, f);
+		return;
+	}
+	free(body);
+}
+
+static int64_t
+sp_time(json_t *j)
+{
+	const char	*s = json_string_value(j);
+	struct tm	 tm;
+
+	memset(&tm, 0, sizeof(tm));
+	if (s == NULL || strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm) == NULL)
+		return 0;
+	return (int64_t)timegm(&tm);
+}
+
+/* Keep what upstream says we hold; 1 if it rejected the key itself. */
+static int
+sp_store(struct sp_flight *f, const struct httpc_res *r, char *why,
+    size_t whysz)
+{
+	json_t			*j = json_loadb(r->body, r->bodylen, 0, NULL);
+	json_t			*tot = json_object_get(j, "total");
+	struct store_mygrant	 g;
+	int			 rejected = 0;
+
+	if (r->status == 200 && json_is_integer(json_object_get(j,
+	    "granted"))) {
+		g.seats = json_integer_value(json_object_get(j, "granted"));
+		g.expires = sp_time(json_object_get(j, "expires_at"));
+		g.total = json_is_integer(tot) ? json_integer_value(tot) :
+		    STORE_SEATS_NOLIMIT;
+		if (g.total == STORE_SEATS_NOLIMIT || g.seats > 0 ||
+		    f->want > 0)
+			store_mygrant_put(sp.store, f->kid, &g);
+		else
+			store_mygrant_put(sp.store, f->kid, NULL);
+	} else if (r->status == 403 && json_is_string(json_object_get(j,
+	    "reason"))) {
+		snprintf(why, whysz, "%s",
+		    json_string_value(json_object_get(j, "reason")));
+		store_mygrant_put(sp.store, f->kid, NULL);
+		rejected = 1;
+	} else
+		log_warnx("seat grant of %s: upstream answered %d", f->kid,
+		    r->status);
+	json_decref(j);
+	return rejected;
+}
+
+static void
+sp_reject(struct sp_wait *w, const char *why)
+{
+	struct ipc_msg res;
+
+	sp_reply_init(&res, &w->m, 403);
+	snprintf(res.reason, sizeof(res.reason), "%s", why);
+	chans_send(w->chan, &res);
+}
+
+/*
+ * The counted waiters get what there is now; the late ones are served if
+ * they can be, and the rest start the next flight.
+ */
+static void
+sp_done(int answered, const struct httpc_res *r, void *arg)
+{
+	struct sp_flight	*f = arg;
+	struct sp_wait		*w;
+	char			 why[16] = "";
+	int			 rejected = 0;
+	int64_t			 need;
+
+	if (answered)
+		rejected = sp_store(f, r, why, sizeof(why));
+	else
+		log_debug("seat grant of %s: %s", f->kid, r->errstr ?
+		    r->errstr : "upstream server error");
+	uplink_state(answered, answered ? NULL : r->errstr);
+	LIST_REMOVE(f, entry);		/* its give-back no longer binds */
+	while ((w = TAILQ_FIRST(&f->counted)) != NULL) {
+		TAILQ_REMOVE(&f->counted, w, entry);
+		if (rejected)
+			sp_reject(w, why);
+		else
+			sp_serve(w->chan, &w->m, 1, &need);
+		free(w);
+	}
+	f->n = 0;
+	while ((w = TAILQ_FIRST(&f->late)) != NULL) {
+		TAILQ_REMOVE(&f->late, w, entry);
+		if (sp_serve(w->chan, &w->m, 0, &w->need)) {
+			free(w);
+			continue;
+		}
+		TAILQ_INSERT_TAIL(&f->counted, w, entry);
+		f->n++;
+	}
+	if (f->n == 0) {
+		free(f);
+		return;
+	}
+	LIST_INSERT_HEAD(&sp.flights, f, entry);
+	sp_start(f);
+}
+
+int
+seats_proxy_request(uint64_t chan, const struct ipc_msg *m)
+{
+	int64_t need = 0;
+
+	if (m->type != IPC_SEAT_REQ && m->type != IPC_GRANT_REQ)
+		return 0;
+	if (m->type == IPC_SEAT_REQ && !token_key_valid(m->key,
+	    strlen(m->key))) {
+		struct ipc_msg res;
+
+		sp_reply_init(&res, m, 503);
+		chans_send(chan, &res);
+		return 1;
+	}
+	if (!sp_serve(chan, m, 0, &need))
+		sp_wait(chan, m, need);
+	return 1;
+}
+
+struct sp_sync {
+	char	 kid[SP_MAX_SYNC][TOKEN_KID_LEN + 1];
+	int	 n;
+};
+
+static int
+sp_sync1(const char *kid, const struct store_mygrant *g, void *arg)
+{
+	struct sp_sync *s = arg;
+
+	(void)g;
+	if (s->n == SP_MAX_SYNC)
+		return 1;
+	memcpy(s->kid[s->n++], kid, TOKEN_KID_LEN + 1);
+	return 0;
+}
+
+/* Every grant set to what is used here: gives back the rest, renews. */
+static void
+sp_sync(void)
+{
+	struct sp_flight	*f;
+	struct sp_sync		*s;
+	int			 i;
+
+	if ((s = calloc(1, sizeof(*s))) == NULL)
+		return;
+	store_mygrant_foreach(sp.store, sp_sync1, s);
+	for (i = 0; i < s->n; i++)
+		if (sp_find(s->kid[i]) == NULL &&
+		    (f = sp_flight_new(s->kid[i])) != NULL)
+			sp_start(f);
+	free(s);
+}
+
+void
+seats_proxy_tick(void)
+{
+	int64_t now = proc_now_ms();
+
+	if (now >= sp.next_sync_ms) {
+		sp.next_sync_ms = now + sp.cf->license.sync_interval_ms;
+		if (!uplink->stopping)
+			sp_sync();
+	}
+	seats_gauge(sp.store, store_now(sp.store), 0);
+}

@@ -1,0 +1,427 @@
+"""Floating seats (SPEC section 8): seat cycle at an authority and through
+proxies, grants, chains, the last-seat race, the CLI."""
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+
+from lp import Fixture, Pki, Server, run, wait_for, key_id, free_port
+
+TTL = "3s"
+
+
+def authority(fx, pki, name="authority", grant_ttl=None):
+    extra = {"seats": {"ttl": TTL}}
+    if grant_ttl:
+        extra["authority"] = {"seat_grant_ttl": grant_ttl}
+    return fx.add(Server(pki, "authority", name=name, extra=extra))
+
+
+def proxy(fx, pki, upstreams, key, name="proxy", sync="2s"):
+    conf = {"server_url": upstreams, "ca_file": pki.ca,
+            "trusted_keys": [pki.pub], "timeout": "1s",
+            "sync_interval": sync}
+    return fx.add(Server(pki, "proxy", name=name,
+                         extra={"license": conf, "seats": {"ttl": TTL}},
+                         env={"LICPROXY_LICENSE_KEY": key}))
+
+
+def seat_key(srv, n, name="floating"):
+    args = ["keys", "create", "--store", srv.store, "--name", name,
+            "--products", "api"]
+    if n is not None:
+        args += ["--seats", str(n)]
+    return run(*args).stdout.strip()
+
+
+def take(srv, key, inst, method="POST"):
+    h = {"X-Instance-Id": inst} if inst is not None else {}
+    return srv.request(method, "/v1/seats", key=key, headers=h)
+
+
+def finish(fx):
+    for item in reversed(fx.items):
+        if isinstance(item, Server) and item.proc is not None and \
+                item.proc.poll() is None:
+            assert item.stop() == 0, item.logs()[-2000:]
+
+
+def seat_cycle(srv, key, total, proxy_mode=False):
+    """take, renew, 409 with Retry-After, release, expiry after seats.ttl."""
+    r = take(srv, key, None)
+    assert r.status == 400 and "X-Instance-Id" in r.json()["message"], r
+    got = []
+    for i in range(total):
+        r = take(srv, key, "inst-%d" % i)
+        assert r.status == 200, (r, srv.logs()[-3000:])
+        j = r.json()
+        assert j["key_id"] == key_id(key) and j["instance"] == "inst-%d" % i
+        assert j["seats"]["total"] == total and j["seats"]["used"] == i + 1
+        assert j["expires_at"] and j["renew_at"]
+        if proxy_mode:
+            assert j["seats"]["granted"] >= i + 1, j
+        got.append(j)
+    # renew: same instance, still total seats
+    r = take(srv, key, "inst-0")
+    assert r.status == 200 and r.json()["seats"]["used"] == total, r
+    r = take(srv, key, "inst-extra")
+    assert r.status == 409, r
+    assert r.json()["error"] == "seats_exhausted"
+    assert r.json()["seats"]["total"] == total
+    assert int(r.headers["retry-after"]) >= 1
+    lst = srv.request("GET", "/v1/seats", key=key)
+    assert lst.status == 200, lst
+    assert sorted(i["instance"] for i in lst.json()["instances"]) == \
+        ["inst-%d" % i for i in range(total)], lst
+    # release, twice: 204 both times; the freed seat goes to another
+    assert take(srv, key, "inst-0", "DELETE").status == 204
+    assert take(srv, key, "inst-0", "DELETE").status == 204
+    r = take(srv, key, "inst-extra")
+    assert r.status == 200, r
+    # nobody renews: every seat is free again after seats.ttl
+    time.sleep(3.5)
+    for i in range(total):
+        r = take(srv, key, "late-%d" % i)
+        assert r.status == 200, (i, r)
+
+
+def test_seat_cycle_authority():
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth = authority(fx, pki).start()
+        key = seat_key(auth, 2)
+        free = seat_key(auth, None, name="unlimited")
+        seat_cycle(auth, key, 2)
+        r = take(auth, free, "x")
+        assert r.status == 200, r
+        j = r.json()
+        assert j["seats"] == {"total": None, "used": 0}, j
+        assert j["expires_at"] is None and j["renew_at"] is None
+        r = take(auth, "A" * 40, "x")
+        assert r.status == 403 and r.json()["reason"] == "unknown", r
+        r = auth.request("PUT", "/v1/seats", key=key)
+        assert r.status == 405, r
+        st = auth.status_json()["seats"]
+        assert st["keys"] == 1, st
+        # seats.ttl is 2s: renew while waiting for the 2 s tick's gauge
+
+        def gauge():
+            for i in range(2):
+                assert take(auth, key, "late-%d" % i).status == 200
+            return auth.status_json()["seats"]["used"] == 2 and \
+                auth.metrics()["licproxy_seats_used"] == 2
+        wait_for(gauge, timeout=8, step=0.3, what="seats gauge")
+        finish(fx)
+
+
+def test_grant_protocol_authority():
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth = authority(fx, pki).start()
+        key = seat_key(auth, 3)
+        pkey = run("keys", "create", "--store", auth.store, "--name", "p",
+                   "--products", "api", "--role", "proxy").stdout.strip()
+        kid = key_id(key)
+        r = auth.request("PUT", "/v1/seats/grant", key=key,
+                         body={"key_id": kid, "seats": 1})
+        assert r.status == 403 and r.json()["error"] == "forbidden", r
+        for body, field in (({"key_id": "x", "seats": 1}, "key_id"),
+                            ({"key_id": kid, "seats": -1}, "seats"),
+                            ({"key_id": kid}, "seats")):
+            r = auth.request("PUT", "/v1/seats/grant", key=pkey, body=body)
+            assert r.status == 400 and field in r.json()["message"], r
+        r = auth.request("PUT", "/v1/seats/grant", key=pkey,
+                         body={"key_id": "0" * 16, "seats": 1})
+        assert r.status == 403 and r.json()["reason"] == "unknown", r
+        r = auth.request("PUT", "/v1/seats/grant", key=pkey,
+                         body={"key_id": kid, "seats": 2})
+        assert r.status == 200, r
+        assert r.json()["granted"] == 2 and r.json()["total"] == 3, r
+        assert take(auth, key, "a").status == 200
+        assert take(auth, key, "b").status == 409
+        r = auth.request("PUT", "/v1/seats/grant", key=pkey,
+                         body={"key_id": kid, "seats": 5})
+        assert r.json()["granted"] == 2, r      # partial: 1 is held
+        r = auth.request("PUT", "/v1/seats/grant", key=pkey,
+                         body={"key_id": kid, "seats": 0})
+        assert r.json()["granted"] == 0, r
+        assert take(auth, key, "b").status == 200
+        # CLI: list shows the instances and the grant; release frees
+        r = auth.request("PUT", "/v1/seats/grant", key=pkey,
+                         body={"key_id": kid, "seats": 1})
+        assert r.json()["granted"] == 1, r
+        rows = json.loads(run("seats", "list", "--store", auth.store,
+                              "--json").stdout)
+        assert len(rows) == 1 and rows[0]["total"] == 3, rows
+        assert rows[0]["used"] == 3
+        assert {i["instance"] for i in rows[0]["instances"]} == {"a", "b"}
+        assert [g["holder"] for g in rows[0]["grants"]] == [key_id(pkey)]
+        assert "KEY_ID" in run("seats", "list", "--store",
+                               auth.store).stdout
+        r = run("seats", "release", "--store", auth.store, kid,
+                "--holder", key_id(pkey))
+        assert "warning" in r.stderr and "over-issue" in r.stderr, r
+        run("seats", "release", "--store", auth.store, kid,
+            "--instance", "a")
+        assert take(auth, key, "c").status == 200
+        assert take(auth, key, "d").status == 200
+        assert take(auth, key, "e").status == 409
+        r = run("seats", "release", "--store", auth.store, kid, check=False)
+        assert r.returncode == 2, r
+        keys = json.loads(run("keys", "list", "--store", auth.store,
+                              "--json").stdout)
+        assert {k["key_id"]: k["seats"] for k in keys}[kid] == 3
+        assert " 3 " in run("keys", "list", "--store", auth.store).stdout
+        finish(fx)
+
+
+def test_last_seat_race():
+    """Many concurrent POSTs with distinct instances over two workers for
+    a key of one seat: exactly one wins."""
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth = authority(fx, pki).start()
+        key = seat_key(auth, 1)
+        auth.license(key)
+        conns = [auth.conn() for _ in range(24)]
+        for c in conns:
+            c.connect()
+        res = [None] * len(conns)
+        go = threading.Event()
+
+        def one(i):
+            go.wait()
+            res[i] = auth.request("POST", "/v1/seats", key=key,
+                                  headers={"X-Instance-Id": "racer-%d" % i},
+                                  conn=conns[i]).status
+        ts = [threading.Thread(target=one, args=(i,))
+              for i in range(len(conns))]
+        for t in ts:
+            t.start()
+        go.set()
+        for t in ts:
+            t.join(20)
+        assert sorted(res).count(200) == 1 and res.count(409) == \
+            len(conns) - 1, res
+        for c in conns:
+            c.close()
+        finish(fx)
+
+
+def proxy_key(auth, name="proxy"):
+    return run("keys", "create", "--store", auth.store, "--name", name,
+               "--products", "api", "--role", "proxy").stdout.strip()
+
+
+def test_seat_cycle_proxy():
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth = authority(fx, pki).start()
+        key = seat_key(auth, 2)
+        free = seat_key(auth, None, name="unlimited")
+        p = proxy(fx, pki, [auth.url], proxy_key(auth)).start()
+        seat_cycle(p, key, 2, proxy_mode=True)
+        r = take(p, free, "x")
+        assert r.status == 200 and r.json()["seats"] == \
+            {"total": None, "used": 0}, r
+        # the authority sees the proxy's grant as used
+        r = take(auth, key, "direct")
+        assert r.status == 409, r
+        rows = json.loads(run("seats", "list", "--store", auth.store,
+                              "--json").stdout)
+        assert sum(g["seats"] for g in rows[0]["grants"]) == 2, rows
+        finish(fx)
+
+
+def held(srv, key):
+    r = srv.request("GET", "/v1/seats", key=key)
+    assert r.status == 200, r
+    return {i["instance"] for i in r.json()["instances"]}
+
+
+def test_two_proxies_never_over_issue():
+    """3 seats, two proxies: counted over both, never more than 3, with
+    the authority up, stopped, and back; seats given back by one proxy
+    are taken through the other within two sync intervals."""
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth = authority(fx, pki).start()
+        key = seat_key(auth, 3)
+        a = proxy(fx, pki, [auth.url], proxy_key(auth, "pa"), name="pa")
+        b = proxy(fx, pki, [auth.url], proxy_key(auth, "pb"), name="pb")
+        a.start()
+        b.start()
+        a.license(key)
+        b.license(key)
+        ok = [i for i in range(4) if take(a, key, "a%d" % i).status == 200]
+        assert len(ok) == 3, ok
+        assert take(b, key, "b0").status == 409
+        # renewals keep working while the authority is gone; nothing new
+        auth.stop()
+        for rnd in range(3):
+            for i in ok:
+                assert take(a, key, "a%d" % i).status == 200, rnd
+            assert take(b, key, "b0").status == 409
+            assert len(held(a, key)) + len(held(b, key)) <= 3
+            time.sleep(0.7)
+        auth.start()
+        # a gives back two seats; b gets them within two sync intervals
+        assert take(a, key, "a0", "DELETE").status == 204
+        assert take(a, key, "a1", "DELETE").status == 204
+        t0 = time.time()
+        got = set()
+        while time.time() - t0 < 4.5 and len(got) < 2:
+            for n in ("b0", "b1"):
+                if n not in got and take(b, key, n).status == 200:
+                    got.add(n)
+            assert take(a, key, "a2").status == 200
+            assert len(held(a, key)) + len(held(b, key)) <= 3
+            time.sleep(0.2)
+        assert got == {"b0", "b1"}, (got, time.time() - t0)
+        assert take(a, key, "a9").status == 409
+        finish(fx)
+
+
+def test_grants_survive_authority_restart():
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth = authority(fx, pki).start()
+        key = seat_key(auth, 2)
+        pkey = proxy_key(auth)
+        body = {"key_id": key_id(key), "seats": 2}
+        r = auth.request("PUT", "/v1/seats/grant", key=pkey, body=body)
+        assert r.json()["granted"] == 2, r
+        auth.stop()
+        auth.start()
+        assert take(auth, key, "x").status == 409
+        rows = json.loads(run("seats", "list", "--store", auth.store,
+                              "--json").stdout)
+        assert rows[0]["grants"][0]["seats"] == 2, rows
+        finish(fx)
+
+
+def test_three_tier_chain_sub_grants():
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth = authority(fx, pki).start()
+        key = seat_key(auth, 2)
+        mid = proxy(fx, pki, [auth.url], proxy_key(auth, "mid"),
+                    name="mid").start()
+        edge = proxy(fx, pki, [mid.url], proxy_key(auth, "edge"),
+                     name="edge").start()
+        r = take(edge, key, "e0")
+        assert r.status == 200, (r, edge.logs()[-2000:], mid.logs()[-2000:])
+        assert r.json()["seats"]["granted"] == 1
+        assert take(mid, key, "m0").status == 200
+        assert take(edge, key, "e1").status == 409
+        assert take(auth, key, "direct").status == 409
+        rows = json.loads(run("seats", "list", "--store", mid.store,
+                              "--json").stdout)
+        assert [g["seats"] for g in rows[0]["grants"]] == [1], rows
+        finish(fx)
+
+
+class Haproxy:
+    """HAProxy in TCP mode (TLS passed through), round robin per
+    connection over the proxies: the HA setup clients see."""
+
+    def __init__(self, pki, backends):
+        self.pki = pki
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="lp-haproxy-")
+        cfg = os.path.join(self.dir, "haproxy.cfg")
+        with open(cfg, "w") as f:
+            f.write("global\n  maxconn 512\ndefaults\n  mode tcp\n"
+                    "  timeout connect 2s\n  timeout client 20s\n"
+                    "  timeout server 20s\nfrontend fe\n"
+                    "  bind 127.0.0.1:%d\n  default_backend be\n"
+                    "backend be\n  balance roundrobin\n" % self.port)
+            for i, b in enumerate(backends):
+                f.write("  server s%d 127.0.0.1:%d\n" % (i, b.port))
+        self.proc = subprocess.Popen(["haproxy", "-db", "-f", cfg],
+                                     stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_for(self._up, what="haproxy to listen")
+
+    def _up(self):
+        import socket
+        try:
+            socket.create_connection(("127.0.0.1", self.port), 1).close()
+            return True
+        except OSError:
+            return False
+
+    def conn(self, ctx=None, timeout=15):
+        return http.client.HTTPSConnection(
+            "127.0.0.1", self.port, timeout=timeout,
+            context=ctx or self.pki.context())
+
+    request = Server.request
+
+    def cleanup(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def test_two_proxies_behind_haproxy():
+    """Clients through HAProxy over two proxies, 3 seats: the instances
+    holding seats, counted over both proxies, never exceed 3 with the
+    authority up, stopped and back."""
+    if shutil.which("haproxy") is None:
+        print("skipped: no haproxy")
+        return
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth = authority(fx, pki).start()
+        key = seat_key(auth, 3)
+        a = proxy(fx, pki, [auth.url], proxy_key(auth, "pa"), name="pa")
+        b = proxy(fx, pki, [auth.url], proxy_key(auth, "pb"), name="pb")
+        a.start()
+        b.start()
+        lb = fx.add(Haproxy(pki, [a, b]))
+
+        def rounds(n):
+            wins = 0
+            for i in range(n):
+                r = take(lb, key, "i%d" % i)
+                assert r.status in (200, 409), r
+                wins += r.status == 200
+                total = len(held(a, key)) + len(held(b, key))
+                assert total <= 3, (total, held(a, key), held(b, key))
+            return wins
+
+        assert rounds(8) >= 1
+        auth.stop()
+        rounds(8)
+        auth.start()
+        rounds(8)
+        finish(fx)
+
+
+def test_cut_off_proxy_serves_until_grant_expires():
+    """Upstream gone: renewals go on out of the grant; once the grant has
+    expired (authority.seat_grant_ttl after its last renewal), 409."""
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth = authority(fx, pki, grant_ttl="5s").start()
+        key = seat_key(auth, 2)
+        p = proxy(fx, pki, [auth.url], proxy_key(auth), sync="1s").start()
+        assert take(p, key, "x").status == 200
+        assert take(p, key, "y").status == 200
+        auth.stop()
+        t0 = time.time()
+        while time.time() - t0 < 3:
+            assert take(p, key, "x").status == 200
+            assert take(p, key, "y").status == 200
+            time.sleep(0.5)
+        wait_for(lambda: take(p, key, "x").status == 409, timeout=6,
+                 step=0.5, what="the grant to expire")
+        r = take(p, key, "y")
+        assert r.status == 409 and r.json()["seats"]["granted"] == 0, r
+        assert p.status_json()["state"] in ("TrustBased", "Disconnected")
+        finish(fx)
