@@ -26,6 +26,8 @@ command -v faketime >/dev/null 2>&1 || need="$need faketime"
 command -v mdb_stat >/dev/null 2>&1 || need="$need lmdb-utils"
 # test_sandbox_roles: gdb makes each process call a forbidden syscall.
 command -v gdb >/dev/null 2>&1 || need="$need gdb"
+# the seats HA test runs two proxies behind a real HAProxy
+command -v haproxy >/dev/null 2>&1 || need="$need haproxy"
 # the dashboard test runs a real browser; the monitoring kit is checked
 # with Prometheus' own promtool
 command -v chromium >/dev/null 2>&1 || need="$need chromium"
