@@ -59,32 +59,32 @@ hexval(char c)
 	return -1;
 }
 
-int64_t
-proc_now_ms(void)
+static int64_t
+proc_clock_us(clockid_t clock)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	clock_gettime(clock, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t
+proc_now_ms(void)
+{
+	return proc_clock_us(CLOCK_MONOTONIC) / 1000;
 }
 
 int64_t
 proc_now_us(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+	return proc_clock_us(CLOCK_MONOTONIC);
 }
 
 /* Unlike MONOTONIC it counts suspend: lease age is real elapsed time. */
 int64_t
 proc_boot_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_BOOTTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return proc_clock_us(CLOCK_BOOTTIME) / 1000;
 }
 
 int
