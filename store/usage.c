@@ -103,7 +103,7 @@ dedup_hash(const struct usage_rec *r, unsigned char h[DEDUP_HASHLEN])
 static int
 dedup_io(struct store *s, MDB_txn *txn, struct dedup_gens *dg, int save)
 {
-	char	name[16];
+	char	name[24];
 	int	i, ret;
 
 	ret = save ? store_meta_put(s, txn, "dedup_g", dg->g) :
