@@ -890,7 +890,7 @@ t_dedup_compact(void **state)
 	struct store		*s = open_rw(f, 256ULL << 20);
 	struct usage_rec	*r = calloc(1000, sizeof(*r));
 	uint64_t		 ent, bytes;
-	char			 id[80];
+	char			 id[96];
 	int			 i, j;
 
 	assert_non_null(r);
@@ -923,7 +923,7 @@ t_dedup_pressure(void **state)
 	struct usage_rec	*r = calloc(1000, sizeof(*r));
 	struct usage_rec	*out = calloc(1000, sizeof(*out));
 	uint64_t		*seqs = calloc(1000, sizeof(*seqs)), pruned = 0;
-	char			 id[80];
+	char			 id[96];
 	int			 i, j;
 
 	assert_non_null(r);
