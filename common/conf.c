@@ -22,6 +22,7 @@
 #include <yaml.h>
 
 #include "conf.h"
+#include "file.h"
 #include "token.h"
 #include "httpc.h"
 #include "log.h"
@@ -955,14 +956,12 @@ conf_read_keyfile(struct cctx *c, const char *path, char *buf, size_t len)
 	size_t			 got = 0, s = 0;
 	int			 fd, rv = -1;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+	if ((fd = file_open(path, &st)) == -1) {
 		conf_errp(c, p, "license.key_file: cannot open \"%s\": %s",
 		    path, strerror(errno));
 		return -1;
 	}
-	if (fstat(fd, &st) == -1)
-		snprintf(msg, sizeof msg, "%s: %s", path, strerror(errno));
-	else if (!S_ISREG(st.st_mode))
+	if (!S_ISREG(st.st_mode))
 		snprintf(msg, sizeof msg, "%s: not a regular file", path);
 	if (!S_ISREG(st.st_mode) ||
 	    conf_mode_private(path, st.st_mode, msg, sizeof msg) == -1) {
@@ -1144,6 +1143,7 @@ conf_load(const char *path, const struct conf_overrides *ov, int check_files,
 	struct conf	*cf = NULL;
 	struct stat	 st;
 	FILE		*fp = NULL;
+	int		 fd;
 
 	if (path == NULL)
 		path = CONF_DEFAULT_PATH;
@@ -1159,13 +1159,19 @@ conf_load(const char *path, const struct conf_overrides *ov, int check_files,
 	}
 	conf_defaults(&c);
 	conf_setstr(&c, &cf->path, path);
-	if ((fp = fopen(path, "re")) == NULL) {
+	if ((fd = file_open(path, &st)) == -1) {
 		conf_errp(&c, NULL, "cannot open: %s", strerror(errno));
 		goto fail;
 	}
-	if (fstat(fileno(fp), &st) == 0 && !S_ISREG(st.st_mode)) {
+	if (!S_ISREG(st.st_mode)) {
+		close(fd);
 		conf_errp(&c, NULL, "not a configuration file (%s)",
 		    S_ISDIR(st.st_mode) ? "a directory" : "not a regular file");
+		goto fail;
+	}
+	if ((fp = fdopen(fd, "r")) == NULL) {
+		close(fd);
+		conf_errp(&c, NULL, "cannot open: %s", strerror(errno));
 		goto fail;
 	}
 	if (conf_parse(&c, fp) == -1)

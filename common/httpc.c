@@ -19,6 +19,7 @@
 #include <event2/event.h>
 #include <openssl/ssl.h>
 
+#include "file.h"
 #include "httpc.h"
 
 #define HC_MAXCONNECTS	16		/* idle connections kept */
@@ -59,17 +60,17 @@ hc_slurp(const char *path, struct curl_blob *b, char *err, size_t errlen)
 	ssize_t		 n;
 	int		 fd;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1 ||
-	    fstat(fd, &st) == -1) {
+	if ((fd = file_open(path, &st)) == -1) {
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		if (fd != -1)
 			close(fd);
 		return -1;
 	}
-	if (st.st_size <= 0 || st.st_size > HC_FILE_MAX ||
+	if (!S_ISREG(st.st_mode) || st.st_size <= 0 ||
+	    st.st_size > HC_FILE_MAX ||
 	    (b->data = malloc(st.st_size)) == NULL) {
-		snprintf(err, errlen, "%s: empty or over %d bytes", path,
-		    HC_FILE_MAX);
+		snprintf(err, errlen, "%s: not a regular file, empty or over "
+		    "%d bytes", path, HC_FILE_MAX);
 		close(fd);
 		return -1;
 	}

@@ -20,6 +20,7 @@
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 
+#include "file.h"
 #include "log.h"
 #include "mpcheck.h"
 #include "token.h"
@@ -653,9 +654,16 @@ pem_load(const char *path, int private)
 {
 	FILE		*fp;
 	EVP_PKEY	*key;
+	struct stat	 st;
+	int		 fd;
 
-	if ((fp = fopen(path, "re")) == NULL) {
+	if ((fd = file_open(path, &st)) == -1) {
 		log_warn("%s", path);
+		return NULL;
+	}
+	if (!S_ISREG(st.st_mode) || (fp = fdopen(fd, "r")) == NULL) {
+		log_warnx("%s: not a regular file", path);
+		close(fd);
 		return NULL;
 	}
 	key = private ? PEM_read_PrivateKey(fp, NULL, no_passphrase, NULL) :

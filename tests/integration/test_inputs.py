@@ -236,3 +236,45 @@ def test_instances_counted_past_1024_and_overflow_reported():
         assert m["licproxy_instances_active"] == tracked, m
         assert m["licproxy_instances_untracked_total"] == 37, m
         assert auth.stop() == 0
+
+
+def test_fifo_files_are_refused_not_waited_on():
+    """A config file, license.key_file, signing key or TLS certificate
+    path that names a FIFO is refused at once with a clear error: opening
+    one for reading would otherwise wait for a writer forever, and the
+    daemon would hang at start or on a reload with nothing in the log."""
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        tmp = fx.add(TempDir())
+        fifo = os.path.join(tmp.path, "pipe")
+        os.mkfifo(fifo, 0o600)
+
+        def check(path, env=None):
+            e = dict(os.environ)
+            e.update(env or {})
+            p = subprocess.run([BIN, "check-config", path],
+                               capture_output=True, text=True, env=e,
+                               timeout=20)
+            assert p.returncode == 2, (p.returncode, p.stderr)
+            return p.stderr
+
+        err = check(fifo)
+        assert "not a configuration file (not a regular file)" in err, err
+
+        auth = authority(fx, pki)
+        auth.conf["authority"]["signing_key"] = fifo
+        auth.write_conf()
+        err = check(auth.conf_path)
+        assert "authority.signing_key" in err and fifo in err, err
+
+        auth.conf["authority"]["signing_key"] = pki.signing
+        auth.conf["server"]["tls_cert"] = fifo
+        auth.write_conf()
+        err = check(auth.conf_path)
+        assert "server.tls_cert" in err and "not a regular file" in err, err
+
+        px = proxy(fx, pki, auth, "", key_file=fifo)
+        px.env.pop("LICPROXY_LICENSE_KEY", None)
+        px.write_conf()
+        err = check(px.conf_path, px.env)
+        assert "license.key_file: %s: not a regular file" % fifo in err, err
