@@ -46,8 +46,13 @@ static const char *const calls_base[] = {
 	"prctl", "seccomp",
 };
 
-/* The uplink and the issuer: SIGKILL a worker that sent a bad frame. */
-static const char *const calls_backend[] = { "kill", "tgkill" };
+/*
+ * The uplink and the issuer: SIGKILL a worker that sent a bad frame,
+ * through a pidfd taken when it connected (server/chans.c).
+ */
+static const char *const calls_backend[] = {
+	"kill", "tgkill", "pidfd_open", "pidfd_send_signal",
+};
 
 /* The uplink: outbound connections and curl's resolver threads. */
 static const char *const calls_uplink[] = { "connect", "bind" };
@@ -67,6 +72,8 @@ static const char *const calls_master[] = {
 	"lchown", "fchownat", "memfd_create", "socket", "connect", "bind",
 	"listen", "setgroups", "setresuid", "setresgid", "setuid", "setgid",
 	"capget", "setsid", "getpgrp", "getpgid", "ioctl",
+	/* children inherit this filter: the uplink's and issuer's kills */
+	"pidfd_open", "pidfd_send_signal",
 };
 
 static int

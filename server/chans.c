@@ -2,12 +2,20 @@
  * chans.c - accepts the workers' connections on the Unix socket the master
  * bound, frames their messages, and kills a worker that sends a bad frame:
  * a peer's bytes are never trusted more than a network client's.
+ *
+ * Only a worker of our own master is killed (the master restarts it); any
+ * other peer that reached the socket (a local process of the service
+ * user) is only dropped. The peer is held by a pidfd taken when it
+ * connects, so a pid reused after the peer died is never signalled.
  */
 #include <sys/queue.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -21,8 +29,11 @@ struct chan {
 	LIST_ENTRY(chan)	 entry;
 	uint64_t		 id;
 	struct ipc_chan		*ch;
-	pid_t			 peer;
+	pid_t			 peer;		/* 0: not one of our workers */
+	int			 pidfd;		/* -1 unless peer is set */
 };
+
+static void	chans_free(struct chan *);
 
 static LIST_HEAD(, chan)	 chans = LIST_HEAD_INITIALIZER(chans);
 static chans_msg_cb		 chans_cb;
@@ -47,19 +58,71 @@ chans_closed(struct ipc_chan *ch, int bad, void *arg)
 	if (bad && c->peer > 0) {
 		log_warnx("bad frame from worker pid %d: killing it",
 		    (int)c->peer);
-		kill(c->peer, SIGKILL);
+		syscall(SYS_pidfd_send_signal, c->pidfd, SIGKILL, NULL, 0);
 	}
 	LIST_REMOVE(c, entry);
+	chans_free(c);
+}
+
+static void
+chans_free(struct chan *c)
+{
 	ipc_chan_free(c->ch);
+	if (c->pidfd != -1)
+		close(c->pidfd);
 	free(c);
+}
+
+/* The parent pid of pid from /proc/PID/stat, or -1. */
+static pid_t
+chans_ppid(pid_t pid)
+{
+	char	 path[64], buf[512], *p;
+	FILE	*f;
+	size_t	 n;
+	int	 ppid;
+
+	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+	if ((f = fopen(path, "re")) == NULL)
+		return -1;
+	n = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	/* the command name may hold spaces and parentheses: skip past it */
+	if ((p = strrchr(buf, ')')) == NULL || sscanf(p + 1, " %*c %d",
+	    &ppid) != 1)
+		return -1;
+	return ppid;
+}
+
+/*
+ * Takes a pidfd for the connecting process and keeps it when that process
+ * is a sibling: a child of the master that also started us.
+ */
+static void
+chans_peer(struct chan *c, int fd)
+{
+	struct ucred	cred;
+	socklen_t	len = sizeof cred;
+
+	c->pidfd = -1;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == -1 ||
+	    cred.pid <= 0)
+		return;
+	if ((c->pidfd = syscall(SYS_pidfd_open, cred.pid, 0)) == -1)
+		return;
+	if (chans_ppid(cred.pid) != getppid()) {
+		close(c->pidfd);
+		c->pidfd = -1;
+		return;
+	}
+	c->peer = cred.pid;
 }
 
 static void
 chans_accept(struct evconnlistener *l, evutil_socket_t fd,
     struct sockaddr *sa, int salen, void *arg)
 {
-	struct ucred	 cred;
-	socklen_t	 len = sizeof(cred);
 	struct chan	*c;
 
 	(void)l, (void)sa, (void)salen, (void)arg;
@@ -67,12 +130,13 @@ chans_accept(struct evconnlistener *l, evutil_socket_t fd,
 		close(fd);
 		return;
 	}
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
-		c->peer = cred.pid;
+	chans_peer(c, fd);
 	c->id = ++chans_next_id;
 	if ((c->ch = ipc_chan_new(evconnlistener_get_base(l), fd, chans_msg,
 	    chans_closed, c)) == NULL) {
 		close(fd);
+		if (c->pidfd != -1)
+			close(c->pidfd);
 		free(c);
 		return;
 	}
@@ -116,7 +180,6 @@ chans_close_all(void)
 	chans_stop_listening();
 	while ((c = LIST_FIRST(&chans)) != NULL) {
 		LIST_REMOVE(c, entry);
-		ipc_chan_free(c->ch);
-		free(c);
+		chans_free(c);
 	}
 }

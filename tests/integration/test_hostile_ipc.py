@@ -4,16 +4,20 @@ bad frames. The uplink/issuer must survive it (same pid, no restart
 counted), drop only that channel, log why, and go on serving the real
 workers.
 
-The peer runs in a child process of its own: the uplink/issuer SIGKILLs
-the sender of a bad frame (its pid from SO_PEERCRED), and that must not be
-the test runner."""
+The peer runs in a child process of its own. It is not a worker of the
+server's master, so it is only dropped, never killed: the uplink/issuer
+kills the sender of a bad frame only when that sender is one of its
+sibling workers (which the master then restarts), shown last here by
+making a real worker write a bad frame."""
 import os
+import re
 import struct
 import subprocess
 import sys
 import time
 
 from lp import Fixture, Pki, Server, wait_for
+from test_sandbox_roles import have_gdb
 
 
 def mp_str(s):
@@ -105,12 +109,12 @@ def check_survives(srv, role, registry):
     for name, (data, why, shut) in CASES.items():
         log0 = len(srv.logs())
         rc, out = hostile(srv, data, shut)
-        # dropped: the channel closed, or the peer killed for its frame
-        assert rc == -9 or out == "closed", (name, rc, out)
+        # dropped: the channel closed; not killed, it is no worker of ours
+        assert rc == 0 and out == "closed", (name, rc, out)
         if why is not None:
             line = "ipc: bad frame, %s: closing the channel" % why
             wait_for(lambda: line in srv.logs()[log0:], what=name + " log")
-            assert rc == -9, (name, rc, out)
+            assert "killing it" not in srv.logs()[log0:], name
         # the real workers are still served, by the same process
         r = srv.license(registry.create_key(name="svc", products="api"))
         assert r.status == 200, (name, r)
@@ -125,7 +129,54 @@ def check_survives(srv, role, registry):
     idle.stdin.close()
     time.sleep(0.3)
     assert srv.license(registry.create_key(name="svc")).status == 200
-    assert idle.wait(timeout=30) in (0, -9)
+    assert idle.wait(timeout=30) == 0
+
+
+def worker_ipc_fd(srv, role):
+    """A worker's pid and the fd of its connection to the uplink's/issuer's socket,
+    read from ss: the backend's accepted end names ipc.sock, its peer
+    inode is the worker's end."""
+    out = subprocess.run(["ss", "-xpn"], capture_output=True, text=True,
+                         check=True).stdout
+    sock = os.path.join(srv.store, "ipc.sock")
+    peers = set()
+    ends = {}
+    for ln in out.splitlines():
+        f = ln.split()
+        if len(f) < 8 or f[0] != "u_str":
+            continue
+        m = re.search(r'\("licproxy-(\w+)",pid=(\d+),fd=(\d+)\)', ln)
+        if m is None:
+            continue
+        if f[4] == sock and m.group(1) == role:
+            peers.add(f[7])
+        elif m.group(1) == "worker":
+            ends[f[5]] = (int(m.group(2)), int(m.group(3)))
+    found = sorted(ends[i] for i in peers if i in ends)
+    assert found, (peers, ends, out)
+    return found[0]
+
+
+def check_worker_killed(srv, role, registry):
+    """A real worker that writes a bad frame is killed and restarted; the
+    uplink/issuer stays and the new worker is served."""
+    assert have_gdb()
+    pid0 = srv.children_by_comm()["licproxy-" + role]
+    wpid, fd = worker_ipc_fd(srv, role)
+    log0 = len(srv.logs())
+    # the worker may be dead before gdb reads the call's result back
+    subprocess.run(["gdb", "-nx", "-batch", "-p", str(wpid), "-ex",
+                    'call (long)write(%d, "\\377\\377\\377\\377", 4)' % fd],
+                   capture_output=True, timeout=60)
+    wait_for(lambda: "bad frame from worker pid %d: killing it" % wpid
+             in srv.logs()[log0:], what="kill logged")
+    restarts = 'licproxy_process_restarts_total{role="worker"}'
+    wait_for(lambda: srv.metrics()[restarts] == 1, timeout=20,
+             what="worker restarted")
+    assert wpid not in srv.children_by_comm()["licproxy-worker"]
+    assert srv.children_by_comm()["licproxy-" + role] == pid0
+    wait_for(lambda: srv.license(registry.create_key(name="svc")).status
+             == 200, timeout=20, what="served after the restart")
 
 
 def test_hostile_peer_issuer():
@@ -136,6 +187,7 @@ def test_hostile_peer_issuer():
         auth.start()
         assert auth.license(key).status == 200
         check_survives(auth, "issuer", auth)
+        check_worker_killed(auth, "issuer", auth)
 
 
 def test_hostile_peer_uplink():
@@ -151,3 +203,4 @@ def test_hostile_peer_uplink():
             env={"LICPROXY_LICENSE_KEY": pkey})).start()
         assert proxy.license(key).status == 200
         check_survives(proxy, "uplink", auth)
+        check_worker_killed(proxy, "uplink", auth)
