@@ -149,7 +149,11 @@ log_vlog(int level, int with_errno, const char *fmt, va_list ap)
 	errno = saved;
 }
 
-#define LOG_FN(name, level, with_errno)				\
+/*
+ * Every entry point is the same few lines: only the level, whether errno
+ * is appended, and what follows (fatal and fatalx exit) differ.
+ */
+#define LOG_FN(name, level, with_errno, then)			\
 void								\
 name(const char *fmt, ...)					\
 {								\
@@ -157,33 +161,14 @@ name(const char *fmt, ...)					\
 	va_start(ap, fmt);					\
 	log_vlog(level, with_errno, fmt, ap);			\
 	va_end(ap);						\
+	then;							\
 }
 
-LOG_FN(log_err, LOG_ERR, 1)
-LOG_FN(log_errx, LOG_ERR, 0)
-LOG_FN(log_warn, LOG_WARN, 1)
-LOG_FN(log_warnx, LOG_WARN, 0)
-LOG_FN(log_info, LOG_INFO, 0)
-LOG_FN(log_debug, LOG_DEBUG, 0)
-
-void
-fatal(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	log_vlog(LOG_ERR, 1, fmt, ap);
-	va_end(ap);
-	exit(1);
-}
-
-void
-fatalx(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	log_vlog(LOG_ERR, 0, fmt, ap);
-	va_end(ap);
-	exit(1);
-}
+LOG_FN(log_err, LOG_ERR, 1, (void)0)
+LOG_FN(log_errx, LOG_ERR, 0, (void)0)
+LOG_FN(log_warn, LOG_WARN, 1, (void)0)
+LOG_FN(log_warnx, LOG_WARN, 0, (void)0)
+LOG_FN(log_info, LOG_INFO, 0, (void)0)
+LOG_FN(log_debug, LOG_DEBUG, 0, (void)0)
+LOG_FN(fatal, LOG_ERR, 1, exit(1))
+LOG_FN(fatalx, LOG_ERR, 0, exit(1))
