@@ -155,33 +155,38 @@ conf_kind(const yaml_node_t *n)
 	}
 }
 
+/* A scalar v that breaks rule: the message quotes what was given. */
+static int
+conf_refuse(struct cctx *c, const char *path, yaml_node_t *v,
+    const char *rule)
+{
+	char buf[CONF_SHOW_MAX];
+
+	conf_errn(c, v, "%s: %s, got \"%s\"", path, rule,
+	    conf_show((const char *)v->data.scalar.value, buf, sizeof buf));
+	return -1;
+}
+
 static int
 conf_int(struct cctx *c, const char *path, yaml_node_t *v, int *field,
     int64_t min, int64_t max, const char *rule)
 {
-	const char	*s = (const char *)v->data.scalar.value;
-	const char	*p = s;
+	const char	*p = (const char *)v->data.scalar.value;
 	uint64_t	 n;
-	char		 buf[CONF_SHOW_MAX];
 
 	if (conf_parse_uint(&p, &n) != 0 || *p != '\0' ||
-	    n < (uint64_t)min || n > (uint64_t)max) {
-		conf_errn(c, v, "%s: %s, got \"%s\"", path, rule,
-		    conf_show(s, buf, sizeof buf));
-		return -1;
-	}
+	    n < (uint64_t)min || n > (uint64_t)max)
+		return conf_refuse(c, path, v, rule);
 	*field = (int)n;
 	return 0;
 }
 
-static int
-conf_size(struct cctx *c, const char *path, const struct kdef *k,
-    yaml_node_t *v, void *field)
+/* Stores a size into field; else returns the rule it breaks. */
+static const char *
+conf_size(const struct kdef *k, const char *s, void *field)
 {
-	const char	*s = (const char *)v->data.scalar.value;
 	const char	*rule = NULL;
 	uint64_t	 n;
-	char		 buf[CONF_SHOW_MAX];
 	int		 rv;
 
 	if ((rv = conf_parse_size(s, &n)) == -1 || (rv == 0 && n == 0))
@@ -191,26 +196,19 @@ conf_size(struct cctx *c, const char *path, const struct kdef *k,
 	else if (k->type == K_SIZE && n > CONF_MAX_MEM_SIZE)
 		rule = "must be at most " CONF_MAX_MEM_SIZE_STR " (held in "
 		    "memory per request)";
-	if (rule != NULL) {
-		conf_errn(c, v, "%s: %s, got \"%s\"", path, rule,
-		    conf_show(s, buf, sizeof buf));
-		return -1;
-	}
-	if (k->type == K_SIZE)
+	else if (k->type == K_SIZE)
 		*(size_t *)field = (size_t)n;
 	else
 		*(uint64_t *)field = n;
-	return 0;
+	return rule;
 }
 
-static int
-conf_dur(struct cctx *c, const char *path, const struct kdef *k,
-    yaml_node_t *v, void *field)
+/* Stores a duration into field; else returns the rule it breaks. */
+static const char *
+conf_dur(const struct kdef *k, const char *s, void *field)
 {
-	const char	*s = (const char *)v->data.scalar.value;
 	const char	*rule = NULL;
 	int64_t		 ms = 0;
-	char		 buf[CONF_SHOW_MAX];
 	int		 rv;
 
 	if ((rv = conf_parse_duration_ms(s, &ms)) == -1)
@@ -223,16 +221,11 @@ conf_dur(struct cctx *c, const char *path, const struct kdef *k,
 		rule = "must be less than " CONF_MAX_MS_STR;
 	else if (k->type == K_SEC && ms % 1000 != 0)
 		rule = "must be whole seconds";
-	if (rule != NULL) {
-		conf_errn(c, v, "%s: %s, got \"%s\"", path, rule,
-		    conf_show(s, buf, sizeof buf));
-		return -1;
-	}
-	if (k->type == K_MS)
+	else if (k->type == K_MS)
 		*(int *)field = (int)ms;
 	else
 		*(int64_t *)field = ms / 1000;
-	return 0;
+	return rule;
 }
 
 static int
@@ -278,7 +271,9 @@ static int
 conf_scalar(struct cctx *c, const char *path, const struct kdef *k,
     yaml_node_t *v, void *field)
 {
-	int rv, e = 0;
+	const char	*s = (const char *)v->data.scalar.value;
+	const char	*rule;
+	int		 rv, e = 0;
 
 	switch (k->type) {
 	case K_STR:
@@ -287,7 +282,7 @@ conf_scalar(struct cctx *c, const char *path, const struct kdef *k,
 	case K_PORT:
 		return conf_int(c, path, v, field, 1, 65535, "must be 1-65535");
 	case K_WORKERS:
-		if (strcmp((const char *)v->data.scalar.value, "auto") == 0) {
+		if (strcmp(s, "auto") == 0) {
 			*(int *)field = conf_ncpu();
 			return 0;
 		}
@@ -298,10 +293,12 @@ conf_scalar(struct cctx *c, const char *path, const struct kdef *k,
 		    "must be 1-1048576");
 	case K_SIZE:
 	case K_SIZE64:
-		return conf_size(c, path, k, v, field);
+		rule = conf_size(k, s, field);
+		return rule == NULL ? 0 : conf_refuse(c, path, v, rule);
 	case K_MS:
 	case K_SEC:
-		return conf_dur(c, path, k, v, field);
+		rule = conf_dur(k, s, field);
+		return rule == NULL ? 0 : conf_refuse(c, path, v, rule);
 	case K_MODE:
 		if ((rv = conf_enum(c, path, k, v, &e)) == 0)
 			c->cf->mode = e == CONF_AUTHORITY ?
