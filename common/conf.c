@@ -175,28 +175,10 @@ conf_load(const char *path, const struct conf_overrides *ov, int check_files,
 void
 conf_free(struct conf *cf)
 {
-	int i;
-
 	if (cf == NULL)
 		return;
 	free(cf->path);
-	free(cf->server.host);
-	free(cf->server.status_host);
-	free(cf->server.tls_cert);
-	free(cf->server.tls_key);
-	free(cf->server.client_ca);
-	free(cf->server.user);
-	for (i = 0; i < cf->license.n_server_url; i++)
-		free(cf->license.server_url[i]);
-	for (i = 0; i < cf->license.n_trusted_keys; i++)
-		free(cf->license.trusted_keys[i]);
-	free(cf->license.key_file);
-	free(cf->license.ca_file);
-	free(cf->license.client_cert);
-	free(cf->license.client_key);
-	free(cf->store.path);
-	free(cf->authority.signing_key);
-	free(cf->log.file);
+	conf_free_values(cf);
 	explicit_bzero(cf->license.key, sizeof cf->license.key);
 	free(cf);
 }

@@ -65,6 +65,7 @@ int		 conf_parse(struct cctx *, FILE *);
 int		 conf_list_item(struct cctx *, const char *, int, int,
 		    const char *, yaml_node_t *);
 void		 conf_list_clear(struct conf *, int);
+void		 conf_free_values(struct conf *);
 
 /* conf_check.c */
 int		 conf_mode_private(const char *, mode_t, char *, size_t);

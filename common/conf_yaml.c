@@ -591,3 +591,28 @@ conf_parse(struct cctx *c, FILE *fp)
 	yaml_parser_delete(&p);
 	return rv;
 }
+
+/* The strings that the keys of a table store; sections are walked in turn. */
+static void
+conf_free_keys(struct conf *cf, const struct kdef *keys)
+{
+	const struct kdef *k;
+
+	for (k = keys; k->name != NULL; k++)
+		if (k->type == K_SECTION)
+			conf_free_keys(cf, k->aux);
+		else if (k->type == K_STR || k->type == K_OPTSTR)
+			free(*(char **)((char *)cf + k->off));
+}
+
+/*
+ * conf_free's part: every string a key stores, found from the same tables
+ * that fill them, so a new string key cannot be forgotten here.
+ */
+void
+conf_free_values(struct conf *cf)
+{
+	conf_free_keys(cf, top_keys);
+	conf_list_clear(cf, 1);
+	conf_list_clear(cf, 0);
+}
