@@ -8,7 +8,6 @@
  * No event-driven network I/O here and never the LMDB environment: an env
  * must not cross a fork.
  */
-
 #include <pwd.h>
 #include <signal.h>
 #include <stdlib.h>
