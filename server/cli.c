@@ -1,14 +1,13 @@
 /*
- * cli.c - what every subcommand of licproxy(8) shares: the table of
- * commands with their usage and options, option checking, --help, and the
- * "licproxy: " prefix of every message a command prints.
+ * cli.c - the table of licproxy(8)'s commands, with their usage and
+ * options, and finding a command in it. What a running command uses
+ * (options, usage errors, the store) is in cli_args.c, which needs no
+ * table, so the commands never call back into this file.
  */
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cli.h"
-#include "store.h"
 
 /*
  * One row per command. opts: the options it takes, "=" after those that
@@ -44,8 +43,6 @@ static const struct cli_cmd cli_cmds[] = {
 	{ NULL }
 };
 
-static const struct cli_cmd	*cli_cur;	/* the command running */
-
 void
 cli_print_usage(FILE *f, const struct cli_cmd *only)
 {
@@ -55,8 +52,7 @@ cli_print_usage(FILE *f, const struct cli_cmd *only)
 	for (c = cli_cmds; c->name != NULL; c++) {
 		if (only != NULL && c != only)
 			continue;
-		fprintf(f, "%-6s licproxy %s%s%s\n", lead, c->name,
-		    *c->usage ? " " : "", c->usage);
+		cli_print_one(f, lead, c);
 		lead = "";
 	}
 	if (only == NULL)
@@ -94,115 +90,4 @@ cli_find_group(const char *word)
 		if (strncmp(c->name, word, n) == 0 && c->name[n] == ' ')
 			return c;
 	return NULL;
-}
-
-void
-cli_begin(const struct cli_cmd *c)
-{
-	cli_cur = c;
-}
-
-int
-cli_usage_error(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "licproxy: ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\n");
-	if (cli_cur != NULL)
-		cli_print_usage(stderr, cli_cur);
-	return 2;
-}
-
-/* 1 if name is in the option list, 2 if it takes a value, else 0. */
-static int
-cli_opt_kind(const char *opts, const char *name)
-{
-	size_t		 n = strlen(name);
-	const char	*p = opts;
-
-	while ((p = strstr(p, name)) != NULL) {
-		if ((p == opts || p[-1] == ' ') &&
-		    (p[n] == ' ' || p[n] == '\0'))
-			return 1;
-		if ((p == opts || p[-1] == ' ') && p[n] == '=')
-			return 2;
-		p += n;
-	}
-	return 0;
-}
-
-/*
- * 0 when every option of argv (from first on) is one the command takes
- * and each value-taking option has its value; else 2 after saying which.
- */
-int
-cli_check_opts(const struct cli_cmd *c, int argc, char **argv, int first)
-{
-	int i, kind;
-
-	for (i = first; i < argc; i++) {
-		if (argv[i][0] != '-' || argv[i][1] == '\0')
-			continue;
-		if ((kind = cli_opt_kind(c->opts, argv[i])) == 0)
-			return cli_usage_error("unknown option \"%s\" for "
-			    "\"%s\"", argv[i], c->name);
-		if (kind == 2 && ++i == argc)
-			return cli_usage_error("option \"%s\" needs a value",
-			    argv[i - 1]);
-	}
-	return 0;
-}
-
-/* 1 if argv asks for help; the value of a value option never counts. */
-int
-cli_wants_help(const struct cli_cmd *c, int argc, char **argv, int first)
-{
-	int i;
-
-	for (i = first; i < argc; i++) {
-		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
-			return 1;
-		if (c->opts != NULL && argv[i][0] == '-' &&
-		    cli_opt_kind(c->opts, argv[i]) == 2)
-			i++;
-	}
-	return 0;
-}
-
-struct store *
-cli_store_open(const char *dir, int flags)
-{
-	struct store	*s;
-	char		 err[512];
-
-	/* max_size 0: keep the size the running daemon gave the map. */
-	if ((s = store_open(dir, 0, flags, err, sizeof(err))) == NULL)
-		fprintf(stderr, "licproxy: %s\n", err);
-	return s;
-}
-
-const char *
-cli_opt(int argc, char **argv, const char *name)
-{
-	int i;
-
-	for (i = 0; i < argc - 1; i++)
-		if (strcmp(argv[i], name) == 0)
-			return argv[i + 1];
-	return NULL;
-}
-
-int
-cli_flag(int argc, char **argv, const char *name)
-{
-	int i;
-
-	for (i = 0; i < argc; i++)
-		if (strcmp(argv[i], name) == 0)
-			return 1;
-	return 0;
 }

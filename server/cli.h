@@ -34,6 +34,8 @@ const struct cli_cmd *cli_find(int argc, char **argv);
 const struct cli_cmd *cli_find_group(const char *word);
 /* The usage of one command, or of all (only == NULL). */
 void	cli_print_usage(FILE *, const struct cli_cmd *only);
+/* One command's usage line, after lead ("usage:" or ""). */
+void	cli_print_one(FILE *, const char *lead, const struct cli_cmd *);
 /* Names the running command, so usage errors print its usage. */
 void	cli_begin(const struct cli_cmd *);
 int	cli_check_opts(const struct cli_cmd *, int argc, char **argv,
