@@ -558,19 +558,25 @@ def bench_access(b, rounds, duration):
 # ---------------------------------------------------------------- 5: miss
 
 def time_gets(server, keys, want_source):
+    """Sequential GETs on one connection: (latencies ms, answers that were
+    not a 200 from want_source, {status/source: count})."""
     c = server.conn()
     lat = []
     bad = 0
+    seen = {}
     try:
         for k in keys:
             t = time.perf_counter()
             r = server.license(k, conn=c)
             lat.append((time.perf_counter() - t) * 1e3)
-            if r.status != 200 or r.json().get("source") != want_source:
+            src = r.json().get("source") if r.status == 200 else None
+            what = "%d %s" % (r.status, src)
+            seen[what] = seen.get(what, 0) + 1
+            if src != want_source:
                 bad += 1
     finally:
         c.close()
-    return lat, bad
+    return lat, bad, seen
 
 
 def pct(v, p):
@@ -578,10 +584,11 @@ def pct(v, p):
     return v[min(len(v) - 1, int(round(p / 100.0 * (len(v) - 1))))]
 
 
-def summary(lat, bad):
+def summary(lat, bad, seen):
     return {"n": len(lat), "bad": bad, "p50_ms": pct(lat, 50),
             "p90_ms": pct(lat, 90), "p99_ms": pct(lat, 99),
-            "max_ms": max(lat), "mean_ms": statistics.mean(lat)}
+            "max_ms": max(lat), "mean_ms": statistics.mean(lat),
+            "answers": seen}
 
 
 def bench_miss(b, n):
@@ -593,20 +600,20 @@ def bench_miss(b, n):
     b.warm_proxy()
     out = {}
     # Cache hit on a warm connection, as the baseline of the same client.
-    lat, bad = time_gets(b.proxy, [b.member] * n, "cache")
-    out["proxy hit (baseline)"] = summary(lat, bad)
-    lat, bad = time_gets(b.proxy, cold, "upstream")
-    out["proxy miss, authority cold (signs)"] = summary(lat, bad)
-    lat, bad = time_gets(b.auth, direct, "authority")
-    out["authority first request (signs)"] = summary(lat, bad)
-    lat, bad = time_gets(b.auth, warm, "authority")     # authority now holds
-    lat, bad = time_gets(b.proxy, warm, "upstream")
-    out["proxy miss, authority warm"] = summary(lat, bad)
+    out["proxy hit (baseline)"] = summary(*time_gets(
+        b.proxy, [b.member] * n, "cache"))
+    out["proxy miss, authority cold (signs)"] = summary(*time_gets(
+        b.proxy, cold, "upstream"))
+    out["authority first request (signs)"] = summary(*time_gets(
+        b.auth, direct, "authority"))
+    time_gets(b.auth, warm, "authority")        # the authority now holds
+    out["proxy miss, authority warm"] = summary(*time_gets(
+        b.proxy, warm, "upstream"))
     for k, v in out.items():
         log("5 miss %-36s p50 %6.2f ms p90 %6.2f ms p99 %6.2f ms max %6.2f "
-            "ms (n=%d, wrong=%d)" % (k, v["p50_ms"], v["p90_ms"],
-                                     v["p99_ms"], v["max_ms"], v["n"],
-                                     v["bad"]))
+            "ms (n=%d, not as expected=%d, answers %s)" % (
+                k, v["p50_ms"], v["p90_ms"], v["p99_ms"], v["max_ms"],
+                v["n"], v["bad"], v["answers"]))
     return out
 
 
@@ -715,27 +722,38 @@ def bench_usage(b, rounds, duration, fsync_bin, batches):
 
 # ---------------------------------------------------------------- 6-8
 
-def bench_scale(out):
+def bench_scale(out, script, timeout):
     """Rows 6-8 come from bench/scale.py (another script, its own servers):
     it writes DIR/scale.json = {"rows": [ROW, ...]}."""
-    script = os.path.join(HERE, "scale.py")
     if not os.path.exists(script):
-        log("6-8 bench/scale.py not present: rows 6-8 left out")
+        log("6-8 %s not present: rows 6-8 left out" % script)
         return {"rows": [], "missing": True}
     d = os.path.join(out, "scale")
     os.makedirs(d, exist_ok=True)
     t = time.time()
-    p = subprocess.run([sys.executable, script, "--out", d,
-                        "--licproxy", lp.BIN], cwd=ROOT)
-    res = {"rc": p.returncode, "secs": time.time() - t, "rows": []}
+    # Its own process group, so a run past the timeout ends with all it
+    # started (and nothing else).
+    p = subprocess.Popen([sys.executable, script, "--out", d,
+                          "--licproxy", lp.BIN], cwd=ROOT,
+                         start_new_session=True)
+    try:
+        rc = p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        log("6-8 scale.py still running after %ds: stopping it" % timeout)
+        os.killpg(p.pid, 15)
+        try:
+            rc = p.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, 9)
+            rc = p.wait()
+    res = {"rc": rc, "secs": time.time() - t, "rows": []}
     try:
         with open(os.path.join(d, "scale.json")) as f:
             res["rows"] = json.load(f)["rows"]
     except (OSError, ValueError, KeyError) as e:
         res["error"] = str(e)
-    if p.returncode != 0 or "error" in res:
-        log("6-8 scale.py exited %d (%s)" % (p.returncode,
-                                             res.get("error", "")))
+    if rc != 0 or "error" in res:
+        log("6-8 scale.py exited %d (%s)" % (rc, res.get("error", "")))
     log("6-8 scale.py took %.0fs, %d rows" % (res["secs"], len(res["rows"])))
     return res
 
@@ -769,9 +787,12 @@ def rows_get(g):
         out.append(row(1, w + "req/s", n0(rps) + " req/s",
                        "nginx " + n0(n_rps), xr(rps / n_rps), ">= 1.0x",
                        rps >= n_rps))
-        out.append(row(1, w + "server CPU/req", "%.1f us" % cpu,
-                       "nginx %.1f us" % n_cpu, xr(cpu / n_cpu), "<= 1.0x",
-                       cpu <= n_cpu))
+        out.append(row(1, w + "server CPU/req (schedstat; utime+stime)",
+                       "%.1f us (%.1f)" % (cpu, med(
+                           rs, "server_ticks_us_per_req")),
+                       "nginx %.1f us (%.1f)" % (n_cpu, med(
+                           ng, "server_ticks_us_per_req")),
+                       xr(cpu / n_cpu), "<= 1.0x", cpu <= n_cpu))
         out.append(row(1, w + "latency p50 / p99",
                        "%.2f / %.2f ms" % (p50, p99),
                        "nginx %.2f / %.2f ms" % (n_p50, n_p99),
@@ -924,6 +945,35 @@ def details_load(title, runs, unit):
     return out
 
 
+def notes(results):
+    """Lines under the table: what the reader must know to trust rows 2
+    and 3, from this run's own checks."""
+    out = []
+    chk = results.get("conn", {}).get("wrk_resume_check")
+    if chk:
+        out.append("")
+        out.append("- Rows 2-3 use bench/tlsload, not wrk: reconnecting "
+                   "with `Connection: close`, wrk resumed %d of %d sessions "
+                   "(nginx's $ssl_session_reused); tlsload %d of %d, "
+                   "tlsload -r %d of %d." % (
+                       chk["wrk"]["resumed"], chk["wrk"]["conns"],
+                       chk["tlsload"]["resumed"], chk["tlsload"]["conns"],
+                       chk["tlsload -r"]["resumed"],
+                       chk["tlsload -r"]["conns"]))
+    for k, n in (("conn", 2), ("resume", 3)):
+        if k not in results:
+            continue
+        cn = []
+        for name, rs in results[k]["runs"].items():
+            cn.append("%s %d of %d" % (
+                name, sum(r["close_notify"] for r in rs),
+                sum(r["requests"] for r in rs)))
+        out.append("- Row %d: answers ended by a close_notify (the rest by "
+                   "a bare FIN, which OpenSSL 3 clients take for an error "
+                   "that voids the session): %s." % (n, ", ".join(cn)))
+    return out
+
+
 def report(results):
     m = results["machine"]
     out = ["Machine: %s x%d, kernel %s; %s; %s, %s, %s; background load "
@@ -936,6 +986,7 @@ def report(results):
                results["args"]["duration"], WRK_THREADS, WRK_CONNS,
                WRK_CONNS, results["args"]["workers"]), "",
            table(table_rows(results))]
+    out += notes(results)
     head, out = out, []
     if "get" in results:
         out += details_load("1: cached GET", results["get"]["runs"], "req")
@@ -963,9 +1014,10 @@ def report(results):
         out += ["", "5: first request for a new key (sequential, one "
                 "keep-alive connection): n, p50/p90/p99/max ms, wrong", ""]
         for k, v in results["miss"].items():
-            out.append("- %s: %d, %.2f/%.2f/%.2f/%.2f, %d" % (
+            out.append("- %s: %d, %.2f/%.2f/%.2f/%.2f, %d (answers: %s)" % (
                 k, v["n"], v["p50_ms"], v["p90_ms"], v["p99_ms"],
-                v["max_ms"], v["bad"]))
+                v["max_ms"], v["bad"], ", ".join(
+                    "%s x%d" % kv for kv in v["answers"].items())))
     if "access" in results:
         out += details_load("9: access log", results["access"]["runs"],
                             "req")
@@ -995,7 +1047,8 @@ def run_parts(args, results, out):
                 "licproxy_lease_cache_hits_total")
     if "scale" in todo:     # after our servers are gone: it has its own
         t = time.time()
-        results["scale"] = bench_scale(out)
+        results["scale"] = bench_scale(out, args.scale_script,
+                                       args.scale_timeout)
         el["scale"] = time.time() - t
 
 
@@ -1030,6 +1083,9 @@ def main():
                     help="records per POST, comma-separated (row 4 is 1)")
     ap.add_argument("--handshake-authority", action="store_true",
                     help="rows 2, 3 also against the authority")
+    ap.add_argument("--scale-script", default=os.path.join(HERE,
+                                                            "scale.py"))
+    ap.add_argument("--scale-timeout", type=int, default=900)
     ap.add_argument("--fsync-bin", default=None)
     ap.add_argument("--tlsload-bin", default=None)
     ap.add_argument("--out", default=os.environ.get("BENCH_OUT"))

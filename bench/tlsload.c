@@ -37,7 +37,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
-#define TL_MAXCONNS	1024
+#define TL_MAXCONNS	256
 #define TL_MAXHDRS	16
 #define TL_REQMAX	4096
 #define TL_RESPMAX	65536
