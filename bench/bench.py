@@ -1085,7 +1085,7 @@ def main():
                     help="rows 2, 3 also against the authority")
     ap.add_argument("--scale-script", default=os.path.join(HERE,
                                                             "scale.py"))
-    ap.add_argument("--scale-timeout", type=int, default=900)
+    ap.add_argument("--scale-timeout", type=int, default=600)
     ap.add_argument("--fsync-bin", default=None)
     ap.add_argument("--tlsload-bin", default=None)
     ap.add_argument("--out", default=os.environ.get("BENCH_OUT"))

@@ -2,7 +2,7 @@
 # `make bench`: issue 13's table, every row side by side in one run.
 # Usage: bench/run.sh [PART] [--rounds N] [--duration S] [bench.py options]
 # PART: get conn resume usage miss access scale all (default all).
-# Takes about 6 minutes plus bench/scale.py's own time. Env: LICPROXY
+# Takes about 5 minutes plus bench/scale.py's own time (at most 10). Env: LICPROXY
 # (binary, default build/licproxy), BENCH_OUT (result dir), TMPDIR (where
 # stores live: must be a real disk for the fsync numbers to mean anything).
 . "$(dirname "$0")/common.sh"
