@@ -863,8 +863,8 @@ def rows_miss(m):
 
 def rows_access(a):
     on, off = a["runs"]["on"], a["runs"]["off"]
-    c_on, c_off = med(on, "server_cpu_us_per_req"), med(off,
-                                                        "server_cpu_us_per_req")
+    c_on = med(on, "server_cpu_us_per_req")
+    c_off = med(off, "server_cpu_us_per_req")
     r_on, r_off = med(on, "rps"), med(off, "rps")
     return [row(9, "access log on against off (row 1, proxy): "
                 "server CPU/req, req/s",
