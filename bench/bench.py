@@ -722,7 +722,7 @@ def bench_usage(b, rounds, duration, fsync_bin, batches):
 
 # ---------------------------------------------------------------- 6-8
 
-def bench_scale(out, script, timeout):
+def bench_scale(out, script, timeout, extra):
     """Rows 6-8 come from bench/scale.py (another script, its own servers):
     it writes DIR/scale.json = {"rows": [ROW, ...]}."""
     if not os.path.exists(script):
@@ -734,7 +734,7 @@ def bench_scale(out, script, timeout):
     # Its own process group, so a run past the timeout ends with all it
     # started (and nothing else).
     p = subprocess.Popen([sys.executable, script, "--out", d,
-                          "--licproxy", lp.BIN], cwd=ROOT,
+                          "--licproxy", lp.BIN] + extra.split(), cwd=ROOT,
                          start_new_session=True)
     try:
         rc = p.wait(timeout)
@@ -1048,7 +1048,7 @@ def run_parts(args, results, out):
     if "scale" in todo:     # after our servers are gone: it has its own
         t = time.time()
         results["scale"] = bench_scale(out, args.scale_script,
-                                       args.scale_timeout)
+                                       args.scale_timeout, args.scale_args)
         el["scale"] = time.time() - t
 
 
@@ -1086,6 +1086,8 @@ def main():
     ap.add_argument("--scale-script", default=os.path.join(HERE,
                                                             "scale.py"))
     ap.add_argument("--scale-timeout", type=int, default=600)
+    ap.add_argument("--scale-args", default="",
+                    help='more arguments for scale.py, e.g. "--quick"')
     ap.add_argument("--fsync-bin", default=None)
     ap.add_argument("--tlsload-bin", default=None)
     ap.add_argument("--out", default=os.environ.get("BENCH_OUT"))
