@@ -93,7 +93,7 @@ run: all
 	@./packaging/demo.sh
 
 bench: all
-	@./bench/run.sh
+	@./bench/run.sh $(BENCH_ARGS)
 
 bench-usage: all
 	@./bench/usage.sh

@@ -1,4 +1,5 @@
-# Sourced by bench/run.sh and bench/usage.sh: tools, binary, fsync helper.
+# Sourced by bench/run.sh and bench/usage.sh: tools, binary, the fsync
+# probe and the one-request-per-connection TLS client.
 set -eu
 cd "$(dirname "$0")/.."
 LICPROXY=${LICPROXY:-build/licproxy}
@@ -16,6 +17,7 @@ command -v python3 >/dev/null 2>&1 || need="$need python3"
 command -v cc >/dev/null 2>&1 || need="$need gcc"
 command -v openssl >/dev/null 2>&1 || need="$need openssl"
 command -v mdb_stat >/dev/null 2>&1 || need="$need lmdb-utils"
+[ -f /usr/include/openssl/ssl.h ] || need="$need libssl-dev"
 if [ -n "$need" ]; then
 	if [ "$(id -u)" != 0 ]; then
 		echo "bench: missing:$need (run as root or apt-get install$need)" >&2
@@ -33,3 +35,6 @@ mkdir -p "$BENCH_OUT"
 export BENCH_OUT
 FSYNC_BIN=$BENCH_OUT/fsync_rate
 cc -O2 -Wall -o "$FSYNC_BIN" bench/fsync_rate.c
+TLSLOAD_BIN=$BENCH_OUT/tlsload
+cc -O2 -Wall -Wextra -D_GNU_SOURCE -o "$TLSLOAD_BIN" bench/tlsload.c \
+    -lssl -lcrypto -lpthread
