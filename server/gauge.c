@@ -1,35 +1,99 @@
 /*
  * gauge.c - the store's figures in the shared stats block: leases cached,
  * survival time, map use. The one writer of leases (uplink or issuer)
- * calls it from its tick; a scan per request would not scale.
+ * calls it from its tick; a scan per request would not scale, and neither
+ * does a scan per tick: with a million leases one pass took about a second
+ * of the writer's loop, every second. So each tick counts a bounded slice
+ * (GAUGE_SLICE records, resuming after the last key counted) and the
+ * figures are those of the last complete pass plus what the writer added
+ * or removed since. Up to GAUGE_SLICE leases a pass is one tick, exactly
+ * as before; a million leases are recounted about once a minute.
  */
 #include <stdint.h>
+#include <string.h>
 
 #include "gauge.h"
 #include "stats.h"
 #include "store.h"
 
-/*
- * Scans the lease table once. survival: at a proxy, what is left of the
- * lease that runs out first (null with nothing valid cached); an
- * authority signs its own leases and has no such limit.
- */
-struct store_lease_counts
-gauge_store(struct store *s, int authority)
+#define GAUGE_SLICE	16384
+
+void
+gauge_init(struct gauge *g, int authority)
 {
-	struct store_lease_counts	n = { 0, 0, -1 };
-	struct store_clock		clk;
-	uint64_t			used = 0, max = 0;
+	memset(g, 0, sizeof(*g));
+	g->authority = authority;
+	g->acc.first_left_s = g->last.first_left_s = -1;
+}
+
+uint64_t
+gauge_valid(const struct gauge *g)
+{
+	return g->last.valid;
+}
+
+/*
+ * Until the first pass ends the records not yet counted are taken as
+ * valid (LMDB's entry count, O(1)): a restarted proxy shows about what it
+ * holds at once instead of 0 for a minute, and converges to the count.
+ */
+static void
+gauge_first_pass(struct gauge *g, struct store *s)
+{
+	uint64_t n = store_lease_entries(s);
+
+	g->last = g->acc;
+	if (n > g->acc.total)
+		g->last.valid += n - g->acc.total;
+}
+
+void
+gauge_tick(struct gauge *g, struct store *s)
+{
+	struct store_clock	clk;
+	uint64_t		used = 0, max = 0;
+	int			rc;
 
 	store_clock_read(s, &clk);
-	store_lease_count(s, &clk, &n);
+	rc = store_lease_count_step(s, &clk, g->pos, &g->mid, GAUGE_SLICE,
+	    &g->acc);
+	if (rc == 1) {
+		g->last = g->acc;
+		g->passes++;
+		memset(&g->acc, 0, sizeof(g->acc));
+		g->acc.first_left_s = -1;
+	} else if (rc == 0 && g->passes == 0)
+		gauge_first_pass(g, s);
 	store_size(s, &used, &max);
 	stats_up_begin();
-	stats->leases_cached = n.valid;
-	stats->survival_s = authority || n.first_left_s < 0 ?
-	    STATS_SURVIVAL_NONE : n.first_left_s;
+	stats->leases_cached = g->last.valid;
+	/*
+	 * At a proxy, what is left of the lease that runs out first (null
+	 * with nothing valid cached); an authority signs its own leases
+	 * and has no such limit.
+	 */
+	stats->survival_s = g->authority || g->last.first_left_s < 0 ?
+	    STATS_SURVIVAL_NONE : g->last.first_left_s;
 	stats->store_used = used;
 	stats->store_max = max;
 	stats_up_end();
-	return n;
+}
+
+/*
+ * The published figure follows at once; the pass under way counts the
+ * change itself only if its key is still ahead of it, so a key it has
+ * passed is added here (keys are walked in order, a pass never sees one
+ * twice).
+ */
+void
+gauge_lease_changed(struct gauge *g, const unsigned char sha[32], int delta)
+{
+	if (delta > 0 || g->last.valid > 0)
+		g->last.valid += delta;
+	if (g->mid && memcmp(sha, g->pos, sizeof(g->pos)) <= 0 &&
+	    (delta > 0 || g->acc.valid > 0))
+		g->acc.valid += delta;
+	stats_up_begin();
+	stats->leases_cached = g->last.valid;
+	stats_up_end();
 }

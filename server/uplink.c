@@ -166,14 +166,33 @@ uplink_usage_stats(void)
 
 static void	uplink_survival(int64_t);
 
-/* Scans the lease table: from the tick, and when the upstream fails. */
-static uint64_t
+/* From the tick: one bounded slice of the lease count (gauge.c). */
+static void
 uplink_lease_stats(void)
 {
-	struct store_lease_counts n = gauge_store(uplink->store, 0);
+	gauge_tick(&uplink->gauge, uplink->store);
+	uplink_survival(uplink->gauge.last.first_left_s);
+}
 
-	uplink_survival(n.first_left_s);
-	return n.valid;
+/*
+ * When the upstream fails: is anything valid cached (TrustBased) or not
+ * (Disconnected)? The first records answer it in a live cache; the
+ * gauge's figure when they do not say, so this stays bounded too.
+ */
+#define UPLINK_ANY_MAX	1024
+
+static uint64_t
+uplink_valid_leases(void)
+{
+	struct store_clock	clk;
+	uint64_t		n = gauge_valid(&uplink->gauge);
+	int			any;
+
+	store_clock_read(uplink->store, &clk);
+	any = store_lease_any_valid(uplink->store, &clk, UPLINK_ANY_MAX);
+	if (any == 0)
+		return 0;
+	return any == 1 && n == 0 ? 1 : n;
 }
 
 /*
@@ -247,7 +266,7 @@ uplink_state(int answered, const char *error)
 		error = "upstream leases refused (see the log)";
 	}
 	/* TrustBased or Disconnected turns on what is cached right now. */
-	valid = answered ? 0 : uplink_lease_stats();
+	valid = answered ? 0 : uplink_valid_leases();
 
 	if (error == NULL)
 		error = "upstream unreachable";
@@ -292,7 +311,7 @@ flight_finish(struct flight *f, int status, const char *reason)
 
 /*
  * Store a verified lease. The leases_cached gauge follows at once when the
- * key had no valid lease before (the tick recounts it exactly anyway;
+ * key had no valid lease before (the gauge's passes recount it anyway;
  * a scan per miss would not scale).
  */
 static int
@@ -311,11 +330,8 @@ uplink_put_lease(const unsigned char sha[32], const char *tok,
 	store_lease_anchor(&clk, l->iat, l->rat, l->exp, 0, &t);
 	if (store_lease_put(uplink->store, sha, tok, strlen(tok), &t) != 0)
 		return -1;
-	if (!had) {
-		stats_up_begin();
-		stats->leases_cached++;
-		stats_up_end();
-	}
+	if (!had)
+		gauge_lease_changed(&uplink->gauge, sha, 1);
 	return 0;
 }
 
@@ -387,16 +403,23 @@ uplink_negative_s(void)
 static void
 flight_rejected(struct flight *f, const struct httpc_res *r)
 {
-	const char	*why = uplink_reject_reason(r->body, r->bodylen);
-	int64_t		 until, now;
+	const char		*why = uplink_reject_reason(r->body, r->bodylen);
+	int64_t			 until, now;
 
-	now = store_now(uplink->store);
+	struct store_clock	 clk;
+	struct store_lease_time	 t;
+	char			 tok[TOKEN_MAX + 1];
+
+	store_clock_read(uplink->store, &clk);
+	now = clk.wall;
 	until = now + uplink_negative_s();
 	/* The rejection replaces a cached lease at once. */
+	if (store_lease_get(uplink->store, f->sha, tok, sizeof(tok), &t) > 0 &&
+	    store_lease_state(&t, &clk) != STORE_LEASE_EXPIRED)
+		gauge_lease_changed(&uplink->gauge, f->sha, -1);
 	store_lease_del(uplink->store, f->sha);
 	store_reject_put(uplink->store, f->sha, why, until, now,
 	    (uint64_t)uplink->cf->license.max_rejections);
-	uplink_lease_stats();	/* rare: a rejection may have removed one */
 	log_info("upstream rejected %s: %s", f->kid, why);
 	flight_finish(f, 403, why);
 }
@@ -667,6 +690,7 @@ uplink_main(struct proc_env *env)
 	proc_signals(u.base, u.cf->log.file, uplink_stop);
 	uplink_timer(uplink_tick, TICK_S * 1000);
 	uplink_timer(uplink_selfcheck, u.cf->license.sync_interval_ms);
+	gauge_init(&u.gauge, 0);
 	relay_init();
 	seats_proxy_init(u.cf, u.store);
 	/* sandbox */

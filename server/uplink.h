@@ -3,9 +3,14 @@
 #define UPLINK_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <openssl/evp.h>
 
+#include "gauge.h"
+#include "usage_rec.h"
+
 struct conf;
+struct event;
 struct event_base;
 struct httpc;
 struct httpc_res;
@@ -13,6 +18,20 @@ struct lease;
 struct store;
 
 #define UPLINK_MAX_TRUSTED	16
+#define RELAY_BATCH		1000
+
+/* relay.c's state: the usage batch under way and its budget. */
+struct relay {
+	struct event		*ev;
+	int			 busy;		/* a batch is upstream */
+	int			 failures;
+	struct usage_rec	 recs[RELAY_BATCH];
+	uint64_t		 seqs[RELAY_BATCH];
+	int			 n;
+	int			 more;		/* the spool holds more */
+	size_t			 budget;	/* bytes a batch may take */
+	size_t			 sent;		/* bytes of the batch upstream */
+};
 
 /*
  * The uplink process's context (proxy mode): one per process, set by
@@ -27,6 +46,8 @@ struct uplink {
 	int			 ntrusted;
 	int			 stopping;
 	int			 refusing;	/* last upstream lease refused */
+	struct gauge		 gauge;		/* leases cached (gauge.c) */
+	struct relay		 relay;		/* relay.c */
 };
 
 extern struct uplink	*uplink;
