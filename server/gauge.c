@@ -47,23 +47,11 @@ gauge_first_pass(struct gauge *g, struct store *s)
 		g->last.valid += n - g->acc.total;
 }
 
-void
-gauge_tick(struct gauge *g, struct store *s)
+static void
+gauge_publish(struct gauge *g, struct store *s)
 {
-	struct store_clock	clk;
-	uint64_t		used = 0, max = 0;
-	int			rc;
+	uint64_t used = 0, max = 0;
 
-	store_clock_read(s, &clk);
-	rc = store_lease_count_step(s, &clk, g->pos, &g->mid, GAUGE_SLICE,
-	    &g->acc);
-	if (rc == 1) {
-		g->last = g->acc;
-		g->passes++;
-		memset(&g->acc, 0, sizeof(g->acc));
-		g->acc.first_left_s = -1;
-	} else if (rc == 0 && g->passes == 0)
-		gauge_first_pass(g, s);
 	store_size(s, &used, &max);
 	stats_up_begin();
 	stats->leases_cached = g->last.valid;
@@ -77,6 +65,37 @@ gauge_tick(struct gauge *g, struct store *s)
 	stats->store_used = used;
 	stats->store_max = max;
 	stats_up_end();
+}
+
+void
+gauge_tick(struct gauge *g, struct store *s)
+{
+	struct store_clock	clk;
+	int			rc;
+
+	store_clock_read(s, &clk);
+	rc = store_lease_count_step(s, &clk, g->pos, &g->mid, GAUGE_SLICE,
+	    &g->acc);
+	if (rc == 1) {
+		g->last = g->acc;
+		g->passes++;
+		memset(&g->acc, 0, sizeof(g->acc));
+		g->acc.first_left_s = -1;
+	} else if (rc == 0 && g->passes == 0)
+		gauge_first_pass(g, s);
+	gauge_publish(g, s);
+}
+
+/*
+ * At start nothing is counted yet: publish the entry count (O(1)) and
+ * leave the first slice to the first tick, so that readiness never waits
+ * for a count.
+ */
+void
+gauge_start(struct gauge *g, struct store *s)
+{
+	gauge_first_pass(g, s);
+	gauge_publish(g, s);
 }
 
 /*

@@ -20,6 +20,8 @@ struct gauge {
 };
 
 void	gauge_init(struct gauge *, int authority);
+/* The figures a process can publish at start without counting. */
+void	gauge_start(struct gauge *, struct store *);
 /* One slice of the count, and the figures into the stats block. */
 void	gauge_tick(struct gauge *, struct store *);
 /* A key without a valid lease got one (+1), or lost its valid one (-1). */

@@ -696,7 +696,7 @@ uplink_main(struct proc_env *env)
 	/* sandbox */
 	if (sandbox_uplink() == -1)
 		fatal("seccomp sandbox");
-	uplink_lease_stats();
+	gauge_start(&u.gauge, u.store);
 	uplink_usage_stats();
 	uplink_selfcheck(-1, 0, NULL);
 	proc_ready();
