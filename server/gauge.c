@@ -17,6 +17,7 @@
 #include "store.h"
 
 #define GAUGE_SLICE	16384
+#define GAUGE_START_SLICE 1024
 
 void
 gauge_init(struct gauge *g, int authority)
@@ -33,9 +34,10 @@ gauge_valid(const struct gauge *g)
 }
 
 /*
- * Until the first pass ends the records not yet counted are taken as
- * valid (LMDB's entry count, O(1)): a restarted proxy shows about what it
- * holds at once instead of 0 for a minute, and converges to the count.
+ * Until the first pass ends, the records not yet counted are taken to be
+ * valid in the share of those counted (LMDB's entry count is O(1)): a
+ * restarted proxy shows about what it holds at once instead of 0 for a
+ * minute, and converges to the count.
  */
 static void
 gauge_first_pass(struct gauge *g, struct store *s)
@@ -43,8 +45,9 @@ gauge_first_pass(struct gauge *g, struct store *s)
 	uint64_t n = store_lease_entries(s);
 
 	g->last = g->acc;
-	if (n > g->acc.total)
-		g->last.valid += n - g->acc.total;
+	if (n > g->acc.total && g->acc.total > 0)
+		g->last.valid += (uint64_t)((double)(n - g->acc.total) *
+		    g->acc.valid / g->acc.total);
 }
 
 static void
@@ -67,15 +70,15 @@ gauge_publish(struct gauge *g, struct store *s)
 	stats_up_end();
 }
 
-void
-gauge_tick(struct gauge *g, struct store *s)
+/* One step of the pass: at most max records. */
+static void
+gauge_step(struct gauge *g, struct store *s, size_t max)
 {
 	struct store_clock	clk;
 	int			rc;
 
 	store_clock_read(s, &clk);
-	rc = store_lease_count_step(s, &clk, g->pos, &g->mid, GAUGE_SLICE,
-	    &g->acc);
+	rc = store_lease_count_step(s, &clk, g->pos, &g->mid, max, &g->acc);
 	if (rc == 1) {
 		g->last = g->acc;
 		g->passes++;
@@ -86,16 +89,21 @@ gauge_tick(struct gauge *g, struct store *s)
 	gauge_publish(g, s);
 }
 
+void
+gauge_tick(struct gauge *g, struct store *s)
+{
+	gauge_step(g, s, GAUGE_SLICE);
+}
+
 /*
- * At start nothing is counted yet: publish the entry count (O(1)) and
- * leave the first slice to the first tick, so that readiness never waits
- * for a count.
+ * At start only a short slice (well under a millisecond), so readiness
+ * never waits for a count: a small store is counted exactly, a big one
+ * estimated from it until the ticks have walked it.
  */
 void
 gauge_start(struct gauge *g, struct store *s)
 {
-	gauge_first_pass(g, s);
-	gauge_publish(g, s);
+	gauge_step(g, s, GAUGE_START_SLICE);
 }
 
 /*
