@@ -127,6 +127,20 @@ def wrk(url, key, duration):
     return r
 
 
+def uplink_idle_cpu(p, secs):
+    """ms of CPU per second the idle uplink uses (its tick's work)."""
+    pid = p.children_by_comm()["licproxy-uplink"][0]
+
+    def ticks():
+        with open("/proc/%d/stat" % pid) as f:
+            v = f.read().rsplit(")", 1)[1].split()
+        return int(v[11]) + int(v[12])
+    t0, c0 = time.time(), ticks()
+    time.sleep(secs)
+    return (ticks() - c0) * 1000.0 / os.sysconf("SC_CLK_TCK") / (
+        time.time() - t0)
+
+
 def pct(v, p):
     v = sorted(v)
     return v[min(len(v) - 1, int(round(p / 100.0 * (len(v) - 1))))]
@@ -187,6 +201,7 @@ def at_size(s, n):
     if r.status != 200 or r.json().get("source") != "cache":
         raise AssertionError("lease %d not served from cache: %r" % (
             n // 2, r))
+    idle = uplink_idle_cpu(p, 5)
     wrk(p.url, key, 2)     # warm-up: TLS sessions, the worker's lease slot
     runs = [wrk(p.url, key, s.args.duration) for _ in range(s.args.rounds)]
     rps = statistics.median(r["rps"] for r in runs)
@@ -196,12 +211,14 @@ def at_size(s, n):
     res = {"n": n, "rps": rps, "rps_runs": [r["rps"] for r in runs],
            "p99_us": statistics.median(r["p99_us"] for r in runs),
            "miss_p50_ms": p50, "miss_p99_ms": p99, "memory": mem,
+           "uplink_idle_cpu_ms_per_s": idle,
            "leases_cached": st.get("leases", {}).get("cached")}
     log("n=%d: %.0f req/s (%s), miss p50 %.2f ms p99 %.2f ms, RSS %.1f "
-        "MiB, PSS %.1f MiB (%.1f without data.mdb), leases_cached %s" % (
+        "MiB, PSS %.1f MiB (%.1f without data.mdb), leases_cached %s, "
+        "idle uplink %.1f ms CPU/s" % (
             n, rps, ", ".join("%.0f" % x for x in res["rps_runs"]), p50, p99,
             mem["rss_kib"] / 1024, mem["pss_kib"] / 1024,
-            mem["pss_no_data_kib"] / 1024, res["leases_cached"]))
+            mem["pss_no_data_kib"] / 1024, res["leases_cached"], idle))
     return p, res
 
 
