@@ -85,7 +85,7 @@ issuer_store(const unsigned char sha[32], const struct lease *l,
 
 	store_clock_read(issuer->store, &clk);
 	store_lease_anchor(&clk, l->iat, l->rat, l->exp, 0, &t);
-	return store_lease_put(issuer->store, sha, tok, strlen(tok), &t);
+	return store_lease_cache(issuer->store, sha, tok, strlen(tok), &t);
 }
 
 static void

@@ -328,7 +328,7 @@ uplink_put_lease(const unsigned char sha[32], const char *tok,
 	    store_lease_state(&old, &clk) != STORE_LEASE_EXPIRED;
 	/* Receipt is "now": its age is measured from here (SPEC 2, Time). */
 	store_lease_anchor(&clk, l->iat, l->rat, l->exp, 0, &t);
-	if (store_lease_put(uplink->store, sha, tok, strlen(tok), &t) != 0)
+	if (store_lease_cache(uplink->store, sha, tok, strlen(tok), &t) != 0)
 		return -1;
 	if (!had)
 		gauge_lease_changed(&uplink->gauge, sha, 1);

@@ -121,6 +121,31 @@ store_lease_put(struct store *s, const unsigned char sha[32], const char *tok,
 	return ret;
 }
 
+/*
+ * A lease the uplink or the issuer caches: committed with its data pages
+ * flushed but LMDB's meta page written without its own synchronous write
+ * (MDB_NOMETASYNC, on this process's handle for this one commit). That is
+ * one flush of the two a commit costs on the miss path, twice per proxy
+ * miss (the authority's issuer and the proxy's uplink). LMDB stays
+ * consistent; what a crash can lose is this commit until the next fully
+ * synced one, which the writer's clock tick makes within a second or
+ * two. A lost cached lease is fetched again (or re-signed); everything
+ * acknowledged to a client that cannot be redone (usage, seats) keeps
+ * full durability, and so does cache import.
+ */
+int
+store_lease_cache(struct store *s, const unsigned char sha[32],
+    const char *tok, size_t len, const struct store_lease_time *t)
+{
+	int ret;
+
+	if (mdb_env_set_flags(s->env, MDB_NOMETASYNC, 1) != 0)
+		return store_lease_put(s, sha, tok, len, t);
+	ret = store_lease_put(s, sha, tok, len, t);
+	mdb_env_set_flags(s->env, MDB_NOMETASYNC, 0);
+	return ret;
+}
+
 int
 store_lease_del(struct store *s, const unsigned char sha[32])
 {

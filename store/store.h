@@ -109,6 +109,9 @@ int	store_lease_get(struct store *, const unsigned char sha[32],
 	    char *buf, size_t bufsz, struct store_lease_time *t);
 int	store_lease_put(struct store *, const unsigned char sha[32],
 	    const char *tok, size_t len, const struct store_lease_time *t);
+/* The same for a lease the uplink or issuer caches (store/lease.c). */
+int	store_lease_cache(struct store *, const unsigned char sha[32],
+	    const char *tok, size_t len, const struct store_lease_time *t);
 int	store_lease_del(struct store *, const unsigned char sha[32]);
 /* Seconds of validity left at clk, by the rule of store_lease_state. */
 int64_t	store_lease_left(const struct store_lease_time *,
