@@ -51,7 +51,6 @@ struct flight {
 	int			 self;		/* the proxy's own key check */
 };
 
-static LIST_HEAD(, flight) flights = LIST_HEAD_INITIALIZER(flights);
 
 /* ---- failover calls ---- */
 
@@ -200,27 +199,22 @@ uplink_valid_leases(void)
  * failed attempt is not news while the upstream is already lost, and
  * failing over to the next URL is not a change at all).
  */
-static struct {
-	int64_t	 lost_at;		/* 0 = not in an outage */
-	int	 told_24h, told_1h;	/* survival warnings of this outage */
-} outage;
-
 static void
 uplink_tell(int from, int to, const char *error, uint64_t valid)
 {
 	int64_t now = time(NULL);
 
 	if (to == ST_CONNECTED) {
-		if (outage.lost_at != 0)
+		if (uplink->outage.lost_at != 0)
 			log_info("upstream reachable again after %lld s",
-			    (long long)(now - outage.lost_at));
+			    (long long)(now - uplink->outage.lost_at));
 		else if (from == ST_INITIALIZING)
 			log_info("upstream reachable");
-		memset(&outage, 0, sizeof(outage));
+		memset(&uplink->outage, 0, sizeof(uplink->outage));
 		return;
 	}
 	if (from == ST_CONNECTED || from == ST_INITIALIZING) {
-		outage.lost_at = now;
+		uplink->outage.lost_at = now;
 		if (to == ST_TRUSTBASED)
 			log_warnx("upstream lost (%s): serving %llu cached "
 			    "leases until they expire", error,
@@ -237,15 +231,15 @@ uplink_tell(int from, int to, const char *error, uint64_t valid)
 static void
 uplink_survival(int64_t survival_s)
 {
-	if (outage.lost_at == 0 || survival_s < 0)
+	if (uplink->outage.lost_at == 0 || survival_s < 0)
 		return;
-	if (survival_s < 86400 && !outage.told_24h) {
-		outage.told_24h = 1;
+	if (survival_s < 86400 && !uplink->outage.told_24h) {
+		uplink->outage.told_24h = 1;
 		log_warnx("upstream unreachable: cached leases run out in %lld s "
 		    "(less than 24 h)", (long long)survival_s);
 	}
-	if (survival_s < 3600 && !outage.told_1h) {
-		outage.told_1h = 1;
+	if (survival_s < 3600 && !uplink->outage.told_1h) {
+		uplink->outage.told_1h = 1;
 		log_warnx("upstream unreachable: cached leases run out in %lld s "
 		    "(less than 1 h)", (long long)survival_s);
 	}
@@ -454,7 +448,7 @@ flight_find(const unsigned char sha[32])
 {
 	struct flight *f;
 
-	LIST_FOREACH(f, &flights, entry)
+	LIST_FOREACH(f, &uplink->flights, entry)
 		if (memcmp(f->sha, sha, 32) == 0)
 			return f;
 	return NULL;
@@ -486,7 +480,7 @@ flight_start(const char *key, int self)
 	token_key_hash(f->key, TOKEN_KEY_LEN, f->sha);
 	token_kid_from_hash(f->sha, f->kid);
 	f->self = self;
-	LIST_INSERT_HEAD(&flights, f, entry);
+	LIST_INSERT_HEAD(&uplink->flights, f, entry);
 	if (uplink_call("GET", "/v1/license", f->key, NULL, 0, flight_done,
 	    f) == -1) {
 		LIST_REMOVE(f, entry);
@@ -589,7 +583,7 @@ uplink_selfcheck(evutil_socket_t fd, short ev, void *arg)
 static int
 uplink_idle(void)
 {
-	return !relay_busy() && LIST_EMPTY(&flights);
+	return !relay_busy() && LIST_EMPTY(&uplink->flights);
 }
 
 /* Stopping and nothing left in flight: the end of the process. */
@@ -680,6 +674,7 @@ uplink_main(struct proc_env *env)
 	/* acquire, as root */
 	uplink = &u;
 	u.cf = env->cf;
+	LIST_INIT(&u.flights);
 	uplink_acquire();
 	/* drop, then the store as server.user */
 	if (proc_drop_privs(u.cf->server.user) == -1)

@@ -2,6 +2,8 @@
 #ifndef UPLINK_H
 #define UPLINK_H
 
+#include <sys/queue.h>
+
 #include <stddef.h>
 #include <stdint.h>
 #include <openssl/evp.h>
@@ -33,6 +35,14 @@ struct relay {
 	size_t			 sent;		/* bytes of the batch upstream */
 };
 
+struct flight;		/* uplink.c: one upstream fetch per key */
+
+/* What has been told of the current outage (uplink.c, uplink_tell). */
+struct uplink_outage {
+	int64_t	 lost_at;		/* 0 = not in an outage */
+	int	 told_24h, told_1h;	/* survival warnings of this outage */
+};
+
 /*
  * The uplink process's context (proxy mode): one per process, set by
  * uplink_main before anything else runs and shared with relay.c.
@@ -46,6 +56,8 @@ struct uplink {
 	int			 ntrusted;
 	int			 stopping;
 	int			 refusing;	/* last upstream lease refused */
+	LIST_HEAD(, flight)	 flights;	/* single flight, per key */
+	struct uplink_outage	 outage;
 	struct gauge		 gauge;		/* leases cached (gauge.c) */
 	struct relay		 relay;		/* relay.c */
 };
