@@ -3,8 +3,9 @@
 
   python3 bench/scale.py --out DIR --licproxy BIN [--quick]
 
-  6  a proxy over 1, 10k, 100k and 1M cached leases (--quick: 1 and 100k):
-     cached GET req/s (wrk -t1 -c64, median of --rounds rounds), the miss
+  6  a proxy over 1, 10k, 100k and 1M cached leases (--quick: 1 and 100k),
+     all running at once: cached GET req/s and server CPU per request (wrk
+     -t1 -c64, median of --rounds rounds interleaved over the sizes), the miss
      p50 through the uplink to a local authority, and the memory of all its
      processes (RSS, PSS, and PSS without the LMDB data.mdb mapping), next
      to nginx's PSS serving the same body.
@@ -206,7 +207,8 @@ def miss_p50(s, proxy, n):
     return pct(lat, 50), pct(lat, 99)
 
 
-def at_size(s, n):
+def start_size(s, n):
+    """A proxy over n leases, checked to answer lease n/2 from its cache."""
     p = s.proxy("scale-%d" % n)
     fill(s.mk, p.store, n, s.pki.signing)
     p.start()
@@ -217,31 +219,42 @@ def at_size(s, n):
             n // 2, r))
     idle = uplink_idle_cpu(p, 5)
     wrk(p.url, key, 2)     # warm-up: TLS sessions, the worker's lease slot
-    runs = []
-    for _ in range(s.args.rounds):
-        c0 = tree_cpu_s(p.proc.pid)
-        r = wrk(p.url, key, s.args.duration)
-        r["cpu_us_per_req"] = (tree_cpu_s(p.proc.pid) - c0) / max(
-            r["requests"], 1) * 1e6
-        runs.append(r)
-    rps = statistics.median(r["rps"] for r in runs)
-    p50, p99 = miss_p50(s, p, s.args.misses)
-    mem = memory(p.proc.pid)
-    st = p.status_json()
-    res = {"n": n, "rps": rps, "rps_runs": [r["rps"] for r in runs],
-           "p99_us": statistics.median(r["p99_us"] for r in runs),
-           "miss_p50_ms": p50, "miss_p99_ms": p99, "memory": mem,
-           "uplink_idle_cpu_ms_per_s": idle,
-           "cpu_us_per_req": statistics.median(r["cpu_us_per_req"]
-                                               for r in runs),
-           "leases_cached": st.get("leases", {}).get("cached")}
-    log("n=%d: %.0f req/s (%s), miss p50 %.2f ms p99 %.2f ms, RSS %.1f "
-        "MiB, PSS %.1f MiB (%.1f without data.mdb), leases_cached %s, "
+    return p, {"n": n, "key": key, "uplink_idle_cpu_ms_per_s": idle,
+               "runs": []}
+
+
+def rounds(s, live):
+    """wrk rounds interleaved over every size (order reversed every other
+    round), so that the machine's load falls on all sizes alike."""
+    for rnd in range(s.args.rounds):
+        for p, res in (live if rnd % 2 == 0 else live[::-1]):
+            c0 = tree_cpu_s(p.proc.pid)
+            r = wrk(p.url, res["key"], s.args.duration)
+            r["cpu_us_per_req"] = (tree_cpu_s(p.proc.pid) - c0) / max(
+                r["requests"], 1) * 1e6
+            res["runs"].append(r)
+            log("n=%d round %d: %.0f req/s, %.1f us/req server CPU" % (
+                res["n"], rnd + 1, r["rps"], r["cpu_us_per_req"]))
+
+
+def finish_size(s, p, res):
+    runs = res.pop("runs")
+    res["rps"] = statistics.median(r["rps"] for r in runs)
+    res["rps_runs"] = [r["rps"] for r in runs]
+    res["cpu_us_per_req"] = statistics.median(r["cpu_us_per_req"]
+                                              for r in runs)
+    res["p99_us"] = statistics.median(r["p99_us"] for r in runs)
+    res["miss_p50_ms"], res["miss_p99_ms"] = miss_p50(s, p, s.args.misses)
+    res["memory"] = mem = memory(p.proc.pid)
+    res["leases_cached"] = p.status_json().get("leases", {}).get("cached")
+    log("n=%d: %.0f req/s, %.1f us/req, miss p50 %.2f ms p99 %.2f ms, RSS "
+        "%.1f MiB, PSS %.1f MiB (%.1f without data.mdb), leases_cached %s, "
         "idle uplink %.1f ms CPU/s" % (
-            n, rps, ", ".join("%.0f" % x for x in res["rps_runs"]), p50, p99,
-            mem["rss_kib"] / 1024, mem["pss_kib"] / 1024,
-            mem["pss_no_data_kib"] / 1024, res["leases_cached"], idle))
-    return p, res
+            res["n"], res["rps"], res["cpu_us_per_req"], res["miss_p50_ms"],
+            res["miss_p99_ms"], mem["rss_kib"] / 1024,
+            mem["pss_kib"] / 1024, mem["pss_no_data_kib"] / 1024,
+            res["leases_cached"], res["uplink_idle_cpu_ms_per_s"]))
+    return res
 
 
 def nginx_pss(s):
@@ -368,12 +381,13 @@ def main():
         s = Scale(args, fx)
         last = None
         if "6" not in skip or "7" not in skip:
-            for n in sizes:
-                p, res = at_size(s, n)
-                raw["sizes"].append(res)
-                if last is not None:
-                    last.stop()
-                last = p
+            live = [start_size(s, n) for n in sizes]
+            rounds(s, live)
+            for p, res in live:
+                raw["sizes"].append(finish_size(s, p, res))
+            for p, _ in live[:-1]:
+                p.stop()
+            last = live[-1][0]
         if "6" not in skip and raw["sizes"]:
             rows += rows6(s, raw)
         if "7" not in skip and last is not None:
