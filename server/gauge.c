@@ -2,8 +2,9 @@
  * gauge.c - the store's figures in the shared stats block: leases cached,
  * survival time, map use. The one writer of leases (uplink or issuer)
  * calls it from its tick; a scan per request would not scale, and neither
- * does a scan per tick: with a million leases one pass took about a second
- * of the writer's loop, every second. So each tick counts a bounded slice
+ * does a scan per tick: with a million leases one pass cost the uplink
+ * 160 ms of CPU every second, and 400 ms at start before it could say it
+ * was ready (bench/scale.py, issue 13). So each tick counts a bounded slice
  * (GAUGE_SLICE records, resuming after the last key counted) and the
  * figures are those of the last complete pass plus what the writer added
  * or removed since. Up to GAUGE_SLICE leases a pass is one tick, exactly
