@@ -51,7 +51,6 @@ struct flight {
 	int			 self;		/* the proxy's own key check */
 };
 
-
 /* ---- failover calls ---- */
 
 struct call {
@@ -399,7 +398,6 @@ flight_rejected(struct flight *f, const struct httpc_res *r)
 {
 	const char		*why = uplink_reject_reason(r->body, r->bodylen);
 	int64_t			 until, now;
-
 	struct store_clock	 clk;
 	struct store_lease_time	 t;
 	char			 tok[TOKEN_MAX + 1];
