@@ -8,7 +8,9 @@
  * The lease count, kept by the one writer of leases (uplink or issuer) in
  * its process context. The table is walked a bounded slice per tick, so a
  * tick costs the same with one lease or a million; between full passes the
- * writer reports each lease it adds or removes.
+ * uplink reports each lease it adds or removes (the issuer does not: that
+ * would cost a read per signature, so an authority's figure follows its
+ * passes, one tick up to GAUGE_SLICE leases).
  */
 struct gauge {
 	int				 authority;
