@@ -400,6 +400,7 @@ hc_build(struct hc_xfer *x, const struct httpc_req *req)
 {
 	const char	*path = req->path != NULL ? req->path : "";
 	size_t		 ul = strlen(req->url);
+	struct curl_slist *l;
 	char		 line[256];
 
 	if (ul > 0 && req->url[ul - 1] == '/' && *path == '/')
@@ -408,9 +409,16 @@ hc_build(struct hc_xfer *x, const struct httpc_req *req)
 		x->url = NULL;
 		return -1;
 	}
-	/* No Expect: 100-continue round trip before a usage batch. */
-	if ((x->hdrs = curl_slist_append(NULL, "Expect:")) == NULL)
-		return -1;
+	/*
+	 * No Expect: 100-continue round trip before a usage batch, and not
+	 * curl's default Accept header (any type): the upstream answers
+	 * JSON anyway, and every refresh would carry its 13 bytes (issue
+	 * 13, row 8).
+	 */
+	if ((x->hdrs = curl_slist_append(NULL, "Expect:")) == NULL ||
+	    (l = curl_slist_append(x->hdrs, "Accept:")) == NULL)
+		return -1;	/* hc_xfer_free frees what is in x->hdrs */
+	x->hdrs = l;
 	if (req->key != NULL) {
 		snprintf(line, sizeof(line), "Authorization: Token %s",
 		    req->key);

@@ -34,6 +34,7 @@ struct issuer {
 	struct store		*store;
 	EVP_PKEY		*key;
 	char			 iss[TOKEN_KID_LEN + 1];
+	struct gauge		 gauge;		/* leases stored (gauge.c) */
 };
 
 static struct issuer	*issuer;
@@ -84,7 +85,7 @@ issuer_store(const unsigned char sha[32], const struct lease *l,
 
 	store_clock_read(issuer->store, &clk);
 	store_lease_anchor(&clk, l->iat, l->rat, l->exp, 0, &t);
-	return store_lease_put(issuer->store, sha, tok, strlen(tok), &t);
+	return store_lease_cache(issuer->store, sha, tok, strlen(tok), &t);
 }
 
 static void
@@ -127,7 +128,7 @@ issuer_tick(evutil_socket_t fd, short ev, void *arg)
 	/* Not time(NULL): a glitch of the wall clock must not stick. */
 	store_clock_tick(issuer->store);
 	store_reader_check(issuer->store);
-	gauge_store(issuer->store, 1);
+	gauge_tick(&issuer->gauge, issuer->store);
 	seats_auth_tick();
 }
 
@@ -175,6 +176,7 @@ issuer_main(struct proc_env *env)
 	if (proc_drop_privs(is.cf->server.user) == -1)
 		exit(2);
 	is.store = child_open_store(is.cf);
+	gauge_init(&is.gauge, 1);
 	seats_auth_init(is.cf, is.store);
 	proc_signals(is.base, is.cf->log.file, issuer_stop);
 	if (chans_init(is.base, env->fd_ipc, issuer_request) == -1)
@@ -185,7 +187,11 @@ issuer_main(struct proc_env *env)
 	/* sandbox */
 	if (sandbox_issuer() == -1)
 		fatal("seccomp sandbox");
-	issuer_tick(-1, 0, NULL);
+	/* The tick's work but the lease count, which starts at the tick. */
+	store_clock_tick(is.store);
+	store_reader_check(is.store);
+	gauge_start(&is.gauge, is.store);
+	seats_auth_tick();
 	proc_ready();
 	/* loop: TERM and USR2 end in issuer_stop, which exits 0 */
 	event_base_dispatch(is.base);

@@ -23,7 +23,6 @@
 #include "store.h"
 #include "uplink.h"
 
-#define RELAY_BATCH		1000
 #define RELAY_BACKOFF_MIN_MS	500
 /*
  * A record's JSON beyond its strings: 66 bytes of names, quotes and
@@ -34,37 +33,27 @@
 #define RELAY_REC_FIXED		(66 + 32 + 1)
 #define RELAY_ENVELOPE		(sizeof("{\"records\":[]}") - 1)
 
-static struct {
-	struct event		*ev;
-	int			 busy;		/* a batch is upstream */
-	int			 failures;
-	struct usage_rec	 recs[RELAY_BATCH];
-	uint64_t		 seqs[RELAY_BATCH];
-	int			 n;
-	int			 more;		/* the spool holds more */
-	size_t			 budget;	/* bytes a batch may take */
-	size_t			 sent;		/* bytes of the batch upstream */
-} rl;
-
 static void	relay_send(evutil_socket_t, short, void *);
 
 static void
 relay_schedule(int ms)
 {
+	struct relay	*rl = &uplink->relay;
 	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
 
-	evtimer_add(rl.ev, &tv);
+	evtimer_add(rl->ev, &tv);
 }
 
 /* Exponential back-off with full jitter, capped at sync_interval. */
 static int
 relay_backoff_ms(void)
 {
+	struct relay	*rl = &uplink->relay;
 	unsigned int	rnd = 0;
 	int64_t		cap = uplink->cf->license.sync_interval_ms, d;
 
-	d = (int64_t)RELAY_BACKOFF_MIN_MS << (rl.failures < 16 ?
-	    rl.failures : 16);
+	d = (int64_t)RELAY_BACKOFF_MIN_MS << (rl->failures < 16 ?
+	    rl->failures : 16);
 	if (d > cap)
 		d = cap;
 	RAND_bytes((unsigned char *)&rnd, sizeof(rnd));
@@ -83,12 +72,13 @@ relay_rec_size(const struct usage_rec *r)
 static int
 relay_fit(int peeked)
 {
+	struct relay	*rl = &uplink->relay;
 	size_t	total = RELAY_ENVELOPE;
 	int	n;
 
 	for (n = 0; n < peeked; n++) {
-		total += relay_rec_size(&rl.recs[n]);
-		if (n > 0 && total > rl.budget)
+		total += relay_rec_size(&rl->recs[n]);
+		if (n > 0 && total > rl->budget)
 			break;
 	}
 	return n;
@@ -97,16 +87,17 @@ relay_fit(int peeked)
 static char *
 relay_body(void)
 {
+	struct relay	*rl = &uplink->relay;
 	json_t	*recs = json_array(), *root;
 	char	*body;
 	int	 i;
 
-	for (i = 0; i < rl.n; i++)
+	for (i = 0; i < rl->n; i++)
 		json_array_append_new(recs, json_pack(
-		    "{s:s, s:s, s:s, s:f, s:s, s:s}", "id", rl.recs[i].id,
-		    "product", rl.recs[i].product, "metric", rl.recs[i].metric,
-		    "quantity", rl.recs[i].quantity, "ts", rl.recs[i].ts,
-		    "key_id", rl.recs[i].kid));
+		    "{s:s, s:s, s:s, s:f, s:s, s:s}", "id", rl->recs[i].id,
+		    "product", rl->recs[i].product, "metric",
+		    rl->recs[i].metric, "quantity", rl->recs[i].quantity,
+		    "ts", rl->recs[i].ts, "key_id", rl->recs[i].kid));
 	root = json_pack("{s:o}", "records", recs);
 	body = json_dumps(root, JSON_COMPACT);
 	json_decref(root);
@@ -121,11 +112,13 @@ relay_body(void)
 static int
 relay_too_large(void)
 {
-	if (rl.n <= 1)
+	struct relay	*rl = &uplink->relay;
+
+	if (rl->n <= 1)
 		return 0;
-	rl.budget = rl.sent / 2;
+	rl->budget = rl->sent / 2;
 	log_warnx("upstream refused %zu bytes of usage with 413: relaying at"
-	    " most %zu bytes a batch from now on", rl.sent, rl.budget);
+	    " most %zu bytes a batch from now on", rl->sent, rl->budget);
 	relay_schedule(0);
 	return 1;
 }
@@ -133,20 +126,23 @@ relay_too_large(void)
 static void
 relay_done(int answered, const struct httpc_res *r, void *arg)
 {
+	struct relay	*rl = &uplink->relay;
+
 	(void)arg;
-	rl.busy = 0;	/* a stopping uplink exits on its next tick */
+	rl->busy = 0;	/* a stopping uplink exits on its next tick */
 	uplink_state(answered, answered ? NULL : r->errstr);
 	if (answered && r->status == 202) {
-		if (store_spool_delete(uplink->store, rl.seqs, rl.n) != 0)
+		if (store_spool_delete(uplink->store, rl->seqs, rl->n) != 0)
 			log_warnx("cannot delete %d forwarded records (they"
-			    " will be resent and de-duplicated)", rl.n);
+			    " will be resent and de-duplicated)", rl->n);
 		if (stats_self != NULL)
 			stats_self->dedup_pruned +=
 			    store_dedup_pruned(uplink->store);
-		log_debug("forwarded %d usage records", rl.n);
-		rl.failures = 0;
+		log_debug("forwarded %d usage records", rl->n);
+		rl->failures = 0;
 		uplink_usage_stats();
-		relay_schedule(rl.more ? 0 : uplink->cf->license.sync_interval_ms);
+		relay_schedule(rl->more ? 0 :
+		    uplink->cf->license.sync_interval_ms);
 		return;
 	}
 	if (answered && r->status == 413 && relay_too_large())
@@ -155,57 +151,64 @@ relay_done(int answered, const struct httpc_res *r, void *arg)
 		log_warnx("upstream refused a usage batch with %d: %.*s; "
 		    "keeping it spooled", r->status, (int)(r->bodylen > 200 ?
 		    200 : r->bodylen), r->body);
-	rl.failures++;
+	rl->failures++;
 	relay_schedule(relay_backoff_ms());
 }
 
 static void
 relay_send(evutil_socket_t fd, short ev, void *arg)
 {
+	struct relay	*rl = &uplink->relay;
 	char	*body;
 	int	 n;
 
 	(void)fd, (void)ev, (void)arg;
-	if (rl.busy || uplink->stopping)
+	if (rl->busy || uplink->stopping)
 		return;
-	if ((n = store_spool_peek(uplink->store, rl.recs, rl.seqs,
+	if ((n = store_spool_peek(uplink->store, rl->recs, rl->seqs,
 	    RELAY_BATCH)) <= 0) {
 		if (n < 0)
 			log_warnx("cannot read the usage spool");
 		relay_schedule(uplink->cf->license.sync_interval_ms);
 		return;
 	}
-	rl.n = relay_fit(n);
-	rl.more = rl.n < n || n == RELAY_BATCH;
+	rl->n = relay_fit(n);
+	rl->more = rl->n < n || n == RELAY_BATCH;
 	if ((body = relay_body()) == NULL ||
 	    uplink_call("POST", "/v1/usage", uplink->cf->license.key, body,
-	    (rl.sent = strlen(body)), relay_done, NULL) == -1) {
+	    (rl->sent = strlen(body)), relay_done, NULL) == -1) {
 		free(body);
 		relay_schedule(relay_backoff_ms());
 		return;
 	}
 	free(body);
-	rl.busy = 1;
+	rl->busy = 1;
 }
 
 void
 relay_kick(void)
 {
-	if (!rl.busy && rl.failures == 0)
+	struct relay	*rl = &uplink->relay;
+
+	if (!rl->busy && rl->failures == 0)
 		relay_schedule(0);
 }
 
 int
 relay_busy(void)
 {
-	return rl.busy;
+	struct relay	*rl = &uplink->relay;
+
+	return rl->busy;
 }
 
 void
 relay_init(void)
 {
-	if ((rl.ev = evtimer_new(uplink->base, relay_send, NULL)) == NULL)
+	struct relay	*rl = &uplink->relay;
+
+	if ((rl->ev = evtimer_new(uplink->base, relay_send, NULL)) == NULL)
 		fatalx("relay timer");
-	rl.budget = uplink->cf->server.max_body;
+	rl->budget = uplink->cf->server.max_body;
 	relay_schedule(1000);
 }

@@ -51,8 +51,6 @@ struct flight {
 	int			 self;		/* the proxy's own key check */
 };
 
-static LIST_HEAD(, flight) flights = LIST_HEAD_INITIALIZER(flights);
-
 /* ---- failover calls ---- */
 
 struct call {
@@ -166,14 +164,33 @@ uplink_usage_stats(void)
 
 static void	uplink_survival(int64_t);
 
-/* Scans the lease table: from the tick, and when the upstream fails. */
-static uint64_t
+/* From the tick: one bounded slice of the lease count (gauge.c). */
+static void
 uplink_lease_stats(void)
 {
-	struct store_lease_counts n = gauge_store(uplink->store, 0);
+	gauge_tick(&uplink->gauge, uplink->store);
+	uplink_survival(uplink->gauge.last.first_left_s);
+}
 
-	uplink_survival(n.first_left_s);
-	return n.valid;
+/*
+ * When the upstream fails: is anything valid cached (TrustBased) or not
+ * (Disconnected)? The first records answer it in a live cache; the
+ * gauge's figure when they do not say, so this stays bounded too.
+ */
+#define UPLINK_ANY_MAX	1024
+
+static uint64_t
+uplink_valid_leases(void)
+{
+	struct store_clock	clk;
+	uint64_t		n = gauge_valid(&uplink->gauge);
+	int			any;
+
+	store_clock_read(uplink->store, &clk);
+	any = store_lease_any_valid(uplink->store, &clk, UPLINK_ANY_MAX);
+	if (any == 0)
+		return 0;
+	return any == 1 && n == 0 ? 1 : n;
 }
 
 /*
@@ -181,27 +198,22 @@ uplink_lease_stats(void)
  * failed attempt is not news while the upstream is already lost, and
  * failing over to the next URL is not a change at all).
  */
-static struct {
-	int64_t	 lost_at;		/* 0 = not in an outage */
-	int	 told_24h, told_1h;	/* survival warnings of this outage */
-} outage;
-
 static void
 uplink_tell(int from, int to, const char *error, uint64_t valid)
 {
 	int64_t now = time(NULL);
 
 	if (to == ST_CONNECTED) {
-		if (outage.lost_at != 0)
+		if (uplink->outage.lost_at != 0)
 			log_info("upstream reachable again after %lld s",
-			    (long long)(now - outage.lost_at));
+			    (long long)(now - uplink->outage.lost_at));
 		else if (from == ST_INITIALIZING)
 			log_info("upstream reachable");
-		memset(&outage, 0, sizeof(outage));
+		memset(&uplink->outage, 0, sizeof(uplink->outage));
 		return;
 	}
 	if (from == ST_CONNECTED || from == ST_INITIALIZING) {
-		outage.lost_at = now;
+		uplink->outage.lost_at = now;
 		if (to == ST_TRUSTBASED)
 			log_warnx("upstream lost (%s): serving %llu cached "
 			    "leases until they expire", error,
@@ -218,15 +230,15 @@ uplink_tell(int from, int to, const char *error, uint64_t valid)
 static void
 uplink_survival(int64_t survival_s)
 {
-	if (outage.lost_at == 0 || survival_s < 0)
+	if (uplink->outage.lost_at == 0 || survival_s < 0)
 		return;
-	if (survival_s < 86400 && !outage.told_24h) {
-		outage.told_24h = 1;
+	if (survival_s < 86400 && !uplink->outage.told_24h) {
+		uplink->outage.told_24h = 1;
 		log_warnx("upstream unreachable: cached leases run out in %lld s "
 		    "(less than 24 h)", (long long)survival_s);
 	}
-	if (survival_s < 3600 && !outage.told_1h) {
-		outage.told_1h = 1;
+	if (survival_s < 3600 && !uplink->outage.told_1h) {
+		uplink->outage.told_1h = 1;
 		log_warnx("upstream unreachable: cached leases run out in %lld s "
 		    "(less than 1 h)", (long long)survival_s);
 	}
@@ -247,7 +259,7 @@ uplink_state(int answered, const char *error)
 		error = "upstream leases refused (see the log)";
 	}
 	/* TrustBased or Disconnected turns on what is cached right now. */
-	valid = answered ? 0 : uplink_lease_stats();
+	valid = answered ? 0 : uplink_valid_leases();
 
 	if (error == NULL)
 		error = "upstream unreachable";
@@ -292,7 +304,7 @@ flight_finish(struct flight *f, int status, const char *reason)
 
 /*
  * Store a verified lease. The leases_cached gauge follows at once when the
- * key had no valid lease before (the tick recounts it exactly anyway;
+ * key had no valid lease before (the gauge's passes recount it anyway;
  * a scan per miss would not scale).
  */
 static int
@@ -309,13 +321,10 @@ uplink_put_lease(const unsigned char sha[32], const char *tok,
 	    store_lease_state(&old, &clk) != STORE_LEASE_EXPIRED;
 	/* Receipt is "now": its age is measured from here (SPEC 2, Time). */
 	store_lease_anchor(&clk, l->iat, l->rat, l->exp, 0, &t);
-	if (store_lease_put(uplink->store, sha, tok, strlen(tok), &t) != 0)
+	if (store_lease_cache(uplink->store, sha, tok, strlen(tok), &t) != 0)
 		return -1;
-	if (!had) {
-		stats_up_begin();
-		stats->leases_cached++;
-		stats_up_end();
-	}
+	if (!had)
+		gauge_lease_changed(&uplink->gauge, sha, 1);
 	return 0;
 }
 
@@ -387,16 +396,22 @@ uplink_negative_s(void)
 static void
 flight_rejected(struct flight *f, const struct httpc_res *r)
 {
-	const char	*why = uplink_reject_reason(r->body, r->bodylen);
-	int64_t		 until, now;
+	const char		*why = uplink_reject_reason(r->body, r->bodylen);
+	int64_t			 until, now;
+	struct store_clock	 clk;
+	struct store_lease_time	 t;
+	char			 tok[TOKEN_MAX + 1];
 
-	now = store_now(uplink->store);
+	store_clock_read(uplink->store, &clk);
+	now = clk.wall;
 	until = now + uplink_negative_s();
 	/* The rejection replaces a cached lease at once. */
+	if (store_lease_get(uplink->store, f->sha, tok, sizeof(tok), &t) > 0 &&
+	    store_lease_state(&t, &clk) != STORE_LEASE_EXPIRED)
+		gauge_lease_changed(&uplink->gauge, f->sha, -1);
 	store_lease_del(uplink->store, f->sha);
 	store_reject_put(uplink->store, f->sha, why, until, now,
 	    (uint64_t)uplink->cf->license.max_rejections);
-	uplink_lease_stats();	/* rare: a rejection may have removed one */
 	log_info("upstream rejected %s: %s", f->kid, why);
 	flight_finish(f, 403, why);
 }
@@ -431,7 +446,7 @@ flight_find(const unsigned char sha[32])
 {
 	struct flight *f;
 
-	LIST_FOREACH(f, &flights, entry)
+	LIST_FOREACH(f, &uplink->flights, entry)
 		if (memcmp(f->sha, sha, 32) == 0)
 			return f;
 	return NULL;
@@ -463,7 +478,7 @@ flight_start(const char *key, int self)
 	token_key_hash(f->key, TOKEN_KEY_LEN, f->sha);
 	token_kid_from_hash(f->sha, f->kid);
 	f->self = self;
-	LIST_INSERT_HEAD(&flights, f, entry);
+	LIST_INSERT_HEAD(&uplink->flights, f, entry);
 	if (uplink_call("GET", "/v1/license", f->key, NULL, 0, flight_done,
 	    f) == -1) {
 		LIST_REMOVE(f, entry);
@@ -566,7 +581,7 @@ uplink_selfcheck(evutil_socket_t fd, short ev, void *arg)
 static int
 uplink_idle(void)
 {
-	return !relay_busy() && LIST_EMPTY(&flights);
+	return !relay_busy() && LIST_EMPTY(&uplink->flights);
 }
 
 /* Stopping and nothing left in flight: the end of the process. */
@@ -657,6 +672,7 @@ uplink_main(struct proc_env *env)
 	/* acquire, as root */
 	uplink = &u;
 	u.cf = env->cf;
+	LIST_INIT(&u.flights);
 	uplink_acquire();
 	/* drop, then the store as server.user */
 	if (proc_drop_privs(u.cf->server.user) == -1)
@@ -667,12 +683,13 @@ uplink_main(struct proc_env *env)
 	proc_signals(u.base, u.cf->log.file, uplink_stop);
 	uplink_timer(uplink_tick, TICK_S * 1000);
 	uplink_timer(uplink_selfcheck, u.cf->license.sync_interval_ms);
+	gauge_init(&u.gauge, 0);
 	relay_init();
 	seats_proxy_init(u.cf, u.store);
 	/* sandbox */
 	if (sandbox_uplink() == -1)
 		fatal("seccomp sandbox");
-	uplink_lease_stats();
+	gauge_start(&u.gauge, u.store);
 	uplink_usage_stats();
 	uplink_selfcheck(-1, 0, NULL);
 	proc_ready();

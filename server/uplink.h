@@ -2,10 +2,17 @@
 #ifndef UPLINK_H
 #define UPLINK_H
 
+#include <sys/queue.h>
+
 #include <stddef.h>
+#include <stdint.h>
 #include <openssl/evp.h>
 
+#include "gauge.h"
+#include "usage_rec.h"
+
 struct conf;
+struct event;
 struct event_base;
 struct httpc;
 struct httpc_res;
@@ -13,6 +20,28 @@ struct lease;
 struct store;
 
 #define UPLINK_MAX_TRUSTED	16
+#define RELAY_BATCH		1000
+
+/* relay.c's state: the usage batch under way and its budget. */
+struct relay {
+	struct event		*ev;
+	int			 busy;		/* a batch is upstream */
+	int			 failures;
+	struct usage_rec	 recs[RELAY_BATCH];
+	uint64_t		 seqs[RELAY_BATCH];
+	int			 n;
+	int			 more;		/* the spool holds more */
+	size_t			 budget;	/* bytes a batch may take */
+	size_t			 sent;		/* bytes of the batch upstream */
+};
+
+struct flight;		/* uplink.c: one upstream fetch per key */
+
+/* What has been told of the current outage (uplink.c, uplink_tell). */
+struct uplink_outage {
+	int64_t	 lost_at;		/* 0 = not in an outage */
+	int	 told_24h, told_1h;	/* survival warnings of this outage */
+};
 
 /*
  * The uplink process's context (proxy mode): one per process, set by
@@ -27,6 +56,10 @@ struct uplink {
 	int			 ntrusted;
 	int			 stopping;
 	int			 refusing;	/* last upstream lease refused */
+	LIST_HEAD(, flight)	 flights;	/* single flight, per key */
+	struct uplink_outage	 outage;
+	struct gauge		 gauge;		/* leases cached (gauge.c) */
+	struct relay		 relay;		/* relay.c */
 };
 
 extern struct uplink	*uplink;

@@ -84,6 +84,21 @@ store_lease_get(struct store *s, const unsigned char sha[32], char *buf,
 	return store_read(s, DB_LEASES, &k, lease_copy, &lb);
 }
 
+/* The record of store_lease_put into b (len + LEASE_HDR bytes). */
+static void
+lease_pack(unsigned char *b, const char *tok, size_t len,
+    const struct store_lease_time *t)
+{
+	be64_put(b, (uint64_t)t->exp);
+	b[8] = LEASE_MAGIC;
+	be64_put(b + 9, (uint64_t)t->rat);
+	memcpy(b + 17, t->boot, sizeof(t->boot));
+	be64_put(b + 33, (uint64_t)t->recv_ms);
+	be64_put(b + 41, (uint64_t)t->life_ms);
+	be64_put(b + 49, (uint64_t)t->refresh_ms);
+	memcpy(b + LEASE_HDR, tok, len);
+}
+
 int
 store_lease_put(struct store *s, const unsigned char sha[32], const char *tok,
     size_t len, const struct store_lease_time *t)
@@ -98,18 +113,36 @@ store_lease_put(struct store *s, const unsigned char sha[32], const char *tok,
 		log_warn("store: lease");
 		return -1;
 	}
-	be64_put(b, (uint64_t)t->exp);
-	b[8] = LEASE_MAGIC;
-	be64_put(b + 9, (uint64_t)t->rat);
-	memcpy(b + 17, t->boot, sizeof(t->boot));
-	be64_put(b + 33, (uint64_t)t->recv_ms);
-	be64_put(b + 41, (uint64_t)t->life_ms);
-	be64_put(b + 49, (uint64_t)t->refresh_ms);
-	memcpy(b + LEASE_HDR, tok, len);
+	lease_pack(b, tok, len, t);
 	v.mv_data = b;
 	v.mv_size = len + LEASE_HDR;
 	ret = store_write1(s, DB_LEASES, &k, &v);
 	free(b);
+	return ret;
+}
+
+/*
+ * A lease the uplink or the issuer caches: committed with its data pages
+ * flushed but LMDB's meta page written without its own synchronous write
+ * (MDB_NOMETASYNC, on this process's handle for this one commit). That is
+ * one flush of the two a commit costs on the miss path, twice per proxy
+ * miss (the authority's issuer and the proxy's uplink). LMDB stays
+ * consistent; what a crash can lose is this commit until the next fully
+ * synced one, which the writer's clock tick makes within a second or
+ * two. A lost cached lease is fetched again (or re-signed); everything
+ * acknowledged to a client that cannot be redone (usage, seats) keeps
+ * full durability, and so does cache import.
+ */
+int
+store_lease_cache(struct store *s, const unsigned char sha[32],
+    const char *tok, size_t len, const struct store_lease_time *t)
+{
+	int ret;
+
+	if (mdb_env_set_flags(s->env, MDB_NOMETASYNC, 1) != 0)
+		return store_lease_put(s, sha, tok, len, t);
+	ret = store_lease_put(s, sha, tok, len, t);
+	mdb_env_set_flags(s->env, MDB_NOMETASYNC, 0);
 	return ret;
 }
 
@@ -156,6 +189,140 @@ store_lease_count(struct store *s, const struct store_clock *clk,
 		return ret;
 	*n = lc.n;
 	return 0;
+}
+
+
+/*
+ * One bounded step of a lease count: at most max records after pos (from
+ * the first when *mid is 0), added to acc. The gauge walks a million
+ * leases a slice per tick instead of all of them in one (which held the
+ * uplink's loop for a second per tick). Returns 1 when the pass reached
+ * the end, 0 when more remain (pos and *mid say where), <0 on error.
+ */
+int
+store_lease_count_step(struct store *s, const struct store_clock *clk,
+    unsigned char pos[32], int *mid, size_t max,
+    struct store_lease_counts *acc)
+{
+	struct lease_count	 lc = { clk, *acc };
+	MDB_txn			*txn;
+	MDB_cursor		*cur;
+	MDB_val			 k = { STORE_SHA_LEN, pos }, v;
+	size_t			 i = 0;
+	int			 rc, op = *mid ? MDB_SET_RANGE : MDB_FIRST;
+
+	if (!HAVE(s, DB_LEASES))
+		return 1;
+	if ((rc = store_rbegin(s, &txn)) != 0)
+		return rc;
+	if ((rc = mdb_cursor_open(txn, s->dbi[DB_LEASES], &cur)) != 0) {
+		store_rend(s, txn);
+		return store_err(rc, "leases");
+	}
+	rc = mdb_cursor_get(cur, &k, &v, op);
+	/* SET_RANGE lands on pos itself when it is still there: counted. */
+	if (rc == 0 && *mid && k.mv_size == STORE_SHA_LEN &&
+	    memcmp(k.mv_data, pos, STORE_SHA_LEN) == 0)
+		rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+	for (; rc == 0 && i < max; i++) {
+		lease_count1(&k, &v, &lc);
+		if (k.mv_size == STORE_SHA_LEN)
+			memcpy(pos, k.mv_data, STORE_SHA_LEN);
+		rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+	}
+	mdb_cursor_close(cur);
+	store_rend(s, txn);
+	*acc = lc.n;
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		return store_err(rc, "leases");
+	*mid = rc == 0;
+	return rc == MDB_NOTFOUND;
+}
+
+/* Records in the lease table, valid or not: LMDB's own count, O(1). */
+uint64_t
+store_lease_entries(struct store *s)
+{
+	MDB_txn		*txn;
+	MDB_stat	 st;
+	int		 rc;
+
+	if (!HAVE(s, DB_LEASES) || store_rbegin(s, &txn) != 0)
+		return 0;
+	rc = mdb_stat(txn, s->dbi[DB_LEASES], &st);
+	store_rend(s, txn);
+	return rc == 0 ? st.ms_entries : 0;
+}
+
+/*
+ * 1 if a lease not expired at clk is found among the first max records:
+ * the uplink's TrustBased-or-Disconnected question, which the first record
+ * answers in a live cache; 0 if none, -1 if max records said nothing.
+ */
+int
+store_lease_any_valid(struct store *s, const struct store_clock *clk,
+    size_t max)
+{
+	struct lease_count	 lc = { clk, { 0, 0, -1 } };
+	MDB_txn			*txn;
+	MDB_cursor		*cur;
+	MDB_val			 k, v;
+	size_t			 i;
+	int			 rc;
+
+	if (!HAVE(s, DB_LEASES))
+		return 0;
+	if (store_rbegin(s, &txn) != 0)
+		return -1;
+	if (mdb_cursor_open(txn, s->dbi[DB_LEASES], &cur) != 0) {
+		store_rend(s, txn);
+		return -1;
+	}
+	rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+	for (i = 0; rc == 0 && i < max && lc.n.valid == 0; i++) {
+		lease_count1(&k, &v, &lc);
+		rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+	}
+	mdb_cursor_close(cur);
+	store_rend(s, txn);
+	if (lc.n.valid > 0)
+		return 1;
+	return rc == MDB_NOTFOUND ? 0 : -1;
+}
+
+/*
+ * n leases in one write transaction (bench/mkleases, bulk loads): one
+ * commit and its two flushes for all of them, where store_lease_put pays
+ * them per lease.
+ */
+int
+store_lease_put_many(struct store *s, const struct store_lease_rec *r,
+    size_t n)
+{
+	MDB_txn		*txn;
+	MDB_val		 k = { STORE_SHA_LEN, NULL }, v;
+	size_t		 i;
+	int		 rc = 0, ret;
+
+	if ((ret = store_begin(s, 1, &txn)) != 0)
+		return ret;
+	for (i = 0; i < n && rc == 0; i++) {
+		if (r[i].len == 0 || r[i].len > INT_MAX - LEASE_HDR) {
+			mdb_txn_abort(txn);
+			return -1;
+		}
+		k.mv_data = (void *)r[i].sha;
+		v.mv_size = r[i].len + LEASE_HDR;
+		/* LMDB hands out the value's room; we pack straight into it */
+		if ((rc = mdb_put(txn, s->dbi[DB_LEASES], &k, &v,
+		    MDB_RESERVE)) == 0)
+			lease_pack(v.mv_data, r[i].tok, r[i].len, &r[i].t);
+	}
+	if (rc != 0) {
+		mdb_txn_abort(txn);
+		return store_err(rc, "leases");
+	}
+	return store_commit(txn, "leases");
 }
 
 

@@ -109,6 +109,9 @@ int	store_lease_get(struct store *, const unsigned char sha[32],
 	    char *buf, size_t bufsz, struct store_lease_time *t);
 int	store_lease_put(struct store *, const unsigned char sha[32],
 	    const char *tok, size_t len, const struct store_lease_time *t);
+/* The same for a lease the uplink or issuer caches (store/lease.c). */
+int	store_lease_cache(struct store *, const unsigned char sha[32],
+	    const char *tok, size_t len, const struct store_lease_time *t);
 int	store_lease_del(struct store *, const unsigned char sha[32]);
 /* Seconds of validity left at clk, by the rule of store_lease_state. */
 int64_t	store_lease_left(const struct store_lease_time *,
@@ -120,6 +123,26 @@ struct store_lease_counts {
 };
 int	store_lease_count(struct store *, const struct store_clock *clk,
 	    struct store_lease_counts *);
+/*
+ * Bounded pieces of a count (the stats gauge; see store/lease.c): one
+ * step of at most max records after pos, the O(1) entry count, and "is
+ * any lease valid" within the first max records (1 yes, 0 no, -1 unsure).
+ */
+int	store_lease_count_step(struct store *, const struct store_clock *,
+	    unsigned char pos[32], int *mid, size_t max,
+	    struct store_lease_counts *acc);
+uint64_t store_lease_entries(struct store *);
+int	store_lease_any_valid(struct store *, const struct store_clock *,
+	    size_t max);
+/* n leases in one transaction (bulk loads: bench/mkleases). */
+struct store_lease_rec {
+	unsigned char		 sha[32];
+	const char		*tok;
+	size_t			 len;
+	struct store_lease_time	 t;
+};
+int	store_lease_put_many(struct store *, const struct store_lease_rec *,
+	    size_t n);
 /* Bytes of the map in use and the map size (metrics). */
 int	store_size(struct store *, uint64_t *used, uint64_t *max);
 /* Iterate all leases (cache export). cb returns non-zero to stop. */
