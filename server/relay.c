@@ -22,6 +22,7 @@
 #include "stats.h"
 #include "store.h"
 #include "uplink.h"
+#include "upstream.h"
 
 #define RELAY_BACKOFF_MIN_MS	500
 /*
@@ -130,7 +131,7 @@ relay_done(int answered, const struct httpc_res *r, void *arg)
 
 	(void)arg;
 	rl->busy = 0;	/* a stopping uplink exits on its next tick */
-	uplink_state(answered, answered ? NULL : r->errstr);
+	upstream_state(answered, answered ? NULL : r->errstr);
 	if (answered && r->status == 202) {
 		if (store_spool_delete(uplink->store, rl->seqs, rl->n) != 0)
 			log_warnx("cannot delete %d forwarded records (they"
@@ -140,7 +141,7 @@ relay_done(int answered, const struct httpc_res *r, void *arg)
 			    store_dedup_pruned(uplink->store);
 		log_debug("forwarded %d usage records", rl->n);
 		rl->failures = 0;
-		uplink_usage_stats();
+		upstream_usage_stats();
 		relay_schedule(rl->more ? 0 :
 		    uplink->cf->license.sync_interval_ms);
 		return;
@@ -175,7 +176,7 @@ relay_send(evutil_socket_t fd, short ev, void *arg)
 	rl->n = relay_fit(n);
 	rl->more = rl->n < n || n == RELAY_BATCH;
 	if ((body = relay_body()) == NULL ||
-	    uplink_call("POST", "/v1/usage", uplink->cf->license.key, body,
+	    upstream_call("POST", "/v1/usage", uplink->cf->license.key, body,
 	    (rl->sent = strlen(body)), relay_done, NULL) == -1) {
 		free(body);
 		relay_schedule(relay_backoff_ms());

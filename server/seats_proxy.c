@@ -27,6 +27,7 @@
 #include "token.h"
 #include "seats_srv.h"
 #include "uplink.h"
+#include "upstream.h"
 
 #define SP_MAX_WAITERS	1024	/* per key, beyond: answered at once */
 #define SP_MAX_SYNC	4096	/* grants renewed per sync */
@@ -242,7 +243,7 @@ sp_start(struct sp_flight *f)
 	    (json_int_t)f->want);
 	body = json_dumps(j, JSON_COMPACT);
 	json_decref(j);
-	if (body == NULL || uplink_call("PUT", "/v1/seats/grant",
+	if (body == NULL || upstream_call("PUT", "/v1/seats/grant",
 	    sp.cf->license.key, body, strlen(body), sp_done, f) == -1) {
 		struct httpc_res r = { .err = HTTPC_ECONNECT,
 		    .errstr = "cannot start the request" };
@@ -328,7 +329,7 @@ sp_done(int answered, const struct httpc_res *r, void *arg)
 	else
 		log_debug("seat grant of %s: %s", f->kid, r->errstr ?
 		    r->errstr : "upstream server error");
-	uplink_state(answered, answered ? NULL : r->errstr);
+	upstream_state(answered, answered ? NULL : r->errstr);
 	LIST_REMOVE(f, entry);		/* its give-back no longer binds */
 	while ((w = TAILQ_FIRST(&f->counted)) != NULL) {
 		TAILQ_REMOVE(&f->counted, w, entry);

@@ -1,9 +1,9 @@
 /*
  * uplink.c - proxy mode: the only process that talks to the network.
  * Coalesces lease requests per key (single flight), fetches leases upstream
- * with failover, verifies them against license.trusted_keys, stores them,
- * answers the waiting workers, checks its own key every sync_interval, and
- * relays the usage spool (relay.c).
+ * with failover (upstream.c), verifies them against license.trusted_keys,
+ * stores them, answers the waiting workers, checks its own key every
+ * sync_interval, and relays the usage spool (relay.c).
  */
 #include <sys/queue.h>
 
@@ -29,6 +29,7 @@
 #include "store.h"
 #include "token.h"
 #include "gauge.h"
+#include "upstream.h"
 #include "uplink.h"
 
 #define TICK_S		1
@@ -50,234 +51,6 @@ struct flight {
 	int			 nw;
 	int			 self;		/* the proxy's own key check */
 };
-
-/* ---- failover calls ---- */
-
-struct call {
-	char		*method, *path, *key, *body;
-	size_t		 len;
-	int		 url;
-	uplink_done	 done;
-	void		*arg;
-};
-
-static void	call_attempt(struct call *);
-
-static void
-call_free(struct call *c)
-{
-	free(c->method);
-	free(c->path);
-	if (c->key != NULL)
-		explicit_bzero(c->key, strlen(c->key));
-	free(c->key);
-	free(c->body);
-	free(c);
-}
-
-static void
-call_result(const struct httpc_res *r, void *arg)
-{
-	struct call	*c = arg;
-	int		 answered = r->err == 0 && r->status < 500;
-
-	stats_up_begin();
-	stats->up_bytes_in += r->bytes_in;
-	stats->up_bytes_out += r->bytes_out;
-	stats->up_requests[!answered ? UP_ERROR : r->status < 300 ? UP_OK :
-	    UP_REJECTED]++;
-	stats_up_end();
-	if (!answered) {
-		/* the outage itself is told once, by uplink_state */
-		log_debug("upstream %s: %s", uplink->cf->license.server_url[c->url],
-		    r->err ? r->errstr : "server error");
-		if (++c->url < uplink->cf->license.n_server_url) {
-			call_attempt(c);
-			return;
-		}
-	}
-	c->done(answered, r, c->arg);
-	call_free(c);
-}
-
-static void
-call_attempt(struct call *c)
-{
-	struct httpc_req req;
-
-	memset(&req, 0, sizeof(req));
-	req.method = c->method;
-	req.url = uplink->cf->license.server_url[c->url];
-	req.path = c->path;
-	req.key = c->key;
-	req.ctype = c->body != NULL ? "application/json" : NULL;
-	req.body = c->body;
-	req.bodylen = c->len;
-	req.timeout_ms = uplink->cf->license.timeout_ms;
-	if (httpc_request(uplink->hc, &req, call_result, c) == -1) {
-		struct httpc_res r = { .err = HTTPC_ECONNECT,
-		    .errstr = "cannot start the request" };
-		call_result(&r, c);
-	}
-}
-
-int
-uplink_call(const char *method, const char *path, const char *key,
-    const char *body, size_t len, uplink_done done, void *arg)
-{
-	struct call *c;
-
-	if ((c = calloc(1, sizeof(*c))) == NULL)
-		return -1;
-	c->method = strdup(method);
-	c->path = strdup(path);
-	c->key = strdup(key);
-	c->body = body != NULL ? malloc(len + 1) : NULL;
-	if (c->method == NULL || c->path == NULL || c->key == NULL ||
-	    (body != NULL && c->body == NULL)) {
-		call_free(c);
-		return -1;
-	}
-	if (body != NULL)
-		memcpy(c->body, body, len);
-	c->len = len;
-	c->done = done;
-	c->arg = arg;
-	call_attempt(c);
-	return 0;
-}
-
-/* ---- state ---- */
-
-/* Cheap (two counters in meta and the spool's entry count). */
-void
-uplink_usage_stats(void)
-{
-	uint64_t pending = 0, fwd = 0;
-
-	store_spool_stats(uplink->store, &pending, &fwd);
-	stats_up_begin();
-	stats->usage_pending = pending;
-	stats->usage_forwarded = fwd;
-	stats_up_end();
-}
-
-static void	uplink_survival(int64_t);
-
-/* From the tick: one bounded slice of the lease count (gauge.c). */
-static void
-uplink_lease_stats(void)
-{
-	gauge_tick(&uplink->gauge, uplink->store);
-	uplink_survival(uplink->gauge.last.first_left_s);
-}
-
-/*
- * When the upstream fails: is anything valid cached (TrustBased) or not
- * (Disconnected)? The first records answer it in a live cache; the
- * gauge's figure when they do not say, so this stays bounded too.
- */
-#define UPLINK_ANY_MAX	1024
-
-static uint64_t
-uplink_valid_leases(void)
-{
-	struct store_clock	clk;
-	uint64_t		n = gauge_valid(&uplink->gauge);
-	int			any;
-
-	store_clock_read(uplink->store, &clk);
-	any = store_lease_any_valid(uplink->store, &clk, UPLINK_ANY_MAX);
-	if (any == 0)
-		return 0;
-	return any == 1 && n == 0 ? 1 : n;
-}
-
-/*
- * The state an operator reads in the log: each change is told once (a
- * failed attempt is not news while the upstream is already lost, and
- * failing over to the next URL is not a change at all).
- */
-static void
-uplink_tell(int from, int to, const char *error, uint64_t valid)
-{
-	int64_t now = time(NULL);
-
-	if (to == ST_CONNECTED) {
-		if (uplink->outage.lost_at != 0)
-			log_info("upstream reachable again after %lld s",
-			    (long long)(now - uplink->outage.lost_at));
-		else if (from == ST_INITIALIZING)
-			log_info("upstream reachable");
-		memset(&uplink->outage, 0, sizeof(uplink->outage));
-		return;
-	}
-	if (from == ST_CONNECTED || from == ST_INITIALIZING) {
-		uplink->outage.lost_at = now;
-		if (to == ST_TRUSTBASED)
-			log_warnx("upstream lost (%s): serving %llu cached "
-			    "leases until they expire", error,
-			    (unsigned long long)valid);
-		else
-			log_warnx("upstream lost (%s) and no valid lease is "
-			    "cached: licensed services are refused", error);
-	} else if (from == ST_TRUSTBASED && to == ST_DISCONNECTED)
-		log_warnx("upstream still unreachable and the last cached "
-		    "lease has expired: licensed services are refused");
-}
-
-/* From the tick: how long the site can run on its cache, told twice. */
-static void
-uplink_survival(int64_t survival_s)
-{
-	if (uplink->outage.lost_at == 0 || survival_s < 0)
-		return;
-	if (survival_s < 86400 && !uplink->outage.told_24h) {
-		uplink->outage.told_24h = 1;
-		log_warnx("upstream unreachable: cached leases run out in %lld s "
-		    "(less than 24 h)", (long long)survival_s);
-	}
-	if (survival_s < 3600 && !uplink->outage.told_1h) {
-		uplink->outage.told_1h = 1;
-		log_warnx("upstream unreachable: cached leases run out in %lld s "
-		    "(less than 1 h)", (long long)survival_s);
-	}
-}
-
-void
-uplink_state(int answered, const char *error)
-{
-	uint64_t	valid;
-	int		from = stats->state, to;
-
-	/*
-	 * An upstream whose leases we refuse is as good as none: Connected
-	 * says that leases are being cached, not just that something answered.
-	 */
-	if (answered && uplink->refusing) {
-		answered = 0;
-		error = "upstream leases refused (see the log)";
-	}
-	/* TrustBased or Disconnected turns on what is cached right now. */
-	valid = answered ? 0 : uplink_valid_leases();
-
-	if (error == NULL)
-		error = "upstream unreachable";
-	to = answered ? ST_CONNECTED : valid > 0 ? ST_TRUSTBASED :
-	    ST_DISCONNECTED;
-	stats_up_begin();
-	stats->state = to;
-	if (answered)
-		stats->last_success = time(NULL);
-	else {
-		stats->last_error_at = time(NULL);
-		snprintf(stats->last_error, sizeof(stats->last_error), "%s",
-		    error);
-	}
-	stats_up_end();
-	if (from != to)
-		uplink_tell(from, to, error, valid);
-}
 
 /* ---- leases ---- */
 
@@ -422,17 +195,17 @@ flight_done(int answered, const struct httpc_res *r, void *arg)
 	struct flight *f = arg;
 
 	if (!answered) {
-		uplink_state(0, r->errstr ? r->errstr : "upstream server error");
+		upstream_state(0, r->errstr ? r->errstr : "upstream server error");
 		flight_finish(f, 503, NULL);
 		return;
 	}
 	if (r->status == 200) {
 		uplink->refusing = flight_store(f, r) != 0;
-		uplink_state(1, NULL);
+		upstream_state(1, NULL);
 		flight_finish(f, uplink->refusing ? 503 : 200, NULL);
 		return;
 	}
-	uplink_state(1, NULL);
+	upstream_state(1, NULL);
 	if (r->status == 403 || r->status == 401)
 		flight_rejected(f, r);
 	else {
@@ -479,7 +252,7 @@ flight_start(const char *key, int self)
 	token_kid_from_hash(f->sha, f->kid);
 	f->self = self;
 	LIST_INSERT_HEAD(&uplink->flights, f, entry);
-	if (uplink_call("GET", "/v1/license", f->key, NULL, 0, flight_done,
+	if (upstream_call("GET", "/v1/license", f->key, NULL, 0, flight_done,
 	    f) == -1) {
 		LIST_REMOVE(f, entry);
 		free(f);
@@ -601,8 +374,8 @@ uplink_tick(evutil_socket_t fd, short ev, void *arg)
 	/* Expired rejections go within a tick even when no new one comes. */
 	store_reject_prune(uplink->store, store_now(uplink->store),
 	    (uint64_t)uplink->cf->license.max_rejections);
-	uplink_lease_stats();
-	uplink_usage_stats();
+	upstream_lease_stats();
+	upstream_usage_stats();
 	seats_proxy_tick();
 	if (uplink->stopping && uplink_idle())
 		uplink_stopped();
@@ -690,7 +463,7 @@ uplink_main(struct proc_env *env)
 	if (sandbox_uplink() == -1)
 		fatal("seccomp sandbox");
 	gauge_start(&u.gauge, u.store);
-	uplink_usage_stats();
+	upstream_usage_stats();
 	uplink_selfcheck(-1, 0, NULL);
 	proc_ready();
 	/* loop: a stop ends in uplink_stopped, which exits 0 */

@@ -69,17 +69,6 @@ struct proc_env;
 void	uplink_main(struct proc_env *) __attribute__((noreturn));
 
 /*
- * One upstream call with failover down license.server_url: a URL that
- * cannot be reached or answers 5xx is followed by the next. done gets
- * res of the answering URL (answered=1) or of the last failure.
- */
-typedef void (*uplink_done)(int answered, const struct httpc_res *, void *);
-int	uplink_call(const char *method, const char *path, const char *key,
-	    const char *body, size_t len, uplink_done, void *arg);
-/* An upstream pass finished: set Connected/TrustBased/Disconnected. */
-void	uplink_state(int answered, const char *error);
-void	uplink_usage_stats(void);
-/*
  * The body of an upstream 200 for key kid: 0 and its token and lease when
  * a key of up.trusted signed it for kid with a sane life, else -1 (logged).
  */
