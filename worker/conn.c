@@ -135,14 +135,17 @@ conn_to(struct conn *c, enum conn_state s)
 	conn_budget();
 }
 
-/* A request's end: the handlers' scratch (and the key in it) goes. */
+/*
+ * A request's end: the handlers' scratch goes; the key in it only with
+ * the connection (license_clear).
+ */
 static void
-conn_end_request(struct conn *c)
+conn_end_request(struct conn *c, int conn_ends)
 {
 	free(c->body);
 	c->body = NULL;
 	c->route = NULL;
-	license_clear(&c->hs);
+	license_clear(&c->hs, conn_ends);
 	usage_clear(&c->hs);
 }
 
@@ -154,7 +157,7 @@ conn_free(struct conn *c)
 	else if (c->state == CONN_COMMIT)
 		TAILQ_REMOVE(&worker->batch, c, wentry);
 	conn_to(c, CONN_CLOSING);
-	conn_end_request(c);
+	conn_end_request(c, 1);
 	TAILQ_REMOVE(&worker->conns, c, entry);
 	worker->nconns--;
 	if (c->kind == LISTEN_STATUS) {
@@ -263,7 +266,7 @@ conn_send(struct conn *c, struct reply *rp)
 	if (conn_write(c, rp, &keep) <= 0)
 		keep = 0;
 	free(rp->owned);
-	conn_end_request(c);
+	conn_end_request(c, 0);
 	if (!keep) {
 		conn_to(c, CONN_CLOSING);
 		bufferevent_disable(c->bev, EV_READ);

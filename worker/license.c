@@ -79,9 +79,17 @@ license_key(const struct conn *c, struct req_state *st, struct reply *rp)
 		    "a license key is 40 characters of A-Z, a-z, 0-9", NULL);
 		return -1;
 	}
+	/*
+	 * A keep-alive client sends the same key on every request: its hash
+	 * (SHA-256 through EVP, ~5,700 instructions, 15 % of a cached GET)
+	 * is kept with it for the connection's life (license_clear).
+	 */
+	if (st->lic.hashed && memcmp(st->lic.key, key, TOKEN_KEY_LEN) == 0)
+		return 0;
 	memcpy(st->lic.key, key, TOKEN_KEY_LEN);
 	st->lic.key[TOKEN_KEY_LEN] = '\0';
 	token_key_hash(st->lic.key, TOKEN_KEY_LEN, st->lic.sha);
+	st->lic.hashed = 1;
 	return 0;
 }
 
@@ -377,15 +385,24 @@ static void
 license_answer(const struct decoded *d, const char *tok, const char *source,
     struct reply *rp)
 {
-	int n;
+	static const char	 mid[] = "\"source\":\"", lease[] = "\",\"lease\":\"";
+	size_t			 slen = strlen(source), tlen = strlen(tok), n;
+	char			*p = rp->buf;
 
-	n = snprintf(rp->buf, sizeof(rp->buf),
-	    "%s\"source\":\"%s\",\"lease\":\"%s\"}", d->head, source, tok);
-	if (n < 0 || (size_t)n >= sizeof(rp->buf)) {	/* cannot: bounded */
+	/* By memcpy: snprintf's %s walked the ~300-byte token byte by byte. */
+	n = (size_t)d->headlen + sizeof(mid) - 1 + slen + sizeof(lease) - 1 +
+	    tlen + 2;
+	if (n > sizeof(rp->buf)) {	/* cannot: bounded by REPLY_BUF */
 		reply_error(rp, 500, "internal", "lease too large", NULL);
 		return;
 	}
-	reply_body(rp, 200, NULL, rp->buf, (size_t)n);
+	p = mempcpy(p, d->head, (size_t)d->headlen);
+	p = mempcpy(p, mid, sizeof(mid) - 1);
+	p = mempcpy(p, source, slen);
+	p = mempcpy(p, lease, sizeof(lease) - 1);
+	p = mempcpy(p, tok, tlen);
+	memcpy(p, "\"}", 2);
+	reply_body(rp, 200, NULL, rp->buf, n);
 	rp->source = source;
 }
 
@@ -416,9 +433,14 @@ license_resume(const struct conn *c, struct req_state *st,
 	return OUT_REPLY;
 }
 
-/* The request is over: the key leaves memory with it. */
+/*
+ * The request is over. The key and its hash stay for the next request on
+ * this connection, as its Authorization header does in the parsed head
+ * (conn_free wipes both); a key that was refused is wiped at once.
+ */
 void
-license_clear(struct req_state *st)
+license_clear(struct req_state *st, int conn_ends)
 {
-	explicit_bzero(&st->lic, sizeof(st->lic));
+	if (conn_ends || !st->lic.hashed)
+		explicit_bzero(&st->lic, sizeof(st->lic));
 }

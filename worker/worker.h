@@ -95,6 +95,7 @@ struct req_state {
 	struct {			/* license.c: the caller's key */
 		char		 key[TOKEN_KEY_LEN + 1];
 		unsigned char	 sha[32];
+		int		 hashed;	/* sha is key's hash */
 	} lic;
 	struct {			/* usage.c: validated records */
 		struct usage_rec *recs;
@@ -187,7 +188,8 @@ int	 license_check(const struct conn *, struct req_state *, struct lease *,
 	    struct reply *, enum outcome *out);
 int	 license_checked(const struct conn *, struct req_state *,
 	    const struct lease_answer *, struct lease *, struct reply *);
-void	 license_clear(struct req_state *);
+/* A request's end; conn_ends: the connection's too (the key goes). */
+void	 license_clear(struct req_state *, int conn_ends);
 
 /* usage.c: POST /v1/usage */
 enum outcome usage_start(const struct conn *, struct req_state *,
