@@ -234,7 +234,12 @@ conn_write(struct conn *c, struct reply *rp, int *keep)
 		n -= (int)rp->len;	/* same head, Content-Length of the GET */
 	stats_request(head ? c->ep : EP_OTHER, rp->code);
 	if (c->kind == LISTEN_TLS && access_enabled()) {
-		a = (struct access_rec){ &c->req, head, bufferevent_getfd(c->bev),
+		/* The peer does not change: one getpeername per connection. */
+		if (c->peer[0] == '\0')
+			access_peer(bufferevent_getfd(c->bev), c->peer,
+			    sizeof(c->peer));
+		a = (struct access_rec){ &c->req, head, c->peer,
+		    head ? license_key_sha(&c->hs, &c->req) : NULL,
 		    head ? proc_now_us() - c->t0_us : 0, rp->code,
 		    n > 0 ? (size_t)n : 0, rp->source };
 		access_log(&a);

@@ -444,3 +444,15 @@ license_clear(struct req_state *st, int conn_ends)
 	if (conn_ends || !st->lic.hashed)
 		explicit_bzero(&st->lic, sizeof(st->lic));
 }
+
+/* The access log's key_id without a second SHA-256 of the same key. */
+const unsigned char *
+license_key_sha(const struct req_state *st, const struct http_req *req)
+{
+	const char *key;
+
+	if (!st->lic.hashed || http_auth_key(req, &key) != TOKEN_KEY_LEN ||
+	    memcmp(key, st->lic.key, TOKEN_KEY_LEN) != 0)
+		return NULL;
+	return st->lic.sha;
+}
