@@ -1,7 +1,8 @@
 /*
  * access.c - log.access: one line per request on the TLS port, text or
- * JSON, never the key. Lines collect in memory and leave in writes of at
- * most PIPE_BUF bytes, each only when the log can take it at once, so a
+ * JSON, never the key. Lines collect in memory (up to ACCESS_LINGER_MS)
+ * and leave in writes of at most PIPE_BUF bytes, each only when the log
+ * can take it at once, so a
  * slow journal or a full pipe delays lines (or, past ACCESS_MAX, drops and
  * counts them) but never stalls the worker.
  */
@@ -30,11 +31,13 @@
 #define ACCESS_MAX	(1024 * 1024)	/* bytes waiting; more are dropped */
 #define ACCESS_LINE	2048	/* < PIPE_BUF: one line, one write */
 #define ACCESS_TS_LEN	24	/* 2026-12-01T20:31:47.120Z */
+#define ACCESS_LINGER_MS 10	/* the longest a line waits for company */
 
 static struct {
 	int		 on, json, sock;
 	struct evbuffer	*buf;
 	struct event	*flush;		/* next loop turn, or a retry */
+	int		 retrying;	/* flush is the 50 ms retry timer */
 	uint64_t	 dropped;
 	time_t		 told;
 } acc;
@@ -93,10 +96,12 @@ access_flush(evutil_socket_t fd, short ev, void *arg)
 	struct timeval	 retry = { 0, 50 * 1000 };
 
 	(void)fd, (void)ev, (void)arg;
+	acc.retrying = 0;
 	while (evbuffer_get_length(acc.buf) > 0) {
 		/* poll says a pipe has a free page: PIPE_BUF cannot block */
 		if (poll(&pfd, 1, 0) != 1 || !(pfd.revents & POLLOUT) ||
 		    access_write1() == -1) {
+			acc.retrying = 1;
 			evtimer_add(acc.flush, &retry);
 			return;
 		}
@@ -106,6 +111,8 @@ access_flush(evutil_socket_t fd, short ev, void *arg)
 static void
 access_queue(const char *line, size_t n)
 {
+	static const struct timeval linger = { 0, ACCESS_LINGER_MS * 1000 };
+
 	if (evbuffer_get_length(acc.buf) + n > ACCESS_MAX) {
 		acc.dropped++;
 		if (time(NULL) - acc.told >= 60) {
@@ -117,8 +124,17 @@ access_queue(const char *line, size_t n)
 		return;
 	}
 	evbuffer_add(acc.buf, line, n);
-	if (!evtimer_pending(acc.flush, NULL))
+	/*
+	 * A poll and a write per loop turn were most of what the log cost
+	 * under load: lines wait up to ACCESS_LINGER_MS, or until a whole
+	 * PIPE_BUF write is ready, then leave together.
+	 */
+	if (acc.retrying)
+		return;		/* the retry timer is set */
+	if (evbuffer_get_length(acc.buf) >= PIPE_BUF)
 		event_active(acc.flush, EV_TIMEOUT, 0);
+	else if (!evtimer_pending(acc.flush, NULL))
+		evtimer_add(acc.flush, &linger);
 }
 
 /* Exiting: what is left goes out now, blocking or not. */
