@@ -130,8 +130,10 @@ license_registry(const unsigned char *sha, int64_t now, struct reply *rp,
 	return 0;
 }
 
-/* Proxy: a rejection from upstream stands for negative_ttl. */
-/* *none: no rejection stored at all (not merely one that ran out). */
+/*
+ * Proxy: a rejection from upstream stands for negative_ttl. *none: no
+ * rejection is stored at all (not merely one that ran out).
+ */
 static int
 license_negative(const unsigned char *sha, int64_t now, struct reply *rp,
     int *none)
@@ -502,9 +504,9 @@ license_resume(const struct conn *c, struct req_state *st,
 }
 
 /*
- * The request is over. The key and its hash stay for the next request on
- * this connection, as its Authorization header does in the parsed head
- * (conn_free wipes both); a key that was refused is wiped at once.
+ * The request is over. A hashed key and its hash stay for the next request
+ * on this connection, as the Authorization header itself stays in the
+ * parsed head, until the connection ends (conn_free wipes both).
  */
 void
 license_clear(struct req_state *st, int conn_ends)
