@@ -578,3 +578,13 @@ store_reject_count(struct store *s, uint64_t *n)
 	return 0;
 }
 
+/*
+ * The open snapshot's transaction id, 0 without one. Two snapshots with
+ * the same id see the same data (LMDB numbers every write commit), so a
+ * reader may reuse what it read under that id.
+ */
+uint64_t
+store_snapshot_txnid(struct store *s)
+{
+	return s->snap != NULL ? (uint64_t)mdb_txn_id(s->snap) : 0;
+}

@@ -40,6 +40,8 @@ int		 store_reader_check(struct store *);	/* returns # cleared */
  */
 int		 store_snapshot(struct store *);
 void		 store_snapshot_end(struct store *);
+/* The snapshot's LMDB txn id (store/lease.c): same id, same contents. */
+uint64_t	 store_snapshot_txnid(struct store *);
 
 /*
  * Clock high-water mark: max(time(NULL), stored mark). The mark is only

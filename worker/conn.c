@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +69,12 @@ static const struct route routes[] = {
 };
 #undef M
 
+#define CONN_TIMEOUTS	3	/* header, body, keep-alive */
+static struct {
+	int			 ms;
+	const struct timeval	*tv;
+} conn_tmo[CONN_TIMEOUTS];
+
 static void	conn_read(struct bufferevent *, void *);
 static void	conn_event(struct bufferevent *, short, void *);
 
@@ -79,9 +86,41 @@ static void	conn_event(struct bufferevent *, short, void *);
 static void
 conn_deadline(struct conn *c, int ms)
 {
-	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+	struct timeval	tv = { ms / 1000, (ms % 1000) * 1000 };
+	size_t		i;
 
+	/*
+	 * Every connection's deadline is one of three durations: libevent's
+	 * common timeouts keep each in a FIFO queue, so re-arming (twice per
+	 * request) is O(1) instead of a min-heap update.
+	 */
+	for (i = 0; i < CONN_TIMEOUTS; i++)
+		if (conn_tmo[i].ms == ms && conn_tmo[i].tv != NULL) {
+			evtimer_add(c->timer, conn_tmo[i].tv);
+			return;
+		}
 	evtimer_add(c->timer, &tv);
+}
+
+/* The three deadlines' common timeouts (see conn_deadline). */
+static void
+conn_timeouts_init(void)
+{
+	const struct conf	*cf = worker->cf;
+	int			 ms[CONN_TIMEOUTS] = { cf->server.header_timeout_ms,
+				    cf->server.body_timeout_ms,
+				    cf->server.keepalive_timeout_ms };
+	struct timeval		 tv;
+	size_t			 i;
+
+	for (i = 0; i < CONN_TIMEOUTS; i++) {
+		tv.tv_sec = ms[i] / 1000;
+		tv.tv_usec = (ms[i] % 1000) * 1000;
+		conn_tmo[i].ms = ms[i];
+		/* NULL (a full table): that deadline takes the heap. */
+		conn_tmo[i].tv = event_base_init_common_timeout(worker->base,
+		    &tv);
+	}
 }
 
 /*
@@ -135,14 +174,17 @@ conn_to(struct conn *c, enum conn_state s)
 	conn_budget();
 }
 
-/* A request's end: the handlers' scratch (and the key in it) goes. */
+/*
+ * A request's end: the handlers' scratch goes; the key in it only with
+ * the connection (license_clear).
+ */
 static void
-conn_end_request(struct conn *c)
+conn_end_request(struct conn *c, int conn_ends)
 {
 	free(c->body);
 	c->body = NULL;
 	c->route = NULL;
-	license_clear(&c->hs);
+	license_clear(&c->hs, conn_ends);
 	usage_clear(&c->hs);
 }
 
@@ -154,7 +196,7 @@ conn_free(struct conn *c)
 	else if (c->state == CONN_COMMIT)
 		TAILQ_REMOVE(&worker->batch, c, wentry);
 	conn_to(c, CONN_CLOSING);
-	conn_end_request(c);
+	conn_end_request(c, 1);
 	TAILQ_REMOVE(&worker->conns, c, entry);
 	worker->nconns--;
 	if (c->kind == LISTEN_STATUS) {
@@ -206,6 +248,33 @@ conn_has_head(const struct conn *c)
 	    c->state == CONN_COMMIT;
 }
 
+/*
+ * A keep-alive reply goes straight to SSL_write when nothing is queued or
+ * pending ahead of it: bufferevent_openssl (2.1) writes only from its
+ * EV_WRITE callback, which cost two epoll_ctl and one more loop turn per
+ * request. Whatever does not leave goes to the bufferevent: its SSL_write
+ * retry then finishes a record left pending (the bytes are the same, at
+ * the front of its buffer; SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER, see
+ * common/tls.c), or meets the error and closes the connection. A closing
+ * reply always takes the bufferevent: its drain is what frees c.
+ */
+static void
+conn_output(struct conn *c, const char *buf, size_t n, int keep)
+{
+	SSL	*ssl;
+	int	 r = 0;
+
+	if (keep && c->kind == LISTEN_TLS && n > 0 && n <= INT_MAX &&
+	    (ssl = bufferevent_openssl_get_ssl(c->bev)) != NULL &&
+	    !SSL_want_write(ssl) &&
+	    evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		r = SSL_write(ssl, buf, (int)n);
+	if (r < 0)
+		r = 0;
+	if ((size_t)r < n)
+		bufferevent_write(c->bev, buf + r, n - (size_t)r);
+}
+
 /* The reply into one buffer, counted and logged, then written. */
 static int
 conn_write(struct conn *c, struct reply *rp, int *keep)
@@ -231,7 +300,12 @@ conn_write(struct conn *c, struct reply *rp, int *keep)
 		n -= (int)rp->len;	/* same head, Content-Length of the GET */
 	stats_request(head ? c->ep : EP_OTHER, rp->code);
 	if (c->kind == LISTEN_TLS && access_enabled()) {
-		a = (struct access_rec){ &c->req, head, bufferevent_getfd(c->bev),
+		/* The peer does not change: one getpeername per connection. */
+		if (c->peer[0] == '\0')
+			access_peer(bufferevent_getfd(c->bev), c->peer,
+			    sizeof(c->peer));
+		a = (struct access_rec){ &c->req, head, c->peer,
+		    head ? license_key_sha(&c->hs, &c->req) : NULL,
 		    head ? proc_now_us() - c->t0_us : 0, rp->code,
 		    n > 0 ? (size_t)n : 0, rp->source };
 		access_log(&a);
@@ -241,7 +315,7 @@ conn_write(struct conn *c, struct reply *rp, int *keep)
 		    "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 		bufferevent_write(c->bev, oops, sizeof(oops) - 1);
 	} else
-		bufferevent_write(c->bev, out, n);
+		conn_output(c, out, (size_t)n, *keep);
 	free(big);
 	return n;
 }
@@ -263,7 +337,7 @@ conn_send(struct conn *c, struct reply *rp)
 	if (conn_write(c, rp, &keep) <= 0)
 		keep = 0;
 	free(rp->owned);
-	conn_end_request(c);
+	conn_end_request(c, 0);
 	if (!keep) {
 		conn_to(c, CONN_CLOSING);
 		bufferevent_disable(c->bev, EV_READ);
@@ -711,6 +785,7 @@ conn_init(void)
 	TAILQ_INIT(&worker->status_q);
 	TAILQ_INIT(&worker->waiting);
 	TAILQ_INIT(&worker->batch);
+	conn_timeouts_init();
 	worker->commit_ev = event_new(worker->base, -1, 0, conn_commit, NULL);
 	worker->sweep_ev = event_new(worker->base, -1, EV_PERSIST, conn_sweep,
 	    NULL);

@@ -189,6 +189,19 @@ parse_reqline(const char *s, size_t n, struct http_req *req)
 	return parse_version(s + used, n - used, req);
 }
 
+/*
+ * A value longer than its field is kept empty, never truncated: a cut
+ * key or content type could pass a prefix check; empty never does.
+ */
+static void
+hdr_copy(char *dst, size_t max, const char *v, size_t n)
+{
+	if (n > max)
+		n = 0;
+	memcpy(dst, v, n);
+	dst[n] = '\0';
+}
+
 static int
 hdr_auth(struct http_req *req, struct hctx *ctx, const char *v, size_t n)
 {
@@ -197,11 +210,8 @@ hdr_auth(struct http_req *req, struct hctx *ctx, const char *v, size_t n)
 	if (req->auth_present)
 		return HTTP_PARSE_BAD;
 	req->auth_present = 1;
-	/* Empty, not truncated: the caller then answers malformed_key. */
-	if (n > HTTP_AUTH_MAX)
-		n = 0;
-	memcpy(req->auth, v, n);
-	req->auth[n] = '\0';
+	/* Empty: the caller then answers malformed_key. */
+	hdr_copy(req->auth, HTTP_AUTH_MAX, v, n);
 	return 0;
 }
 
@@ -209,11 +219,7 @@ static int
 hdr_ctype(struct http_req *req, struct hctx *ctx, const char *v, size_t n)
 {
 	(void)ctx;
-	/* A truncated type could pass a prefix check; empty never does. */
-	if (n > HTTP_CTYPE_MAX)
-		n = 0;
-	memcpy(req->ctype, v, n);
-	req->ctype[n] = '\0';
+	hdr_copy(req->ctype, HTTP_CTYPE_MAX, v, n);
 	return 0;
 }
 

@@ -95,6 +95,7 @@ struct req_state {
 	struct {			/* license.c: the caller's key */
 		char		 key[TOKEN_KEY_LEN + 1];
 		unsigned char	 sha[32];
+		int		 hashed;	/* sha is key's hash */
 	} lic;
 	struct {			/* usage.c: validated records */
 		struct usage_rec *recs;
@@ -144,6 +145,7 @@ struct conn {
 	char			*body;
 	size_t			 bodylen;
 	int64_t			 t0_us;		/* head read (access log) */
+	char			 peer[48];	/* access log: "" until needed */
 	uint32_t		 rid;		/* CONN_LEASE: the id awaited */
 	int64_t			 wait_ms;	/* when it started waiting */
 	struct req_state	 hs;		/* the handler's, see above */
@@ -187,7 +189,11 @@ int	 license_check(const struct conn *, struct req_state *, struct lease *,
 	    struct reply *, enum outcome *out);
 int	 license_checked(const struct conn *, struct req_state *,
 	    const struct lease_answer *, struct lease *, struct reply *);
-void	 license_clear(struct req_state *);
+/* A request's end; conn_ends: the connection's too (the key goes). */
+void	 license_clear(struct req_state *, int conn_ends);
+/* The hash of req's key if this connection's check computed it, or NULL. */
+const unsigned char *license_key_sha(const struct req_state *,
+	    const struct http_req *);
 
 /* usage.c: POST /v1/usage */
 enum outcome usage_start(const struct conn *, struct req_state *,
@@ -223,7 +229,8 @@ void	 metrics_render(const struct stats_shared *, struct reply *);
 struct access_rec {
 	const struct http_req	*req;
 	int			 have_head;	/* req holds a parsed head */
-	int			 fd;
+	const char		*remote;	/* the peer, as access_peer wrote */
+	const unsigned char	*sha;		/* its key's hash, or NULL */
 	int64_t			 us;		/* head read to answer */
 	int			 code;
 	size_t			 bytes;
@@ -233,5 +240,6 @@ int	 access_init(const struct conf *, struct event_base *);
 int	 access_enabled(void);
 void	 access_close(void);	/* flush what is left, before exit */
 void	 access_log(const struct access_rec *);
+void	 access_peer(int fd, char *buf, size_t len);
 
 #endif

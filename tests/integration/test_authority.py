@@ -976,3 +976,29 @@ def test_key_files_must_hold_ed25519_keys():
                 env=proxy.env)
         assert p.returncode == 2, p
         assert "license.trusted_keys: %s" % bad in p.stderr, p.stderr
+
+
+def test_revocation_counts_on_a_busy_keep_alive_connection():
+    """A worker remembers what it read for a key while the store has not
+    changed (worker/license.c, license_seen); a revocation is a write, so
+    the very next request on the same connection, to the same worker that
+    just answered from memory, is refused."""
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth = fx.add(Server(pki, "authority", workers=1))
+        key = auth.create_key(name="busy")
+        auth.start()
+        c = auth.conn()
+        hdrs = {"Authorization": "Token " + key}
+        for _ in range(5):
+            c.request("GET", "/v1/license", headers=hdrs)
+            r = c.getresponse()
+            assert r.status == 200, r.status
+            assert json.loads(r.read())["source"] == "authority"
+        run("keys", "revoke", "--store", auth.store, key_id(key))
+        c.request("GET", "/v1/license", headers=hdrs)
+        r = c.getresponse()
+        body = json.loads(r.read())
+        assert r.status == 403, (r.status, body)
+        assert body["reason"] == "revoked", body
+        c.close()
