@@ -3,9 +3,9 @@
  * plain, on the status listener), a strict bounded request reader, routing
  * to the handlers, parking a request on the uplink or the group commit and
  * resuming it, and replies written as one buffer so each response leaves
- * in a single TLS record. Only this file writes a connection's state; the
- * handlers return an outcome (docs/ARCHITECTURE.md, "The request state
- * machine").
+ * in a single TLS record (conn_out.c, the output half). Only these two
+ * files write a connection's state; the handlers return an outcome
+ * (docs/ARCHITECTURE.md, "The request state machine").
  */
 #include <sys/socket.h>
 #include <netinet/in.h>
@@ -33,7 +33,6 @@
 #include "stats.h"
 #include "worker.h"
 
-#define REPLY_MAX	8192
 #define RETRY_AFTER	5	/* seconds, when nothing at all answers */
 #define ISSUER_WAIT_MS	5000	/* an issuer signs locally: no URL timeouts */
 
@@ -241,89 +240,11 @@ conn_make_room(enum listener_kind kind)
 	return 0;
 }
 
-static int
-conn_has_head(const struct conn *c)
-{
-	return c->state == CONN_BODY || c->state == CONN_LEASE ||
-	    c->state == CONN_COMMIT;
-}
-
-/*
- * A keep-alive reply goes straight to SSL_write when nothing is queued or
- * pending ahead of it: bufferevent_openssl (2.1) writes only from its
- * EV_WRITE callback, which cost two epoll_ctl and one more loop turn per
- * request. Whatever does not leave goes to the bufferevent: its SSL_write
- * retry then finishes a record left pending (the bytes are the same, at
- * the front of its buffer; SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER, see
- * common/tls.c), or meets the error and closes the connection. A closing
- * reply always takes the bufferevent: its drain is what frees c.
- */
-static void
-conn_output(struct conn *c, const char *buf, size_t n, int keep)
-{
-	SSL	*ssl;
-	int	 r = 0;
-
-	if (keep && c->kind == LISTEN_TLS && n > 0 && n <= INT_MAX &&
-	    (ssl = bufferevent_openssl_get_ssl(c->bev)) != NULL &&
-	    !SSL_want_write(ssl) &&
-	    evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-		r = SSL_write(ssl, buf, (int)n);
-	if (r < 0)
-		r = 0;
-	if ((size_t)r < n)
-		bufferevent_write(c->bev, buf + r, n - (size_t)r);
-}
-
-/* The reply into one buffer, counted and logged, then written. */
-static int
-conn_write(struct conn *c, struct reply *rp, int *keep)
-{
-	char			 buf[REPLY_MAX], *out = buf, *big = NULL;
-	size_t			 cap = sizeof(buf);
-	int			 n, head = conn_has_head(c);
-	struct access_rec	 a;
-
-	if (rp->len + 1024 > cap) {
-		cap = rp->len + 1024;
-		if ((out = big = malloc(cap)) == NULL) {
-			out = buf;
-			cap = sizeof(buf);
-			free(rp->owned);
-			reply_init(rp);		/* a 500 {"error":"internal"} */
-			c->req.keepalive = *keep = 0;
-		}
-	}
-	n = http_reply_build(out, cap, rp->code, *keep, rp->ctype,
-	    rp->extra[0] != '\0' ? rp->extra : NULL, rp->body, rp->len);
-	if (n > 0 && c->req.method == HTTP_HEAD)
-		n -= (int)rp->len;	/* same head, Content-Length of the GET */
-	stats_request(head ? c->ep : EP_OTHER, rp->code);
-	if (c->kind == LISTEN_TLS && access_enabled()) {
-		/* The peer does not change: one getpeername per connection. */
-		if (c->peer[0] == '\0')
-			access_peer(bufferevent_getfd(c->bev), c->peer,
-			    sizeof(c->peer));
-		a = (struct access_rec){ &c->req, head, c->peer,
-		    head ? license_key_sha(&c->hs, &c->req) : NULL,
-		    head ? proc_now_us() - c->t0_us : 0, rp->code,
-		    n > 0 ? (size_t)n : 0, rp->source };
-		access_log(&a);
-	}
-	if (n <= 0) {
-		static const char oops[] = "HTTP/1.1 500 Internal Server Error"
-		    "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-		bufferevent_write(c->bev, oops, sizeof(oops) - 1);
-	} else
-		conn_output(c, out, (size_t)n, *keep);
-	free(big);
-	return n;
-}
-
 static void
 conn_closed_write(struct bufferevent *bev, void *arg)
 {
 	(void)bev;
+	conn_out_close(arg);
 	conn_free(arg);
 }
 
@@ -334,7 +255,7 @@ conn_send(struct conn *c, struct reply *rp)
 	int keep = c->req.keepalive && !worker->draining && !c->peer_eof &&
 	    worker->cf->server.keepalive_timeout_ms > 0;
 
-	if (conn_write(c, rp, &keep) <= 0)
+	if (conn_out_reply(c, rp, &keep) <= 0)
 		keep = 0;
 	free(rp->owned);
 	conn_end_request(c, 0);
@@ -374,8 +295,13 @@ conn_timeout(evutil_socket_t fd, short ev, void *arg)
 	int		 body = c->state == CONN_BODY;
 
 	(void)fd, (void)ev;
+	if (c->state == CONN_IDLE) {
+		conn_out_close(c);	/* keep-alive idle: a clean close */
+		conn_free(c);
+		return;
+	}
 	if (c->state != CONN_HEAD && !body) {
-		conn_free(c);	/* keep-alive idle, or an unread answer */
+		conn_free(c);	/* an unread answer */
 		return;
 	}
 	log_debug("slow client: request %s not complete in time",

@@ -156,6 +156,10 @@ void	 conn_accept(int fd, enum listener_kind);
 void	 conn_lease_answer(const struct ipc_msg *);
 void	 conn_uplink_lost(void);
 void	 conn_close_idle(void);
+/* conn_out.c: the reply written (its length, <= 0 on failure; *keep is
+ * cleared when the connection cannot stay open), the TLS close_notify. */
+int	 conn_out_reply(struct conn *, struct reply *, int *keep);
+void	 conn_out_close(struct conn *);
 
 /* reply.c: filling in a struct reply (every JSON error by jansson) */
 void	 reply_init(struct reply *);

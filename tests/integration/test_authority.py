@@ -1002,3 +1002,42 @@ def test_revocation_counts_on_a_busy_keep_alive_connection():
         assert r.status == 403, (r.status, body)
         assert body["reason"] == "revoked", body
         c.close()
+
+
+def test_tls_close_sends_close_notify():
+    """A connection licproxy ends (an answer with Connection: close, or a
+    keep-alive connection left idle past server.keepalive_timeout) ends
+    with a TLS close_notify before the FIN. Without one an OpenSSL 3
+    client reads the close as a truncation (UNEXPECTED_EOF) and drops the
+    session, so it could never resume."""
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth = fx.add(Server(pki, "authority", extra={
+            "server": {"keepalive_timeout": "1s"}}))
+        key = auth.create_key(name="svc", products="api")
+        auth.start()
+        req = ("GET /v1/license HTTP/1.1\r\nHost: x\r\nAuthorization: "
+               "Token %s\r\n%s\r\n")
+
+        def answer(close):
+            s = socket.create_connection(("127.0.0.1", auth.port))
+            t = pki.context().wrap_socket(s, server_hostname="localhost",
+                                          suppress_ragged_eofs=False)
+            t.settimeout(10)
+            t.sendall((req % (key, "Connection: close\r\n" if close
+                              else "")).encode())
+            data = b""
+            try:
+                while True:
+                    d = t.recv(4096)
+                    if not d:
+                        break      # a close_notify: recv returns b""
+                    data += d
+            finally:
+                t.close()
+            return data
+
+        assert answer(True).startswith(b"HTTP/1.1 200 ")
+        t0 = time.time()
+        assert answer(False).startswith(b"HTTP/1.1 200 ")   # idle close
+        assert time.time() - t0 < 8
