@@ -122,10 +122,12 @@ $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_BUILD)/liblicproxy.a
 # The integration tests named below with every licproxy process under
 # valgrind memcheck (children too): an invalid access or a definite leak
 # in any process fails its test (lp.py reads the reports from the log).
+# --vgdb=no: valgrind would mknod its gdb FIFOs in every child, which the
+# master's seccomp filter (inherited) refuses.
 VALGRIND_TESTS ?= test_smoke test_hostile_ipc test_usage test_authority
 VALGRIND = valgrind -q --error-exitcode=99 --leak-check=full \
            --errors-for-leak-kinds=definite --show-leak-kinds=definite \
-           --trace-children=yes --num-callers=30
+           --trace-children=yes --num-callers=30 --vgdb=no
 valgrind: all
 	@command -v valgrind >/dev/null || \
 	    apt-get install -y --no-install-recommends valgrind >/dev/null
