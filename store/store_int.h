@@ -152,6 +152,17 @@ rb_init(struct rbuf *r, const MDB_val *v)
 		r->err = 1;
 }
 
+/*
+ * Every decoder starts here: the target is cleared first so that a
+ * record that fails half way leaves no stale fields behind.
+ */
+static inline void
+rb_open(struct rbuf *r, const MDB_val *v, void *dst, size_t dsz)
+{
+	memset(dst, 0, dsz);
+	rb_init(r, v);
+}
+
 /* The decoder must have consumed the value exactly. */
 static inline int
 rb_done(const struct rbuf *r, const char *what)

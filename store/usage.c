@@ -38,8 +38,7 @@ rec_unpack(const MDB_val *v, struct usage_rec *r)
 	struct rbuf	rb;
 	uint64_t	q;
 
-	memset(r, 0, sizeof(*r));
-	rb_init(&rb, v);
+	rb_open(&rb, v, r, sizeof(*r));
 	q = rb_u64(&rb);
 	memcpy(&r->quantity, &q, 8);
 	rb_str(&rb, r->kid, sizeof(r->kid));
