@@ -201,6 +201,9 @@ void	 usage_clear(struct req_state *);
 /* 0 if s is an RFC 3339 date-time naming a real instant, year >= 1970. */
 #define USAGE_TS_MAX	35	/* ...T16:00:00.123456789+01:00 */
 int	 usage_ts_valid(const char *s);
+/* A body of plain records without jansson: 0, or -1 for the jansson path. */
+int	 usage_parse_fast(const char *body, size_t len, const struct lease *,
+	    const char *kid, struct usage_rec **, int *n);
 /* One usage record checked as POST /v1/usage does: 0, or -1 naming why. */
 int	 usage_record_check(struct json_t *, const struct lease *,
 	    const char *kid, struct usage_rec *, const char **field,
