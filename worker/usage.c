@@ -539,10 +539,11 @@ usage_parse_fast(const char *body, size_t len, const struct lease *l,
 	    usage_fp_lit(&f, '[') == -1)
 		return -1;
 	do {
+		if (n == USAGE_MAX_RECORDS)
+			goto fail;	/* jansson's path says how many */
 		if (n == cap) {
 			cap = cap == 0 ? 4 : cap * 2;
-			if (n == USAGE_MAX_RECORDS || (nv = reallocarray(v,
-			    cap, sizeof(*v))) == NULL)
+			if ((nv = reallocarray(v, cap, sizeof(*v))) == NULL)
 				goto fail;
 			v = nv;
 		}

@@ -176,6 +176,45 @@ t_fast_same(void **state)
 	}
 }
 
+/* 1000 records is the limit: the fast path takes 1000, never 1001. */
+static void
+t_fast_bounds(void **state)
+{
+	static const char one[] = "{\"id\":\"r%04d\",\"product\":\"engine\","
+	    "\"metric\":\"calls\",\"quantity\":1,\"ts\":\"2026-01-01T00:00:00Z\"}";
+	struct usage_rec	*v = NULL;
+	struct lease		 l;
+	size_t			 sz = 1002 * sizeof(one) + 32, o;
+	char			*body = malloc(sz);
+	int			 i, n, cnt;
+
+	(void)state;
+	assert_non_null(body);
+	memset(&l, 0, sizeof(l));
+	strcpy(l.products[0], "engine");
+	l.n_products = 1;
+	for (cnt = 1000; cnt <= 1001; cnt++) {
+		o = (size_t)snprintf(body, sz, "{\"records\":[");
+		for (i = 0; i < cnt; i++) {
+			if (i > 0)
+				body[o++] = ',';
+			o += (size_t)snprintf(body + o, sz - o, one, i);
+		}
+		o += (size_t)snprintf(body + o, sz - o, "]}");
+		n = 0;
+		assert_int_equal(usage_parse_fast(body, o, &l, KID, &v, &n),
+		    cnt == 1000 ? 0 : -1);
+		if (cnt == 1000) {
+			assert_int_equal(n, 1000);
+			assert_string_equal(v[999].id, "r0999");
+			assert_string_equal(v[999].kid, KID);
+		}
+		free(v);
+		v = NULL;
+	}
+	free(body);
+}
+
 int
 main(void)
 {
@@ -183,6 +222,7 @@ main(void)
 		cmocka_unit_test(t_ts_good),
 		cmocka_unit_test(t_ts_bad),
 		cmocka_unit_test(t_fast_same),
+		cmocka_unit_test(t_fast_bounds),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
