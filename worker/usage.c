@@ -28,10 +28,22 @@
 #define USAGE_KICK_AT		1000	/* spool backlog that wakes the uplink */
 #define USAGE_QUANTITY_MAX	1e12	/* the API's bound on a quantity */
 
+/*
+ * A commit slower than USAGE_LINGER_FROM_US (a disk whose flush takes a
+ * millisecond or more) makes the next batch wait for its usual size, at
+ * most that commit's time and never over USAGE_LINGER_MAX_US: see
+ * usage_park.
+ */
+#define USAGE_LINGER_FROM_US	1000
+#define USAGE_LINGER_MAX_US	2000
+
 static struct {
 	int64_t		 kicked;	/* last USAGE_KICK, ms */
 	int64_t		 full_logged;	/* last "store full" line, ms */
-} usg = { 0, -10000 };
+	int		 queued;	/* parked since the last commit */
+	int		 last[2];	/* the last two commits' requests */
+	int64_t		 commit_us;	/* how long the last commit took */
+} usg = { 0, -10000, 0, { 0, 0 }, 0 };
 
 static int
 usage_charset(const char *s, size_t min, size_t max, const char *extra,
@@ -717,13 +729,50 @@ usage_append(struct req_state *const *v, int n, struct usage_rec *all,
 	return rv;
 }
 
+/*
+ * A request parked for the group commit. Each commit waits for its flush
+ * with the event loop blocked, so on a slow disk the connections split
+ * into groups that take turns (one group's requests arrive while the
+ * other's commit flushes) and every flush carries only a part of them.
+ * So when the last commit was slow, the commit waits until as many
+ * requests are parked as the last two commits carried together (every
+ * connection that is posting, as far as this worker can tell), or until
+ * the bounded wait is over; on a fast disk it runs behind this turn's
+ * events, as it always did. Either way no 202 leaves before its commit.
+ */
+void
+usage_park(void)
+{
+	struct timeval	tv;
+	int		target = usg.last[0] + usg.last[1];
+
+	if (target > worker->ntls)
+		target = worker->ntls;
+	if (++usg.queued >= target || usg.commit_us < USAGE_LINGER_FROM_US) {
+		/* Runs after every event this loop turn has already activated. */
+		event_active(worker->commit_ev, EV_TIMEOUT, 1);
+		return;
+	}
+	if (usg.queued == 1) {
+		tv.tv_sec = 0;
+		tv.tv_usec = usg.commit_us < USAGE_LINGER_MAX_US ?
+		    usg.commit_us : USAGE_LINGER_MAX_US;
+		event_add(worker->commit_ev, &tv);
+	}
+}
+
 int
 usage_commit(struct req_state *const *v, int n)
 {
 	struct usage_rec	*all;
 	unsigned char		*dup;
+	int64_t			 t0 = proc_now_us();
 	int			 i, total = 0, rv = -1;
 
+	event_del(worker->commit_ev);	/* a bounded wait may be pending */
+	usg.queued = 0;
+	usg.last[1] = usg.last[0];
+	usg.last[0] = n;
 	for (i = 0; i < n; i++)
 		total += v[i]->usage.n;
 	all = calloc(total > 0 ? total : 1, sizeof(*all));
@@ -732,6 +781,7 @@ usage_commit(struct req_state *const *v, int n)
 		rv = usage_append(v, n, all, dup, total);
 	free(all);
 	free(dup);
+	usg.commit_us = proc_now_us() - t0;
 	if (rv == STORE_EFULL && proc_now_ms() - usg.full_logged >= 10000) {
 		usg.full_logged = proc_now_ms();
 		log_warnx("usage store full (store.max_size): refusing"

@@ -194,6 +194,8 @@ enum outcome usage_start(const struct conn *, struct req_state *,
 	    struct reply *);
 enum outcome usage_resume(const struct conn *, struct req_state *,
 	    const struct lease_answer *, struct reply *);
+/* A request was parked for the group commit: schedules the commit. */
+void	 usage_park(void);
 /* One transaction for the records of all n parked requests. */
 int	 usage_commit(struct req_state *const *, int n);
 void	 usage_answer(struct req_state *, int rv, struct reply *);
