@@ -459,35 +459,22 @@ usage_fp_num(struct usage_fp *f, double *v)
 	return *e != '\0' || errno != 0 ? -1 : 0;
 }
 
-/* Where a string field goes in the record, and its buffer's size. */
-static char *
-usage_fp_dst(struct usage_rec *r, enum usage_key k, size_t *sz)
-{
-	switch (k) {
-	case UK_ID:
-		*sz = sizeof(r->id);
-		return r->id;
-	case UK_PRODUCT:
-		*sz = sizeof(r->product);
-		return r->product;
-	case UK_METRIC:
-		*sz = sizeof(r->metric);
-		return r->metric;
-	case UK_TS:
-		*sz = sizeof(r->ts);
-		return r->ts;
-	default:
-		*sz = sizeof(r->kid);
-		return r->kid;
-	}
-}
+/* Where each string field goes in the record (quantity is no string). */
+#define USAGE_AT(f)	{ offsetof(struct usage_rec, f), \
+			    sizeof(((struct usage_rec *)0)->f) }
+static const struct {
+	size_t	off, size;
+} usage_fp_at[UK_N] = {
+	USAGE_AT(id), USAGE_AT(product), USAGE_AT(metric), { 0, 0 },
+	USAGE_AT(ts), USAGE_AT(kid)
+};
 
 /* One {"field":value,...} into r; *seen has a bit per field. */
 static int
 usage_fp_rec(struct usage_fp *f, struct usage_rec *r, unsigned int *seen)
 {
-	char	 key[16], *dst;
-	size_t	 k, sz;
+	char	 key[16];
+	size_t	 k;
 
 	memset(r, 0, sizeof(*r));
 	*seen = 0;
@@ -505,11 +492,9 @@ usage_fp_rec(struct usage_fp *f, struct usage_rec *r, unsigned int *seen)
 		if (k == UK_QUANTITY) {
 			if (usage_fp_num(f, &r->quantity) == -1)
 				return -1;
-		} else {
-			dst = usage_fp_dst(r, k, &sz);
-			if (usage_fp_str(f, dst, sz) == -1)
-				return -1;
-		}
+		} else if (usage_fp_str(f, (char *)r + usage_fp_at[k].off,
+		    usage_fp_at[k].size) == -1)
+			return -1;
 	} while (usage_fp_lit(f, ',') == 0);
 	return usage_fp_lit(f, '}');
 }

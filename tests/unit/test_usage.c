@@ -103,51 +103,55 @@ ref_parse(const char *body, const struct lease *l, struct usage_rec **out,
 #define REC	"\"id\":\"a-1\",\"product\":\"engine\",\"metric\":\"calls\"," \
 		"\"ts\":\"2026-01-01T00:00:00Z\""
 
+/* 1: the fast path takes it; 0: it leaves it to jansson. */
+static const struct {
+	int		 fast;
+	const char	*body;
+} cases[] = {
+	{ 1, R("{" REC ",\"quantity\":1.5}") },
+	{ 1, " \r\n{ \"records\" : [ {" REC ", \"quantity\" : 2 } ,"
+	    "{\"quantity\":0,\"id\":\"b\",\"product\":\"api\","
+	    "\"metric\":\"m_1\",\"ts\":\"2026-11-26T16:00:00.5+01:00\"}"
+	    " ] }\t" },
+	{ 1, R("{" REC ",\"quantity\":-0}") },
+	{ 1, R("{" REC ",\"quantity\":1e12}") },
+	{ 1, R("{" REC ",\"quantity\":12.5E-3}") },
+	{ 1, R("{" REC ",\"quantity\":1,\"key_id\":\"00000000000000ff\"}") },
+	{ 0, R("{" REC ",\"quantity\":-1}") },
+	{ 0, R("{" REC ",\"quantity\":1e13}") },
+	{ 0, R("{" REC ",\"quantity\":1e999}") },
+	{ 0, R("{" REC ",\"quantity\":01}") },
+	{ 0, R("{" REC ",\"quantity\":1.}") },
+	{ 0, R("{" REC ",\"quantity\":.5}") },
+	{ 0, R("{" REC ",\"quantity\":+1}") },
+	{ 0, R("{" REC ",\"quantity\":1e}") },
+	{ 0, R("{" REC ",\"quantity\":\"1\"}") },
+	{ 0, R("{" REC ",\"quantity\":1234567890123456}") },
+	{ 0, R("{" REC "}") },
+	{ 0, R("{" REC ",\"quantity\":1,\"quantity\":2}") },
+	{ 0, R("{" REC ",\"quantity\":1,\"extra\":1}") },
+	{ 0, R("{" REC ",\"quantity\":1,\"key_id\":\"00000000000000FF\"}") },
+	{ 0, R("{\"id\":\"a\\u0031\",\"product\":\"engine\",\"metric\":"
+	    "\"c\",\"ts\":\"2026-01-01T00:00:00Z\",\"quantity\":1}") },
+	{ 0, R("{\"id\":\"a b\",\"product\":\"engine\",\"metric\":"
+	    "\"c\",\"ts\":\"2026-01-01T00:00:00Z\",\"quantity\":1}") },
+	{ 0, R("{\"id\":\"a\",\"product\":\"other\",\"metric\":"
+	    "\"c\",\"ts\":\"2026-01-01T00:00:00Z\",\"quantity\":1}") },
+	{ 0, R("{\"id\":\"a\",\"product\":\"engine\",\"metric\":"
+	    "\"c\",\"ts\":\"2026-02-30T00:00:00Z\",\"quantity\":1}") },
+	{ 0, R("") },
+	{ 0, R("{" REC ",\"quantity\":1},") },
+	{ 0, R("{" REC ",\"quantity\":1}") "x" },
+	{ 0, R("{" REC ",\"quantity\":1}") "}" },
+	{ 0, "{\"records\":[{" REC ",\"quantity\":1}],\"records\":[]}" },
+	{ 0, "{\"records\":[{" REC ",\"quantity\":1}]" },
+	{ 0, "[]" },
+	{ 0, "" },
+};
+
 static void
 t_fast_same(void **state)
 {
-	/* 1: the fast path takes it; 0: it leaves it to jansson. */
-	static const struct { int fast; const char *body; } cases[] = {
-		{ 1, R("{" REC ",\"quantity\":1.5}") },
-		{ 1, " \r\n{ \"records\" : [ {" REC ", \"quantity\" : 2 } ,"
-		    "{\"quantity\":0,\"id\":\"b\",\"product\":\"api\","
-		    "\"metric\":\"m_1\",\"ts\":\"2026-11-26T16:00:00.5+01:00\"}"
-		    " ] }\t" },
-		{ 1, R("{" REC ",\"quantity\":-0}") },
-		{ 1, R("{" REC ",\"quantity\":1e12}") },
-		{ 1, R("{" REC ",\"quantity\":12.5E-3}") },
-		{ 1, R("{" REC ",\"quantity\":1,\"key_id\":\"00000000000000ff\"}") },
-		{ 0, R("{" REC ",\"quantity\":-1}") },
-		{ 0, R("{" REC ",\"quantity\":1e13}") },
-		{ 0, R("{" REC ",\"quantity\":1e999}") },
-		{ 0, R("{" REC ",\"quantity\":01}") },
-		{ 0, R("{" REC ",\"quantity\":1.}") },
-		{ 0, R("{" REC ",\"quantity\":.5}") },
-		{ 0, R("{" REC ",\"quantity\":+1}") },
-		{ 0, R("{" REC ",\"quantity\":1e}") },
-		{ 0, R("{" REC ",\"quantity\":\"1\"}") },
-		{ 0, R("{" REC ",\"quantity\":1234567890123456}") },
-		{ 0, R("{" REC "}") },
-		{ 0, R("{" REC ",\"quantity\":1,\"quantity\":2}") },
-		{ 0, R("{" REC ",\"quantity\":1,\"extra\":1}") },
-		{ 0, R("{" REC ",\"quantity\":1,\"key_id\":\"00000000000000FF\"}") },
-		{ 0, R("{\"id\":\"a\\u0031\",\"product\":\"engine\",\"metric\":"
-		    "\"c\",\"ts\":\"2026-01-01T00:00:00Z\",\"quantity\":1}") },
-		{ 0, R("{\"id\":\"a b\",\"product\":\"engine\",\"metric\":"
-		    "\"c\",\"ts\":\"2026-01-01T00:00:00Z\",\"quantity\":1}") },
-		{ 0, R("{\"id\":\"a\",\"product\":\"other\",\"metric\":"
-		    "\"c\",\"ts\":\"2026-01-01T00:00:00Z\",\"quantity\":1}") },
-		{ 0, R("{\"id\":\"a\",\"product\":\"engine\",\"metric\":"
-		    "\"c\",\"ts\":\"2026-02-30T00:00:00Z\",\"quantity\":1}") },
-		{ 0, R("") },
-		{ 0, R("{" REC ",\"quantity\":1},") },
-		{ 0, R("{" REC ",\"quantity\":1}") "x" },
-		{ 0, R("{" REC ",\"quantity\":1}") "}" },
-		{ 0, "{\"records\":[{" REC ",\"quantity\":1}],\"records\":[]}" },
-		{ 0, "{\"records\":[{" REC ",\"quantity\":1}]" },
-		{ 0, "[]" },
-		{ 0, "" },
-	};
 	struct lease		 l;
 	struct usage_rec	*a, *b;
 	size_t			 i;
