@@ -335,8 +335,14 @@ usage_append_txn(struct store *s, const struct usage_rec *recs, int n,
 		if (dup != NULL)
 			dup[i] = ret;
 	}
-	if ((!ledger && (ret = store_meta_put(s, txn, "seq", seq)) != 0) ||
-	    (ret = store_commit(txn, "usage")) != 0)
+	/*
+	 * A failed put (the map full on the seq itself) must abort: a write
+	 * transaction left open keeps LMDB's write lock, and the next begin
+	 * in any process waits on it forever.
+	 */
+	if (!ledger && (ret = store_meta_put(s, txn, "seq", seq)) != 0)
+		goto fail;
+	if ((ret = store_commit(txn, "usage")) != 0)
 		return ret;
 	s->dedup_pruned += early;
 	return 0;

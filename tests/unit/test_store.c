@@ -1025,6 +1025,44 @@ t_map_full(void **state)
 	store_close(s);
 }
 
+/*
+ * Filling a small store one record at a time, whichever put finds the map
+ * full (a record, a de-dup entry or the spool's seq counter), the append
+ * must end its transaction: a write left open holds LMDB's write lock and
+ * the next write, here a lease, would wait on it forever.
+ */
+static void
+t_full_store_releases_lock(void **state)
+{
+	struct fix		*f = *state;
+	struct store		*s;
+	struct usage_rec	 r;
+	unsigned char		 sha[32];
+	char			 id[80], path[sizeof(f->path) + 16];
+	int			 i, len, ret;
+
+	/* The bug hangs rather than fails: a guard makes it a failure. */
+	alarm(300);
+	for (len = 1; len <= 57; len += 8) {
+		s = open_rw(f, 64 * 1024);
+		store_usage_window(s, 86400);
+		for (i = 0, ret = 0; ret == 0 && i < 100000; i++) {
+			/* i then len zeros: unique, of every length. */
+			snprintf(id, sizeof(id), "%d%0*d", i, len, 0);
+			mkrec(&r, KID1, id, "engine", "calls", 1);
+			ret = store_usage_append(s, &r, 1, 0, NULL);
+		}
+		assert_int_equal(ret, STORE_EFULL);
+		sha_of(sha, len);
+		/* Refused or kept, but answered. */
+		(void)store_lease_put(s, sha, "x", 1, lt(1));
+		store_close(s);
+		snprintf(path, sizeof(path), "%s/data.mdb", f->path);
+		assert_int_equal(unlink(path), 0);
+	}
+	alarm(0);
+}
+
 static void
 t_rdonly_empty_dbs(void **state)
 {
@@ -1173,6 +1211,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(t_dedup_pressure, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(t_ledger_inf, setup, teardown),
+		cmocka_unit_test_setup_teardown(t_full_store_releases_lock,
+		    setup, teardown),
 		cmocka_unit_test_setup_teardown(t_map_full, setup, teardown),
 		cmocka_unit_test_setup_teardown(t_rdonly_empty_dbs, setup,
 		    teardown),
