@@ -37,8 +37,7 @@ key_unpack(const MDB_val *v, struct store_key *k)
 	struct rbuf	rb;
 	int		i;
 
-	memset(k, 0, sizeof(*k));
-	rb_init(&rb, v);
+	rb_open(&rb, v, k, sizeof(*k));
 	k->role = rb_u8(&rb);
 	k->revoked = rb_u8(&rb);
 	k->expires = (int64_t)rb_u64(&rb);

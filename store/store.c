@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <lmdb.h>
+#include <openssl/evp.h>
 
 #include "store_int.h"
 
@@ -576,6 +577,8 @@ store_close(struct store *s)
 		mdb_txn_abort(s->rtxn);
 	if (s->env != NULL)
 		mdb_env_close(s->env);
+	EVP_MD_CTX_free(s->shactx);
+	EVP_MD_free(s->sha);
 	free(s);
 }
 

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include <lmdb.h>
+#include <openssl/evp.h>
 
 #include "log.h"
 #include "proc.h"
@@ -45,6 +46,13 @@ struct store {
 	int64_t		 trust_boot;	/* ... and CLOCK_BOOTTIME then */
 	int64_t		 dedup_window;	/* s, usage.dedup_window */
 	uint64_t	 dedup_pruned;	/* dropped early to make room */
+	/*
+	 * The de-dup hash's digest, fetched once: SHA256() looks the
+	 * algorithm up and allocates a context on every call, which cost
+	 * more than the B-tree insert the hash goes into.
+	 */
+	EVP_MD		*sha;
+	EVP_MD_CTX	*shactx;
 };
 
 struct wbuf {
@@ -150,6 +158,17 @@ rb_init(struct rbuf *r, const MDB_val *v)
 	r->err = 0;
 	if (rb_u8(r) != STORE_VERSION)
 		r->err = 1;
+}
+
+/*
+ * Every decoder starts here: the target is cleared first so that a
+ * record that fails half way leaves no stale fields behind.
+ */
+static inline void
+rb_open(struct rbuf *r, const MDB_val *v, void *dst, size_t dsz)
+{
+	memset(dst, 0, dsz);
+	rb_init(r, v);
 }
 
 /* The decoder must have consumed the value exactly. */

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/evp.h>
 #include <openssl/sha.h>
 
 #include "store_int.h"
@@ -38,8 +39,7 @@ rec_unpack(const MDB_val *v, struct usage_rec *r)
 	struct rbuf	rb;
 	uint64_t	q;
 
-	memset(r, 0, sizeof(*r));
-	rb_init(&rb, v);
+	rb_open(&rb, v, r, sizeof(*r));
 	q = rb_u64(&rb);
 	memcpy(&r->quantity, &q, 8);
 	rb_str(&rb, r->kid, sizeof(r->kid));
@@ -88,15 +88,25 @@ struct dedup_gens {
 	uint64_t	start[DEDUP_GENS];	/* 0 = empty */
 };
 
+/* SHA-256 as the index on disk has it, through the store's own context. */
 static void
-dedup_hash(const struct usage_rec *r, unsigned char h[DEDUP_HASHLEN])
+dedup_hash(struct store *s, const struct usage_rec *r,
+    unsigned char h[DEDUP_HASHLEN])
 {
 	unsigned char	idbuf[TOKEN_KID_LEN + USAGE_ID_MAX];
 	unsigned char	md[SHA256_DIGEST_LENGTH];
 	MDB_val		k;
 
 	rec_idkey(r, idbuf, &k);
-	SHA256(k.mv_data, k.mv_size, md);
+	if (s->sha == NULL)
+		s->sha = EVP_MD_fetch(NULL, "SHA256", NULL);
+	if (s->shactx == NULL)
+		s->shactx = EVP_MD_CTX_new();
+	if (s->sha == NULL || s->shactx == NULL ||
+	    EVP_DigestInit_ex2(s->shactx, s->sha, NULL) != 1 ||
+	    EVP_DigestUpdate(s->shactx, k.mv_data, k.mv_size) != 1 ||
+	    EVP_DigestFinal_ex(s->shactx, md, NULL) != 1)
+		SHA256(k.mv_data, k.mv_size, md);	/* the slow way */
 	memcpy(h, md, DEDUP_HASHLEN);
 }
 
@@ -258,9 +268,9 @@ dedup_add(struct store *s, MDB_txn *txn, unsigned char h[DEDUP_HASHLEN],
 }
 
 /*
- * Returns 1 for a duplicate, 0 when stored, < 0 on error. The ledger is
- * keyed on (key_id, id) itself: at an authority it is the lasting guard
- * once the de-dup entry is gone, and it settles a hash collision.
+ * Returns 1 for a duplicate, 0 when stored, < 0 on error. A proxy's
+ * spool asks the de-dup index; an authority's ledger is keyed on
+ * (key_id, id) itself, exact and never forgotten.
  */
 static int
 usage_add1(struct store *s, MDB_txn *txn, const struct usage_rec *r,
@@ -272,11 +282,16 @@ usage_add1(struct store *s, MDB_txn *txn, const struct usage_rec *r,
 	MDB_val		 k, v;
 	int		 rc, known;
 
-	dedup_hash(r, h);
-	if ((known = dedup_add(s, txn, h, cur)) < 0)
-		return known;
-	if (known && !ledger)
-		return 1;
+	/*
+	 * The ledger's own key is the exact (key_id, id): its
+	 * MDB_NOOVERWRITE put is the de-dup, so the authority keeps no
+	 * hash index (it would only repeat that lookup, with five more).
+	 */
+	if (!ledger) {
+		dedup_hash(s, r, h);
+		if ((known = dedup_add(s, txn, h, cur)) != 0)
+			return known;
+	}
 	rec_pack(&w, r);
 	if (w.err)
 		return -1;
@@ -320,8 +335,14 @@ usage_append_txn(struct store *s, const struct usage_rec *recs, int n,
 		if (dup != NULL)
 			dup[i] = ret;
 	}
-	if ((!ledger && (ret = store_meta_put(s, txn, "seq", seq)) != 0) ||
-	    (ret = store_commit(txn, "usage")) != 0)
+	/*
+	 * A failed put (the map full on the seq itself) must abort: a write
+	 * transaction left open keeps LMDB's write lock, and the next begin
+	 * in any process waits on it forever.
+	 */
+	if (!ledger && (ret = store_meta_put(s, txn, "seq", seq)) != 0)
+		goto fail;
+	if ((ret = store_commit(txn, "usage")) != 0)
 		return ret;
 	s->dedup_pruned += early;
 	return 0;

@@ -384,8 +384,7 @@ conn_step(struct conn *c, enum outcome o, struct reply *rp)
 	case OUT_COMMIT:
 		TAILQ_INSERT_TAIL(&worker->batch, c, wentry);
 		conn_to(c, CONN_COMMIT);
-		/* Runs after every event this loop turn has already activated. */
-		event_active(worker->commit_ev, EV_TIMEOUT, 1);
+		usage_park();	/* when the commit runs: usage.c */
 		break;
 	case OUT_REPLY:
 		conn_send(c, rp);

@@ -204,6 +204,8 @@ enum outcome usage_start(const struct conn *, struct req_state *,
 	    struct reply *);
 enum outcome usage_resume(const struct conn *, struct req_state *,
 	    const struct lease_answer *, struct reply *);
+/* A request was parked for the group commit: schedules the commit. */
+void	 usage_park(void);
 /* One transaction for the records of all n parked requests. */
 int	 usage_commit(struct req_state *const *, int n);
 void	 usage_answer(struct req_state *, int rv, struct reply *);
@@ -211,6 +213,9 @@ void	 usage_clear(struct req_state *);
 /* 0 if s is an RFC 3339 date-time naming a real instant, year >= 1970. */
 #define USAGE_TS_MAX	35	/* ...T16:00:00.123456789+01:00 */
 int	 usage_ts_valid(const char *s);
+/* A body of plain records without jansson: 0, or -1 for the jansson path. */
+int	 usage_parse_fast(const char *body, size_t len, const struct lease *,
+	    const char *kid, struct usage_rec **, int *n);
 /* One usage record checked as POST /v1/usage does: 0, or -1 naming why. */
 int	 usage_record_check(struct json_t *, const struct lease *,
 	    const char *kid, struct usage_rec *, const char **field,
