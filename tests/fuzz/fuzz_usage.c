@@ -9,10 +9,17 @@
  * finite quantity in range, a timestamp usage_ts_valid accepts, a 16-hex
  * key_id, and, for the caller's own key, a licensed product; a refused one
  * names a field and a reason that fit the 400 message.
+ *
+ * The handler first tries usage_parse_fast, which reads plain bodies
+ * without jansson: whatever it takes, the jansson path must take too,
+ * with the same records field for field (it may leave a body to jansson,
+ * never accept one jansson refuses).
  */
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include <jansson.h>
 
@@ -73,6 +80,60 @@ check_body(json_t *root, const struct lease *l)
 	}
 }
 
+/* The jansson path's verdict on the whole body: 0 and its records. */
+static int
+ref_parse(json_t *root, const struct lease *l, struct usage_rec **out,
+    size_t *n)
+{
+	json_t		*recs = json_object_get(root, "records");
+	const char	*field, *why;
+	size_t		 i, cnt = json_array_size(recs);
+
+	*out = NULL;
+	if (!json_is_object(root) || json_object_size(root) != 1 ||
+	    !json_is_array(recs) || cnt < 1 || cnt > 1000 ||
+	    (*out = calloc(cnt, sizeof(**out))) == NULL)
+		return -1;
+	for (i = 0; i < cnt; i++)
+		if (usage_record_check(json_array_get(recs, i), l, KID,
+		    &(*out)[i], &field, &why) != 0)
+			return -1;
+	*n = cnt;
+	return 0;
+}
+
+static void
+check_fast(const uint8_t *data, size_t size, json_t *root,
+    const struct lease *l)
+{
+	struct usage_rec	*fast = NULL, *ref = NULL;
+	char			*body;
+	size_t			 nref = 0;
+	int			 nfast = 0, i;
+
+	/* NUL-terminated, as the handler's body buffer is */
+	if ((body = malloc(size + 1)) == NULL)
+		return;
+	memcpy(body, data, size);
+	body[size] = '\0';
+	if (usage_parse_fast(body, size, l, KID, &fast, &nfast) == 0) {
+		CHECK(root != NULL && ref_parse(root, l, &ref, &nref) == 0);
+		CHECK((size_t)nfast == nref);
+		for (i = 0; i < nfast; i++) {
+			check_rec(&fast[i], l);
+			CHECK(strcmp(fast[i].id, ref[i].id) == 0);
+			CHECK(strcmp(fast[i].kid, ref[i].kid) == 0);
+			CHECK(strcmp(fast[i].product, ref[i].product) == 0);
+			CHECK(strcmp(fast[i].metric, ref[i].metric) == 0);
+			CHECK(strcmp(fast[i].ts, ref[i].ts) == 0);
+			CHECK(fast[i].quantity == ref[i].quantity);
+		}
+	}
+	free(fast);
+	free(ref);
+	free(body);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -93,6 +154,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	root = json_loadb((const char *)data + 1, size - 1,
 	    JSON_REJECT_DUPLICATES, NULL);
+	check_fast(data + 1, size - 1, root, &l);
 	if (root == NULL)
 		return 0;
 	check_body(root, &l);
