@@ -12,6 +12,7 @@
 #include <netinet/tcp.h>
 
 #include <limits.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -207,6 +208,13 @@ conn_free(struct conn *c)
 	bufferevent_free(c->bev);
 	explicit_bzero(c->req.auth, sizeof(c->req.auth));	/* the key */
 	free(c);
+	/*
+	 * The last connection gone: hand the heap a burst grew (TLS state
+	 * of many connections) back to the kernel, or glibc keeps it and an
+	 * idle worker stays megabytes larger than it needs to be.
+	 */
+	if (worker->nconns == 0)
+		malloc_trim(0);
 	conn_budget();
 }
 
