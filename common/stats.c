@@ -11,9 +11,32 @@
 #include "limit.h"
 #include "stats.h"
 
-struct stats_shared	*stats;
-struct stats_slot	*stats_self;
-struct limit_table	*stats_limits;
+/*
+ * This process's view of the shared block: set once by stats_create or
+ * stats_adopt (master) and stats_attach (child), read through the
+ * accessors below; what they point to is shared by design.
+ */
+static struct stats_shared	*stats;
+static struct stats_slot	*stats_self;
+static struct limit_table	*stats_limits;
+
+struct stats_shared *
+stats_block(void)
+{
+	return stats;
+}
+
+struct stats_slot *
+stats_slot_self(void)
+{
+	return stats_self;
+}
+
+struct limit_table *
+stats_limit_table(void)
+{
+	return stats_limits;
+}
 
 static const int code_list[STATS_NCODES] = {
 	200, 202, 204, 400, 401, 403, 404, 405, 408, 409, 411, 413, 414, 415,

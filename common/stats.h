@@ -91,10 +91,11 @@ struct stats_shared {
 	int64_t		 instances_full_at;	/* last such, 0 = never */
 };
 
-extern struct stats_shared	*stats;
-extern struct stats_slot	*stats_self;
-/* Miss budgets per client address (limit.h); mapped beside the block. */
-extern struct limit_table	*stats_limits;
+/* The block, this process's slot, and the miss budgets per client address
+ * (limit.h, mapped beside the block); NULL before they are mapped. */
+struct stats_shared	*stats_block(void);
+struct stats_slot	*stats_slot_self(void);
+struct limit_table	*stats_limit_table(void);
 
 int	 stats_create(void);			/* master, before fork */
 int	 stats_adopt(int fd);			/* master after USR2 exec */

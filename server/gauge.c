@@ -58,16 +58,16 @@ gauge_publish(struct gauge *g, struct store *s)
 
 	store_size(s, &used, &max);
 	stats_up_begin();
-	stats->leases_cached = g->last.valid;
+	stats_block()->leases_cached = g->last.valid;
 	/*
 	 * At a proxy, what is left of the lease that runs out first (null
 	 * with nothing valid cached); an authority signs its own leases
 	 * and has no such limit.
 	 */
-	stats->survival_s = g->authority || g->last.first_left_s < 0 ?
+	stats_block()->survival_s = g->authority || g->last.first_left_s < 0 ?
 	    STATS_SURVIVAL_NONE : g->last.first_left_s;
-	stats->store_used = used;
-	stats->store_max = max;
+	stats_block()->store_used = used;
+	stats_block()->store_max = max;
 	stats_up_end();
 }
 
@@ -122,6 +122,6 @@ gauge_lease_changed(struct gauge *g, const unsigned char sha[32], int delta)
 	    (delta > 0 || g->acc.valid > 0))
 		g->acc.valid += delta;
 	stats_up_begin();
-	stats->leases_cached = g->last.valid;
+	stats_block()->leases_cached = g->last.valid;
 	stats_up_end();
 }

@@ -127,11 +127,11 @@ master_stats(struct master *m, int inherited_fd)
 	}
 	if (stats_create() == -1)
 		return -1;
-	stats->started = time(NULL);
-	stats->mode = m->cf->mode;
-	stats->state = m->cf->mode == CONF_AUTHORITY ? ST_AUTHORITY :
+	stats_block()->started = time(NULL);
+	stats_block()->mode = m->cf->mode;
+	stats_block()->state = m->cf->mode == CONF_AUTHORITY ? ST_AUTHORITY :
 	    ST_INITIALIZING;
-	stats->survival_s = STATS_SURVIVAL_NONE;
+	stats_block()->survival_s = STATS_SURVIVAL_NONE;
 	return 0;
 }
 

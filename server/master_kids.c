@@ -121,7 +121,7 @@ master_spawn(struct master *m, int role)
 	c->ready = 0;
 	c->len = 0;
 	c->why[0] = '\0';
-	stats->slots[slot].pid = pid;
+	stats_block()->slots[slot].pid = pid;
 	c->pid = pid;
 	c->role = role;
 	c->gen = m->gen;
@@ -160,9 +160,9 @@ master_fill(struct master *m)
 		while (master_count(m, PROC_WORKER, m->gen) <
 		    m->cf->server.workers && master_spawn(m, PROC_WORKER) == 0)
 			;
-	stats->workers_conf = m->cf->server.workers;
-	stats->workers_alive = master_count(m, PROC_WORKER, m->gen);
-	stats->uplink_alive = master_count(m, up, m->gen) > 0;
+	stats_block()->workers_conf = m->cf->server.workers;
+	stats_block()->workers_alive = master_count(m, PROC_WORKER, m->gen);
+	stats_block()->uplink_alive = master_count(m, up, m->gen) > 0;
 }
 
 /* One whole line of a child's startup report. */
@@ -264,7 +264,7 @@ master_died(struct master *m, struct child *c, int status)
 		    WTERMSIG(status));
 	else
 		log_warnx("%s exited with %d", proc_role_comm(c->role), code);
-	stats->restarts[c->role]++;
+	stats_block()->restarts[c->role]++;
 	if (!c->ready)
 		master_not_ready(m, c, status);
 	if (m->stopping)

@@ -136,8 +136,8 @@ relay_done(int answered, const struct httpc_res *r, void *arg)
 		if (store_spool_delete(uplink->store, rl->seqs, rl->n) != 0)
 			log_warnx("cannot delete %d forwarded records (they"
 			    " will be resent and de-duplicated)", rl->n);
-		if (stats_self != NULL)
-			stats_self->dedup_pruned +=
+		if (stats_slot_self() != NULL)
+			stats_slot_self()->dedup_pruned +=
 			    store_dedup_pruned(uplink->store);
 		log_debug("forwarded %d usage records", rl->n);
 		rl->failures = 0;

@@ -245,9 +245,9 @@ seats_gauge(struct store *s, int64_t now, int authority)
 	if (n.expired > 0)
 		store_seat_prune(s, now);
 	stats_up_begin();
-	stats->seats_keys = n.keys;
-	stats->seats_used = n.used;
-	stats->seats_granted = n.granted;
+	stats_block()->seats_keys = n.keys;
+	stats_block()->seats_used = n.used;
+	stats_block()->seats_granted = n.granted;
 	stats_up_end();
 }
 

@@ -52,9 +52,9 @@ call_result(const struct httpc_res *r, void *arg)
 	int		 answered = r->err == 0 && r->status < 500;
 
 	stats_up_begin();
-	stats->up_bytes_in += r->bytes_in;
-	stats->up_bytes_out += r->bytes_out;
-	stats->up_requests[!answered ? UP_ERROR : r->status < 300 ? UP_OK :
+	stats_block()->up_bytes_in += r->bytes_in;
+	stats_block()->up_bytes_out += r->bytes_out;
+	stats_block()->up_requests[!answered ? UP_ERROR : r->status < 300 ? UP_OK :
 	    UP_REJECTED]++;
 	stats_up_end();
 	if (!answered) {
@@ -127,8 +127,8 @@ upstream_usage_stats(void)
 
 	store_spool_stats(uplink->store, &pending, &fwd);
 	stats_up_begin();
-	stats->usage_pending = pending;
-	stats->usage_forwarded = fwd;
+	stats_block()->usage_pending = pending;
+	stats_block()->usage_forwarded = fwd;
 	stats_up_end();
 }
 
@@ -218,7 +218,7 @@ void
 upstream_state(int answered, const char *error)
 {
 	uint64_t	valid;
-	int		from = stats->state, to;
+	int		from = stats_block()->state, to;
 
 	/*
 	 * An upstream whose leases we refuse is as good as none: Connected
@@ -236,12 +236,12 @@ upstream_state(int answered, const char *error)
 	to = answered ? ST_CONNECTED : valid > 0 ? ST_TRUSTBASED :
 	    ST_DISCONNECTED;
 	stats_up_begin();
-	stats->state = to;
+	stats_block()->state = to;
 	if (answered)
-		stats->last_success = time(NULL);
+		stats_block()->last_success = time(NULL);
 	else {
-		stats->last_error_at = time(NULL);
-		snprintf(stats->last_error, sizeof(stats->last_error), "%s",
+		stats_block()->last_error_at = time(NULL);
+		snprintf(stats_block()->last_error, sizeof(stats_block()->last_error), "%s",
 		    error);
 	}
 	stats_up_end();

@@ -153,8 +153,8 @@ conn_budget(void)
 static void
 conn_count(enum stats_close why)
 {
-	if (stats_self != NULL)
-		__atomic_add_fetch(&stats_self->closed[why], 1,
+	if (stats_slot_self() != NULL)
+		__atomic_add_fetch(&stats_slot_self()->closed[why], 1,
 		    __ATOMIC_RELAXED);
 }
 

@@ -204,18 +204,18 @@ license_budget(const struct conn *c, struct reply *rp)
 	unsigned char		 addr[CIDR_ADDR_LEN];
 	int			 retry = 1, known;
 
-	if (stats_limits == NULL)
+	if (stats_limit_table() == NULL)
 		return 0;
 	known = getpeername(bufferevent_getfd(c->bev), (struct sockaddr *)&ss,
 	    &len) == 0 &&
 	    cidr_from_sockaddr((struct sockaddr *)&ss, len, addr) == 0;
 	if (known && (cidr_match_any(cf->license.miss_exempt,
 	    cf->license.n_miss_exempt, addr) ||
-	    limit_take(stats_limits, addr, limit_now_us(),
+	    limit_take(stats_limit_table(), addr, limit_now_us(),
 	    cf->license.miss_rate, cf->license.miss_burst, &retry)))
 		return 0;
-	if (stats_self != NULL)
-		__atomic_add_fetch(&stats_self->misses_limited, 1,
+	if (stats_slot_self() != NULL)
+		__atomic_add_fetch(&stats_slot_self()->misses_limited, 1,
 		    __ATOMIC_RELAXED);
 	license_limited_log(known ? addr : NULL);
 	reply_error(rp, 429, "too_many_requests", "too many lookups of unknown "
@@ -232,8 +232,8 @@ license_ask(const struct req_state *st, struct reply *rp)
 		license_unavailable(rp, 1);
 		return OUT_REPLY;
 	}
-	if (stats_self != NULL)
-		stats_self->cache_misses++;
+	if (stats_slot_self() != NULL)
+		stats_slot_self()->cache_misses++;
 	return OUT_LEASE;
 }
 
@@ -380,8 +380,8 @@ license_lookup(const struct conn *c, struct req_state *st, char *tok,
 		license_remember(d, txnid, expires, tok, n, &t);
 	if (lst == STORE_LEASE_DUE)
 		license_refresh(st, clk.boot_ms / 1000);
-	if (stats_self != NULL)
-		stats_self->cache_hits++;
+	if (stats_slot_self() != NULL)
+		stats_slot_self()->cache_hits++;
 	if (c->req.instance[0] != '\0')
 		stats_instance_seen(c->req.instance, clk.wall);
 	return d;

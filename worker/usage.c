@@ -706,8 +706,8 @@ usage_append(struct req_state *const *v, int n, struct usage_rec *all,
 	store_usage_window(worker->store, worker->cf->usage.dedup_window_s);
 	rv = store_usage_append(worker->store, all, total,
 	    worker->cf->mode == CONF_AUTHORITY, dup);
-	if (stats_self != NULL)
-		stats_self->dedup_pruned += store_dedup_pruned(worker->store);
+	if (stats_slot_self() != NULL)
+		stats_slot_self()->dedup_pruned += store_dedup_pruned(worker->store);
 	for (o = 0, i = 0; i < n; i++)
 		for (v[i]->usage.dups = 0, j = 0; j < v[i]->usage.n; j++)
 			v[i]->usage.dups += dup[o++];

@@ -17,9 +17,9 @@ static int
 setup(void **state)
 {
 	(void)state;
-	if (stats == NULL && stats_create() == -1)
+	if (stats_block() == NULL && stats_create() == -1)
 		return -1;
-	memset(stats, 0, sizeof(*stats));
+	memset(stats_block(), 0, sizeof(*stats_block()));
 	return 0;
 }
 
@@ -41,11 +41,11 @@ test_exact_past_1024(void **state)
 	(void)state;
 	see("a", 0, 1500, 1000);
 	see("a", 0, 700, 1001);			/* again: the same count */
-	assert_int_equal(stats_instances_active(stats, 1001), 1500);
-	assert_int_equal(stats_instances_overflow(stats, 1001), 0);
-	assert_int_equal(stats->instances_untracked, 0);
+	assert_int_equal(stats_instances_active(stats_block(), 1001), 1500);
+	assert_int_equal(stats_instances_overflow(stats_block(), 1001), 0);
+	assert_int_equal(stats_block()->instances_untracked, 0);
 	/* Quiet for STATS_INSTANCE_ACTIVE_S: no longer active. */
-	assert_int_equal(stats_instances_active(stats,
+	assert_int_equal(stats_instances_active(stats_block(),
 	    1000 + STATS_INSTANCE_ACTIVE_S), 700);
 }
 
@@ -54,13 +54,13 @@ test_full_table(void **state)
 {
 	(void)state;
 	see("b", 0, STATS_INSTANCES + 10, 5000);
-	assert_int_equal(stats_instances_active(stats, 5000), STATS_INSTANCES);
-	assert_int_equal(stats->instances_untracked, 10);
-	assert_int_equal(stats_instances_overflow(stats, 5000), 1);
+	assert_int_equal(stats_instances_active(stats_block(), 5000), STATS_INSTANCES);
+	assert_int_equal(stats_block()->instances_untracked, 10);
+	assert_int_equal(stats_instances_overflow(stats_block(), 5000), 1);
 	/* Known ids still refresh in a full table. */
 	see("b", 0, 100, 5300);
-	assert_int_equal(stats->instances_untracked, 10);
-	assert_int_equal(stats_instances_overflow(stats,
+	assert_int_equal(stats_block()->instances_untracked, 10);
+	assert_int_equal(stats_instances_overflow(stats_block(),
 	    5000 + STATS_INSTANCE_ACTIVE_S), 0);
 }
 
@@ -73,14 +73,14 @@ test_quiet_slots_reused(void **state)
 	see("c", 0, STATS_INSTANCES, 100);
 	see("c", 0, 1000, later - 1);		/* these stay active */
 	see("d", 0, 2000, later);		/* reuse the quiet ones */
-	assert_int_equal(stats->instances_untracked, 0);
-	assert_int_equal(stats_instances_active(stats, later), 3000);
+	assert_int_equal(stats_block()->instances_untracked, 0);
+	assert_int_equal(stats_instances_active(stats_block(), later), 3000);
 	see("c", 0, 1000, later);		/* found, not inserted again */
-	assert_int_equal(stats_instances_active(stats, later), 3000);
+	assert_int_equal(stats_instances_active(stats_block(), later), 3000);
 	see("e", 0, STATS_INSTANCES, later);
-	assert_int_equal(stats_instances_active(stats, later),
+	assert_int_equal(stats_instances_active(stats_block(), later),
 	    STATS_INSTANCES);
-	assert_int_equal(stats->instances_untracked, 3000);
+	assert_int_equal(stats_block()->instances_untracked, 3000);
 }
 
 static void
@@ -91,11 +91,11 @@ test_dead_claimer_slot_freed(void **state)
 	(void)state;
 	/* A claimer killed between its CAS on seen and its hash store. */
 	for (i = 0; i < STATS_INSTANCES; i++)
-		stats->instances[i].seen = 200;
+		stats_block()->instances[i].seen = 200;
 	see("f", 0, 10, 201);
-	assert_int_equal(stats->instances_untracked, 10);
+	assert_int_equal(stats_block()->instances_untracked, 10);
 	see("f", 0, 10, 200 + STATS_INSTANCE_ACTIVE_S);
-	assert_int_equal(stats_instances_active(stats,
+	assert_int_equal(stats_instances_active(stats_block(),
 	    200 + STATS_INSTANCE_ACTIVE_S), 10);
 }
 
