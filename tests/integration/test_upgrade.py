@@ -163,6 +163,11 @@ def upgrade_under_load(srv, key, path, backend, fresh_keys=()):
     assert len(old) == 3, srv.children_by_comm()
     old_ino = exe_inode(master)
     with Load(srv, key, fresh_keys) as load:
+        if fresh_keys:
+            # some misses asked before the upgrade (on a busy machine the
+            # clients can take a while to get to them)
+            wait_for(lambda: len(load.fresh_keys) < len(fresh_keys),
+                     what="misses before the upgrade")
         new_ino = replace(path)
         assert new_ino != old_ino
         before = load.ok
