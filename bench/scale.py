@@ -79,13 +79,9 @@ def fill(mk, store, n, signing):
 
 
 def tree(pid):
-    kids = lp.ppid_map()
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(kids.get(p, []))
-    return out
+    """pid and its descendants (bench.py's walk; imported late, as lp is)."""
+    import bench
+    return bench.proc_tree(pid)
 
 
 def memory(pid):
