@@ -160,6 +160,13 @@ def worker_ipc_fd(srv, role):
 def check_worker_killed(srv, role, registry):
     """A real worker that writes a bad frame is killed and restarted; the
     uplink/issuer stays and the new worker is served."""
+    if os.environ.get("LICPROXY_WRAP"):
+        # under `make valgrind` the worker's code runs on valgrind's
+        # simulated CPU, where gdb's injected call never executes; the
+        # plain `make test` run makes this check
+        print("  (worker-kill check needs a native worker: not under %s)"
+              % os.environ["LICPROXY_WRAP"].split()[0])
+        return
     assert have_gdb()
     pid0 = srv.children_by_comm()["licproxy-" + role]
     wpid, fd = worker_ipc_fd(srv, role)
