@@ -35,8 +35,10 @@ _built = {}
 
 
 def sh(*args, check=True, env=None, timeout=120):
+    """env: extra variables; a value of None removes the variable."""
     e = dict(os.environ)
     e.update(env or {})
+    e = {k: v for k, v in e.items() if v is not None}
     p = subprocess.run(list(args), capture_output=True, text=True, env=e,
                        timeout=timeout)
     if check and p.returncode != 0:
@@ -52,6 +54,10 @@ def build(kind, version=VERSION):
            timeout=BUILD_TIMEOUT)
     if (kind, version) not in _built:
         env = {} if version == VERSION else {"PKG_VERSION": version}
+        # A package is always the release build: `make test SANITIZE=1`
+        # must not hand SANITIZE (through MAKEFLAGS) to the package's make.
+        env.update({"MAKEFLAGS": None, "MFLAGS": None, "MAKELEVEL": None,
+                    "SANITIZE": None})
         before = sh("git", "-C", ROOT, "status", "--porcelain",
                     "--untracked-files=all").stdout
         out = sh("make", "-s", "-C", ROOT, kind, env=env,
