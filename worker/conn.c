@@ -188,6 +188,21 @@ conn_end_request(struct conn *c, int conn_ends)
 	usage_clear(&c->hs);
 }
 
+/*
+ * At most once a second: a site whose clients each make one request and
+ * close would otherwise walk the heap after every connection.
+ */
+static void
+conn_trim(void)
+{
+	int64_t now = proc_now_us();
+
+	if (now - worker->trimmed_us < 1000000)
+		return;
+	worker->trimmed_us = now;
+	malloc_trim(0);
+}
+
 static void
 conn_free(struct conn *c)
 {
@@ -214,7 +229,7 @@ conn_free(struct conn *c)
 	 * idle worker stays megabytes larger than it needs to be.
 	 */
 	if (worker->nconns == 0)
-		malloc_trim(0);
+		conn_trim();
 	conn_budget();
 }
 

@@ -36,6 +36,7 @@ struct worker {
 	struct evconnlistener	*l_tls, *l_status;
 	struct connq		 conns;
 	int			 nconns;	/* both listeners */
+	int64_t			 trimmed_us;	/* last malloc_trim (conn.c) */
 	int			 ntls, nstatus;	/* each listener's own budget */
 	struct connq		 idle;		/* TLS keep-alive idle, oldest first */
 	struct connq		 status_q;	/* status conns, oldest first */
