@@ -1,10 +1,14 @@
 /*
  * access.c - log.access: one line per request on the TLS port, text or
  * JSON, never the key. Lines collect in memory (up to ACCESS_LINGER_MS)
- * and leave in writes of at most PIPE_BUF bytes, each only when the log
- * can take it at once, so a
- * slow journal or a full pipe delays lines (or, past ACCESS_MAX, drops and
- * counts them) but never stalls the worker.
+ * and leave together. To a pipe or socket (the journal) a write is at most
+ * PIPE_BUF bytes, so the workers' lines never interleave, and is made only
+ * when the log can take it at once: a slow journal or a full pipe delays
+ * lines (or, past ACCESS_MAX, drops and counts them) but never stalls the
+ * worker. To a regular file (log.file, O_APPEND) each write appends whole
+ * lines atomically whatever its size, and never waits for a reader, so
+ * lines leave without a poll, in one write once ACCESS_FILE_WRITE
+ * bytes wait.
  */
 #include <sys/stat.h>
 #include <sys/socket.h>
@@ -32,9 +36,11 @@
 #define ACCESS_LINE	2048	/* < PIPE_BUF: one line, one write */
 #define ACCESS_TS_LEN	24	/* 2026-12-01T20:31:47.120Z */
 #define ACCESS_LINGER_MS 10	/* the longest a line waits for company */
+#define ACCESS_FILE_WRITE (64 * 1024) /* queued to a file: write now */
 
 static struct {
 	int		 on, json, sock;
+	int		 file;		/* stderr is a regular file */
 	struct evbuffer	*buf;
 	struct event	*flush;		/* next loop turn, or a retry */
 	int		 retrying;	/* flush is the 50 ms retry timer */
@@ -44,16 +50,26 @@ static struct {
 
 static void	access_flush(evutil_socket_t, short, void *);
 
-int
-access_init(const struct conf *cf, struct event_base *base)
+/* What stderr is now: log_reopen (SIGUSR1) may have replaced it. */
+static void
+access_what(void)
 {
 	struct stat st;
 
+	if (fstat(STDERR_FILENO, &st) == -1)
+		st.st_mode = 0;
+	acc.sock = S_ISSOCK(st.st_mode);
+	acc.file = S_ISREG(st.st_mode);
+}
+
+int
+access_init(const struct conf *cf, struct event_base *base)
+{
 	if (!cf->log.access)
 		return 0;
 	acc.on = 1;
 	acc.json = cf->log.json;
-	acc.sock = fstat(STDERR_FILENO, &st) == 0 && S_ISSOCK(st.st_mode);
+	access_what();
 	if ((acc.buf = evbuffer_new()) == NULL ||
 	    (acc.flush = evtimer_new(base, access_flush, NULL)) == NULL)
 		return -1;
@@ -97,14 +113,26 @@ access_flush(evutil_socket_t fd, short ev, void *arg)
 
 	(void)fd, (void)ev, (void)arg;
 	acc.retrying = 0;
+	access_what();
 	while (evbuffer_get_length(acc.buf) > 0) {
+		if (acc.file) {
+			/*
+			 * All of it in one writev (whole lines only are
+			 * queued, at most ACCESS_MAX): a cut would let
+			 * another worker's line in between.
+			 */
+			if (evbuffer_write(acc.buf, STDERR_FILENO) > 0)
+				continue;
+			break;	/* a full disk: retry below */
+		}
 		/* poll says a pipe has a free page: PIPE_BUF cannot block */
 		if (poll(&pfd, 1, 0) != 1 || !(pfd.revents & POLLOUT) ||
-		    access_write1() == -1) {
-			acc.retrying = 1;
-			evtimer_add(acc.flush, &retry);
-			return;
-		}
+		    access_write1() == -1)
+			break;
+	}
+	if (evbuffer_get_length(acc.buf) > 0) {
+		acc.retrying = 1;
+		evtimer_add(acc.flush, &retry);
 	}
 }
 
@@ -131,7 +159,8 @@ access_queue(const char *line, size_t n)
 	 */
 	if (acc.retrying)
 		return;		/* the retry timer is set */
-	if (evbuffer_get_length(acc.buf) >= PIPE_BUF)
+	if (evbuffer_get_length(acc.buf) >= (acc.file ? ACCESS_FILE_WRITE :
+	    PIPE_BUF))
 		event_active(acc.flush, EV_TIMEOUT, 0);
 	else if (!evtimer_pending(acc.flush, NULL))
 		evtimer_add(acc.flush, &linger);

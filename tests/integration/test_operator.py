@@ -6,6 +6,7 @@ import os
 import re
 import select
 import tempfile
+import threading
 import time
 
 from lp import Fixture, Pki, Server, run, wait_for, key_id
@@ -162,6 +163,47 @@ def test_access_log_never_blocks_the_worker():
                 assert json.loads(line)["status"] == 200, line
         finally:
             os.close(rd)
+
+
+def test_access_log_file_lines_whole_and_all_there():
+    """log.file is a regular file: lines leave in large appends, yet under
+    concurrent load from both workers every request has one whole line."""
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        d = tempfile.mkdtemp(prefix="lp-acc-")
+        path = os.path.join(d, "access.log")
+        auth, proxy = pair(fx, pki, log={"access": "true", "format": "json",
+                                         "level": "error", "file": path})
+        proxy.start()
+        key = auth.create_key(name="svc")
+        assert proxy.license(key).status == 200
+        bad = []
+
+        def client(n):
+            c = proxy.conn()
+            try:
+                for _ in range(n):
+                    r = proxy.license(key, conn=c)
+                    if r.status != 200:
+                        bad.append(r.status)
+            finally:
+                c.close()
+        ts = [threading.Thread(target=client, args=(400,)) for _ in range(8)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        assert bad == [], bad
+
+        def lines():
+            with open(path) as f:
+                return f.read().splitlines()
+        # all there while the server runs (the log lingers 10 ms at most)
+        got = wait_for(lambda: len(lines()) >= 3201 and lines(),
+                       what="3201 access lines")
+        assert len(got) == 3201, len(got)
+        for line in got:
+            assert json.loads(line)["status"] == 200, line
 
 
 def test_upstream_lost_and_back_told_once_with_survival():
