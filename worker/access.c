@@ -19,11 +19,11 @@
 #include <limits.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <event2/buffer.h>
 #include <event2/event.h>
 
 #include "conf.h"
@@ -41,8 +41,10 @@
 static struct {
 	int		 on, json, sock;
 	int		 file;		/* stderr is a regular file */
-	struct evbuffer	*buf;
-	struct event	*flush;		/* next loop turn, or a retry */
+	char		*buf;		/* ACCESS_MAX bytes of whole lines */
+	size_t		 off, len;	/* what waits: buf[off..len) */
+	struct event	*flush;		/* the linger, next turn, or a retry */
+	int		 armed;		/* flush is pending */
 	int		 retrying;	/* flush is the 50 ms retry timer */
 	uint64_t	 dropped;
 	time_t		 told;
@@ -70,7 +72,8 @@ access_init(const struct conf *cf, struct event_base *base)
 	acc.on = 1;
 	acc.json = cf->log.json;
 	access_what();
-	if ((acc.buf = evbuffer_new()) == NULL ||
+	/* a flat buffer: lines are rendered in place, written from it */
+	if ((acc.buf = malloc(ACCESS_MAX)) == NULL ||
 	    (acc.flush = evtimer_new(base, access_flush, NULL)) == NULL)
 		return -1;
 	return 0;
@@ -82,26 +85,32 @@ access_enabled(void)
 	return acc.on;
 }
 
-/* One write of whole lines, at most PIPE_BUF: atomic beside the others. */
+/*
+ * One write from the front of the buffer: to a pipe or socket at most
+ * PIPE_BUF, cut after a whole line, so it is atomic beside the other
+ * workers' (and a pipe with a free page takes it whole); to a file all
+ * of it, since a cut would let another worker's line in between.
+ */
 static int
 access_write1(void)
 {
-	size_t			 len = evbuffer_get_length(acc.buf), n;
-	unsigned char		*data;
-	ssize_t			 w;
+	char	*p = acc.buf + acc.off;
+	size_t	 n = acc.len - acc.off;
+	ssize_t	 w;
 
-	n = len < PIPE_BUF ? len : PIPE_BUF;
-	data = evbuffer_pullup(acc.buf, n);
-	if (n < len)	/* cut after the last whole line (< ACCESS_LINE) */
-		while (n > 0 && data[n - 1] != '\n')
+	if (!acc.file && n > PIPE_BUF) {
+		n = PIPE_BUF;
+		while (n > 0 && p[n - 1] != '\n')
 			n--;
+	}
 	if (acc.sock)
-		w = send(STDERR_FILENO, data, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+		w = send(STDERR_FILENO, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
 	else
-		w = write(STDERR_FILENO, data, n);
+		w = write(STDERR_FILENO, p, n);
 	if (w <= 0)
 		return -1;
-	evbuffer_drain(acc.buf, (size_t)w);
+	if ((acc.off += (size_t)w) == acc.len)
+		acc.off = acc.len = 0;
 	return 0;
 }
 
@@ -112,58 +121,66 @@ access_flush(evutil_socket_t fd, short ev, void *arg)
 	struct timeval	 retry = { 0, 50 * 1000 };
 
 	(void)fd, (void)ev, (void)arg;
-	acc.retrying = 0;
+	acc.armed = acc.retrying = 0;
 	access_what();
-	while (evbuffer_get_length(acc.buf) > 0) {
-		if (acc.file) {
-			/*
-			 * All of it in one writev (whole lines only are
-			 * queued, at most ACCESS_MAX): a cut would let
-			 * another worker's line in between.
-			 */
-			if (evbuffer_write(acc.buf, STDERR_FILENO) > 0)
-				continue;
-			break;	/* a full disk: retry below */
-		}
-		/* poll says a pipe has a free page: PIPE_BUF cannot block */
-		if (poll(&pfd, 1, 0) != 1 || !(pfd.revents & POLLOUT) ||
-		    access_write1() == -1)
+	while (acc.len > 0) {	/* a write that empties it zeroes len */
+		/* a file never waits for a reader; a pipe may be full */
+		if (!acc.file && (poll(&pfd, 1, 0) != 1 ||
+		    !(pfd.revents & POLLOUT)))
 			break;
+		if (access_write1() == -1)
+			break;	/* full pipe, slow journal, full disk */
 	}
-	if (evbuffer_get_length(acc.buf) > 0) {
-		acc.retrying = 1;
+	if (acc.len > 0) {
+		acc.armed = acc.retrying = 1;
 		evtimer_add(acc.flush, &retry);
 	}
 }
 
+/* Room for one more line, or NULL (counted, and told once a minute). */
+static char *
+access_room(void)
+{
+	if (acc.len + ACCESS_LINE > ACCESS_MAX && acc.off > 0) {
+		/* behind a slow log: what was written makes room */
+		memmove(acc.buf, acc.buf + acc.off, acc.len - acc.off);
+		acc.len -= acc.off;
+		acc.off = 0;
+	}
+	if (acc.len + ACCESS_LINE <= ACCESS_MAX)
+		return acc.buf + acc.len;
+	acc.dropped++;
+	if (time(NULL) - acc.told >= 60) {
+		acc.told = time(NULL);
+		log_warnx("access log: the log cannot keep up; %llu lines "
+		    "dropped so far", (unsigned long long)acc.dropped);
+	}
+	return NULL;
+}
+
+/*
+ * A line was rendered at access_room(). A poll and a write per loop turn
+ * were most of what the log cost under load: lines wait up to
+ * ACCESS_LINGER_MS, or until a write's worth is ready, then leave
+ * together.
+ */
 static void
-access_queue(const char *line, size_t n)
+access_queued(size_t n)
 {
 	static const struct timeval linger = { 0, ACCESS_LINGER_MS * 1000 };
 
-	if (evbuffer_get_length(acc.buf) + n > ACCESS_MAX) {
-		acc.dropped++;
-		if (time(NULL) - acc.told >= 60) {
-			acc.told = time(NULL);
-			log_warnx("access log: the log cannot keep up; %llu "
-			    "lines dropped so far", (unsigned long long)
-			    acc.dropped);
-		}
-		return;
-	}
-	evbuffer_add(acc.buf, line, n);
-	/*
-	 * A poll and a write per loop turn were most of what the log cost
-	 * under load: lines wait up to ACCESS_LINGER_MS, or until a whole
-	 * PIPE_BUF write is ready, then leave together.
-	 */
+	acc.len += n;
 	if (acc.retrying)
 		return;		/* the retry timer is set */
-	if (evbuffer_get_length(acc.buf) >= (acc.file ? ACCESS_FILE_WRITE :
-	    PIPE_BUF))
+	if (acc.len - acc.off >= (acc.file ? ACCESS_FILE_WRITE : PIPE_BUF)) {
+		if (acc.armed)
+			evtimer_del(acc.flush);
+		acc.armed = 1;
 		event_active(acc.flush, EV_TIMEOUT, 0);
-	else if (!evtimer_pending(acc.flush, NULL))
+	} else if (!acc.armed) {
+		acc.armed = 1;
 		evtimer_add(acc.flush, &linger);
+	}
 }
 
 /* Exiting: what is left goes out now, blocking or not. */
@@ -172,8 +189,7 @@ access_close(void)
 {
 	if (!acc.on)
 		return;
-	while (evbuffer_get_length(acc.buf) > 0 &&
-	    evbuffer_write(acc.buf, STDERR_FILENO) > 0)
+	while (acc.len > 0 && access_write1() == 0)
 		;
 }
 
@@ -352,14 +368,16 @@ access_render(char *line, const char *ts, const char *method,
 void
 access_log(const struct access_rec *a)
 {
-	char		 line[ACCESS_LINE], ts[ACCESS_TS_LEN + 1];
+	char		*line, ts[ACCESS_TS_LEN + 1];
 	char		 kid[TOKEN_KID_LEN + 1], path[4 * HTTP_PATH_MAX + 8];
 	const char	*method = a->have_head ?
 			    method_names[a->req->method] : "-";
 	int		 haskid = access_kid(a, kid);
 
+	if ((line = access_room()) == NULL)
+		return;
 	access_ts(ts);
 	access_path(a, acc.json, path, sizeof(path));
-	access_queue(line, access_render(line, ts, method, path, a,
+	access_queued(access_render(line, ts, method, path, a,
 	    haskid ? kid : NULL));
 }
