@@ -7,6 +7,9 @@
  * other peer that reached the socket (a local process of the service
  * user) is only dropped. The peer is held by a pidfd taken when it
  * connects, so a pid reused after the peer died is never signalled.
+ * Such peers have no business here at all; at most CHANS_FOREIGN_MAX are
+ * held at once (the rest are closed at accept), so a local process
+ * cannot spend our descriptors or memory by connecting in a loop.
  */
 #include <sys/queue.h>
 #include <sys/socket.h>
@@ -16,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -33,12 +37,16 @@ struct chan {
 	int			 pidfd;		/* -1 unless peer is set */
 };
 
+#define CHANS_FOREIGN_MAX	4	/* peers that are none of our workers */
+
 static void	chans_free(struct chan *);
 
 static LIST_HEAD(, chan)	 chans = LIST_HEAD_INITIALIZER(chans);
 static chans_msg_cb		 chans_cb;
 static uint64_t			 chans_next_id;
 static struct evconnlistener	*chans_listener;
+static int			 chans_foreign;	/* held now */
+static time_t			 chans_told;	/* a refusal last logged */
 
 static void
 chans_msg(struct ipc_chan *ch, const struct ipc_msg *m, void *arg)
@@ -70,6 +78,8 @@ chans_free(struct chan *c)
 	ipc_chan_free(c->ch);
 	if (c->pidfd != -1)
 		close(c->pidfd);
+	if (c->peer == 0)
+		chans_foreign--;
 	free(c);
 }
 
@@ -131,6 +141,17 @@ chans_accept(struct evconnlistener *l, evutil_socket_t fd,
 		return;
 	}
 	chans_peer(c, fd);
+	if (c->peer == 0 && chans_foreign >= CHANS_FOREIGN_MAX) {
+		if (time(NULL) - chans_told >= 60) {
+			chans_told = time(NULL);
+			log_warnx("ipc: a process that is no worker of ours "
+			    "connected with %d such already held: closed",
+			    chans_foreign);
+		}
+		close(fd);
+		free(c);
+		return;
+	}
 	c->id = ++chans_next_id;
 	if ((c->ch = ipc_chan_new(evconnlistener_get_base(l), fd, chans_msg,
 	    chans_closed, c)) == NULL) {
@@ -140,6 +161,8 @@ chans_accept(struct evconnlistener *l, evutil_socket_t fd,
 		free(c);
 		return;
 	}
+	if (c->peer == 0)
+		chans_foreign++;
 	LIST_INSERT_HEAD(&chans, c, entry);
 }
 

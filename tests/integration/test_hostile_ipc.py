@@ -211,3 +211,48 @@ def test_hostile_peer_uplink():
         assert proxy.license(key).status == 200
         check_survives(proxy, "uplink", auth)
         check_worker_killed(proxy, "uplink", auth)
+
+
+def test_foreign_peers_bounded():
+    """A local process that connects to the issuer's socket in a loop holds
+    at most 4 channels: the rest are closed at once and told once, the
+    issuer's descriptors stay bounded and the workers are still served."""
+    import socket
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth = fx.add(Server(pki, "authority"))
+        auth.start()
+        assert auth.license(auth.create_key(name="svc")).status == 200
+        issuer = auth.children_by_comm()["licproxy-issuer"][0]
+        fds0 = len(os.listdir("/proc/%d/fd" % issuer))
+        sock = os.path.join(auth.store, "ipc.sock")
+        held = []
+        try:
+            for _ in range(60):
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(sock)
+                held.append(s)
+            wait_for(lambda: "such already held: closed" in auth.logs(),
+                     what="refusal logged")
+            open_ = 0
+            for s in held:
+                s.settimeout(0.5)
+                try:
+                    if s.recv(1) == b"":
+                        continue    # closed by the issuer
+                except socket.timeout:
+                    open_ += 1
+            assert open_ == 4, open_
+            fds = len(os.listdir("/proc/%d/fd" % issuer))
+            assert fds <= fds0 + 4 * 2, (fds0, fds)
+            assert auth.logs().count("such already held") == 1
+            r = auth.license(auth.create_key(name="svc"))
+            assert r.status == 200 and r.json()["source"] == "authority", r
+        finally:
+            for s in held:
+                s.close()
+        # the held ones gone, a foreign peer is admitted (and dropped for
+        # its bad frame) again
+        data, why, shut = CASES["unknown type"]
+        wait_for(lambda: hostile(auth, data, shut) == (0, "closed"),
+                 what="admitted again")
