@@ -218,11 +218,18 @@ access_peer(int fd, char *buf, size_t len)
 static int
 access_kid(const struct access_rec *a, char kid[TOKEN_KID_LEN + 1])
 {
-	unsigned char	 sha[32];
-	const char	*key;
+	/* the last hash and its key_id: keep-alive clients repeat a key */
+	static unsigned char	 last[32];
+	static char		 lastkid[TOKEN_KID_LEN + 1];
+	unsigned char		 sha[32];
+	const char		*key;
 
 	if (a->sha != NULL) {
-		token_kid_from_hash(a->sha, kid);
+		if (lastkid[0] == '\0' || memcmp(a->sha, last, 32) != 0) {
+			memcpy(last, a->sha, 32);
+			token_kid_from_hash(a->sha, lastkid);
+		}
+		memcpy(kid, lastkid, sizeof(lastkid));
 		return 1;
 	}
 	if (http_auth_key(a->req, &key) != TOKEN_KEY_LEN ||
@@ -294,19 +301,20 @@ access_put(char *p, const char *s)
 	return stpcpy(p, s);
 }
 
+/* v in decimal; the fields are counts and durations, never below 0. */
 static char *
 access_num(char *p, long long v)
 {
-	char	 tmp[24], *q = tmp + sizeof(tmp);
-	unsigned long long u = v < 0 ? 0 - (unsigned long long)v :
-			    (unsigned long long)v;
+	unsigned long long	 u = v < 0 ? 0 : (unsigned long long)v, t;
+	char			*end = p + 1;
 
+	for (t = u; t >= 10; t /= 10)
+		end++;
+	p = end;
 	do
-		*--q = '0' + u % 10;
+		*--p = '0' + u % 10;
 	while ((u /= 10) != 0);
-	if (v < 0)
-		*--q = '-';
-	return mempcpy(p, q, tmp + sizeof(tmp) - q);
+	return end;
 }
 
 /* "value" when present, else null (JSON) or - (text). */
