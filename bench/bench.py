@@ -369,7 +369,12 @@ class Bench:
                             "trusted_keys": [self.pki.pub],
                             # A spool tail below one relay batch (1000)
                             # waits sync_interval; 5s keeps the bench short.
-                            "sync_interval": "5s"}
+                            "sync_interval": "5s",
+                            # Row 5 sends 3 x --keys misses from one
+                            # address back to back: the default budget
+                            # (50/s, burst 200) would answer part of them
+                            # with 429 and pollute the series.
+                            "miss_rate": 1048576, "miss_burst": 1048576}
         self.proxy = fx.add(lp.Server(self.pki, "proxy", workers=args.workers,
                                       extra=extra, name="bench-proxy",
                                       env={"LICPROXY_LICENSE_KEY":
@@ -855,7 +860,10 @@ def rows_miss(m):
     a = m["authority first request (signs)"]
     return [row(5, "miss: first GET /v1/license through the proxy's uplink "
                 "(authority signs), p50 / p99",
-                "%.2f / %.2f ms" % (v["p50_ms"], v["p99_ms"]),
+                "%.2f / %.2f ms%s" % (v["p50_ms"], v["p99_ms"],
+                                       " (%d of %d not a 200 from upstream)"
+                                       % (v["bad"], v["n"]) if v["bad"]
+                                       else ""),
                 "cache hit %.2f / %.2f ms; authority direct %.2f / %.2f ms"
                 % (hit["p50_ms"], hit["p99_ms"], a["p50_ms"], a["p99_ms"]),
                 "-", "p50 <= 1.0 ms", v["p50_ms"] <= 1.0 and v["bad"] == 0)]

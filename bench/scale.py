@@ -178,7 +178,10 @@ class Scale:
         extra["license"] = {"server_url": [url or self.auth.url],
                             "ca_file": self.pki.ca,
                             "trusted_keys": [self.pki.pub],
-                            "sync_interval": sync}
+                            "sync_interval": sync,
+                            # The miss series must measure upstream misses,
+                            # not the per-address 429 budget.
+                            "miss_rate": 1048576, "miss_burst": 1048576}
         return self.fx.add(lp.Server(self.pki, "proxy", workers=2,
                                      extra=extra, name=name,
                                      env={"LICPROXY_LICENSE_KEY":

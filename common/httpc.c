@@ -34,6 +34,7 @@ struct httpc {
 	CURLM			*multi;
 	CURLSH			*share;
 	struct event		*timer;
+	int			 adding;	/* in curl_multi_add_handle */
 	struct curl_blob	 ca, cert, key;	/* len 0 = not set */
 	const char		*protocols;
 };
@@ -287,6 +288,16 @@ hc_timer_cb(CURLM *multi, long ms, void *userp)
 	(void)multi;
 	if (ms < 0)
 		return evtimer_del(h->timer);
+	/*
+	 * A new transfer asks for 0 ms: run it in this loop pass rather than
+	 * after another epoll_wait, which is a wake-up on every miss. Only
+	 * then: a 0 ms asked for from inside curl would spin this pass.
+	 */
+	if (ms == 0 && h->adding) {
+		evtimer_del(h->timer);
+		event_active(h->timer, EV_TIMEOUT, 1);
+		return 0;
+	}
 	return evtimer_add(h->timer, &tv);
 }
 
@@ -479,7 +490,8 @@ int
 httpc_request(struct httpc *h, const struct httpc_req *req, httpc_cb cb,
     void *arg)
 {
-	struct hc_xfer *x;
+	struct hc_xfer	*x;
+	CURLMcode	 rc;
 
 	if ((x = calloc(1, sizeof(*x))) == NULL)
 		return -1;
@@ -492,8 +504,14 @@ httpc_request(struct httpc *h, const struct httpc_req *req, httpc_cb cb,
 		return -1;
 	}
 	hc_setopts(x, req);
-	/* Only arms the timer: the transfer starts from the loop. */
-	if (curl_multi_add_handle(h->multi, x->easy) != CURLM_OK) {
+	/*
+	 * Only arms the timer: the transfer starts from the loop (in this
+	 * pass, see hc_timer_cb), never before this returns.
+	 */
+	h->adding = 1;
+	rc = curl_multi_add_handle(h->multi, x->easy);
+	h->adding = 0;
+	if (rc != CURLM_OK) {
 		hc_xfer_free(x);
 		return -1;
 	}
