@@ -20,8 +20,6 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <openssl/err.h>
@@ -75,8 +73,9 @@ static struct {
 	const struct timeval	*tv;
 } conn_tmo[CONN_TIMEOUTS];
 
-static void	conn_read(struct bufferevent *, void *);
-static void	conn_event(struct bufferevent *, short, void *);
+static void	conn_read(struct conn *);
+static void	conn_readable(evutil_socket_t, short, void *);
+static void	conn_writable(evutil_socket_t, short, void *);
 
 /*
  * One timer per connection, re-armed (never reallocated) as the phase
@@ -219,9 +218,12 @@ conn_free(struct conn *c)
 		worker->nstatus--;
 	} else
 		worker->ntls--;
-	event_free(c->timer);
-	bufferevent_free(c->bev);
+	conn_io_free(c);
+	close(c->fd);
 	explicit_bzero(c->req.auth, sizeof(c->req.auth));	/* the key */
+	if (c->in != NULL)
+		explicit_bzero(c->in, c->incap);	/* keys too */
+	free(c->in);
 	free(c);
 	/*
 	 * The last connection gone: hand the heap a burst grew (TLS state
@@ -263,14 +265,6 @@ conn_make_room(enum listener_kind kind)
 	return 0;
 }
 
-static void
-conn_closed_write(struct bufferevent *bev, void *arg)
-{
-	(void)bev;
-	conn_out_close(arg);
-	conn_free(arg);
-}
-
 /* The one reply path: every answer on either listener leaves here. */
 static void
 conn_send(struct conn *c, struct reply *rp)
@@ -284,9 +278,11 @@ conn_send(struct conn *c, struct reply *rp)
 	conn_end_request(c, 0);
 	if (!keep) {
 		conn_to(c, CONN_CLOSING);
-		bufferevent_disable(c->bev, EV_READ);
-		/* Never freed here: callers may still hold c. */
-		bufferevent_setcb(c->bev, NULL, conn_closed_write, conn_event, c);
+		conn_in_stop(c);
+		/* Never freed here (callers may still hold c): the write
+		 * event frees it once the queue is empty. */
+		if (evbuffer_get_length(c->out) == 0)
+			event_active(c->wev, EV_WRITE, 1);
 		/* A client that does not read its answer is not waited for. */
 		conn_deadline(c, worker->cf->server.header_timeout_ms);
 		return;
@@ -295,8 +291,11 @@ conn_send(struct conn *c, struct reply *rp)
 	conn_deadline(c, worker->cf->server.keepalive_timeout_ms);
 	/* A pipelined request may already be buffered (not when conn_read's
 	 * own loop is below us: it picks it up without recursing). */
-	if (!c->in_read && evbuffer_get_length(bufferevent_get_input(c->bev)))
-		conn_read(c->bev, c);
+	if (!c->in_read && c->inend > c->inoff)
+		conn_read(c);
+	else
+		conn_in_shrink(c);
+	conn_in_resume(c);
 }
 
 /* conn.c's own refusals (framing, deadlines); closes after answering. */
@@ -331,18 +330,39 @@ conn_timeout(evutil_socket_t fd, short ev, void *arg)
 	    body ? "body" : "head");
 	conn_count(body ? CLOSE_BODY_TIMEOUT : CLOSE_HEADER_TIMEOUT);
 	/* Part of a request arrived: say why we close. */
-	if (body || evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+	if (body || c->inend > c->inoff)
 		conn_fail(c, 408, "timeout", body ?
 		    "request body too slow" : "request head too slow");
 	else
 		conn_free(c);
 }
 
+/* The connection's own I/O: an SSL on the fd (TLS), two events, a queue. */
+static int
+conn_io_new(struct conn *c, int fd)
+{
+	c->fd = fd;
+	if (c->kind == LISTEN_TLS) {
+		if ((c->ssl = SSL_new(worker->env->tls)) == NULL ||
+		    SSL_set_fd(c->ssl, fd) != 1)
+			return -1;
+		SSL_set_accept_state(c->ssl);
+	}
+	c->rev = event_new(worker->base, fd, EV_READ | EV_PERSIST,
+	    conn_readable, c);
+	c->wev = event_new(worker->base, fd, EV_WRITE, conn_writable, c);
+	c->out = evbuffer_new();
+	c->timer = evtimer_new(worker->base, conn_timeout, c);
+	if (c->rev == NULL || c->wev == NULL || c->out == NULL ||
+	    c->timer == NULL)
+		return -1;
+	return 0;
+}
+
 void
 conn_accept(int fd, enum listener_kind kind)
 {
 	struct conn	*c;
-	SSL		*ssl;
 	int		 one = 1;
 
 	/* Without NODELAY keep-alive replies wait for the peer's delayed ACK. */
@@ -352,26 +372,10 @@ conn_accept(int fd, enum listener_kind kind)
 		close(fd);
 		return;
 	}
-	if ((c->timer = evtimer_new(worker->base, conn_timeout, c)) == NULL) {
-		close(fd);
-		free(c);
-		return;
-	}
 	c->kind = kind;
-	if (kind == LISTEN_STATUS)
-		c->bev = bufferevent_socket_new(worker->base, fd,
-		    BEV_OPT_CLOSE_ON_FREE);
-	else if ((ssl = SSL_new(worker->env->tls)) != NULL) {
-		c->bev = bufferevent_openssl_socket_new(worker->base, fd, ssl,
-		    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
-		if (c->bev == NULL)
-			SSL_free(ssl);
-		else
-			bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
-	}
-	if (c->bev == NULL) {
+	if (conn_io_new(c, fd) == -1) {
+		conn_io_free(c);
 		close(fd);
-		event_free(c->timer);
 		free(c);
 		return;
 	}
@@ -384,13 +388,10 @@ conn_accept(int fd, enum listener_kind kind)
 		worker->ntls++;
 	conn_budget();
 	c->state = CONN_HEAD;
-	bufferevent_setcb(c->bev, conn_read, NULL, conn_event, c);
 	/* From accept: the TLS handshake counts against header_timeout. */
 	conn_deadline(c, worker->cf->server.header_timeout_ms);
-	/* Bound what a client can make us buffer. */
-	bufferevent_setwatermark(c->bev, EV_READ, 0,
-	    worker->cf->server.max_header + worker->cf->server.max_body + 4096);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	c->reading = 1;
+	event_add(c->rev, NULL);
 }
 
 /* What the handler did: answered, or parked on the uplink or the commit. */
@@ -561,9 +562,8 @@ conn_continue(struct conn *c)
 {
 	static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
-	if (c->req.expect_continue &&
-	    evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
-		bufferevent_write(c->bev, cont, sizeof(cont) - 1);
+	if (c->req.expect_continue && c->inend == c->inoff)
+		conn_out_write(c, cont, sizeof(cont) - 1);
 }
 
 /* Head parsed: decide about the body before reading any of it. */
@@ -590,20 +590,23 @@ conn_check_body(struct conn *c)
 }
 
 static int
-conn_read_head(struct conn *c, struct evbuffer *in)
+conn_read_head(struct conn *c)
 {
-	size_t		len = evbuffer_get_length(in);
+	size_t		len = c->inend - c->inoff;
 	size_t		max = worker->cf->server.max_header;
 	struct reply	rp;
-	char		*p;
 	int		 r;
 
 	if (len > max + 4)
 		len = max + 4;
-	p = (char *)evbuffer_pullup(in, len);
-	r = http_parse(p, len, max, &c->req, &c->headlen);
-	if (r == HTTP_PARSE_MORE)
-		return 0;	/* the deadline timer bounds the wait */
+	r = http_parse(c->in + c->inoff, len, max, &c->req, &c->headlen);
+	if (r == HTTP_PARSE_MORE) {
+		/* The deadline bounds the wait (a whole head never needs it). */
+		if (c->head_unarmed)
+			conn_deadline(c, worker->cf->server.header_timeout_ms);
+		c->head_unarmed = 0;
+		return 0;
+	}
 	if (r != HTTP_PARSE_OK) {
 		c->req.keepalive = 0;
 		reply_init(&rp);
@@ -615,7 +618,7 @@ conn_read_head(struct conn *c, struct evbuffer *in)
 	c->ep = stats_endpoint(c->req.path);
 	if (access_enabled())
 		c->t0_us = proc_now_us();
-	evbuffer_drain(in, c->headlen);
+	conn_in_consume(c, c->headlen);
 	return conn_check_body(c) == 0 ? 1 : -1;
 }
 
@@ -626,25 +629,24 @@ conn_reading(const struct conn *c)
 	    c->state == CONN_BODY;
 }
 
+/* Every whole request buffered, in order (pipelining). */
 static void
-conn_read(struct bufferevent *bev, void *arg)
+conn_read(struct conn *c)
 {
-	struct conn	*c = arg;
-	struct evbuffer	*in = bufferevent_get_input(bev);
-	size_t		 need;
+	size_t need;
 
 	c->in_read = 1;
-	while (conn_reading(c) && evbuffer_get_length(in) > 0) {
+	while (conn_reading(c) && c->inend > c->inoff) {
 		if (c->state == CONN_IDLE) {
-			/* Next request: header_timeout from its first byte. */
+			/* header_timeout from its first byte (conn_read_head) */
 			conn_to(c, CONN_HEAD);
-			conn_deadline(c, worker->cf->server.header_timeout_ms);
+			c->head_unarmed = 1;
 		}
-		if (c->state == CONN_HEAD && conn_read_head(c, in) <= 0)
+		if (c->state == CONN_HEAD && conn_read_head(c) <= 0)
 			break;
 		need = c->req.content_length > 0 ?
 		    (size_t)c->req.content_length : 0;
-		if (evbuffer_get_length(in) < need)
+		if (c->inend - c->inoff < need)
 			break;
 		c->bodylen = need;
 		if (need > 0) {
@@ -652,7 +654,8 @@ conn_read(struct bufferevent *bev, void *arg)
 				conn_fail(c, 500, "internal", "out of memory");
 				break;
 			}
-			evbuffer_remove(in, c->body, need);
+			memcpy(c->body, c->in + c->inoff, need);
+			conn_in_consume(c, need);
 			c->body[need] = '\0';
 		}
 		conn_dispatch(c);
@@ -660,53 +663,86 @@ conn_read(struct bufferevent *bev, void *arg)
 	c->in_read = 0;
 }
 
-/*
- * OpenSSL recognises "GET ", "POST ", "HEAD ", "PUT " as a first record
- * (SSL_R_HTTP_REQUEST). Answer those in plain HTTP, as nginx does, so the
- * operator sees why instead of a reset. What the client already sent is
- * read first: closing with unread bytes would reset the answer away.
- */
+/* The peer's end of input, after what it sent before it was handled. */
 static void
-conn_plain_http(struct conn *c)
+conn_eof(struct conn *c)
 {
-	struct reply	 rp;
-	char		 buf[512];
-	unsigned long	 e;
-	int		 plain = 0, fd = bufferevent_getfd(c->bev), n, i;
-
-	while ((e = bufferevent_get_openssl_error(c->bev)) != 0)
-		if (ERR_GET_LIB(e) == ERR_LIB_SSL &&
-		    ERR_GET_REASON(e) == SSL_R_HTTP_REQUEST)
-			plain = 1;
-	if (!plain || fd == -1)
+	if (c->state == CONN_LEASE || c->state == CONN_COMMIT) {
+		/* A half-close after the request still gets its answer. */
+		c->peer_eof = 1;
+		conn_in_stop(c);
 		return;
-	for (i = 0; i < 64 && read(fd, buf, sizeof(buf)) > 0; i++)
-		;
-	reply_init(&rp);
-	reply_error(&rp, 400, "plain_http",
-	    "plain HTTP request sent to the TLS port; use https://", NULL);
-	n = http_reply_build(buf, sizeof(buf), 400, 0, NULL, NULL, rp.body,
-	    rp.len);
-	if (n > 0 && write(fd, buf, n) == n)
-		stats_request(EP_OTHER, 400);
+	}
+	if (c->state == CONN_IDLE && evbuffer_get_length(c->out) > 0) {
+		conn_to(c, CONN_CLOSING);	/* the last answer first */
+		conn_deadline(c, worker->cf->server.header_timeout_ms);
+	}
+	if (c->state == CONN_CLOSING) {
+		conn_in_stop(c);	/* the answer is still leaving */
+		return;
+	}
+	conn_free(c);
 }
 
 static void
-conn_event(struct bufferevent *bev, short what, void *arg)
+conn_readable(evutil_socket_t fd, short ev, void *arg)
 {
-	struct conn *c = arg;
+	struct conn	*c = arg;
+	enum conn_io	 r;
 
-	if ((what & BEV_EVENT_EOF) &&
-	    (c->state == CONN_LEASE || c->state == CONN_COMMIT)) {
-		/* A half-close after the request still gets its answer. */
-		c->peer_eof = 1;
-		bufferevent_disable(bev, EV_READ);
+	(void)fd, (void)ev;
+	/* A queued record whose SSL_write wanted a read. */
+	if (evbuffer_get_length(c->out) > 0 && conn_out_flush(c) < 0) {
+		conn_free(c);
 		return;
 	}
-	if ((what & BEV_EVENT_ERROR) && c->kind == LISTEN_TLS)
-		conn_plain_http(c);
-	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
+	if (!c->reading || c->state == CONN_CLOSING)
+		return;
+	r = conn_in_fill(c);
+	conn_read(c);
+	switch (r) {
+	case IO_OK:
+		break;
+	case IO_FULL:
+		if (conn_in_full(c))
+			conn_in_stop(c);
+		else
+			event_active(c->rev, EV_READ, 1);
+		break;
+	case IO_EOF:
+		conn_eof(c);
+		break;
+	case IO_WANT_WRITE:
+		c->rd_wants_write = 1;
+		event_add(c->wev, NULL);
+		break;
+	default:
+		conn_out_plain_http(c);
 		conn_free(c);
+		break;
+	}
+}
+
+/* The queue drained, a closing reply's end, or SSL_read's WANT_WRITE. */
+static void
+conn_writable(evutil_socket_t fd, short ev, void *arg)
+{
+	struct conn	*c = arg;
+	int		 r;
+
+	(void)fd, (void)ev;
+	if ((r = conn_out_flush(c)) < 0) {
+		conn_free(c);
+		return;
+	}
+	if (c->rd_wants_write) {
+		c->rd_wants_write = 0;
+		event_active(c->rev, EV_READ, 1);
+	}
+	if (r == 1 && c->state == CONN_CLOSING) {
+		conn_out_close(c);
+		conn_free(c);
+	}
 }
 
 /* Draining: idle keep-alive connections go now; busy ones after replying. */
@@ -718,7 +754,7 @@ conn_close_idle(void)
 	for (c = TAILQ_FIRST(&worker->conns); c != NULL; c = next) {
 		next = TAILQ_NEXT(c, entry);
 		if ((c->state == CONN_HEAD || c->state == CONN_IDLE) &&
-		    evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+		    c->inend == c->inoff)
 			conn_free(c);
 	}
 }

@@ -206,7 +206,7 @@ license_budget(const struct conn *c, struct reply *rp)
 
 	if (stats_limit_table() == NULL)
 		return 0;
-	known = getpeername(bufferevent_getfd(c->bev), (struct sockaddr *)&ss,
+	known = getpeername(c->fd, (struct sockaddr *)&ss,
 	    &len) == 0 &&
 	    cidr_from_sockaddr((struct sockaddr *)&ss, len, addr) == 0;
 	if (known && (cidr_match_any(cf->license.miss_exempt,

@@ -14,6 +14,7 @@ struct conf;
 struct conn;
 struct event;
 struct event_base;
+struct evbuffer;
 struct evconnlistener;
 struct ipc_msg;
 struct json_t;
@@ -133,12 +134,23 @@ struct conn {
 	TAILQ_ENTRY(conn)	 entry;		/* worker->conns */
 	TAILQ_ENTRY(conn)	 wentry;	/* worker->waiting or ->batch */
 	TAILQ_ENTRY(conn)	 qentry;	/* worker->idle or ->status_q */
-	struct bufferevent	*bev;
+	int			 fd;
+	struct ssl_st		*ssl;		/* NULL on the status listener */
+	struct event		*rev;		/* EV_READ|EV_PERSIST on fd */
+	struct event		*wev;		/* EV_WRITE, while out waits */
+	struct evbuffer		*out;		/* what did not leave at once */
+	char			*in;		/* input: [inoff, inend) unread */
+	size_t			 incap, inoff, inend;
+	int			 reading;	/* rev is added */
+	int			 rd_wants_write;	/* SSL_read: WANT_WRITE */
+	int			 io_err;	/* a write failed: free c */
+	int			 plain_http;	/* HTTP sent to the TLS port */
 	struct event		*timer;		/* the one deadline, re-armed */
 	enum listener_kind	 kind;
 	enum conn_state		 state;
 	int			 in_read;	/* conn_read is on the stack */
 	int			 peer_eof;	/* client half-closed while parked */
+	int			 head_unarmed;	/* HEAD: keep-alive deadline still */
 	enum stats_ep		 ep;		/* the path, looked up once */
 	const struct route	*route;		/* its handler */
 	struct http_req		 req;
@@ -161,6 +173,26 @@ void	 conn_close_idle(void);
  * cleared when the connection cannot stay open), the TLS close_notify. */
 int	 conn_out_reply(struct conn *, struct reply *, int *keep);
 void	 conn_out_close(struct conn *);
+/* conn_out.c: the input buffer, and bytes out (queued if they must wait). */
+enum conn_io {
+	IO_OK,		/* all there was; more comes with the read event */
+	IO_FULL,	/* the buffer is at its bound */
+	IO_EOF,
+	IO_ERR,
+	IO_WANT_READ,	/* (inside conn_out.c) */
+	IO_WANT_WRITE
+};
+enum conn_io conn_in_fill(struct conn *);
+void	 conn_in_consume(struct conn *, size_t);
+void	 conn_in_shrink(struct conn *);
+int	 conn_in_full(const struct conn *);
+void	 conn_in_stop(struct conn *);
+void	 conn_in_resume(struct conn *);
+void	 conn_out_write(struct conn *, const char *, size_t);
+/* The queue, from the write event: 1 empty, 0 waiting, -1 failed. */
+int	 conn_out_flush(struct conn *);
+void	 conn_out_plain_http(struct conn *);
+void	 conn_io_free(struct conn *);
 
 /* reply.c: filling in a struct reply (every JSON error by jansson) */
 void	 reply_init(struct reply *);
