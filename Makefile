@@ -1,6 +1,6 @@
 # licproxy - see README.md. `make run` and `make test` are the two commands.
 
-PKGS      = lmdb libcrypto libssl libevent libevent_openssl msgpack yaml-0.1 \
+PKGS      = lmdb libcrypto libssl libevent msgpack yaml-0.1 \
             jansson libseccomp libcurl
 BUILD     = build
 # The one version: binary, `licproxy version`, .deb and .rpm (checked

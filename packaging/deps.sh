@@ -8,7 +8,7 @@ chk() {	# pkg-config-name debian-package
 }
 chk lmdb liblmdb-dev
 chk libssl libssl-dev
-chk libevent_openssl libevent-dev
+chk libevent libevent-dev
 chk msgpack libmsgpack-dev
 chk yaml-0.1 libyaml-dev
 chk jansson libjansson-dev
