@@ -44,6 +44,8 @@ struct store {
 	unsigned char	 boot[PROC_BOOT_ID_LEN]; /* read once (zero: unknown) */
 	int64_t		 trust_wall;	/* store_clock_tick's base ... */
 	int64_t		 trust_boot;	/* ... and CLOCK_BOOTTIME then */
+	uint64_t	 mark;		/* the clock mark a snapshot read, */
+	uint64_t	 mark_txnid;	/* in that txn id + 1 (0: none) */
 	int64_t		 dedup_window;	/* s, usage.dedup_window */
 	uint64_t	 dedup_pruned;	/* dropped early to make room */
 	/*
