@@ -313,7 +313,7 @@ conn_out_reply(struct conn *c, struct reply *rp, int *keep)
 			access_peer(c->fd, c->peer,
 			    sizeof(c->peer));
 		a = (struct access_rec){ &c->req, head, c->peer,
-		    head ? license_key_sha(&c->hs, &c->req) : NULL,
+		    head ? license_key_sha(&c->hs) : NULL,
 		    head ? proc_now_us() - c->t0_us : 0, rp->code,
 		    n > 0 ? (size_t)n : 0, rp->source };
 		access_log(&a);

@@ -92,6 +92,7 @@ license_key(const struct conn *c, struct req_state *st, struct reply *rp)
 	 * (SHA-256 through EVP, ~5,700 instructions, 15 % of a cached GET)
 	 * is kept with it for the connection's life (license_clear).
 	 */
+	st->lic.current = 1;
 	if (st->lic.hashed && memcmp(st->lic.key, key, TOKEN_KEY_LEN) == 0)
 		return 0;
 	memcpy(st->lic.key, key, TOKEN_KEY_LEN);
@@ -513,16 +514,15 @@ license_clear(struct req_state *st, int conn_ends)
 {
 	if (conn_ends || !st->lic.hashed)
 		explicit_bzero(&st->lic, sizeof(st->lic));
+	st->lic.current = 0;
 }
 
-/* The access log's key_id without a second SHA-256 of the same key. */
+/*
+ * The access log's key_id without a second SHA-256 of the same key: the
+ * hash, when this request's key was checked (license_key); else NULL.
+ */
 const unsigned char *
-license_key_sha(const struct req_state *st, const struct http_req *req)
+license_key_sha(const struct req_state *st)
 {
-	const char *key;
-
-	if (!st->lic.hashed || http_auth_key(req, &key) != TOKEN_KEY_LEN ||
-	    memcmp(key, st->lic.key, TOKEN_KEY_LEN) != 0)
-		return NULL;
-	return st->lic.sha;
+	return st->lic.current ? st->lic.sha : NULL;
 }

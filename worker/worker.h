@@ -98,6 +98,7 @@ struct req_state {
 		char		 key[TOKEN_KEY_LEN + 1];
 		unsigned char	 sha[32];
 		int		 hashed;	/* sha is key's hash */
+		int		 current;	/* key is this request's */
 	} lic;
 	struct {			/* usage.c: validated records */
 		struct usage_rec *recs;
@@ -229,8 +230,7 @@ int	 license_checked(const struct conn *, struct req_state *,
 /* A request's end; conn_ends: the connection's too (the key goes). */
 void	 license_clear(struct req_state *, int conn_ends);
 /* The hash of req's key if this connection's check computed it, or NULL. */
-const unsigned char *license_key_sha(const struct req_state *,
-	    const struct http_req *);
+const unsigned char *license_key_sha(const struct req_state *);
 
 /* usage.c: POST /v1/usage */
 enum outcome usage_start(const struct conn *, struct req_state *,
