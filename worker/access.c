@@ -301,6 +301,10 @@ access_put(char *p, const char *s)
 	return stpcpy(p, s);
 }
 
+/* The JSON or the text form of a separator: lengths known when compiled. */
+#define ACCESS_LIT(p, json, j, t) ((json) ? \
+	mempcpy((p), (j), sizeof(j) - 1) : mempcpy((p), (t), sizeof(t) - 1))
+
 /* v in decimal; the fields are counts and durations, never below 0. */
 static char *
 access_num(char *p, long long v)
@@ -322,7 +326,7 @@ static char *
 access_opt(char *p, const char *v, int json)
 {
 	if (v == NULL || *v == '\0')
-		return access_put(p, json ? "null" : "-");
+		return ACCESS_LIT(p, json, "null", "-");
 	if (!json)
 		return access_put(p, v);
 	*p++ = '"';
@@ -345,27 +349,27 @@ access_render(char *line, const char *ts, const char *method,
 	int	 json = acc.json;
 	char	*p = line;
 
-	p = access_put(p, json ? "{\"ts\":\"" : "");
-	p = access_put(p, ts);
-	p = access_put(p, json ? "\",\"remote\":\"" : " ");
+	p = ACCESS_LIT(p, json, "{\"ts\":\"", "");
+	p = mempcpy(p, ts, ACCESS_TS_LEN);
+	p = ACCESS_LIT(p, json, "\",\"remote\":\"", " ");
 	p = access_put(p, a->remote);
-	p = access_put(p, json ? "\",\"method\":\"" : " ");
+	p = ACCESS_LIT(p, json, "\",\"method\":\"", " ");
 	p = access_put(p, method);
-	p = access_put(p, json ? "\",\"path\":\"" : " \"");
+	p = ACCESS_LIT(p, json, "\",\"path\":\"", " \"");
 	p = access_put(p, path);
-	p = access_put(p, json ? "\",\"status\":" : "\" ");
+	p = ACCESS_LIT(p, json, "\",\"status\":", "\" ");
 	p = access_num(p, a->code);
-	p = access_put(p, json ? ",\"bytes\":" : " ");
+	p = ACCESS_LIT(p, json, ",\"bytes\":", " ");
 	p = access_num(p, (long long)a->bytes);
-	p = access_put(p, json ? ",\"us\":" : " ");
+	p = ACCESS_LIT(p, json, ",\"us\":", " ");
 	p = access_num(p, (long long)a->us);
-	p = access_put(p, json ? ",\"key_id\":" : " ");
+	p = ACCESS_LIT(p, json, ",\"key_id\":", " ");
 	p = access_opt(p, kid, json);
-	p = access_put(p, json ? ",\"instance\":" : " ");
+	p = ACCESS_LIT(p, json, ",\"instance\":", " ");
 	p = access_opt(p, a->req->instance, json);
-	p = access_put(p, json ? ",\"source\":" : " ");
+	p = ACCESS_LIT(p, json, ",\"source\":", " ");
 	p = access_opt(p, a->source, json);
-	p = access_put(p, json ? "}\n" : "\n");
+	p = ACCESS_LIT(p, json, "}\n", "\n");
 	return (size_t)(p - line);
 }
 
