@@ -1041,3 +1041,36 @@ def test_tls_close_sends_close_notify():
         t0 = time.time()
         assert answer(False).startswith(b"HTTP/1.1 200 ")   # idle close
         assert time.time() - t0 < 8
+
+
+def test_revoked_at_once_under_usage_commits():
+    """A worker keeps a key's decoded lease while no lease, key or
+    rejection changed, though usage commits move the snapshot: a
+    revocation after such commits is still seen on the very next
+    request, on the same keep-alive connection."""
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth = fx.add(Server(pki, "authority", workers=1))
+        key = auth.create_key(name="svc", products="api,engine")
+        other = auth.create_key(name="other", products="api,engine")
+        auth.start()
+        c = auth.conn()
+        try:
+            assert auth.license(key, conn=c).status == 200
+            for i in range(5):      # each a commit of its own
+                r = auth.usage(key, [record("gen-%d" % i)], conn=c)
+                assert r.status == 202, r
+                assert auth.license(key, conn=c).status == 200
+            # a lease written for another key moves the generation too
+            assert auth.license(other, conn=c).status == 200
+            assert auth.license(key, conn=c).status == 200
+            assert auth.usage(key, [record("gen-last")], conn=c).status \
+                == 202
+            run("keys", "revoke", "--store", auth.store, key_id(key))
+            assert_error(auth.license(key, conn=c), 403, "key_rejected",
+                         reason="revoked")
+            assert_error(auth.usage(key, [record("gen-after")], conn=c),
+                         403, "key_rejected", reason="revoked")
+            assert auth.license(other, conn=c).status == 200
+        finally:
+            c.close()
