@@ -629,14 +629,21 @@ conn_reading(const struct conn *c)
 	    c->state == CONN_BODY;
 }
 
-/* Every whole request buffered, in order (pipelining). */
+/*
+ * Every whole request buffered, in order (pipelining), but none while an
+ * answer is still queued: a client that pipelines and never reads would
+ * otherwise grow the queue without end. Then the input buffer fills to
+ * its bound and reading stops; conn_writable goes on once the queue is
+ * out.
+ */
 static void
 conn_read(struct conn *c)
 {
 	size_t need;
 
 	c->in_read = 1;
-	while (conn_reading(c) && c->inend > c->inoff) {
+	while (conn_reading(c) && c->inend > c->inoff &&
+	    evbuffer_get_length(c->out) == 0) {
 		if (c->state == CONN_IDLE) {
 			/* header_timeout from its first byte (conn_read_head) */
 			conn_to(c, CONN_HEAD);
@@ -742,6 +749,12 @@ conn_writable(evutil_socket_t fd, short ev, void *arg)
 	if (r == 1 && c->state == CONN_CLOSING) {
 		conn_out_close(c);
 		conn_free(c);
+		return;
+	}
+	if (r == 1 && conn_reading(c) && c->inend > c->inoff) {
+		conn_read(c);		/* what waited behind the queue */
+		if (conn_reading(c) && !c->reading)
+			conn_in_resume(c);
 	}
 }
 

@@ -336,3 +336,86 @@ def test_plain_http_on_tls_port():
             s.close()
         assert srv.status("/healthz").status == 200
         assert srv.stop() == 0
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for ln in f:
+            if ln.startswith("VmRSS:"):
+                return int(ln.split()[1])
+    raise AssertionError("no VmRSS for %d" % pid)
+
+
+def count_answers(buf, pos, got):
+    """Whole answers in buf from pos on, their statuses appended to got;
+    the position after the last whole one."""
+    while True:
+        end = buf.find(b"\r\n\r\n", pos)
+        if end < 0:
+            return pos
+        head = buf[pos:end].decode()
+        n = 0
+        for ln in head.split("\r\n")[1:]:
+            k, v = ln.split(":", 1)
+            if k.strip().lower() == "content-length":
+                n = int(v)
+        if len(buf) < end + 4 + n:
+            return pos
+        got.append(int(head.split()[1]))
+        pos = end + 4 + n
+
+
+def test_pipelining_client_that_never_reads_is_bounded():
+    """(f) A client that pipelines GETs and never reads its answers: the
+    worker takes no new request while an answer waits unread and stops
+    reading once its input buffer is full, so its memory stays bounded;
+    when the client reads at last, every request it sent is answered."""
+    with Fixture() as fx:
+        srv = server(fx)
+        key = srv.create_key()
+        srv.start()
+        worker = srv.children_by_comm()["licproxy-worker"][0]
+        req = ("GET /v1/license HTTP/1.1\r\nHost: localhost\r\n"
+               "Authorization: Token %s\r\n\r\n" % key).encode()
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.connect(("127.0.0.1", srv.port))
+        s = srv.pki.context().wrap_socket(raw, server_hostname="localhost")
+        assert get_license(s, key)[0] == 200
+        rss0 = rss_kib(worker)
+        # 40,000 requests (4.6 MB) would be ~25 MB of answers
+        data = req * 40000
+        s.setblocking(False)
+        sent, stalled = 0, 0
+        while sent < len(data) and stalled < 10:
+            try:
+                sent += s.send(data[sent:sent + 16384])
+                stalled = 0
+            except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                stalled += 1
+                select.select([], [s], [], 0.1)
+        time.sleep(0.5)
+        grew = rss_kib(worker) - rss0
+        assert grew < 8 * 1024, "worker RSS grew %d KiB" % grew
+        # read now, sending the rest: every request is answered, 200
+        want = len(data) // len(req)
+        got, buf, pos = [], b"", 0
+        deadline = time.time() + 60
+        while len(got) < want and time.time() < deadline:
+            if sent < len(data):
+                try:
+                    sent += s.send(data[sent:sent + 16384])
+                except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                    pass
+            try:
+                b = s.recv(262144)
+                assert b, "closed after %d answers" % len(got)
+                buf += b
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                select.select([s], [s] if sent < len(data) else [], [],
+                              0.05)
+                continue
+            pos = count_answers(buf, pos, got)
+            buf, pos = buf[pos:], 0
+        s.close()
+        assert len(got) == want and set(got) == {200}, (len(got), want)
