@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <event2/bufferevent.h>
 
 #include "cidr.h"
 #include "conf.h"
