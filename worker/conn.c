@@ -753,7 +753,7 @@ conn_writable(evutil_socket_t fd, short ev, void *arg)
 	}
 	if (r == 1 && conn_reading(c) && c->inend > c->inoff) {
 		conn_read(c);		/* what waited behind the queue */
-		if (conn_reading(c) && !c->reading)
+		if (conn_reading(c))
 			conn_in_resume(c);
 	}
 }

@@ -125,8 +125,14 @@ conn_in_room(struct conn *c)
 	ncap = c->incap == 0 ? IN_FIRST : c->incap * 2;
 	if (ncap > max)
 		ncap = max;
-	if ((p = realloc(c->in, ncap)) == NULL)
+	/* Not realloc: the old block may hold a key, and is wiped first. */
+	if ((p = malloc(ncap)) == NULL)
 		return 0;
+	if (c->in != NULL) {
+		memcpy(p, c->in, c->inend);
+		explicit_bzero(c->in, c->incap);
+		free(c->in);
+	}
 	c->in = p;
 	c->incap = ncap;
 	return c->incap - c->inend;

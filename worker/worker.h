@@ -229,7 +229,7 @@ int	 license_checked(const struct conn *, struct req_state *,
 	    const struct lease_answer *, struct lease *, struct reply *);
 /* A request's end; conn_ends: the connection's too (the key goes). */
 void	 license_clear(struct req_state *, int conn_ends);
-/* The hash of req's key if this connection's check computed it, or NULL. */
+/* The hash of this request's key if the license check ran for it, or NULL. */
 const unsigned char *license_key_sha(const struct req_state *);
 
 /* usage.c: POST /v1/usage */
