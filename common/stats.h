@@ -49,6 +49,7 @@ struct stats_slot {
 	uint64_t	 misses_limited;	/* 429 too_many_requests */
 	uint64_t	 closed[CLOSE_MAX];	/* enum stats_close */
 	uint64_t	 dedup_pruned;		/* de-dup entries dropped early */
+	uint64_t	 access_dropped;	/* access lines the log could not take */
 };
 
 struct stats_shared {

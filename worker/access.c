@@ -29,6 +29,7 @@
 #include "conf.h"
 #include "log.h"
 #include "proc.h"
+#include "stats.h"
 #include "token.h"
 #include "worker.h"
 
@@ -150,6 +151,9 @@ access_room(void)
 	if (acc.len + ACCESS_LINE <= ACCESS_MAX)
 		return acc.buf + acc.len;
 	acc.dropped++;
+	/* the warning may not get through either: the metric does */
+	if (stats_slot_self() != NULL)
+		stats_slot_self()->access_dropped++;
 	if (time(NULL) - acc.told >= 60) {
 		acc.told = time(NULL);
 		log_warnx("access log: the log cannot keep up; %llu lines "

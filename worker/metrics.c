@@ -76,7 +76,7 @@ metrics_requests(struct mbuf *b, const struct stats_shared *s)
 static void
 metrics_workers(struct mbuf *b, const struct stats_shared *s)
 {
-	uint64_t	hits = 0, misses = 0, limited = 0, pruned = 0;
+	uint64_t	hits = 0, misses = 0, limited = 0, pruned = 0, dropped = 0;
 	int		i;
 
 	for (i = 0; i < STATS_MAX_SLOTS; i++) {
@@ -84,6 +84,7 @@ metrics_workers(struct mbuf *b, const struct stats_shared *s)
 		misses += s->slots[i].cache_misses;
 		limited += s->slots[i].misses_limited;
 		pruned += s->slots[i].dedup_pruned;
+		dropped += s->slots[i].access_dropped;
 	}
 	mb_one(b, "licproxy_lease_cache_hits_total", "counter",
 	    "License checks answered from the store.", hits);
@@ -95,6 +96,9 @@ metrics_workers(struct mbuf *b, const struct stats_shared *s)
 	mb_one(b, "licproxy_usage_dedup_pruned_total", "counter",
 	    "De-duplication entries dropped inside usage.dedup_window to make "
 	    "room in the store.", pruned);
+	mb_one(b, "licproxy_access_log_dropped_total", "counter",
+	    "Access log lines dropped because the log (a full disk, a stalled "
+	    "journal) did not take them.", dropped);
 	mb_head(b, "licproxy_instances_active", "gauge",
 	    "Distinct X-Instance-Id values seen in the last 10 minutes.");
 	mb_printf(b, "licproxy_instances_active %d\n",

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import select
+import subprocess
 import tempfile
 import threading
 import time
@@ -204,6 +205,82 @@ def test_access_log_file_lines_whole_and_all_there():
         assert len(got) == 3201, len(got)
         for line in got:
             assert json.loads(line)["status"] == 200, line
+
+
+def test_access_log_on_a_full_disk_never_stalls_and_is_counted():
+    """log.file on a disk that fills up: every request is still answered,
+    the lines that find no room wait (up to 1 MiB) and past that are
+    dropped and counted in licproxy_access_log_dropped_total; once there
+    is room again the waiting lines are written, each whole. Lines in the
+    file plus lines counted dropped are all the requests: none lost
+    unsaid."""
+    d = tempfile.mkdtemp(prefix="lp-full-")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", d],
+                   check=True)
+    try:
+        path = os.path.join(d, "access.log")
+        filler = os.path.join(d, "filler")
+        with open(filler, "wb") as f:   # leave ~64 KiB free
+            f.write(b"x" * (2 * 1024 * 1024 - 64 * 1024))
+        with Fixture() as fx:
+            pki = fx.add(Pki())
+            srv = fx.add(Server(pki, "authority", workers=1, extra={"log": {
+                "access": "true", "format": "json", "level": "error",
+                "file": path}}))
+            srv.start()
+            key = srv.create_key(name="svc")
+            dropped = "licproxy_access_log_dropped_total"
+            assert srv.metrics()[dropped] == 0
+            bad, sent = [], [0]
+
+            def client(n):
+                c = srv.conn()
+                try:
+                    for _ in range(n):
+                        r = srv.license(key, conn=c)
+                        sent[0] += 1
+                        if r.status != 200:
+                            bad.append(r.status)
+                finally:
+                    c.close()
+            # ~64 KiB of room, then 1 MiB waiting: ~5,000 lines of ~230
+            # bytes; then more, which are dropped
+            while srv.metrics()[dropped] < 500:
+                ts = [threading.Thread(target=client, args=(500,))
+                      for _ in range(4)]
+                for t in ts:
+                    t.start()
+                for t in ts:
+                    t.join()
+                assert bad == [], bad
+                assert sent[0] < 40000, "nothing was dropped"
+            assert os.statvfs(d).f_bavail == 0
+            os.unlink(filler)           # room again
+
+            def lines():
+                with open(path) as f:
+                    return f.read().splitlines()
+
+            # what waited goes out (it is retried every 50 ms)
+            def settled(seen=[-1]):
+                n, seen[0] = seen[0], os.path.getsize(path)
+                time.sleep(0.3)
+                return n == seen[0]
+            wait_for(settled, timeout=20, what="the waiting lines written")
+            # the status port is not logged: one TLS request marks the end
+            assert srv.license(key, headers={"X-Instance-Id": "last"}
+                               ).status == 200
+            sent[0] += 1
+            got = wait_for(lambda: any('"last"' in ln for ln in lines())
+                           and lines(), timeout=20, what="the last line")
+            recs = [json.loads(ln) for ln in got]   # each line whole
+            assert all(r["status"] == 200 for r in recs)
+            assert recs[-1]["instance"] == "last", recs[-1]
+            gone = srv.metrics()[dropped]
+            assert len(recs) + gone == sent[0], (len(recs), gone, sent[0])
+    finally:
+        subprocess.run(["umount", "-l", d])
+        os.rmdir(d)
 
 
 def test_upstream_lost_and_back_told_once_with_survival():
