@@ -124,6 +124,8 @@ stats_slot_claim(pid_t pid, int role)
 	}
 	if (free_i != -1) {
 		stats->slots[free_i].role = role;
+		/* not accepting until the worker says (conn_fair) */
+		stats->slots[free_i].tls_conns = -1;
 		__atomic_store_n(&stats->slots[free_i].pid, pid,
 		    __ATOMIC_RELEASE);
 	}

@@ -122,8 +122,88 @@ conn_timeouts_init(void)
 	}
 }
 
+/* The TLS listener is on unless the port is full or the share too big. */
+static void
+conn_listen_set(void)
+{
+	int on = !worker->tls_paused && !worker->fair_paused;
+
+	if (worker->l_tls == NULL || on == worker->accepting)
+		return;
+	worker->accepting = on;
+	if (on)
+		evconnlistener_enable(worker->l_tls);
+	else
+		evconnlistener_disable(worker->l_tls);
+}
+
 /*
- * TLS accepts pause only while the port is full and nothing is idle; the
+ * The workers share one listening socket, and a burst of connects (a
+ * load balancer's, a restarted fleet's) mostly goes to whichever worker
+ * is awake: libevent accepts until the backlog is empty. Keep-alive
+ * clients then stay where they landed, one worker busy and the other
+ * idle. So each worker publishes its TLS connections in its stats slot
+ * and stops accepting while it holds more than CONN_FAIR_SLACK over the
+ * least loaded worker that accepts; that worker is never paused by this,
+ * so accepts never stop. Evaluated on accepts and closes (a slot scan,
+ * per connection, not per request) and every CONN_FAIR_RECHECK_MS while
+ * paused, since only the others' accepts can end the pause.
+ */
+#define CONN_FAIR_SLACK		4
+#define CONN_FAIR_RECHECK_MS	20
+
+static int
+conn_lopsided(void)
+{
+	struct stats_shared	*sb = stats_block();
+	struct stats_slot	*me = stats_slot_self();
+	int			 i, n, least = INT_MAX;
+
+	if (sb == NULL || me == NULL)
+		return 0;
+	__atomic_store_n(&me->tls_conns, worker->l_tls != NULL &&
+	    !worker->tls_paused ? worker->ntls : -1, __ATOMIC_RELAXED);
+	if (worker->l_tls == NULL)
+		return 0;
+	for (i = 0; i < STATS_MAX_SLOTS; i++) {
+		const struct stats_slot *s = &sb->slots[i];
+
+		if (s == me || s->role != PROC_WORKER ||
+		    __atomic_load_n(&s->pid, __ATOMIC_ACQUIRE) == 0 ||
+		    (n = __atomic_load_n(&s->tls_conns, __ATOMIC_RELAXED)) < 0)
+			continue;
+		if (n < least)
+			least = n;
+	}
+	return least != INT_MAX && worker->ntls > least + CONN_FAIR_SLACK;
+}
+
+void
+conn_fair(void)
+{
+	static const struct timeval recheck = { 0,
+	    CONN_FAIR_RECHECK_MS * 1000 };
+	int lop = conn_lopsided();
+
+	if (lop == worker->fair_paused)
+		return;
+	worker->fair_paused = lop;
+	if (lop)
+		evtimer_add(worker->fair_ev, &recheck);
+	else
+		evtimer_del(worker->fair_ev);
+	conn_listen_set();
+}
+
+static void
+conn_fair_tick(evutil_socket_t fd, short ev, void *arg)
+{
+	(void)fd, (void)ev, (void)arg;
+	conn_fair();
+}
+
+/*
+ * TLS accepts pause while the port is full and nothing is idle; the
  * status listener never pauses. The warning is once a minute at most: a
  * flood flips this on every accept.
  */
@@ -137,11 +217,9 @@ conn_budget(void)
 	if (worker->l_tls == NULL || full == worker->tls_paused)
 		return;
 	worker->tls_paused = full;
-	if (!full) {
-		evconnlistener_enable(worker->l_tls);
+	conn_listen_set();
+	if (!full)
 		return;
-	}
-	evconnlistener_disable(worker->l_tls);
 	if ((now = time(NULL)) - worker->tls_warned >= 60) {
 		worker->tls_warned = now;
 		log_warnx("TLS port full: %d connections, none idle "
@@ -205,6 +283,8 @@ conn_trim(void)
 static void
 conn_free(struct conn *c)
 {
+	enum listener_kind kind = c->kind;
+
 	if (c->state == CONN_LEASE)
 		TAILQ_REMOVE(&worker->waiting, c, wentry);
 	else if (c->state == CONN_COMMIT)
@@ -233,6 +313,8 @@ conn_free(struct conn *c)
 	if (worker->nconns == 0)
 		conn_trim();
 	conn_budget();
+	if (kind == LISTEN_TLS)
+		conn_fair();
 }
 
 /*
@@ -387,6 +469,8 @@ conn_accept(int fd, enum listener_kind kind)
 	} else
 		worker->ntls++;
 	conn_budget();
+	if (kind == LISTEN_TLS)
+		conn_fair();
 	c->state = CONN_HEAD;
 	/* From accept: the TLS handshake counts against header_timeout. */
 	conn_deadline(c, worker->cf->server.header_timeout_ms);
@@ -786,7 +870,10 @@ conn_init(void)
 	worker->commit_ev = event_new(worker->base, -1, 0, conn_commit, NULL);
 	worker->sweep_ev = event_new(worker->base, -1, EV_PERSIST, conn_sweep,
 	    NULL);
+	worker->fair_ev = event_new(worker->base, -1, EV_PERSIST,
+	    conn_fair_tick, NULL);
 	if (worker->commit_ev == NULL || worker->sweep_ev == NULL ||
+	    worker->fair_ev == NULL ||
 	    event_add(worker->sweep_ev, &tv) == -1)
 		fatalx("conn_init: events");
 }

@@ -67,6 +67,7 @@ worker_drain(evutil_socket_t sig, short ev, void *arg)
 	evconnlistener_free(worker->l_tls);
 	evconnlistener_free(worker->l_status);
 	worker->l_tls = worker->l_status = NULL;
+	conn_fair();	/* no longer accepting: out of the others' reckoning */
 	if (worker->stopping)
 		conn_close_idle();
 	worker->drain_ev = event_new(worker->base, -1, EV_PERSIST,
@@ -86,6 +87,8 @@ worker_listen(void)
 	    worker_accept_status, NULL, flags, -1, worker->env->fd_status);
 	if (worker->l_tls == NULL || worker->l_status == NULL)
 		fatalx("listeners");
+	worker->accepting = 1;
+	conn_fair();	/* this worker accepts from now: its count is 0 */
 }
 
 void

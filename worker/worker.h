@@ -42,6 +42,9 @@ struct worker {
 	struct connq		 idle;		/* TLS keep-alive idle, oldest first */
 	struct connq		 status_q;	/* status conns, oldest first */
 	int			 tls_paused;	/* TLS full and nothing idle */
+	int			 fair_paused;	/* ahead of another worker (conn_fair) */
+	int			 accepting;	/* l_tls is enabled */
+	struct event		*fair_ev;	/* re-checks while fair_paused */
 	time_t			 tls_warned;	/* last "TLS port full" line */
 	int			 draining;	/* USR2 (reload) or TERM */
 	int			 stopping;	/* TERM: close idle at once */
@@ -170,6 +173,8 @@ void	 conn_accept(int fd, enum listener_kind);
 void	 conn_lease_answer(const struct ipc_msg *);
 void	 conn_uplink_lost(void);
 void	 conn_close_idle(void);
+/* After accepts, closes, the drain: this worker's share of the TLS port. */
+void	 conn_fair(void);
 /* conn_out.c: the reply written (its length, <= 0 on failure; *keep is
  * cleared when the connection cannot stay open), the TLS close_notify. */
 int	 conn_out_reply(struct conn *, struct reply *, int *keep);

@@ -519,6 +519,49 @@ def test_session_resumption_across_workers():
         assert srv.stop() == 0
 
 
+def test_burst_of_connections_spread_across_workers():
+    """40 TLS connections opened at once (a load balancer's or a fleet's
+    reconnect): libevent accepts until the backlog is empty, so without
+    the fair share most of them stayed on the worker that woke first.
+    Each worker stops accepting while it holds more than 4 over the
+    other, so the keep-alive connections end up within a few of an
+    even split, and all of them are served."""
+    with Fixture() as fx:
+        pki = fx.add(Pki("ops"))
+        srv = fx.add(Server(pki, "authority", workers=2))
+        key = srv.create_key()
+        srv.start()
+        workers = srv.children_by_comm()["licproxy-worker"]
+        assert len(workers) == 2, workers
+        raws = []
+        for _ in range(40):             # connects first: the backlog fills
+            r = socket.socket()
+            r.setblocking(False)
+            r.connect_ex(("127.0.0.1", srv.port))
+            raws.append(r)
+        ctx = pki.context()
+        conns = []
+        for r in raws:
+            r.setblocking(True)
+            r.settimeout(15)
+            conns.append(ctx.wrap_socket(r, server_hostname="localhost"))
+        req = ("GET /v1/license HTTP/1.1\r\nHost: localhost\r\n"
+               "Authorization: Token %s\r\n\r\n" % key).encode()
+        for c in conns:
+            c.sendall(req)
+        for c in conns:
+            assert c.recv(65536).startswith(b"HTTP/1.1 200 "), c
+        per = {w: 0 for w in workers}
+        for c in conns:
+            per[socket_owner(srv.port, c.getsockname()[1], workers)] += 1
+        print("  split", sorted(per.values()))
+        assert sum(per.values()) == 40, per
+        assert abs(per[workers[0]] - per[workers[1]]) <= 10, per
+        for c in conns:
+            c.close()
+        assert srv.stop() == 0
+
+
 def test_mtls():
     with Fixture() as fx:
         pki = fx.add(Pki("ops"))
