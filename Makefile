@@ -77,6 +77,15 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/liblicproxy.a
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/liblicproxy.a \
 	    $(PKG_LIBS) $$(pkg-config --libs cmocka) -lm
 
+# The integration tests' syscall injector (ptrace; test_sandbox_roles,
+# test_hostile_ipc), found next to the binary they run, in $(BUILD)/tests.
+# Not part of `build` (the packages): x86_64 only, and a test tool.
+SYSINJECT = $(BUILD)/tests/sysinject
+test integration valgrind: $(SYSINJECT)
+$(SYSINJECT): tests/tools/sysinject.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $<
+
 test: deps
 	@$(MAKE) --no-print-directory build $(UNITBINS)
 	@$(MAKE) --no-print-directory fuzz-build

@@ -24,8 +24,6 @@ command -v curl >/dev/null 2>&1 || need="$need curl"
 [ -x /usr/bin/python3 ] || need="$need python3"
 command -v faketime >/dev/null 2>&1 || need="$need faketime"
 command -v mdb_stat >/dev/null 2>&1 || need="$need lmdb-utils"
-# test_sandbox_roles: gdb makes each process call a forbidden syscall.
-command -v gdb >/dev/null 2>&1 || need="$need gdb"
 # the seats HA test runs two proxies behind a real HAProxy
 command -v haproxy >/dev/null 2>&1 || need="$need haproxy"
 # the dashboard test runs a real browser; the monitoring kit is checked

@@ -368,6 +368,32 @@ def ppid_map():
     return kids
 
 
+# tests/tools/sysinject.c, built by `make test`/`make integration` into
+# the binary's own BUILD dir (build/tests/, build-san/tests/).
+SYSINJECT = os.path.join(os.path.dirname(BIN), "tests", "sysinject")
+
+
+def sysinject_run(pid, nr, *args):
+    """Make pid's main thread call syscall nr (x86_64 number) with args
+    (ints, or "s:TEXT" for a string put in its memory), by ptrace; the
+    CompletedProcess of the tool (stdout "RV ERRNO", exit 0; exit 2 on a
+    ptrace failure or the target's death)."""
+    assert os.access(SYSINJECT, os.X_OK), (
+        "%s not built (make test / make integration build it)" % SYSINJECT)
+    return subprocess.run([SYSINJECT, str(pid), str(nr)] +
+                          [str(a) for a in args], capture_output=True,
+                          text=True, timeout=60)
+
+
+def sysinject(pid, nr, *args):
+    """(return value, errno) of syscall nr made by pid itself: (-1, 1) for
+    EPERM, (fd, 0) for a socket()."""
+    p = sysinject_run(pid, nr, *args)
+    assert p.returncode == 0, (pid, nr, args, p.returncode, p.stderr)
+    rv, err = p.stdout.split()
+    return int(rv), int(err)
+
+
 def comm(pid):
     with open("/proc/%d/comm" % pid) as f:
         return f.read().strip()

@@ -16,8 +16,7 @@ import subprocess
 import sys
 import time
 
-from lp import Fixture, Pki, Server, wait_for
-from test_sandbox_roles import have_gdb
+from lp import Fixture, Pki, Server, sysinject_run, wait_for
 
 
 def mp_str(s):
@@ -161,20 +160,26 @@ def check_worker_killed(srv, role, registry):
     """A real worker that writes a bad frame is killed and restarted; the
     uplink/issuer stays and the new worker is served."""
     if os.environ.get("LICPROXY_WRAP"):
-        # under `make valgrind` the worker's code runs on valgrind's
-        # simulated CPU, where gdb's injected call never executes; the
-        # plain `make test` run makes this check
-        print("  (worker-kill check needs a native worker: not under %s)"
+        # under `make valgrind` the injected write itself works (ptrace
+        # drives the host thread, which runs it natively: the issuer was
+        # seen to log the bad frame), but valgrind 3.19 does not know
+        # pidfd_open (434): server/chans.c gets ENOSYS, cannot take the
+        # sender for a sibling worker and only closes the channel, so
+        # there is no kill to see. The plain `make test` run makes this
+        # check
+        print("  (worker-kill check needs pidfd_open: not under %s)"
               % os.environ["LICPROXY_WRAP"].split()[0])
         return
-    assert have_gdb()
     pid0 = srv.children_by_comm()["licproxy-" + role]
     wpid, fd = worker_ipc_fd(srv, role)
     log0 = len(srv.logs())
-    # the worker may be dead before gdb reads the call's result back
-    subprocess.run(["gdb", "-nx", "-batch", "-p", str(wpid), "-ex",
-                    'call (long)write(%d, "\\377\\377\\377\\377", 4)' % fd],
-                   capture_output=True, timeout=60)
+    # the worker's own write(fd, "\xff\xff\xff\xff", 4), by ptrace (x86_64
+    # write is 1); the worker may be killed before the tool reads the
+    # result back, and then only its death is reported
+    p = sysinject_run(wpid, 1, fd, "s:\\xff\\xff\\xff\\xff", 4)
+    assert (p.returncode, p.stdout) == (0, "4 0\n") or (
+        p.returncode == 2 and "pid %d died (killed by signal 9)" % wpid
+        in p.stderr), (p.returncode, p.stdout, p.stderr)
     wait_for(lambda: "bad frame from worker pid %d: killing it" % wpid
              in srv.logs()[log0:], what="kill logged")
     restarts = 'licproxy_process_restarts_total{role="worker"}'
