@@ -13,6 +13,7 @@
 
 #include <limits.h>
 #include <malloc.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,10 +148,14 @@ conn_listen_set(void)
  * least loaded worker that accepts; that worker is never paused by this,
  * so accepts never stop. Evaluated on accepts and closes (a slot scan,
  * per connection, not per request) and every CONN_FAIR_RECHECK_MS while
- * paused, since only the others' accepts can end the pause.
+ * paused, since only the others' accepts can end the pause. A worker we
+ * yield to may be stuck (on a disk, a lock, SIGSTOP): a connect still
+ * waiting at two ticks in a row means nobody takes it, and the rule is
+ * off for CONN_FAIR_OFF_MS.
  */
 #define CONN_FAIR_SLACK		4
 #define CONN_FAIR_RECHECK_MS	20
+#define CONN_FAIR_OFF_MS	1000
 
 static int
 conn_lopsided(void)
@@ -163,7 +168,7 @@ conn_lopsided(void)
 		return 0;
 	__atomic_store_n(&me->tls_conns, worker->l_tls != NULL &&
 	    !worker->tls_paused ? worker->ntls : -1, __ATOMIC_RELAXED);
-	if (worker->l_tls == NULL)
+	if (worker->l_tls == NULL || proc_now_ms() < worker->fair_off_ms)
 		return 0;
 	for (i = 0; i < STATS_MAX_SLOTS; i++) {
 		const struct stats_slot *s = &sb->slots[i];
@@ -198,7 +203,17 @@ conn_fair(void)
 static void
 conn_fair_tick(evutil_socket_t fd, short ev, void *arg)
 {
+	struct pollfd p = { worker->env->fd_tls, POLLIN, 0 };
+
 	(void)fd, (void)ev, (void)arg;
+	if (poll(&p, 1, 0) == 1 && (p.revents & POLLIN)) {
+		if (worker->fair_waited) {
+			worker->fair_off_ms = proc_now_ms() + CONN_FAIR_OFF_MS;
+			worker->fair_waited = 0;
+		} else
+			worker->fair_waited = 1;
+	} else
+		worker->fair_waited = 0;
 	conn_fair();
 }
 

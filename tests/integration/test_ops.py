@@ -562,6 +562,54 @@ def test_burst_of_connections_spread_across_workers():
         assert srv.stop() == 0
 
 
+def test_fair_share_never_waits_on_a_stuck_worker():
+    """The worker a busier one yields to may be stuck (a disk, a lock;
+    here SIGSTOP): connects that nobody takes are noticed within two
+    20 ms ticks and the busier worker accepts them after all."""
+    with Fixture() as fx:
+        pki = fx.add(Pki("ops"))
+        srv = fx.add(Server(pki, "authority", workers=2))
+        key = srv.create_key()
+        srv.start()
+        workers = srv.children_by_comm()["licproxy-worker"]
+        ctx = pki.context()
+        req = ("GET /v1/license HTTP/1.1\r\nHost: localhost\r\n"
+               "Authorization: Token %s\r\n\r\n" % key).encode()
+
+        def served(c):
+            c.sendall(req)
+            return c.recv(65536).startswith(b"HTTP/1.1 200 ")
+
+        first = []
+        for _ in range(4):
+            c = ctx.wrap_socket(socket.create_connection(
+                ("127.0.0.1", srv.port), timeout=15),
+                server_hostname="localhost")
+            assert served(c)
+            first.append(c)
+        per = {w: 0 for w in workers}
+        for c in first:
+            per[socket_owner(srv.port, c.getsockname()[1], workers)] += 1
+        stuck = min(workers, key=lambda w: per[w])
+        os.kill(stuck, signal.SIGSTOP)
+        try:
+            more = []
+            for _ in range(16):   # well past the 4 the other may lead by
+                c = ctx.wrap_socket(socket.create_connection(
+                    ("127.0.0.1", srv.port), timeout=15),
+                    server_hostname="localhost")
+                assert served(c)
+                more.append(c)
+            for c in more:
+                assert socket_owner(srv.port, c.getsockname()[1],
+                                    workers) != stuck
+        finally:
+            os.kill(stuck, signal.SIGCONT)
+        for c in first + more:
+            c.close()
+        assert srv.stop() == 0
+
+
 def test_mtls():
     with Fixture() as fx:
         pki = fx.add(Pki("ops"))
