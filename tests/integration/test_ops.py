@@ -519,6 +519,15 @@ def test_session_resumption_across_workers():
         assert srv.stop() == 0
 
 
+def two_workers(srv):
+    """Both workers' pids, once both have named themselves (a worker
+    takes its name first thing, but ready comes from the master, so a slow
+    build may list one still under the master's name)."""
+    return wait_for(lambda: (lambda w: len(w) == 2 and w)(
+        srv.children_by_comm().get("licproxy-worker", [])),
+        what="two named workers")
+
+
 def test_burst_of_connections_spread_across_workers():
     """40 TLS connections opened at once (a load balancer's or a fleet's
     reconnect): libevent accepts until the backlog is empty, so without
@@ -531,8 +540,7 @@ def test_burst_of_connections_spread_across_workers():
         srv = fx.add(Server(pki, "authority", workers=2))
         key = srv.create_key()
         srv.start()
-        workers = srv.children_by_comm()["licproxy-worker"]
-        assert len(workers) == 2, workers
+        workers = two_workers(srv)
         raws = []
         for _ in range(40):             # connects first: the backlog fills
             r = socket.socket()
@@ -571,7 +579,7 @@ def test_fair_share_never_waits_on_a_stuck_worker():
         srv = fx.add(Server(pki, "authority", workers=2))
         key = srv.create_key()
         srv.start()
-        workers = srv.children_by_comm()["licproxy-worker"]
+        workers = two_workers(srv)
         ctx = pki.context()
         req = ("GET /v1/license HTTP/1.1\r\nHost: localhost\r\n"
                "Authorization: Token %s\r\n\r\n" % key).encode()
