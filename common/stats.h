@@ -51,6 +51,7 @@ struct stats_slot {
 	uint64_t	 dedup_pruned;		/* de-dup entries dropped early */
 	uint64_t	 access_dropped;	/* access lines the log could not take */
 	int		 tls_conns;		/* a worker's, while it accepts; else -1 */
+	uint64_t	 tls_accepts;		/* a worker's, ever */
 };
 
 struct stats_shared {

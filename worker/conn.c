@@ -149,13 +149,28 @@ conn_listen_set(void)
  * so accepts never stop. Evaluated on accepts and closes (a slot scan,
  * per connection, not per request) and every CONN_FAIR_RECHECK_MS while
  * paused, since only the others' accepts can end the pause. A worker we
- * yield to may be stuck (on a disk, a lock, SIGSTOP): a connect still
- * waiting at two ticks in a row means nobody takes it, and the rule is
- * off for CONN_FAIR_OFF_MS.
+ * yield to may be stuck (on a disk, a lock, SIGSTOP): a connect waiting
+ * while no worker accepted anything for two whole ticks means nobody
+ * takes it, and the rule is off for CONN_FAIR_OFF_MS.
  */
 #define CONN_FAIR_SLACK		4
 #define CONN_FAIR_RECHECK_MS	20
 #define CONN_FAIR_OFF_MS	1000
+
+/* Accepts by all workers so far: it stands still when nobody takes any. */
+static uint64_t
+conn_accepts_all(void)
+{
+	struct stats_shared	*sb = stats_block();
+	uint64_t		 n = 0;
+	int			 i;
+
+	for (i = 0; sb != NULL && i < STATS_MAX_SLOTS; i++)
+		if (sb->slots[i].role == PROC_WORKER)
+			n += __atomic_load_n(&sb->slots[i].tls_accepts,
+			    __ATOMIC_RELAXED);
+	return n;
+}
 
 static int
 conn_lopsided(void)
@@ -193,9 +208,10 @@ conn_fair(void)
 	if (lop == worker->fair_paused)
 		return;
 	worker->fair_paused = lop;
-	if (lop)
+	if (lop) {
+		worker->fair_seen = conn_accepts_all();
 		evtimer_add(worker->fair_ev, &recheck);
-	else
+	} else
 		evtimer_del(worker->fair_ev);
 	conn_listen_set();
 }
@@ -203,18 +219,30 @@ conn_fair(void)
 static void
 conn_fair_tick(evutil_socket_t fd, short ev, void *arg)
 {
-	struct pollfd p = { worker->env->fd_tls, POLLIN, 0 };
+	struct pollfd	p = { worker->env->fd_tls, POLLIN, 0 };
+	uint64_t	seen = conn_accepts_all();
 
 	(void)fd, (void)ev, (void)arg;
-	if (poll(&p, 1, 0) == 1 && (p.revents & POLLIN)) {
-		if (worker->fair_waited) {
+	conn_fair();
+	if (!worker->fair_paused) {
+		worker->fair_waited = 0;
+		return;
+	}
+	/*
+	 * Two workers may both be paused until the staler one's next look
+	 * (up to a tick): so only two ticks in a row without an accept
+	 * anywhere, with a connect waiting, mean nobody takes it.
+	 */
+	if (seen == worker->fair_seen && poll(&p, 1, 0) == 1 &&
+	    (p.revents & POLLIN)) {
+		if (worker->fair_waited++ >= 1) {
 			worker->fair_off_ms = proc_now_ms() + CONN_FAIR_OFF_MS;
 			worker->fair_waited = 0;
-		} else
-			worker->fair_waited = 1;
+			conn_fair();
+		}
 	} else
 		worker->fair_waited = 0;
-	conn_fair();
+	worker->fair_seen = seen;
 }
 
 /*
@@ -484,8 +512,12 @@ conn_accept(int fd, enum listener_kind kind)
 	} else
 		worker->ntls++;
 	conn_budget();
-	if (kind == LISTEN_TLS)
+	if (kind == LISTEN_TLS) {
+		if (stats_slot_self() != NULL)
+			__atomic_add_fetch(&stats_slot_self()->tls_accepts, 1,
+			    __ATOMIC_RELAXED);
 		conn_fair();
+	}
 	c->state = CONN_HEAD;
 	/* From accept: the TLS handshake counts against header_timeout. */
 	conn_deadline(c, worker->cf->server.header_timeout_ms);

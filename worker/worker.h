@@ -45,7 +45,8 @@ struct worker {
 	int			 fair_paused;	/* ahead of another worker (conn_fair) */
 	int			 accepting;	/* l_tls is enabled */
 	struct event		*fair_ev;	/* re-checks while fair_paused */
-	int			 fair_waited;	/* a connect waited a whole tick */
+	uint64_t		 fair_seen;	/* all workers' accepts, last tick */
+	int			 fair_waited;	/* ticks a connect waited, none taken */
 	int64_t			 fair_off_ms;	/* yield to nobody until then */
 	time_t			 tls_warned;	/* last "TLS port full" line */
 	int			 draining;	/* USR2 (reload) or TERM */
