@@ -528,6 +528,30 @@ def two_workers(srv):
         what="two named workers")
 
 
+def two_worker_authority(fx):
+    """An authority with 2 workers, a key, and the workers' pids."""
+    pki = fx.add(Pki("ops"))
+    srv = fx.add(Server(pki, "authority", workers=2))
+    key = srv.create_key()
+    srv.start()
+    return srv, key, two_workers(srv)
+
+
+def served(c, key):
+    """One GET /v1/license on the TLS socket c, answered 200."""
+    c.sendall(("GET /v1/license HTTP/1.1\r\nHost: localhost\r\n"
+               "Authorization: Token %s\r\n\r\n" % key).encode())
+    return c.recv(65536).startswith(b"HTTP/1.1 200 ")
+
+
+def owners(srv, conns, workers):
+    """How many of conns each worker holds."""
+    per = {w: 0 for w in workers}
+    for c in conns:
+        per[socket_owner(srv.port, c.getsockname()[1], workers)] += 1
+    return per
+
+
 def test_burst_of_connections_spread_across_workers():
     """40 TLS connections opened at once (a load balancer's or a fleet's
     reconnect): libevent accepts until the backlog is empty, so without
@@ -536,32 +560,22 @@ def test_burst_of_connections_spread_across_workers():
     other, so the keep-alive connections end up within a few of an
     even split, and all of them are served."""
     with Fixture() as fx:
-        pki = fx.add(Pki("ops"))
-        srv = fx.add(Server(pki, "authority", workers=2))
-        key = srv.create_key()
-        srv.start()
-        workers = two_workers(srv)
+        srv, key, workers = two_worker_authority(fx)
         raws = []
         for _ in range(40):             # connects first: the backlog fills
             r = socket.socket()
             r.setblocking(False)
             r.connect_ex(("127.0.0.1", srv.port))
             raws.append(r)
-        ctx = pki.context()
+        ctx = srv.pki.context()
         conns = []
         for r in raws:
             r.setblocking(True)
             r.settimeout(15)
             conns.append(ctx.wrap_socket(r, server_hostname="localhost"))
-        req = ("GET /v1/license HTTP/1.1\r\nHost: localhost\r\n"
-               "Authorization: Token %s\r\n\r\n" % key).encode()
         for c in conns:
-            c.sendall(req)
-        for c in conns:
-            assert c.recv(65536).startswith(b"HTTP/1.1 200 "), c
-        per = {w: 0 for w in workers}
-        for c in conns:
-            per[socket_owner(srv.port, c.getsockname()[1], workers)] += 1
+            assert served(c, key), c
+        per = owners(srv, conns, workers)
         print("  split", sorted(per.values()))
         assert sum(per.values()) == 40, per
         assert abs(per[workers[0]] - per[workers[1]]) <= 10, per
@@ -572,32 +586,20 @@ def test_burst_of_connections_spread_across_workers():
 
 def test_fair_share_never_waits_on_a_stuck_worker():
     """The worker a busier one yields to may be stuck (a disk, a lock;
-    here SIGSTOP): connects that nobody takes are noticed within two
-    20 ms ticks and the busier worker accepts them after all."""
+    here SIGSTOP): connects waiting while no worker accepts anything for
+    two 20 ms ticks are noticed, and the busier worker accepts them after
+    all."""
     with Fixture() as fx:
-        pki = fx.add(Pki("ops"))
-        srv = fx.add(Server(pki, "authority", workers=2))
-        key = srv.create_key()
-        srv.start()
-        workers = two_workers(srv)
-        ctx = pki.context()
-        req = ("GET /v1/license HTTP/1.1\r\nHost: localhost\r\n"
-               "Authorization: Token %s\r\n\r\n" % key).encode()
-
-        def served(c):
-            c.sendall(req)
-            return c.recv(65536).startswith(b"HTTP/1.1 200 ")
-
+        srv, key, workers = two_worker_authority(fx)
+        ctx = srv.pki.context()
         first = []
         for _ in range(4):
             c = ctx.wrap_socket(socket.create_connection(
                 ("127.0.0.1", srv.port), timeout=15),
                 server_hostname="localhost")
-            assert served(c)
+            assert served(c, key)
             first.append(c)
-        per = {w: 0 for w in workers}
-        for c in first:
-            per[socket_owner(srv.port, c.getsockname()[1], workers)] += 1
+        per = owners(srv, first, workers)
         stuck = min(workers, key=lambda w: per[w])
         os.kill(stuck, signal.SIGSTOP)
         try:
@@ -606,7 +608,7 @@ def test_fair_share_never_waits_on_a_stuck_worker():
                 c = ctx.wrap_socket(socket.create_connection(
                     ("127.0.0.1", srv.port), timeout=15),
                     server_hostname="localhost")
-                assert served(c)
+                assert served(c, key)
                 more.append(c)
             for c in more:
                 assert socket_owner(srv.port, c.getsockname()[1],
