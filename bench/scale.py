@@ -190,8 +190,10 @@ class Scale:
 
 # ---------------------------------------------------------------- row 6
 
-def miss_p50(s, proxy, n):
-    keys = [s.auth.create_key(name="scale-miss-%d" % i) for i in range(n)]
+def miss_series(s, proxy, n, tag):
+    """n first requests for new keys, one keep-alive connection: ms each."""
+    keys = [s.auth.create_key(name="scale-miss-%s-%d" % (tag, i))
+            for i in range(n)]
     c = proxy.conn()
     lat = []
     try:
@@ -203,7 +205,7 @@ def miss_p50(s, proxy, n):
                 raise AssertionError("miss: %r" % r)
     finally:
         c.close()
-    return pct(lat, 50), pct(lat, 99)
+    return lat
 
 
 def start_size(s, n):
@@ -219,12 +221,16 @@ def start_size(s, n):
     idle = uplink_idle_cpu(p, 5)
     wrk(p.url, key, 2)     # warm-up: TLS sessions, the worker's lease slot
     return p, {"n": n, "key": key, "uplink_idle_cpu_ms_per_s": idle,
-               "runs": []}
+               "runs": [], "miss_ms": []}
 
 
 def rounds(s, live):
-    """wrk rounds interleaved over every size (order reversed every other
-    round), so that the machine's load falls on all sizes alike."""
+    """wrk rounds and miss series interleaved over every size (order
+    reversed every other round), so that the machine's load falls on all
+    sizes alike: a single series of misses per size took whatever the
+    machine did in its half-second (1.23x at one size, 1.04x at the next
+    in one run)."""
+    per = max(1, s.args.misses // s.args.rounds)
     for rnd in range(s.args.rounds):
         for p, res in (live if rnd % 2 == 0 else live[::-1]):
             c0 = tree_cpu_s(p.proc.pid)
@@ -232,8 +238,12 @@ def rounds(s, live):
             r["cpu_us_per_req"] = (tree_cpu_s(p.proc.pid) - c0) / max(
                 r["requests"], 1) * 1e6
             res["runs"].append(r)
-            log("n=%d round %d: %.0f req/s, %.1f us/req server CPU" % (
-                res["n"], rnd + 1, r["rps"], r["cpu_us_per_req"]))
+            lat = miss_series(s, p, per, "%d-%d" % (res["n"], rnd))
+            res["miss_ms"].extend(lat)
+            log("n=%d round %d: %.0f req/s, %.1f us/req server CPU, miss "
+                "p50 %.2f ms (%d)" % (res["n"], rnd + 1, r["rps"],
+                                      r["cpu_us_per_req"], pct(lat, 50),
+                                      len(lat)))
 
 
 def finish_size(s, p, res):
@@ -243,7 +253,9 @@ def finish_size(s, p, res):
     res["cpu_us_per_req"] = statistics.median(r["cpu_us_per_req"]
                                               for r in runs)
     res["p99_us"] = statistics.median(r["p99_us"] for r in runs)
-    res["miss_p50_ms"], res["miss_p99_ms"] = miss_p50(s, p, s.args.misses)
+    lat = res.pop("miss_ms")
+    res["misses"] = len(lat)
+    res["miss_p50_ms"], res["miss_p99_ms"] = pct(lat, 50), pct(lat, 99)
     res["memory"] = mem = memory(p.proc.pid)
     res["leases_cached"] = p.status_json().get("leases", {}).get("cached")
     log("n=%d: %.0f req/s, %.1f us/req, miss p50 %.2f ms p99 %.2f ms, RSS "
@@ -363,7 +375,8 @@ def main():
     ap.add_argument("--sizes", help="comma-separated lease counts")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=5)
-    ap.add_argument("--misses", type=int, default=100)
+    ap.add_argument("--misses", type=int, default=300,
+                    help="misses per size, spread over the rounds")
     ap.add_argument("--restarts", type=int, default=3)
     ap.add_argument("--bytes-secs", type=int, default=120,
                     help="row 8's window: whole minutes (60, 120, ...)")
@@ -379,7 +392,7 @@ def main():
     sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else (
         [1, 100000] if args.quick else [1, 10000, 100000, 1000000])
     if args.quick:
-        args.rounds, args.misses, args.bytes_secs = 2, 50, 60
+        args.rounds, args.misses, args.bytes_secs = 2, 100, 60
     skip = set(args.skip.split(","))
     rows, raw = [], {"sizes": [], "args": vars(args)}
     with lp.Fixture() as fx:
