@@ -112,35 +112,35 @@ relay_rec(char *p, const struct usage_rec *r)
 }
 
 /*
- * The batch: the longest prefix of the peeked records whose JSON fits the
- * budget (at least one record), cut at the exact rendered size; its
- * length in *len and the count in rl->n.
+ * The batch: the longest prefix of recs[0..n) whose JSON fits budget bytes
+ * (at least one record), cut at its exact rendered size. NUL-terminated;
+ * its length in *len, the records it took in *taken.
  */
-static char *
-relay_body(int peeked, size_t *len)
+char *
+relay_render(const struct usage_rec *recs, int n, size_t budget,
+    int *taken, size_t *len)
 {
-	struct relay	*rl = &uplink->relay;
-	/* A record past the budget is rendered before it is dropped. */
-	size_t		 all = RELAY_ENVELOPE + (size_t)peeked *
-			    (RELAY_REC_MAX + 1) + 1;
-	size_t		 cut = rl->budget + RELAY_ENVELOPE + RELAY_REC_MAX + 2;
-	char		*body, *p, *end;
-	int		 n;
+	size_t	 cap = RELAY_ENVELOPE + (size_t)n * (RELAY_REC_MAX + 1) + 1;
+	char	*body, *p, *end;
+	int	 i;
 
-	if ((body = malloc(all < cut ? all : cut)) == NULL)
+	/* A record past the budget is rendered before it is dropped. */
+	if (budget < cap && budget + RELAY_ENVELOPE + RELAY_REC_MAX + 2 < cap)
+		cap = budget + RELAY_ENVELOPE + RELAY_REC_MAX + 2;
+	if ((body = malloc(cap)) == NULL)
 		return NULL;
 	p = RELAY_LIT(body, "{\"records\":[");
-	for (n = 0; n < peeked; n++) {
-		end = relay_rec(p + (n > 0), &rl->recs[n]);
-		if (n > 0 && (size_t)(end - body) + 2 > rl->budget)
+	for (i = 0; i < n; i++) {
+		end = relay_rec(p + (i > 0), &recs[i]);
+		if (i > 0 && (size_t)(end - body) + 2 > budget)
 			break;
-		if (n > 0)
+		if (i > 0)
 			*p = ',';
 		p = end;
 	}
 	p = RELAY_LIT(p, "]}");
 	*p = '\0';
-	rl->n = n;
+	*taken = i;
 	*len = (size_t)(p - body);
 	return body;
 }
@@ -213,7 +213,8 @@ relay_send(evutil_socket_t fd, short ev, void *arg)
 		relay_schedule(uplink->cf->license.sync_interval_ms);
 		return;
 	}
-	if ((body = relay_body(n, &rl->sent)) == NULL ||
+	if ((body = relay_render(rl->recs, n, rl->budget, &rl->n,
+	    &rl->sent)) == NULL ||
 	    upstream_call("POST", "/v1/usage", uplink->cf->license.key, body,
 	    rl->sent, relay_done, NULL) == -1) {
 		free(body);

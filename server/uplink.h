@@ -81,5 +81,6 @@ const char *uplink_reject_reason(const char *body, size_t len);
 void	relay_init(void);
 void	relay_kick(void);
 int	relay_busy(void);
+char	*relay_render(const struct usage_rec *, int, size_t, int *, size_t *);
 
 #endif
