@@ -527,24 +527,36 @@ spool_delete_op(struct store *s, void *arg)
 {
 	const struct delete_args *a = arg;
 	MDB_txn		*txn;
+	MDB_cursor	*cur;
 	unsigned char	 sb[8];
-	MDB_val		 k = { sizeof(sb), sb };
+	MDB_val		 k = { sizeof(sb), sb }, v;
 	const uint64_t	*seqs = a->seqs;
 	uint64_t	 fwd, deleted = 0;
 	int		 i, rc, ret, n = a->n;
 
 	if ((ret = store_begin(s, 1, &txn)) != 0)
 		return ret;
+	if ((rc = mdb_cursor_open(txn, s->dbi[DB_SPOOL], &cur)) != 0) {
+		ret = store_err(rc, "spool");
+		goto fail;
+	}
+	/*
+	 * The batch is the spool's oldest seqs in order, so one cursor finds
+	 * each on the leaf it is already on (mdb_del descends the tree for
+	 * every record: a third of the relay's cost per record).
+	 */
 	for (i = 0; i < n; i++) {
 		be64_put(sb, seqs[i]);
-		rc = mdb_del(txn, s->dbi[DB_SPOOL], &k, NULL);
-		if (rc == 0)
+		if ((rc = mdb_cursor_get(cur, &k, &v, MDB_SET)) == 0 &&
+		    (rc = mdb_cursor_del(cur, 0)) == 0)
 			deleted++;
 		else if (rc != MDB_NOTFOUND) {
+			mdb_cursor_close(cur);
 			ret = store_err(rc, "spool");
 			goto fail;
 		}
 	}
+	mdb_cursor_close(cur);
 	if ((ret = store_meta_get(s, txn, "forwarded", &fwd)) != 0 ||
 	    (ret = store_meta_put(s, txn, "forwarded", fwd + deleted)) != 0)
 		goto fail;

@@ -786,6 +786,38 @@ t_spool(void **state)
 	store_close(s);
 }
 
+/* A delete list in any order, with a repeat, counts each record once. */
+static void
+t_spool_delete_any_order(void **state)
+{
+	struct fix		*f = *state;
+	struct store		*s = open_rw(f, MAPSZ);
+	struct usage_rec	 r[6], out[6];
+	uint64_t		 seqs[6], del[4], pend, fwd;
+	char			 id[32];
+	int			 i;
+
+	for (i = 0; i < 6; i++) {
+		snprintf(id, sizeof(id), "s%d", i);
+		mkrec(&r[i], KID1, id, "engine", "m", i);
+	}
+	assert_int_equal(store_usage_append(s, r, 6, 0, NULL), 0);
+	assert_int_equal(store_spool_peek(s, out, seqs, 6), 6);
+	del[0] = seqs[5];
+	del[1] = seqs[1];
+	del[2] = seqs[1];
+	del[3] = seqs[3];
+	assert_int_equal(store_spool_delete(s, del, 4), 0);
+	assert_int_equal(store_spool_stats(s, &pend, &fwd), 0);
+	assert_int_equal(pend, 3);
+	assert_int_equal(fwd, 3);
+	assert_int_equal(store_spool_peek(s, out, seqs, 6), 3);
+	assert_string_equal(out[0].id, "s0");
+	assert_string_equal(out[1].id, "s2");
+	assert_string_equal(out[2].id, "s4");
+	store_close(s);
+}
+
 static void
 t_ledger(void **state)
 {
@@ -1204,6 +1236,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(t_keys, setup, teardown),
 		cmocka_unit_test_setup_teardown(t_usage_dups, setup, teardown),
 		cmocka_unit_test_setup_teardown(t_spool, setup, teardown),
+		cmocka_unit_test_setup_teardown(t_spool_delete_any_order, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(t_ledger, setup, teardown),
 		cmocka_unit_test_setup_teardown(t_prune, setup, teardown),
 		cmocka_unit_test_setup_teardown(t_dedup_compact, setup,
