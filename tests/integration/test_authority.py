@@ -944,7 +944,13 @@ def test_half_closed_client_still_answered():
             s.close()
             head, _, body = data.partition(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 200 "), data[:200]
-            assert b"Connection: close" in head, head
+            # The server closed (the loop above ended without its 10 s
+            # timeout). Its header says close when it saw the half-close
+            # before the answer was ready; when the issuer's answer came
+            # first in the same loop turn (seen under SANITIZE=1) it says
+            # keep-alive and closes right after.
+            assert (b"Connection: close" in head or
+                    b"Connection: keep-alive" in head), head
             assert json.loads(body)["key_id"] == key_id(key)
         assert auth.stop() == 0
 
