@@ -33,7 +33,7 @@ struct hdr_handler {
 };
 
 static hdr_fn	hdr_auth, hdr_ctype, hdr_clen, hdr_te, hdr_conn;
-static hdr_fn	hdr_instance, hdr_expect;
+static hdr_fn	hdr_instance, hdr_expect, hdr_prefer;
 
 #define HDR(n, f)	{ n, sizeof(n) - 1, f }
 static const struct hdr_handler hdr_handlers[] = {
@@ -44,6 +44,7 @@ static const struct hdr_handler hdr_handlers[] = {
 	HDR("connection", hdr_conn),
 	HDR("x-instance-id", hdr_instance),
 	HDR("expect", hdr_expect),
+	HDR("prefer", hdr_prefer),
 };
 #undef HDR
 
@@ -259,6 +260,16 @@ hdr_te(struct http_req *req, struct hctx *ctx, const char *v, size_t n)
 	return 0;
 }
 
+/* v[*start..*end) without the whitespace around it. */
+static void
+ows_trim(const char *v, size_t *start, size_t *end)
+{
+	while (*start < *end && is_ows(v[*start]))
+		(*start)++;
+	while (*end > *start && is_ows(v[*end - 1]))
+		(*end)--;
+}
+
 static int
 hdr_conn(struct http_req *req, struct hctx *ctx, const char *v, size_t n)
 {
@@ -270,10 +281,7 @@ hdr_conn(struct http_req *req, struct hctx *ctx, const char *v, size_t n)
 		while (i < n && v[i] != ',')
 			i++;
 		end = i++;
-		while (start < end && is_ows(v[start]))
-			start++;
-		while (end > start && is_ows(v[end - 1]))
-			end--;
+		ows_trim(v, &start, &end);
 		if (ieq(v + start, end - start, "close", 5))
 			ctx->conn_close = 1;
 		else if (ieq(v + start, end - start, "keep-alive", 10))
@@ -289,6 +297,42 @@ hdr_expect(struct http_req *req, struct hctx *ctx, const char *v, size_t n)
 	(void)ctx;
 	if (req->minor == 1 && ieq(v, n, "100-continue", 12))
 		req->expect_continue = 1;
+	return 0;
+}
+
+/*
+ * RFC 7240: "return=minimal" (name and value case-insensitive, the value
+ * may be quoted, parameters after ';' ignored) asks for a lease answer
+ * of the token alone; a proxy asks for it upstream (PERFORMANCE.md,
+ * "Upstream bytes"). Any other preference is not ours and is ignored.
+ */
+static int
+hdr_prefer(struct http_req *req, struct hctx *ctx, const char *v, size_t n)
+{
+	size_t	i = 0, start, end, eq, vs;
+
+	(void)ctx;
+	while (i < n) {
+		start = i;
+		while (i < n && v[i] != ',')
+			i++;
+		end = i++;
+		for (eq = start; eq < end && v[eq] != ';' && v[eq] != '='; eq++)
+			;
+		if (eq == end || v[eq] != '=')
+			continue;
+		for (vs = eq + 1; vs < end && v[vs] != ';'; vs++)
+			;
+		end = vs;	/* the value ends at its first ';' */
+		vs = eq + 1;
+		ows_trim(v, &start, &eq);
+		ows_trim(v, &vs, &end);
+		if (end - vs >= 2 && v[vs] == '"' && v[end - 1] == '"')
+			vs++, end--;
+		if (ieq(v + start, eq - start, "return", 6) &&
+		    ieq(v + vs, end - vs, "minimal", 7))
+			req->minimal = 1;
+	}
 	return 0;
 }
 

@@ -27,6 +27,7 @@ struct http_req {
 	char		 instance[HTTP_INSTANCE_MAX + 1];	/* X-Instance-Id */
 	int		 instance_bad;		/* present but malformed */
 	int		 expect_continue;	/* Expect: 100-continue, 1.1 */
+	int		 minimal;		/* Prefer: return=minimal */
 };
 
 /* Results of http_parse(). */

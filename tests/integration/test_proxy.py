@@ -216,6 +216,41 @@ def test_upstream_then_cache():
         finish(fx)
 
 
+def test_upstream_fetch_asks_for_the_token_alone():
+    """A proxy's lease fetch sends Prefer: return=minimal and an authority
+    (or a proxy above) answers {"lease": TOKEN}: the token carries every
+    other field, signed, so the uplink reads nothing else. A client that
+    does not ask gets the whole answer; errors are whole either way."""
+    with Fixture() as fx:
+        pki, auth, p, _ = setup(fx)
+        key = auth.create_key(products="api,engine")
+        m0 = p.metrics()
+        r = p.license(key)
+        assert r.status == 200 and r.json()["source"] == "upstream", r
+        m1 = p.metrics()
+        assert m1[UP % "ok"] == m0[UP % "ok"] + 1, (m0, m1)
+        tok = r.json()["lease"]
+        full = auth.license(key)
+        assert full.status == 200 and full.json()["lease"] == tok, full
+        mini = auth.license(key, headers={"Prefer": "return=minimal"})
+        assert mini.status == 200 and mini.json() == {"lease": tok}, mini
+        assert mini.headers["content-type"] == "application/json"
+        assert mini.headers["cache-control"] == "no-store"
+        # what the proxy took in for its fetch: a head and the short body,
+        # less than the whole answer's body alone
+        took = m1[BYTES % "in"] - m0[BYTES % "in"]
+        assert len(mini.body) < took < len(full.body), \
+            (took, len(mini.body), len(full.body))
+        # a proxy's own clients: whole unless they ask, from the cache too
+        assert set(p.license(key).json()) == set(full.json())
+        pm = p.license(key, headers={"Prefer": "wait=1, return=minimal"})
+        assert pm.status == 200 and pm.json() == {"lease": tok}, pm
+        bad = p.license(fake_key("minimal"), headers={"Prefer":
+                                                      "return=minimal"})
+        assert bad.status == 403 and bad.json()["reason"] == "unknown", bad
+        finish(fx)
+
+
 def concurrent(p, key, n=40):
     """n callers, each on its own TLS connection, released at once."""
     barrier = threading.Barrier(n)

@@ -275,6 +275,40 @@ t_expect(void **state)
 }
 
 static void
+t_prefer(void **state)
+{
+	static const struct {
+		const char	*hdr;
+		int		 minimal;
+	} cases[] = {
+		{ "Prefer: return=minimal\r\n", 1 },
+		{ "prefer: RETURN=Minimal\r\n", 1 },
+		{ "Prefer: return = \"minimal\"\r\n", 1 },
+		{ "Prefer: return=minimal; foo=bar\r\n", 1 },
+		{ "Prefer: respond-async, wait=10, return=minimal\r\n", 1 },
+		{ "Prefer: wait=10\r\nPrefer: return=minimal\r\n", 1 },
+		{ "Prefer: return=representation\r\n", 0 },
+		{ "Prefer: return;minimal\r\n", 0 },
+		{ "Prefer: return=minimalist\r\n", 0 },
+		{ "Prefer: xreturn=minimal\r\n", 0 },
+		{ "Prefer: return=\r\n", 0 },
+		{ "Prefer: =minimal\r\n", 0 },
+		{ "Prefer: \r\n", 0 },
+		{ "Prefer: ,,;,=,\"\r\n", 0 },
+		{ "X-Prefer: return=minimal\r\n", 0 },
+		{ "Host: x\r\n", 0 },
+	};
+	size_t	i;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		assert_int_equal(parse_hdr(cases[i].hdr), HTTP_PARSE_OK);
+		if (req.minimal != cases[i].minimal)
+			fail_msg("%s: minimal %d", cases[i].hdr, req.minimal);
+	}
+}
+
+static void
 t_version(void **state)
 {
 	(void)state;
@@ -679,6 +713,7 @@ main(void)
 		cmocka_unit_test(t_pipelined),
 		cmocka_unit_test(t_bare_lf),
 		cmocka_unit_test(t_expect),
+		cmocka_unit_test(t_prefer),
 		cmocka_unit_test(t_reason),
 		cmocka_unit_test(t_reply),
 		cmocka_unit_test(t_reply_small),
