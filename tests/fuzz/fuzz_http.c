@@ -35,12 +35,30 @@ check_req(const struct http_req *req)
 	CHECK(req->content_length >= -1);
 	CHECK(!(req->chunked && req->content_length != -1));
 	CHECK(!(req->instance_bad && req->instance[0] != '\0'));
+	CHECK(req->minimal == 0 || req->minimal == 1);
 	klen = http_auth_key(req, &key);
 	if (klen >= 0) {
 		CHECK(klen > 0 && req->auth_present);
 		CHECK(key > req->auth && key + klen == req->auth +
 		    strlen(req->auth));
 	}
+}
+
+/* The head holds "minimal", in any case. */
+static int
+has_minimal(const char *buf, size_t len)
+{
+	static const char	 w[] = "minimal";
+	size_t			 i, j;
+
+	for (i = 0; i + sizeof(w) - 1 <= len; i++) {
+		for (j = 0; j < sizeof(w) - 1 &&
+		    (buf[i + j] | 0x20) == w[j]; j++)
+			;
+		if (j == sizeof(w) - 1)
+			return 1;
+	}
+	return 0;
 }
 
 static void
@@ -85,6 +103,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	CHECK(headlen >= 4 && headlen <= size && headlen <= max_head);
 	CHECK(memcmp(buf + headlen - 4, "\r\n\r\n", 4) == 0);
 	check_req(&req);
+	/* Prefer: return=minimal is only ever read off such a header. */
+	CHECK(!req.minimal || has_minimal(buf, headlen));
 	/* Same answer on the head alone; one byte short is incomplete. */
 	CHECK(http_parse(buf, headlen, max_head, &req, &h2) == HTTP_PARSE_OK);
 	CHECK(h2 == headlen);
