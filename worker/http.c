@@ -260,6 +260,19 @@ hdr_te(struct http_req *req, struct hctx *ctx, const char *v, size_t n)
 	return 0;
 }
 
+/* The next element of a comma-separated list: v[*start..*end); 0 at its end. */
+static int
+list_next(const char *v, size_t n, size_t *i, size_t *start, size_t *end)
+{
+	if (*i >= n)
+		return 0;
+	*start = *i;
+	while (*i < n && v[*i] != ',')
+		(*i)++;
+	*end = (*i)++;
+	return 1;
+}
+
 /* v[*start..*end) without the whitespace around it. */
 static void
 ows_trim(const char *v, size_t *start, size_t *end)
@@ -276,11 +289,7 @@ hdr_conn(struct http_req *req, struct hctx *ctx, const char *v, size_t n)
 	size_t	i = 0, start, end;
 
 	(void)req;
-	while (i < n) {
-		start = i;
-		while (i < n && v[i] != ',')
-			i++;
-		end = i++;
+	while (list_next(v, n, &i, &start, &end)) {
 		ows_trim(v, &start, &end);
 		if (ieq(v + start, end - start, "close", 5))
 			ctx->conn_close = 1;
@@ -312,11 +321,7 @@ hdr_prefer(struct http_req *req, struct hctx *ctx, const char *v, size_t n)
 	size_t	i = 0, start, end, eq, vs;
 
 	(void)ctx;
-	while (i < n) {
-		start = i;
-		while (i < n && v[i] != ',')
-			i++;
-		end = i++;
+	while (list_next(v, n, &i, &start, &end)) {
 		for (eq = start; eq < end && v[eq] != ';' && v[eq] != '='; eq++)
 			;
 		if (eq == end || v[eq] != '=')
