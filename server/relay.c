@@ -215,8 +215,8 @@ relay_send(evutil_socket_t fd, short ev, void *arg)
 	}
 	if ((body = relay_render(rl->recs, n, rl->budget, &rl->n,
 	    &rl->sent)) == NULL ||
-	    upstream_call("POST", "/v1/usage", uplink->cf->license.key, body,
-	    rl->sent, relay_done, NULL) == -1) {
+	    upstream_call("POST", "/v1/usage", uplink->cf->license.key, NULL,
+	    body, rl->sent, relay_done, NULL) == -1) {
 		free(body);
 		relay_schedule(relay_backoff_ms());
 		return;

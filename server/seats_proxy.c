@@ -244,7 +244,7 @@ sp_start(struct sp_flight *f)
 	body = json_dumps(j, JSON_COMPACT);
 	json_decref(j);
 	if (body == NULL || upstream_call("PUT", "/v1/seats/grant",
-	    sp.cf->license.key, body, strlen(body), sp_done, f) == -1) {
+	    sp.cf->license.key, NULL, body, strlen(body), sp_done, f) == -1) {
 		struct httpc_res r = { .err = HTTPC_ECONNECT,
 		    .errstr = "cannot start the request" };
 

@@ -25,6 +25,7 @@
 
 struct call {
 	char		*method, *path, *key, *body;
+	const char	*prefer;
 	size_t		 len;
 	int		 url;
 	upstream_done	 done;
@@ -81,13 +82,7 @@ call_attempt(struct call *c)
 	req.path = c->path;
 	req.key = c->key;
 	req.ctype = c->body != NULL ? "application/json" : NULL;
-	/*
-	 * A GET upstream is a lease fetch, and the uplink reads only the
-	 * token (it carries the rest, signed): ask for it alone, 215 bytes
-	 * less per fetch. A server that does not know Prefer ignores it.
-	 */
-	if (strcmp(c->method, "GET") == 0)
-		req.prefer = "return=minimal";
+	req.prefer = c->prefer;
 	req.body = c->body;
 	req.bodylen = c->len;
 	req.timeout_ms = uplink->cf->license.timeout_ms;
@@ -100,7 +95,8 @@ call_attempt(struct call *c)
 
 int
 upstream_call(const char *method, const char *path, const char *key,
-    const char *body, size_t len, upstream_done done, void *arg)
+    const char *prefer, const char *body, size_t len, upstream_done done,
+    void *arg)
 {
 	struct call *c;
 
@@ -118,6 +114,7 @@ upstream_call(const char *method, const char *path, const char *key,
 	if (body != NULL)
 		memcpy(c->body, body, len);
 	c->len = len;
+	c->prefer = prefer;
 	c->done = done;
 	c->arg = arg;
 	call_attempt(c);

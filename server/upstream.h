@@ -12,8 +12,10 @@ struct httpc_res;
  * res of the answering URL (answered=1) or of the last failure.
  */
 typedef void (*upstream_done)(int answered, const struct httpc_res *, void *);
+/* prefer: a Prefer header value, NULL for none; a constant, not copied. */
 int	upstream_call(const char *method, const char *path, const char *key,
-	    const char *body, size_t len, upstream_done, void *arg);
+	    const char *prefer, const char *body, size_t len, upstream_done,
+	    void *arg);
 /* An upstream pass finished: set Connected/TrustBased/Disconnected. */
 void	upstream_state(int answered, const char *error);
 void	upstream_usage_stats(void);
