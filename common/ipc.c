@@ -109,7 +109,7 @@ ipc_encode(const struct ipc_msg *m, unsigned char *buf, size_t bufsz)
 		msgpack_pack_int(&pk, m->refresh ? 1 : 0);
 		break;
 	case IPC_LEASE_RES:
-		msgpack_pack_map(&pk, 5);
+		msgpack_pack_map(&pk, m->lease[0] != '\0' ? 6 : 5);
 		ipc_pack_str(&pk, "t");
 		msgpack_pack_int(&pk, m->type);
 		ipc_pack_str(&pk, "rid");
@@ -120,6 +120,8 @@ ipc_encode(const struct ipc_msg *m, unsigned char *buf, size_t bufsz)
 		ipc_pack_str(&pk, m->reason);
 		ipc_pack_str(&pk, "ra");
 		msgpack_pack_int(&pk, m->retry_after);
+		if (m->lease[0] != '\0')
+			ipc_kv_str(&pk, "lse", m->lease);
 		break;
 	case IPC_USAGE_KICK:
 		msgpack_pack_map(&pk, 1);
@@ -184,6 +186,7 @@ ipc_get_int(const msgpack_object *o, int64_t lo, int64_t hi, int64_t *v)
 #define F_TOT	0x2000
 #define F_GR	0x4000
 #define F_EXP	0x8000
+#define F_LSE	0x10000
 
 /* A key_id as the store names it: 16 lowercase hex characters. */
 static int
@@ -265,6 +268,9 @@ ipc_field(const msgpack_object_kv *kv, struct ipc_msg *m, int *seen)
 		bit = F_RSN;
 	else if (strcmp(name, "ra") == 0 && ipc_get_int(v, 0, 86400, &i) == 0)
 		m->retry_after = (int)i, bit = F_RA;
+	else if (strcmp(name, "lse") == 0 &&
+	    ipc_get_str(v, m->lease, sizeof(m->lease), 1) == 0)
+		bit = F_LSE;
 	else if (ipc_field_seats(name, v, m, &bit) == -1)
 		return -1;
 	if (*seen & bit)
@@ -291,6 +297,9 @@ ipc_schema(const msgpack_object *o, struct ipc_msg *m)
 		break;
 	case IPC_LEASE_RES:
 		want = F_T | F_RID | F_ST | F_RSN | F_RA;
+		/* A token comes only with a 200, and may not. */
+		if (m->status == 200 && (seen & F_LSE))
+			want |= F_LSE;
 		break;
 	case IPC_USAGE_KICK:
 		want = F_T;
@@ -335,7 +344,8 @@ ipc_decode_why(const unsigned char *buf, size_t len, struct ipc_msg *m,
 	memcpy(&be, buf, 4);
 	flen = ntohl(be);
 	/* flen + 4 would wrap for lengths near 2^32 */
-	*why = "length outside 1..1020 bytes";
+	_Static_assert(IPC_MAX_FRAME - 4 == 2300, "the reason names the bound");
+	*why = "length outside 1..2300 bytes";
 	if (flen == 0 || flen > IPC_MAX_FRAME - 4)
 		return -1;
 	if (len < flen + 4)

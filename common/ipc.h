@@ -11,7 +11,8 @@
  *
  *   type          direction          fields
  *   LEASE_REQ     worker -> uplink   rid, key (40 [A-Za-z0-9]), ref (refresh?)
- *   LEASE_RES     uplink -> worker   rid, st (200|403|503), rsn, ra
+ *   LEASE_RES     uplink -> worker   rid, st (200|403|503), rsn, ra,
+ *                                    [lse: the token, with 200 only]
  *   USAGE_KICK    worker -> uplink   (none): the spool passed a batch
  *   SEAT_REQ      worker -> uplink   rid, key, op (take|release), ins
  *   SEAT_RES      uplink -> worker   rid, st (200|204|403|409|503), rsn,
@@ -46,7 +47,8 @@ enum ipc_type {
 enum ipc_seat_op { IPC_SEAT_TAKE = 1, IPC_SEAT_RELEASE = 2 };
 #define IPC_SEATS_MAX	1000000		/* bound of every seat count */
 
-#define IPC_MAX_FRAME	1024	/* every message above fits easily */
+/* Every message above fits: the longest is a LEASE_RES with a token. */
+#define IPC_MAX_FRAME	(TOKEN_MAX + 256)
 
 struct ipc_msg {
 	enum ipc_type	 type;
@@ -56,6 +58,9 @@ struct ipc_msg {
 	int		 status;	/* LEASE_RES: 200, 403 or 503 */
 	char		 reason[16];	/* LEASE_RES: unknown|revoked|expired */
 	int		 retry_after;	/* LEASE_RES: seconds, with 503 */
+	char		 lease[TOKEN_MAX + 1];	/* LEASE_RES 200: "" or the
+					   token (the issuer's, sent before
+					   it is stored) */
 	int		 op;		/* SEAT_REQ: enum ipc_seat_op */
 	char		 instance[65];	/* SEAT_REQ: X-Instance-Id */
 	char		 holder[17];	/* GRANT_REQ: the calling proxy */

@@ -291,6 +291,29 @@ license_decode(const unsigned char sha[32], const char *tok, size_t len)
 }
 
 /*
+ * A token the issuer just signed for this key (license_stored): decoded
+ * like a stored one, and copied into tok. NULL if it does not parse or
+ * names another key, which a sound issuer never sends.
+ */
+static const struct decoded *
+license_fresh(const unsigned char sha[32], const char *lease, char *tok,
+    size_t toksz)
+{
+	const struct decoded	*d;
+	char			 kid[TOKEN_KID_LEN + 1];
+	size_t			 n = strlen(lease);
+
+	if (n >= toksz ||
+	    (d = license_decode(sha, lease, n)) == NULL)
+		return NULL;
+	token_kid_from_hash(sha, kid);
+	if (strcmp(d->l.kid, kid) != 0)
+		return NULL;
+	memcpy(tok, lease, n + 1);
+	return d;
+}
+
+/*
  * The registry (or rejection) and lease reads of the last hit for this
  * key, if the snapshot has not changed since: the same bytes, so the
  * same verdict, but for a key's own expiry, which the clock decides.
@@ -409,12 +432,18 @@ license_stored(const struct conn *c, const struct req_state *st,
 		license_unavailable(rp, a->retry_after);
 		return NULL;
 	}
-	store_snapshot(worker->store);
-	store_clock_read(worker->store, &clk);
-	n = store_lease_get(worker->store, st->lic.sha, tok, toksz, &t);
-	store_snapshot_end(worker->store);
-	if (n > 0 && store_lease_state(&t, &clk) != STORE_LEASE_EXPIRED)
-		d = license_decode(st->lic.sha, tok, (size_t)n);
+	if (a->msg != NULL && a->msg->lease[0] != '\0') {
+		/* The issuer's new lease, which it stores after answering. */
+		store_clock_read(worker->store, &clk);
+		d = license_fresh(st->lic.sha, a->msg->lease, tok, toksz);
+	} else {
+		store_snapshot(worker->store);
+		store_clock_read(worker->store, &clk);
+		n = store_lease_get(worker->store, st->lic.sha, tok, toksz, &t);
+		store_snapshot_end(worker->store);
+		if (n > 0 && store_lease_state(&t, &clk) != STORE_LEASE_EXPIRED)
+			d = license_decode(st->lic.sha, tok, (size_t)n);
+	}
 	if (d == NULL) {
 		license_unavailable(rp, 1);
 		return NULL;

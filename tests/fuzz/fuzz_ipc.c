@@ -7,7 +7,8 @@
  * Besides memory safety (a peer's hostile headers must never reach
  * msgpack-c's allocator) it checks what the channel relies on: a decoded
  * frame lies inside the data and within IPC_MAX_FRAME, one byte less is
- * always "more", the message obeys its type's schema, and it survives
+ * always "more", the message obeys its type's schema (a token only on a
+ * lease answer's 200), and it survives
  * an encode/decode round trip unchanged.
  */
 #include <stddef.h>
@@ -26,8 +27,12 @@ check_msg(const struct ipc_msg *m)
 {
 	size_t	klen = strnlen(m->key, sizeof(m->key));
 	size_t	rlen = strnlen(m->reason, sizeof(m->reason));
+	size_t	llen = strnlen(m->lease, sizeof(m->lease));
 
 	CHECK(klen < sizeof(m->key) && rlen < sizeof(m->reason));
+	CHECK(llen < sizeof(m->lease));
+	/* a token comes with a lease answer's 200 alone */
+	CHECK(llen == 0 || (m->type == IPC_LEASE_RES && m->status == 200));
 	switch (m->type) {
 	case IPC_LEASE_REQ:
 		CHECK(token_key_valid(m->key, klen));
@@ -76,6 +81,7 @@ check_roundtrip(const struct ipc_msg *m)
 	CHECK(m2.type == m->type && m2.rid == m->rid);
 	CHECK(strcmp(m2.key, m->key) == 0);
 	CHECK(strcmp(m2.reason, m->reason) == 0);
+	CHECK(strcmp(m2.lease, m->lease) == 0);
 	CHECK(m2.refresh == m->refresh && m2.status == m->status);
 	CHECK(m2.retry_after == m->retry_after);
 }

@@ -133,6 +133,10 @@ ipc(void)
 	m.reason[0] = '\0';
 	m.retry_after = 5;
 	frame("lease-res-503", &m);
+	m.status = 200;
+	m.retry_after = 0;
+	strcpy(m.lease, "eyJ2IjoxfQ.c2lnbmF0dXJl");
+	frame("lease-res-200-token", &m);
 	memset(&m, 0, sizeof(m));
 	m.type = IPC_USAGE_KICK;
 	frame("usage-kick", &m);

@@ -13,7 +13,7 @@ import ssl
 import time
 
 from lp import (Fixture, Pki, Server, comm, fake_key, free_port, key_id,
-                run, token_payload, verify_token, wait_for)
+                run, sysinject, token_payload, verify_token, wait_for)
 
 LEASE_REFRESH = 45
 LEASE_TTL = 72 * 3600
@@ -1080,3 +1080,40 @@ def test_revoked_at_once_under_usage_commits():
             assert auth.license(other, conn=c).status == 200
         finally:
             c.close()
+
+
+def test_lease_answered_before_the_issuer_stores_it():
+    """The issuer answers with the token it signed and caches it after:
+    a cache it cannot write (its data file swapped for a read-only
+    /dev/null under it, by ptrace) costs a warning and a signature next
+    time, never the client's lease."""
+    O_RDONLY, OPEN, DUP2 = 0, 2, 33
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth = authority(fx, pki=pki)
+        member = auth.create_key(name="svc")
+        late = auth.create_key(name="late")
+        auth.start()
+        assert auth.license(member).status == 200
+        issuer = auth.children_by_comm()["licproxy-issuer"]
+        assert len(issuer) == 1, issuer
+        fds = [int(fd) for fd in os.listdir("/proc/%d/fd" % issuer[0])
+               if os.readlink("/proc/%d/fd/%s" % (issuer[0], fd)).endswith(
+                   "/data.mdb")]
+        assert fds, "the issuer holds no data.mdb"
+        null, err = sysinject(issuer[0], OPEN, "s:/dev/null", O_RDONLY)
+        assert null >= 0, err
+        for fd in fds:
+            assert sysinject(issuer[0], DUP2, null, fd) == (fd, 0)
+        for _ in range(2):
+            r = auth.license(late)
+            assert r.status == 200, r
+            tok = r.json()["lease"]
+            assert r.json()["source"] == "authority"
+            assert verify_token(tok, pki.pub)
+            assert token_payload(tok)["kid"] == key_id(late)
+        wait_for(lambda: auth.logs().count("lease for %s issued but not "
+                                           "stored" % key_id(late)) == 2,
+                 what="the issuer's warning, once for each lease")
+        # The lease stored before is served as before.
+        assert auth.license(member).status == 200

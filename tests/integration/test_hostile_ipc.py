@@ -46,9 +46,9 @@ CASES = {
     # a frame cut short and the peer gone: the channel simply closes
     "truncated": (frame(mp_map((mp_str("t"), mp_int(1))))[:6], None, True),
     "oversize length": (b"\xff\xff\xff\xff" + b"\x80" * 16,
-                        "length outside 1..1020 bytes", False),
-    "length 1021": (struct.pack(">I", 1021) + b"\x80" * 1021,
-                    "length outside 1..1020 bytes", False),
+                        "length outside 1..2300 bytes", False),
+    "length 2301": (struct.pack(">I", 2301) + b"\x80" * 2301,
+                    "length outside 1..2300 bytes", False),
     "map of 2^31 entries": (frame(b"\xdf\x80\x00\x00\x00"),
                             "a msgpack length does not fit the frame", False),
     "map of 2^32-1 entries": (frame(b"\xdf\xff\xff\xff\xff"),

@@ -192,6 +192,20 @@ t_roundtrip_lease_res(void **state)
 	roundtrip(&in, &out);
 	assert_int_equal(out.status, 200);
 	assert_string_equal(out.reason, "");
+	assert_string_equal(out.lease, "");
+
+	/* The issuer's 200 carries its token; the longest one fits a frame. */
+	strcpy(in.lease, "eyJwYXlsb2FkIjoxfQ.c2ln");
+	roundtrip(&in, &out);
+	assert_string_equal(out.lease, in.lease);
+	memset(in.lease, 'A', TOKEN_MAX);
+	in.lease[TOKEN_MAX] = '\0';
+	in.rid = UINT32_MAX;
+	in.retry_after = 86400;
+	strcpy(in.reason, "123456789012345");
+	roundtrip(&in, &out);
+	assert_int_equal(strlen(out.lease), TOKEN_MAX);
+	assert_memory_equal(out.lease, in.lease, TOKEN_MAX);
 }
 
 static void
@@ -440,6 +454,8 @@ t_ext_and_depth(void **state)
 static void
 t_schema_fields(void **state)
 {
+	static char	big[TOKEN_MAX + 1];
+
 	(void)state;
 	/* the builder itself makes valid messages */
 	assert_true(DEC(REQ_OK) > 0);
@@ -472,6 +488,29 @@ t_schema_fields(void **state)
 	assert_int_equal(DEC(REQ_OK, FI("rid", 7)), -1);
 	assert_int_equal(DEC(FI("t", 3), FI("t", 3)), -1);
 	assert_int_equal(DEC(RES_OK, FS("rsn", "x")), -1);
+
+	/* a token: only on a 200, not empty, once, not on a request */
+	assert_true(DEC(FI("t", 2), FI("rid", 7), FI("st", 200),
+	    FS("rsn", ""), FI("ra", 0), FS("lse", "a.b")) > 0);
+	assert_string_equal(msg.lease, "a.b");
+	assert_int_equal(DEC(FI("t", 2), FI("rid", 7), FI("st", 403),
+	    FS("rsn", "revoked"), FI("ra", 0), FS("lse", "a.b")), -1);
+	assert_int_equal(DEC(RES_OK, FS("lse", "a.b")), -1);	/* a 503 */
+	assert_int_equal(DEC(FI("t", 2), FI("rid", 7), FI("st", 200),
+	    FS("rsn", ""), FI("ra", 0), FS("lse", "")), -1);
+	assert_int_equal(DEC(FI("t", 2), FI("rid", 7), FI("st", 200),
+	    FS("rsn", ""), FI("ra", 0), FI("lse", 1)), -1);
+	assert_int_equal(DEC(FI("t", 2), FI("rid", 7), FI("st", 200),
+	    FS("rsn", ""), FI("ra", 0), FS("lse", "a.b"), FS("lse", "a.b")),
+	    -1);
+	assert_int_equal(DEC(REQ_OK, FS("lse", "a.b")), -1);
+	memset(big, 'A', sizeof(big));
+	assert_true(DEC(FI("t", 2), FI("rid", 7), FI("st", 200),
+	    FS("rsn", ""), FI("ra", 0), { "lse", 3, 's', 0, big,
+	    TOKEN_MAX }) > 0);
+	assert_int_equal(DEC(FI("t", 2), FI("rid", 7), FI("st", 200),
+	    FS("rsn", ""), FI("ra", 0), { "lse", 3, 's', 0, big,
+	    TOKEN_MAX + 1 }), -1);
 }
 
 static void
@@ -823,7 +862,7 @@ t_chan_garbage(void **state)
 		{ "\x00\x00\x00\x02\xc1\xc1", 6 },
 		{ "\x00\x00\x00\x00", 4 },
 		{ "\xff\xff\xff\xff", 4 },
-		{ "\x00\x00\x04\x00", 4 },
+		{ "\x00\x00\x08\xfd", 4 },	/* IPC_MAX_FRAME - 3 */
 		{ "\x00\x00\x00\x05\xdf\xff\xff\xff\xff", 9 },
 		{ "GET / HTTP/1.1\r\n\r\n", 18 },
 		{ "\x00\x00\x00\x04\x81\xa1t\x03" "\x00\x00\x00\x01\x00", 13 },
@@ -834,6 +873,7 @@ t_chan_garbage(void **state)
 	int			 sv[2];
 
 	(void)state;
+	assert_int_equal(0x08fd, IPC_MAX_FRAME - 3);
 	for (i = 0; i < sizeof(g) / sizeof(g[0]); i++) {
 		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 		memset(&s, 0, sizeof(s));
