@@ -273,6 +273,7 @@ license_decode(const unsigned char sha[32], const char *tok, size_t len)
 	struct decoded	*d = &lic.decoded[(sha[0] | sha[1] << 8) %
 			    DECODED_SLOTS];
 	const char	*sig = memchr(tok, '.', len);
+	char		 kid[TOKEN_KID_LEN + 1];
 
 	if (sig == NULL || (size_t)(tok + len - ++sig) >= sizeof(d->sig))
 		return NULL;
@@ -281,36 +282,15 @@ license_decode(const unsigned char sha[32], const char *tok, size_t len)
 		return d;
 	d->valid = 0;
 	d->txnid = 0;
-	if (token_decode(tok, len, &d->l) == -1)
+	token_kid_from_hash(sha, kid);
+	/* A lease that names another key is never served for this one. */
+	if (token_decode(tok, len, &d->l) == -1 || strcmp(d->l.kid, kid) != 0)
 		return NULL;
 	memcpy(d->sha, sha, 32);
 	strcpy(d->sig, sig);
 	license_render(d);
 	d->valid = d->headlen > 0 && (size_t)d->headlen < sizeof(d->head);
 	return d->valid ? d : NULL;
-}
-
-/*
- * A token the issuer just signed for this key (license_stored): decoded
- * like a stored one, and copied into tok. NULL if it does not parse or
- * names another key, which a sound issuer never sends.
- */
-static const struct decoded *
-license_fresh(const unsigned char sha[32], const char *lease, char *tok,
-    size_t toksz)
-{
-	const struct decoded	*d;
-	char			 kid[TOKEN_KID_LEN + 1];
-	size_t			 n = strlen(lease);
-
-	if (n >= toksz ||
-	    (d = license_decode(sha, lease, n)) == NULL)
-		return NULL;
-	token_kid_from_hash(sha, kid);
-	if (strcmp(d->l.kid, kid) != 0)
-		return NULL;
-	memcpy(tok, lease, n + 1);
-	return d;
 }
 
 /*
@@ -432,18 +412,20 @@ license_stored(const struct conn *c, const struct req_state *st,
 		license_unavailable(rp, a->retry_after);
 		return NULL;
 	}
+	store_snapshot(worker->store);
+	store_clock_read(worker->store, &clk);
 	if (a->msg != NULL && a->msg->lease[0] != '\0') {
-		/* The issuer's new lease, which it stores after answering. */
-		store_clock_read(worker->store, &clk);
-		d = license_fresh(st->lic.sha, a->msg->lease, tok, toksz);
+		/* The token came with the answer (the issuer's: it stores it
+		 * only after answering). */
+		n = snprintf(tok, toksz, "%s", a->msg->lease);
+		if ((size_t)n < toksz)
+			d = license_decode(st->lic.sha, tok, (size_t)n);
 	} else {
-		store_snapshot(worker->store);
-		store_clock_read(worker->store, &clk);
 		n = store_lease_get(worker->store, st->lic.sha, tok, toksz, &t);
-		store_snapshot_end(worker->store);
 		if (n > 0 && store_lease_state(&t, &clk) != STORE_LEASE_EXPIRED)
 			d = license_decode(st->lic.sha, tok, (size_t)n);
 	}
+	store_snapshot_end(worker->store);
 	if (d == NULL) {
 		license_unavailable(rp, 1);
 		return NULL;
