@@ -25,12 +25,21 @@ WRAP = shlex.split(os.environ.get("LICPROXY_WRAP", ""))
 SLOW = 5 if WRAP else 1
 
 
+# Every port handed out in this run: the kernel may give a just-closed
+# ephemeral port out again, and two servers (or one server's port and
+# status_port) drawing the same number fail to start.
+_ports_given = set()
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    while True:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
 
 
 def run(*args, env=None, input=None, check=True):
