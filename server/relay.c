@@ -224,6 +224,9 @@ relay_send(evutil_socket_t fd, short ev, void *arg)
 	free(body);
 	rl->more = rl->n < n || n == RELAY_BATCH;
 	rl->busy = 1;
+	/* The status counts a batch in flight as pending from now, not only
+	 * from the next tick (a batch can be sent and answered within it). */
+	upstream_usage_stats();
 }
 
 void
