@@ -278,16 +278,26 @@ flight_landed(const unsigned char sha[32], const struct ipc_msg *m,
 {
 	struct store_clock	clk;
 	struct store_lease_time	t;
+	struct lease		l;
 	char			tok[TOKEN_MAX + 1], reason[16];
+	char			kid[TOKEN_KID_LEN + 1];
 	int64_t			until;
-	int			st;
+	int			n, st = STORE_LEASE_EXPIRED;
 
 	memset(res, 0, sizeof(*res));
 	res->type = IPC_LEASE_RES;
 	res->rid = m->rid;
 	store_clock_read(uplink->store, &clk);
-	st = store_lease_get(uplink->store, sha, tok, sizeof(tok), &t) > 0 ?
-	    store_lease_state(&t, &clk) : STORE_LEASE_EXPIRED;
+	/*
+	 * A row whose lease does not decode or names another key (a store
+	 * edited by hand) is what the worker could not serve: fetch anew,
+	 * which also puts the row right.
+	 */
+	token_kid_from_hash(sha, kid);
+	if ((n = store_lease_get(uplink->store, sha, tok, sizeof(tok),
+	    &t)) > 0 && token_decode(tok, (size_t)n, &l) == 0 &&
+	    strcmp(l.kid, kid) == 0)
+		st = store_lease_state(&t, &clk);
 	if (st == STORE_LEASE_FRESH ||
 	    (st == STORE_LEASE_DUE && !m->refresh)) {
 		res->status = 200;

@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import ssl
+import subprocess
 import tempfile
 import threading
 import time
@@ -759,4 +760,60 @@ def test_cache_export_import():
         assert verify_token(r.json()["lease"], pki.pub)
         assert newp.status_json()["state"] == "TrustBased"
         assert newp.license(old).status == 503
+        finish(fx)
+
+
+def swap_lease_rows(store, sha_a, sha_b):
+    """Swap the values of two rows of the leases table with mdb_dump and
+    mdb_load: each key's row then holds a lease, correctly signed, for the
+    other key (a store edited or damaged by hand)."""
+    out = subprocess.run(["mdb_dump", "-s", "leases", store], check=True,
+                         capture_output=True, text=True).stdout
+    head, _, rest = out.partition("HEADER=END\n")
+    # mdb_load of the same LMDB warns about a keyword it does not read
+    head = "".join(l for l in head.splitlines(True)
+                   if not l.startswith("db_pagesize="))
+    lines = rest.split("\n")
+    rows = {}
+    for i in range(0, len(lines) - 1, 2):
+        if lines[i].startswith(" "):
+            rows[lines[i].strip()] = i
+    ka, kb = rows[sha_a], rows[sha_b]
+    lines[ka + 1], lines[kb + 1] = lines[kb + 1], lines[ka + 1]
+    subprocess.run(["mdb_load", "-s", "leases", store], check=True,
+                   input=head + "HEADER=END\n" + "\n".join(lines),
+                   text=True)
+
+
+def test_lease_row_for_another_key_is_never_served():
+    """A cached row whose signed lease names another key (swapped by hand
+    while the proxy was down) is no lease for this key: with the upstream
+    down the answer is 503, never the other key's lease; with the upstream
+    back, the key gets its own lease and the row is put right."""
+    with Fixture() as fx:
+        pki, auth, p, _ = setup(fx)
+        a, b = auth.create_key(name="a"), auth.create_key(name="b")
+        lease = {}
+        for k in (a, b):
+            r = p.license(k)
+            assert r.status == 200, r
+            lease[k] = r.json()["lease"]
+        assert p.stop() == 0 and auth.stop() == 0
+        swap_lease_rows(p.store, sha_hex(a), sha_hex(b))
+        assert export(p.store)[sha_hex(a)] == lease[b]     # swapped indeed
+        p.start()
+        for k in (a, b):
+            r = p.license(k)
+            assert r.status == 503, (r, r.json())
+            assert r.json()["error"] == "upstream_unavailable", r
+        auth.start()
+        for k in (a, b):
+            r = p.license(k)
+            assert r.status == 200, (r, p.logs()[-3000:])
+            assert r.json()["key_id"] == key_id(k), r
+            assert token_payload(r.json()["lease"])["kid"] == key_id(k)
+            assert verify_token(r.json()["lease"], pki.pub)
+        ex = export(p.store)
+        for k in (a, b):
+            assert token_payload(ex[sha_hex(k)])["kid"] == key_id(k)
         finish(fx)
