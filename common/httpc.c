@@ -146,6 +146,7 @@ hc_finish(struct hc_xfer *x, CURLcode rc)
 	curl_easy_getinfo(x->easy, CURLINFO_SIZE_DOWNLOAD_T, &down);
 	curl_easy_getinfo(x->easy, CURLINFO_RETRY_AFTER, &ra);
 	r.bytes_out = (size_t)hout + (size_t)up;
+	r.sent = hout > 0;
 	r.bytes_in = (size_t)hin + (size_t)down;
 	r.retry_after = ra > 0 ? (int)ra : -1;
 	switch (rc) {

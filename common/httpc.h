@@ -39,6 +39,8 @@ struct httpc_res {
 	const char	*body;		/* NUL-terminated, valid during callback */
 	size_t		 bodylen;
 	size_t		 bytes_out, bytes_in;	/* headers + bodies, for metrics */
+	int		 sent;		/* the request went out: unanswered, */
+					/* it may still have been applied */
 };
 
 #define HTTPC_ECONNECT	1	/* DNS, TCP or proxy CONNECT failure */

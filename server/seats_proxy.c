@@ -119,16 +119,22 @@ sp_claim(const struct ipc_msg *m, const char *kid,
 	c.cap = g->expires > now ? g->seats : 0;
 	if (f != NULL && f->want < c.cap)
 		c.cap = f->want;
+	/*
+	 * No seat outlives the grant it is cut from: past it the authority
+	 * may hand the seat to another, and a proxy cut off until then
+	 * would not know.
+	 */
 	if (m->type == IPC_SEAT_REQ) {
 		c.instance = m->instance;
 		c.want = 1;
 		c.expires = now + sp.cf->seats.ttl_s;
 	} else {
-		/* A sub-grant never outlives the grant it is cut from. */
 		c.holder = m->holder;
 		c.want = m->want;
-		c.expires = sub < g->expires ? sub : g->expires;
+		c.expires = sub;
 	}
+	if (c.expires > g->expires)
+		c.expires = g->expires;
 	*exp = c.expires;
 	return store_seat_claim(sp.store, &c, u);
 }
@@ -312,6 +318,28 @@ sp_reject(struct sp_wait *w, const char *why)
 }
 
 /*
+ * A request that went out and got no answer saying what upstream did (a
+ * timeout, a lost connection, a 5xx a balancer sent after the authority
+ * had applied it) may have taken effect: a give-back then binds as if
+ * applied, and a raise counts only once answered. One never sent (a
+ * refused connection) changed nothing, so a cut-off proxy keeps its grant.
+ */
+static void
+sp_unknown(struct sp_flight *f)
+{
+	struct store_mygrant g;
+
+	if (store_mygrant_get(sp.store, f->kid, &g) != 0 ||
+	    g.total == STORE_SEATS_NOLIMIT || f->want >= g.seats)
+		return;
+	log_warnx("seat grant of %s: no answer to giving back %lld of %lld"
+	    " seats: holding %lld", f->kid, (long long)(g.seats - f->want),
+	    (long long)g.seats, (long long)f->want);
+	g.seats = f->want;
+	store_mygrant_put(sp.store, f->kid, &g);
+}
+
+/*
  * The counted waiters get what there is now; the late ones are served if
  * they can be, and the rest start the next flight.
  */
@@ -329,6 +357,8 @@ sp_done(int answered, const struct httpc_res *r, void *arg)
 	else
 		log_debug("seat grant of %s: %s", f->kid, r->errstr ?
 		    r->errstr : "upstream server error");
+	if (!answered && r->sent)
+		sp_unknown(f);
 	upstream_state(answered, answered ? NULL : r->errstr);
 	LIST_REMOVE(f, entry);		/* its give-back no longer binds */
 	while ((w = TAILQ_FIRST(&f->counted)) != NULL) {

@@ -30,6 +30,7 @@ struct call {
 	int		 url;
 	upstream_done	 done;
 	void		*arg;
+	int		 sent;	/* some attempt's request went out */
 };
 
 static void	call_attempt(struct call *);
@@ -50,6 +51,7 @@ static void
 call_result(const struct httpc_res *r, void *arg)
 {
 	struct call	*c = arg;
+	struct httpc_res res = *r;
 	int		 answered = r->err == 0 && r->status < 500;
 
 	stats_up_begin();
@@ -62,12 +64,14 @@ call_result(const struct httpc_res *r, void *arg)
 		/* the outage itself is told once, by upstream_state */
 		log_debug("upstream %s: %s", uplink->cf->license.server_url[c->url],
 		    r->err ? r->errstr : "server error");
+		c->sent |= r->sent;
 		if (++c->url < uplink->cf->license.n_server_url) {
 			call_attempt(c);
 			return;
 		}
 	}
-	c->done(answered, r, c->arg);
+	res.sent |= c->sent;	/* over every attempt of the call */
+	c->done(answered, &res, c->arg);
 	call_free(c);
 }
 

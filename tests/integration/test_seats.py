@@ -1,8 +1,11 @@
 """Floating seats (SPEC section 8): seat cycle at an authority and through
 proxies, grants, chains, the last-seat race, the CLI."""
+import calendar
 import http.client
 import json
 import os
+import select
+import socket
 import shutil
 import subprocess
 import tempfile
@@ -21,12 +24,12 @@ def authority(fx, pki, name="authority", grant_ttl=None):
     return fx.add(Server(pki, "authority", name=name, extra=extra))
 
 
-def proxy(fx, pki, upstreams, key, name="proxy", sync="2s"):
+def proxy(fx, pki, upstreams, key, name="proxy", sync="2s", ttl=TTL):
     conf = {"server_url": upstreams, "ca_file": pki.ca,
             "trusted_keys": [pki.pub], "timeout": "1s",
             "sync_interval": sync}
     return fx.add(Server(pki, "proxy", name=name,
-                         extra={"license": conf, "seats": {"ttl": TTL}},
+                         extra={"license": conf, "seats": {"ttl": ttl}},
                          env={"LICPROXY_LICENSE_KEY": key}))
 
 
@@ -423,4 +426,157 @@ def test_cut_off_proxy_serves_until_grant_expires():
         r = take(p, key, "y")
         assert r.status == 409 and r.json()["seats"]["granted"] == 0, r
         assert p.status_json()["state"] in ("TrustBased", "Disconnected")
+        finish(fx)
+
+
+class Relay:
+    """A TCP forwarder between a proxy and its authority. cut(): every
+    connection dropped and new ones refused. lose_answers: requests still
+    reach the authority (which acts on them), but from a connection's
+    second TLS application-data record on (TLS 1.3: the first is the
+    client's Finished, the second its request) nothing it answers comes
+    back."""
+
+    def __init__(self, target_port):
+        self.target = target_port
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(64)
+        self.port = self.ls.getsockname()[1]
+        self.up, self.lose_answers, self.socks = True, False, []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self):
+        return "https://127.0.0.1:%d" % self.port
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            try:
+                if not self.up:
+                    raise OSError("cut")
+                u = socket.create_connection(("127.0.0.1", self.target), 2)
+            except OSError:
+                c.close()
+                continue
+            self.socks += [c, u]
+            threading.Thread(target=self._pump, args=(c, u),
+                             daemon=True).start()
+
+    def _pump(self, c, u):
+        buf, records = b"", 0
+        try:
+            while self.up:
+                for s in select.select([c, u], [], [], 0.2)[0]:
+                    d = s.recv(65536)
+                    if not d:
+                        raise OSError("closed")
+                    if s is c:
+                        buf += d
+                        while len(buf) >= 5 and \
+                                len(buf) >= 5 + int.from_bytes(buf[3:5], "big"):
+                            records += buf[0] == 0x17
+                            buf = buf[5 + int.from_bytes(buf[3:5], "big"):]
+                        u.sendall(d)
+                    elif not (self.lose_answers and records >= 2):
+                        c.sendall(d)
+        except OSError:
+            pass
+        for s in (c, u):
+            s.close()
+
+    def cut(self):
+        self.up = False
+        for s in self.socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cleanup(self):
+        self.cut()
+        self.ls.close()
+
+
+def grants(auth):
+    """{holder: (seats, expires_at unix)} of every grant, from the CLI."""
+    rows = json.loads(run("seats", "list", "--store", auth.store,
+                          "--json").stdout)
+    return {g["holder"]: (g["seats"], calendar.timegm(time.strptime(
+        g["expires_at"], "%Y-%m-%dT%H:%M:%SZ")))
+        for r in rows for g in r["grants"]}
+
+
+def test_proxy_seat_never_outlives_its_grant():
+    """A proxy's seats.ttl (60 s) is longer than its grant (5 s): a seat it
+    hands out ends with the grant, so a proxy cut off before renewing the
+    grant has no instance holding a seat once the authority lets the grant
+    go and gives the seat to another (the old code said 60 s: two holders
+    of a one-seat key)."""
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth = authority(fx, pki, grant_ttl="5s").start()
+        key = seat_key(auth, 1)
+        pkey = proxy_key(auth)
+        rl = fx.add(Relay(auth.port))
+        p = proxy(fx, pki, [rl.url], pkey, sync="1s", ttl="60s").start()
+        r = take(p, key, "a")
+        assert r.status == 200, r
+        seat_end = calendar.timegm(time.strptime(r.json()["expires_at"],
+                                                 "%Y-%m-%dT%H:%M:%SZ"))
+        grant_end = grants(auth)[key_id(pkey)][1]
+        assert seat_end <= grant_end, (r.json(), grant_end)
+        rl.cut()
+        wait_for(lambda: time.time() > grant_end + 1, timeout=10,
+                 what="the grant's end")
+        assert take(auth, key, "direct").status == 200
+        assert held(p, key) == set(), held(p, key)
+        r = take(p, key, "a")
+        assert r.status == 409 and r.json()["seats"]["granted"] == 0, r
+        assert held(auth, key) == {"direct"}
+        finish(fx)
+
+
+def test_give_back_with_its_answer_lost_binds():
+    """The proxy gives back two of its three seats and the authority takes
+    them, but the answer never arrives: the proxy must count them as given
+    back, or it hands them out again while the authority does too (the
+    old code did: five holders of a three-seat key)."""
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth = authority(fx, pki).start()
+        key = seat_key(auth, 3)
+        pkey = proxy_key(auth)
+        rl = fx.add(Relay(auth.port))
+        p = proxy(fx, pki, [rl.url], pkey, sync="2s", ttl="60s").start()
+        for i in range(3):
+            assert take(p, key, "a%d" % i).status == 200
+        assert grants(auth)[key_id(pkey)][0] == 3
+        for i in (1, 2):
+            assert take(p, key, "a%d" % i, "DELETE").status == 204
+        rl.lose_answers = True
+        wait_for(lambda: grants(auth)[key_id(pkey)][0] == 1, timeout=10,
+                 what="the authority to take the give-back")
+        said = "no answer to giving back 2 of 3 seats"
+        try:        # the request's timeout (1 s); checked below either way
+            wait_for(lambda: said in p.logs(), timeout=5)
+        except AssertionError:
+            pass
+        for n in ("b1", "b2"):
+            r = take(p, key, n)
+            assert r.status == 409, (r, p.logs()[-2000:])
+        # What b1 and b2 asked for may have raised the grant again at the
+        # authority (their answers are lost too): seats set aside, unused,
+        # until the next answered sync. Allowed; more than 3 held is not.
+        for n in ("d1", "d2"):
+            assert take(auth, key, n).status in (200, 409)
+        assert held(p, key) == {"a0"}, held(p, key)
+        # the authority's count: its own holders and the grant (a0's seat)
+        assert len(held(auth, key)) + grants(auth)[key_id(pkey)][0] <= 3, (
+            held(auth, key), grants(auth))
+        assert said in p.logs()
         finish(fx)
