@@ -206,12 +206,18 @@ hdr_copy(char *dst, size_t max, const char *v, size_t n)
 static int
 hdr_auth(struct http_req *req, struct hctx *ctx, const char *v, size_t n)
 {
+	const char *sp;
+
 	(void)ctx;
 	/* Two credentials are ambiguous: which would a front proxy check? */
 	if (req->auth_present)
 		return HTTP_PARSE_BAD;
 	req->auth_present = 1;
-	/* Empty: the caller then answers malformed_key. */
+	/* Too long to keep, yet a key by its scheme: malformed, not missing. */
+	if (n > HTTP_AUTH_MAX && (sp = memchr(v, ' ', n)) != NULL &&
+	    (ieq(v, (size_t)(sp - v), "token", 5) ||
+	    ieq(v, (size_t)(sp - v), "bearer", 6)))
+		req->auth_long = 1;
 	hdr_copy(req->auth, HTTP_AUTH_MAX, v, n);
 	return 0;
 }

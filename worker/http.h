@@ -21,6 +21,7 @@ struct http_req {
 	int		 keepalive;		/* after Connection + version */
 	char		 auth[HTTP_AUTH_MAX + 1];	/* Authorization value */
 	int		 auth_present;
+	int		 auth_long;	/* Token or Bearer, a value too long */
 	char		 ctype[HTTP_CTYPE_MAX + 1];	/* Content-Type value */
 	int64_t		 content_length;	/* -1 when absent */
 	int		 chunked;		/* Transfer-Encoding: chunked */

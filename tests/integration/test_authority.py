@@ -271,6 +271,15 @@ def test_error_codes():
             assert len(bad) in (39, 40, 41)
             assert_error(auth.license(bad), 401, "malformed_key")
             count(lic, 401)
+        # ... and one longer than the header field keeps (128 bytes), in
+        # either scheme; another scheme that long is still missing_key.
+        for scheme in ("Token", "bearer"):
+            assert_error(auth.license(good * 5, scheme=scheme), 401,
+                         "malformed_key")
+            count(lic, 401)
+        assert_error(auth.license(good * 5, scheme="Basic"), 401,
+                     "missing_key")
+        count(lic, 401)
         # 403 unknown: well-formed, never issued.
         assert_error(auth.license(fake_key("nobody")), 403, "key_rejected",
                      reason="unknown")
