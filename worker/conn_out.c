@@ -138,6 +138,22 @@ conn_in_room(struct conn *c)
 	return c->incap - c->inend;
 }
 
+/*
+ * The first record is no TLS at all: OpenSSL names "GET ", "POST ",
+ * "HEAD ", "PUT " and "CONNECT"; any other first bytes (DELETE, OPTIONS,
+ * a lowercase method) fail its version check before any handshake
+ * message. Those are answered in plain HTTP (conn_out_plain_http), as
+ * nginx answers whatever does not start like TLS.
+ */
+static int
+conn_tls_not_tls(struct conn *c, int reason)
+{
+	return reason == SSL_R_HTTP_REQUEST ||
+	    reason == SSL_R_HTTPS_PROXY_REQUEST ||
+	    (reason == SSL_R_WRONG_VERSION_NUMBER &&
+	    SSL_get_state(c->ssl) == TLS_ST_BEFORE);
+}
+
 /* Why SSL_read or SSL_write did not move bytes, as an IO_ result. */
 static enum conn_io
 conn_tls_why(struct conn *c, int r, int reading)
@@ -153,13 +169,9 @@ conn_tls_why(struct conn *c, int r, int reading)
 	case SSL_ERROR_ZERO_RETURN:	/* close_notify, or a bare FIN */
 		return IO_EOF;
 	}
-	/*
-	 * OpenSSL recognises "GET ", "POST ", ... as a first record: conn.c
-	 * answers it in plain HTTP.
-	 */
 	while ((e = ERR_get_error()) != 0)
 		if (ERR_GET_LIB(e) == ERR_LIB_SSL &&
-		    ERR_GET_REASON(e) == SSL_R_HTTP_REQUEST)
+		    conn_tls_not_tls(c, ERR_GET_REASON(e)))
 			c->plain_http = 1;
 	return IO_ERR;
 }
@@ -335,9 +347,9 @@ conn_out_reply(struct conn *c, struct reply *rp, int *keep)
 }
 
 /*
- * OpenSSL recognises "GET ", "POST ", "HEAD ", "PUT " as a first record
- * (SSL_R_HTTP_REQUEST). Answer those in plain HTTP, as nginx does, so the
- * operator sees why instead of a reset. What the client already sent is
+ * A first record that is no TLS (conn_tls_not_tls), most likely plain
+ * HTTP: answer in plain HTTP, as nginx does, so the operator sees why
+ * instead of a reset. What the client already sent is
  * read first: closing with unread bytes would reset the answer away.
  */
 void
