@@ -151,10 +151,29 @@ usage_ts_valid(const char *s)
 static void
 usage_bad(struct reply *rp, const char *field, const char *why)
 {
-	char msg[160];
+	char msg[320];
 
 	snprintf(msg, sizeof(msg), "%s: %s", field, why);
 	reply_error(rp, 400, "bad_request", msg, NULL);
+}
+
+/*
+ * Where and why jansson stopped ("real number overflow near '1e400'" at
+ * byte 57): what it quotes of the body is the client's, so anything but
+ * printable ASCII in it becomes '?'.
+ */
+static void
+usage_not_json(struct reply *rp, const json_error_t *jerr)
+{
+	char	why[sizeof(jerr->text) + 48];
+	size_t	i;
+
+	snprintf(why, sizeof(why), "not valid JSON at byte %d: %s",
+	    jerr->position, jerr->text);
+	for (i = 0; why[i] != '\0'; i++)
+		if (why[i] < 0x20 || why[i] > 0x7e)
+			why[i] = '?';
+	usage_bad(rp, "body", why);
 }
 
 static int
@@ -578,10 +597,11 @@ usage_parse(const struct conn *c, struct req_state *st, const struct lease *l,
 	if (usage_parse_fast(c->body, c->bodylen, l, kid, &st->usage.recs,
 	    &st->usage.n) == 0)
 		return 0;
+	/* An integer too big for jansson's is a number, out of range below. */
 	root = json_loadb(c->body != NULL ? c->body : "", c->bodylen,
-	    JSON_REJECT_DUPLICATES, &jerr);
+	    JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr);
 	if (root == NULL) {
-		usage_bad(rp, "body", "not valid JSON");
+		usage_not_json(rp, &jerr);
 		return -1;
 	}
 	recs = json_object_get(root, "records");

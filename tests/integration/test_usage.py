@@ -173,6 +173,16 @@ def _bad_cases(member):
         ("invalid JSON", '{"records": [', "body"),
         ("NaN", '{"records":[{"id":"n","product":"engine","metric":"m",'
          '"quantity":NaN,"ts":"%s"}]}' % TS, "body"),
+        # JSON numbers past what a double or jansson's integer holds: the
+        # integer is out of range like any other, the overflow says where
+        ("integer past int64", '{"records":[{"id":"n","product":"engine",'
+         '"metric":"m","quantity":99999999999999999999,"ts":"%s"}]}' % TS,
+         "records[0].quantity"),
+        ("real overflow", '{"records":[{"id":"n","product":"engine",'
+         '"metric":"m","quantity":1e400,"ts":"%s"}]}' % TS,
+         "body: not valid JSON at byte 70: real number overflow"),
+        ("byte 0xff", b'{"records":[{"id":"\xff"}]}',
+         "body: not valid JSON at byte 19: unable to decode byte 0xff"),
     ]
     return out
 
