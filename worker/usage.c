@@ -597,9 +597,8 @@ usage_parse(const struct conn *c, struct req_state *st, const struct lease *l,
 	if (usage_parse_fast(c->body, c->bodylen, l, kid, &st->usage.recs,
 	    &st->usage.n) == 0)
 		return 0;
-	/* An integer too big for jansson's is a number, out of range below. */
 	root = json_loadb(c->body != NULL ? c->body : "", c->bodylen,
-	    JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr);
+	    USAGE_JSON_FLAGS, &jerr);
 	if (root == NULL) {
 		usage_not_json(rp, &jerr);
 		return -1;

@@ -257,6 +257,12 @@ int	 usage_ts_valid(const char *s);
 /* A body of plain records without jansson: 0, or -1 for the jansson path. */
 int	 usage_parse_fast(const char *body, size_t len, const struct lease *,
 	    const char *kid, struct usage_rec **, int *n);
+/*
+ * How a body is read with jansson: a duplicate field is refused. (Not
+ * JSON_DECODE_INT_AS_REAL: it reads -0 as -0.0, which the fast reader,
+ * reading numbers as jansson does by default, stores as 0.)
+ */
+#define USAGE_JSON_FLAGS	JSON_REJECT_DUPLICATES
 /* One usage record checked as POST /v1/usage does: 0, or -1 naming why. */
 int	 usage_record_check(struct json_t *, const struct lease *,
 	    const char *kid, struct usage_rec *, const char **field,

@@ -152,8 +152,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		ts[size - 1] = '\0';
 		(void)usage_ts_valid(ts);
 	}
-	root = json_loadb((const char *)data + 1, size - 1,
-	    JSON_REJECT_DUPLICATES, NULL);
+	root = json_loadb((const char *)data + 1, size - 1, USAGE_JSON_FLAGS,
+	    NULL);
 	check_fast(data + 1, size - 1, root, &l);
 	if (root == NULL)
 		return 0;

@@ -174,10 +174,10 @@ def _bad_cases(member):
         ("NaN", '{"records":[{"id":"n","product":"engine","metric":"m",'
          '"quantity":NaN,"ts":"%s"}]}' % TS, "body"),
         # JSON numbers past what a double or jansson's integer holds: the
-        # integer is out of range like any other, the overflow says where
+        # message says where and why
         ("integer past int64", '{"records":[{"id":"n","product":"engine",'
          '"metric":"m","quantity":99999999999999999999,"ts":"%s"}]}' % TS,
-         "records[0].quantity"),
+         "body: not valid JSON at byte 85: too big integer"),
         ("real overflow", '{"records":[{"id":"n","product":"engine",'
          '"metric":"m","quantity":1e400,"ts":"%s"}]}' % TS,
          "body: not valid JSON at byte 70: real number overflow"),

@@ -81,7 +81,7 @@ ref_parse(const char *body, const struct lease *l, struct usage_rec **out,
 	int		 rv = -1;
 
 	*out = NULL;
-	if ((root = json_loads(body, JSON_REJECT_DUPLICATES, NULL)) == NULL)
+	if ((root = json_loads(body, USAGE_JSON_FLAGS, NULL)) == NULL)
 		return -1;
 	recs = json_object_get(root, "records");
 	cnt = json_array_size(recs);
