@@ -67,6 +67,7 @@ static const char *const calls_uplink[] = { "connect", "bind" };
  */
 static const char *const calls_master[] = {
 	"kill", "tgkill", "tkill", "wait4", "waitid", "rt_sigtimedwait",
+	"rt_sigpending",	/* a stop during an upgrade's check (upgrade.c) */
 	"rt_sigsuspend", "clone", "clone3", "fork", "vfork", "execve",
 	"set_tid_address", "arch_prctl", "access", "faccessat", "faccessat2",
 	"readlink", "readlinkat", "getcwd", "getdents64", "umask",

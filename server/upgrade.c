@@ -56,6 +56,20 @@ upgrade_init(char **argv)
 	exe_path[n > 0 ? n : 0] = '\0';
 }
 
+/*
+ * TERM or INT waiting (the master blocks them and takes them by
+ * sigtimedwait): a stop must not wait out a new binary that hangs in its
+ * check, or the master would miss its 10 s to exit.
+ */
+static int
+check_stop_pending(void)
+{
+	sigset_t pending;
+
+	return sigpending(&pending) == 0 && (sigismember(&pending, SIGTERM) ==
+	    1 || sigismember(&pending, SIGINT) == 1);
+}
+
 static int
 fd_cloexec(int fd, int on)
 {
@@ -109,13 +123,17 @@ upgrade_check(void)
 		_exit(127);
 	}
 	while ((r = waitpid(pid, &status, WNOHANG)) == 0 &&
-	    proc_now_ms() < deadline)
+	    proc_now_ms() < deadline && !check_stop_pending())
 		nanosleep(&(struct timespec){ 0, 20 * 1000000 }, NULL);
 	if (r == 0) {
 		kill(pid, SIGKILL);
 		waitpid(pid, &status, 0);
-		log_warnx("upgrade: %s check-config took more than %ds",
-		    exe_path, CHECK_MS / 1000);
+		if (proc_now_ms() < deadline)
+			log_warnx("upgrade: %s check-config abandoned: stopping",
+			    exe_path);
+		else
+			log_warnx("upgrade: %s check-config took more than %ds",
+			    exe_path, CHECK_MS / 1000);
 		return -1;
 	}
 	if (r == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0)

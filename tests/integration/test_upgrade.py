@@ -249,6 +249,28 @@ def test_usr2_broken_binary_keeps_old_generation():
         assert srv.stop() == 0
 
 
+def test_term_during_a_hung_upgrade_check_exits_in_time():
+    """A new binary whose check-config hangs (here: sleeps 30 s) must not
+    hold a stop up: TERM during that check still ends the master within
+    SPEC's 10 s (the old code waited the check's 10 s out first)."""
+    with Fixture() as fx:
+        path = served_copy(fx)
+        srv, key = start_served(fx, path, workers=1)
+        replace(path, b"#!/bin/sh\nsleep 30\n")
+        srv.proc.send_signal(signal.SIGUSR2)
+        # a script exec'd keeps its file's name as comm
+        wait_for(lambda: "licproxy" in srv.children_by_comm(),
+                 what="the new binary's check to run")
+        t0 = time.monotonic()
+        srv.proc.send_signal(signal.SIGTERM)
+        rc = srv.proc.wait(15)
+        took = time.monotonic() - t0
+        assert rc == 0, srv.logs()[-2000:]
+        assert took < 8, took
+        assert "check-config abandoned: stopping" in srv.logs(), \
+            srv.logs()[-2000:]
+
+
 def test_usr2_bad_config_keeps_old_generation():
     with Fixture() as fx:
         path = served_copy(fx)
