@@ -15,6 +15,7 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
@@ -280,14 +281,36 @@ static const char *const method_names[] = {
  * The path as received, quote and backslash escaped: as JSON does in a
  * JSON line, as nginx does (\x22) in a text line.
  */
+/* Letters and digits from p on, as many as a license key has, or more. */
+static size_t
+access_keylike(const char *p)
+{
+	size_t n = 0;
+
+	while (isalnum((unsigned char)p[n]))
+		n++;
+	return n >= TOKEN_KEY_LEN ? n : 0;
+}
+
+/*
+ * A client that puts its key in the path (GET /KEY) must not get it
+ * into the log: a run of 40 or more letters and digits is written as
+ * "[redacted]".
+ */
 static void
 access_path(const struct access_rec *a, int json, char *out, size_t len)
 {
-	const char	*p = a->have_head ? a->req->path : "-";
-	size_t		 o = 0;
+	static const char	 hidden[] = "[redacted]";
+	const char		*start = a->have_head ? a->req->path : "-", *p;
+	size_t			 o = 0, run;
 
-	for (; *p != '\0' && o + 5 < len; p++) {
-		if (*p != '"' && *p != '\\')
+	for (p = start; *p != '\0' && o + 5 < len; p++) {
+		if ((p == start || !isalnum((unsigned char)p[-1])) &&
+		    (run = access_keylike(p)) > 0 &&
+		    o + sizeof(hidden) + 5 < len) {
+			o += (size_t)(stpcpy(out + o, hidden) - (out + o));
+			p += run - 1;
+		} else if (*p != '"' && *p != '\\')
 			out[o++] = *p;
 		else if (json) {
 			out[o++] = '\\';

@@ -131,6 +131,25 @@ def test_access_log_json_and_off_by_default():
         assert p.returncode == 2 and "log.access" in p.stderr, p.stderr
 
 
+def test_access_log_never_shows_a_key_in_the_path():
+    """A client that puts its key in the path (GET /KEY, a 404) does not
+    get it into the access log: a run of 40 or more letters and digits is
+    written [redacted]; a shorter one is kept."""
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth, proxy = pair(fx, pki, log={"access": "true", "level": "warn"})
+        proxy.start()
+        key = auth.create_key(name="svc")
+        paths = ["/" + key, "/v1/license/" + key + "x/y", "/a-" + key[:39]]
+        for path in paths:
+            assert proxy.request("GET", path, key=key).status == 404
+        recs = wait_for(lambda: len(access_lines(proxy, text_rec)) >= 3 and
+                        access_lines(proxy, text_rec), what="access lines")
+        assert [r["path"] for r in recs] == [
+            "/[redacted]", "/v1/license/[redacted]/y", "/a-" + key[:39]], recs
+        assert key not in proxy.logs()
+
+
 def test_access_log_never_blocks_the_worker():
     """The log is a pipe nobody reads: requests go on, lines are whole."""
     with Fixture() as fx:
