@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/event.h>
 #include <jansson.h>
@@ -111,15 +112,37 @@ usage_offset(const char *s, int *east)
 }
 
 /*
+ * Second 60 where a leap second can be: 23:59:60 UTC at the end of a June
+ * or a December, from 1972 (the first) on. Which of those slots were used
+ * is IERS's word, announced months ahead: a table here would refuse the
+ * next one.
+ */
+static int
+usage_leap_slot(int64_t utc_min)
+{
+	time_t		t = (time_t)(utc_min * 60);
+	struct tm	g;
+
+	if (gmtime_r(&t, &g) == NULL)
+		return 0;
+	return g.tm_hour == 23 && g.tm_min == 59 && g.tm_year >= 72 &&
+	    ((g.tm_mon == 5 && g.tm_mday == 30) ||
+	    (g.tm_mon == 11 && g.tm_mday == 31));
+}
+
+/*
  * RFC 3339 date-time naming a real instant: 2026-11-26T16:00:00[.fff]
- * (Z|+hh:mm|-hh:mm), year 1970 or later, the day within its month (leap
- * years counted), second 60 only where a leap second can be: 23:59 UTC.
+ * (Z|+hh:mm|-hh:mm), at or after 1970-01-01T00:00:00Z (the instant, so
+ * 1970-01-01T00:30:00+01:00 is refused), the day within its month (leap
+ * years counted), second 60 only in a leap-second slot (usage_leap_slot).
  */
 int
 usage_ts_valid(const char *s)
 {
-	size_t	n = strlen(s);
-	int	y, mo, d, h, mi, sec, east;
+	size_t		n = strlen(s);
+	int		y, mo, d, h, mi, sec, east;
+	struct tm	tm;
+	int64_t		utc_min;
 
 	if (n < 20 || n > USAGE_TS_MAX || usage_digits(s, 4) || s[4] != '-' ||
 	    usage_digits(s + 5, 2) || s[7] != '-' || usage_digits(s + 8, 2) ||
@@ -142,8 +165,14 @@ usage_ts_valid(const char *s)
 	}
 	if (usage_offset(s, &east) == -1)
 		return -1;
-	/* Minutes of the UTC day: a leap second is at 23:59:60 UTC. */
-	if (sec == 60 && ((h * 60 + mi - east) % 1440 + 1440) % 1440 != 1439)
+	memset(&tm, 0, sizeof(tm));
+	tm.tm_year = y - 1900;
+	tm.tm_mon = mo - 1;
+	tm.tm_mday = d;
+	tm.tm_hour = h;
+	tm.tm_min = mi;
+	utc_min = (int64_t)timegm(&tm) / 60 - east;
+	if (utc_min < 0 || (sec == 60 && !usage_leap_slot(utc_min)))
 		return -1;
 	return 0;
 }

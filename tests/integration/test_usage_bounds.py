@@ -185,7 +185,8 @@ def test_ts_must_name_a_real_date():
         auth.start()
         for bad in ("2026-02-30T00:00:00Z", "2023-02-29T12:00:00Z",
                     "1969-12-31T23:59:59Z", "2026-04-31T00:00:00Z",
-                    "2026-11-26T24:00:00Z", "2026-11-26T16:00:60Z"):
+                    "2026-11-26T24:00:00Z", "2026-11-26T16:00:60Z",
+                    "2026-11-26T23:59:60Z", "1970-01-01T00:00:00+01:00"):
             r = auth.usage(member, plain("ok", 1) + plain("bad", 1, ts=bad))
             assert r.status == 400, (bad, r)
             assert "records[1].ts" in r.json()["message"], (bad, r)
