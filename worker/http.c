@@ -452,6 +452,16 @@ http_parse(const char *buf, size_t len, size_t max_head,
 }
 
 int
+http_json_type(const struct http_req *req)
+{
+	const char	*ct = req->ctype;
+	size_t		 n = strlen("application/json");
+
+	return strncasecmp(ct, "application/json", n) == 0 &&
+	    (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
+}
+
+int
 http_auth_key(const struct http_req *req, const char **key)
 {
 	const char	*s = req->auth, *sp;

@@ -49,6 +49,8 @@ int	 http_parse(const char *buf, size_t len, size_t max_head,
 
 /* Extract the key from "Token K" or "Bearer K"; returns its length or -1. */
 int	 http_auth_key(const struct http_req *req, const char **key);
+/* Content-Type application/json, parameters (charset) allowed. */
+int	 http_json_type(const struct http_req *req);
 
 const char *http_reason(int code);
 /* Unix seconds as RFC 3339 UTC, "2026-11-26T16:00:00Z" (the API's times). */

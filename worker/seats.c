@@ -95,11 +95,19 @@ seats_grant(const struct conn *c, struct req_state *st,
 {
 	struct ipc_msg	 m;
 	enum outcome	 out;
-	json_t		*j = json_loadb(c->body != NULL ? c->body : "",
-			    c->bodylen, 0, NULL);
-	json_t		*want = json_object_get(j, "seats");
-	const char	*s = json_string_value(json_object_get(j, "key_id"));
+	json_t		*j, *want;
+	const char	*s;
 
+	if (!http_json_type(&c->req)) {
+		reply_error(rp, 415, "unsupported_media_type",
+		    "send Content-Type: application/json", NULL);
+		return OUT_REPLY;
+	}
+	/* {"seats":1,"seats":2} is ambiguous: refused, as for usage. */
+	j = json_loadb(c->body != NULL ? c->body : "", c->bodylen,
+	    JSON_REJECT_DUPLICATES, NULL);
+	want = json_object_get(j, "seats");
+	s = json_string_value(json_object_get(j, "key_id"));
 	memset(&m, 0, sizeof(m));
 	if (!json_is_object(j))
 		out = seats_bad(rp, "body", "a JSON object");

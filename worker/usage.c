@@ -665,22 +665,13 @@ done:
 	return rv;
 }
 
-static int
-usage_json_type(const char *ct)
-{
-	size_t n = strlen("application/json");
-
-	return strncasecmp(ct, "application/json", n) == 0 &&
-	    (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
-}
-
 enum outcome
 usage_start(const struct conn *c, struct req_state *st, struct reply *rp)
 {
 	struct lease	l;
 	enum outcome	out;
 
-	if (!usage_json_type(c->req.ctype)) {
+	if (!http_json_type(&c->req)) {
 		reply_error(rp, 415, "unsupported_media_type",
 		    "send Content-Type: application/json", NULL);
 		return OUT_REPLY;

@@ -137,6 +137,17 @@ def test_grant_protocol_authority():
                             ({"key_id": kid}, "seats")):
             r = auth.request("PUT", "/v1/seats/grant", key=pkey, body=body)
             assert r.status == 400 and field in r.json()["message"], r
+        # a field twice is ambiguous; a body not declared JSON is refused
+        r = auth.request("PUT", "/v1/seats/grant", key=pkey,
+                         body='{"key_id":"%s","seats":1,"seats":2}' % kid,
+                         headers={"Content-Type": "application/json"})
+        assert r.status == 400 and "body" in r.json()["message"], r
+        r = auth.request("PUT", "/v1/seats/grant", key=pkey,
+                         body=json.dumps({"key_id": kid, "seats": 1}),
+                         headers={"Content-Type": "text/plain"})
+        assert r.status == 415, r
+        assert r.json()["error"] == "unsupported_media_type", r
+        assert grants_of(auth) == [], "nothing of a refused request kept"
         r = auth.request("PUT", "/v1/seats/grant", key=pkey,
                          body={"key_id": "0" * 16, "seats": 1})
         assert r.status == 403 and r.json()["reason"] == "unknown", r
@@ -180,6 +191,12 @@ def test_grant_protocol_authority():
         assert {k["key_id"]: k["seats"] for k in keys}[kid] == 3
         assert " 3 " in run("keys", "list", "--store", auth.store).stdout
         finish(fx)
+
+
+def grants_of(auth):
+    rows = json.loads(run("seats", "list", "--store", auth.store,
+                          "--json").stdout)
+    return [g for r in rows for g in r["grants"]]
 
 
 def test_last_seat_race():
