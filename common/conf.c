@@ -111,6 +111,48 @@ conf_overrides(struct cctx *c, const struct conf_overrides *ov)
 			cf->license.n_server_url++;
 }
 
+/*
+ * The whole file into memory, refused past CONF_MAX_FILE: libyaml then
+ * reads a bounded string. st_size is only a first look; the read itself
+ * stops one byte past the bound, for a file that grows meanwhile.
+ */
+static unsigned char *
+conf_read(struct cctx *c, int fd, const struct stat *st, size_t *len)
+{
+	unsigned char	*buf;
+	ssize_t		 n;
+
+	*len = 0;
+	if (st->st_size > CONF_MAX_FILE) {
+		conf_errp(c, NULL, "larger than " CONF_MAX_FILE_STR " (%lld "
+		    "bytes): not a configuration file", (long long)st->st_size);
+		return NULL;
+	}
+	if ((buf = malloc(CONF_MAX_FILE + 1)) == NULL) {
+		conf_errp(c, NULL, "out of memory");
+		return NULL;
+	}
+	while (*len <= CONF_MAX_FILE && (n = read(fd, buf + *len,
+	    CONF_MAX_FILE + 1 - *len)) != 0) {
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1) {
+			conf_errp(c, NULL, "cannot read: %s", strerror(errno));
+			goto fail;
+		}
+		*len += (size_t)n;
+	}
+	if (*len > CONF_MAX_FILE) {
+		conf_errp(c, NULL, "larger than " CONF_MAX_FILE_STR ": not a "
+		    "configuration file");
+		goto fail;
+	}
+	return buf;
+ fail:
+	free(buf);
+	return NULL;
+}
+
 struct conf *
 conf_load(const char *path, const struct conf_overrides *ov, int check_files,
     char *err, size_t errlen)
@@ -118,7 +160,8 @@ conf_load(const char *path, const struct conf_overrides *ov, int check_files,
 	struct cctx	 c;
 	struct conf	*cf = NULL;
 	struct stat	 st;
-	FILE		*fp = NULL;
+	unsigned char	*buf = NULL;
+	size_t		 len;
 	int		 fd;
 
 	if (path == NULL)
@@ -145,12 +188,9 @@ conf_load(const char *path, const struct conf_overrides *ov, int check_files,
 		    S_ISDIR(st.st_mode) ? "a directory" : "not a regular file");
 		goto fail;
 	}
-	if ((fp = fdopen(fd, "r")) == NULL) {
-		close(fd);
-		conf_errp(&c, NULL, "cannot open: %s", strerror(errno));
-		goto fail;
-	}
-	if (conf_parse(&c, fp) == -1)
+	buf = conf_read(&c, fd, &st, &len);
+	close(fd);
+	if (buf == NULL || conf_parse(&c, buf, len) == -1)
 		goto fail;
 	if (ov != NULL)
 		conf_overrides(&c, ov);
@@ -163,11 +203,10 @@ conf_load(const char *path, const struct conf_overrides *ov, int check_files,
 		conf_check_files(&c);
 	if (c.nerr > 0)
 		goto fail;
-	fclose(fp);
+	free(buf);
 	return cf;
  fail:
-	if (fp != NULL)
-		fclose(fp);
+	free(buf);
 	conf_free(cf);
 	return NULL;
 }

@@ -18,6 +18,15 @@
 #include "conf.h"
 
 #define CONF_SHOW_MAX		80	/* longest value echoed in a message */
+/*
+ * Bounds on the file before libyaml builds a tree of it: its scanner
+ * costs time quadratic in the nesting depth (60,000 '[' took 12 s), and a
+ * reload runs in the master, which must keep supervising. licproxy.yaml
+ * is a few KiB, three levels deep.
+ */
+#define CONF_MAX_FILE		(1024 * 1024)
+#define CONF_MAX_FILE_STR	"1MiB"
+#define CONF_MAX_DEPTH		64
 
 /* Where a value came from; set == 0 means a default or an override. */
 struct cpos {
@@ -61,7 +70,7 @@ int		 conf_parse_uint(const char **, uint64_t *);
 int		 conf_url_ok(const char *);
 
 /* conf_yaml.c */
-int		 conf_parse(struct cctx *, FILE *);
+int		 conf_parse(struct cctx *, const unsigned char *, size_t);
 int		 conf_list_item(struct cctx *, const char *, int, int,
 		    const char *, yaml_node_t *);
 void		 conf_list_clear(struct conf *, int);

@@ -547,20 +547,71 @@ conf_yaml_err(struct cctx *c, const yaml_parser_t *p)
 		conf_errp(c, &pos, "syntax error: %s", what);
 }
 
+/*
+ * Refuses nesting deeper than CONF_MAX_DEPTH before the document is built.
+ * The depth is counted on libyaml's own tokens, not on a second reading of
+ * the bytes: a hand-written pre-scan is another YAML grammar, and where it
+ * disagrees with libyaml (a quote inside a plain scalar, a block scalar)
+ * it could hide brackets from the count. Stopping at the first token too
+ * deep keeps the scan linear: libyaml's cost per token grows with the
+ * depth it has reached, and it never looks more than 1024 characters
+ * ahead. A syntax error is left to conf_parse, which reports it.
+ */
+static int
+conf_depth_ok(struct cctx *c, const unsigned char *buf, size_t len)
+{
+	yaml_parser_t	p;
+	yaml_token_t	t;
+	struct cpos	pos = { 0 };
+	int		depth = 0, rv = 0, done = 0;
+
+	if (!yaml_parser_initialize(&p)) {
+		conf_errp(c, NULL, "out of memory");
+		return -1;
+	}
+	yaml_parser_set_input_string(&p, buf, len);
+	while (!done && yaml_parser_scan(&p, &t)) {
+		done = t.type == YAML_STREAM_END_TOKEN;
+		if (t.type == YAML_FLOW_SEQUENCE_START_TOKEN ||
+		    t.type == YAML_FLOW_MAPPING_START_TOKEN ||
+		    t.type == YAML_BLOCK_SEQUENCE_START_TOKEN ||
+		    t.type == YAML_BLOCK_MAPPING_START_TOKEN)
+			depth++;
+		else if (t.type == YAML_FLOW_SEQUENCE_END_TOKEN ||
+		    t.type == YAML_FLOW_MAPPING_END_TOKEN ||
+		    t.type == YAML_BLOCK_END_TOKEN)
+			depth--;
+		if (depth > CONF_MAX_DEPTH) {
+			pos.line = t.start_mark.line + 1;
+			pos.col = t.start_mark.column + 1;
+			pos.set = 1;
+			conf_errp(c, &pos, "nested deeper than %d levels",
+			    CONF_MAX_DEPTH);
+			rv = -1;
+			done = 1;
+		}
+		yaml_token_delete(&t);
+	}
+	yaml_parser_delete(&p);
+	return rv;
+}
+
 /* -1 only when the YAML itself is unusable: later checks would just echo it */
 int
-conf_parse(struct cctx *c, FILE *fp)
+conf_parse(struct cctx *c, const unsigned char *buf, size_t len)
 {
 	yaml_parser_t	 p;
 	yaml_document_t	 doc, extra;
 	yaml_node_t	*root;
 	int		 rv = -1, loaded = 0;
 
+	if (conf_depth_ok(c, buf, len) == -1)
+		return -1;
 	if (!yaml_parser_initialize(&p)) {
 		conf_errp(c, NULL, "out of memory");
 		return -1;
 	}
-	yaml_parser_set_input_file(&p, fp);
+	yaml_parser_set_input_string(&p, buf, len);
 	if (!yaml_parser_load(&p, &doc)) {
 		conf_yaml_err(c, &p);
 		goto done;
