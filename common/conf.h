@@ -133,6 +133,12 @@ void		 conf_free(struct conf *);
  */
 int		 conf_parse_duration_ms(const char *s, int64_t *ms);
 int		 conf_parse_size(const char *s, uint64_t *bytes);
+/*
+ * The Unix socket between the workers and the uplink/issuer, in the store:
+ * its path into buf (a sun_path), or -1 when it does not fit.
+ */
+#define CONF_IPC_SOCK		"ipc.sock"
+int		 conf_ipc_path(const char *store, char *buf, size_t len);
 /* -1 and a message naming path if group/other may read it. */
 int		 conf_check_private(const char *path, char *err, size_t errlen);
 

@@ -6,6 +6,7 @@
  * certificate and key a pair).
  */
 #include <sys/stat.h>
+#include <sys/un.h>
 
 #include <errno.h>
 #include <pwd.h>
@@ -215,10 +216,27 @@ conf_check_files(struct cctx *c)
 		    cf->license.trusted_keys[i], &c->trusted[i], 0);
 }
 
+/* Found at serve's start otherwise, after check-config said OK. */
+static void
+conf_check_store(struct cctx *c)
+{
+	struct sockaddr_un	sun;
+
+	if (c->pos[S_STORE_PATH].bad || conf_ipc_path(c->cf->store.path,
+	    sun.sun_path, sizeof sun.sun_path) == 0)
+		return;
+	conf_errp(c, &c->pos[S_STORE_PATH], "store.path: too long: the "
+	    "socket \"%s/" CONF_IPC_SOCK "\" made in it must fit a Unix "
+	    "socket path (at most %zu bytes)", c->cf->store.path,
+	    sizeof sun.sun_path - 1);
+}
+
 void
 conf_check_mode(struct cctx *c)
 {
 	struct conf *cf = c->cf;
+
+	conf_check_store(c);
 
 	if (cf->server.port == cf->server.status_port &&
 	    cf->server.host != NULL && cf->server.status_host != NULL &&

@@ -4,6 +4,7 @@
  * wrapped), upstream URLs, and "auto" for the number of workers.
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -109,4 +110,13 @@ conf_url_ok(const char *s)
 		if ((unsigned char)s[i] <= 0x20 || s[i] == 0x7f)
 			return 0;
 	return 1;
+}
+
+int
+conf_ipc_path(const char *store, char *buf, size_t len)
+{
+	int n;
+
+	n = snprintf(buf, len, "%s/" CONF_IPC_SOCK, store);
+	return n < 0 || (size_t)n >= len ? -1 : 0;
 }

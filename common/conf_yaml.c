@@ -103,7 +103,7 @@ static const struct kdef seats_keys[] = {
 };
 
 static const struct kdef store_keys[] = {
-	{ "path", K_STR, OFF(store.path), F_NONEMPTY },
+	{ "path", K_STR, OFF(store.path), F_NONEMPTY, S_STORE_PATH },
 	{ "max_size", K_SIZE64, OFF(store.max_size) },
 	{ NULL }
 };
@@ -122,7 +122,7 @@ static const struct kdef log_keys[] = {
 	{ "level", K_ENUM, OFF(log.level), 0, S_NONE, levels },
 	{ "format", K_ENUM, OFF(log.json), 0, S_NONE, formats },
 	{ "access", K_ENUM, OFF(log.access), 0, S_NONE, bools },
-	{ "file", K_OPTSTR, OFF(log.file) },
+	{ "file", K_OPTSTR, OFF(log.file), 0, S_LOG_FILE },
 	{ NULL }
 };
 

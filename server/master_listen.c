@@ -61,8 +61,8 @@ master_listen_ipc(struct master *m)
 
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;
-	if ((size_t)snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/ipc.sock",
-	    m->cf->store.path) >= sizeof(sun.sun_path)) {
+	if (conf_ipc_path(m->cf->store.path, sun.sun_path,
+	    sizeof(sun.sun_path)) == -1) {
 		log_errx("store.path %s: too long for a Unix socket",
 		    m->cf->store.path);
 		return -1;
