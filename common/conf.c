@@ -206,6 +206,7 @@ conf_load(const char *path, const struct conf_overrides *ov, int check_files,
 	free(buf);
 	return cf;
  fail:
+	conf_err_end(&c);
 	free(buf);
 	conf_free(cf);
 	return NULL;

@@ -15,6 +15,16 @@
 #include "conf.h"
 #include "conf_int.h"
 
+/*
+ * Room kept at the end of err for conf_err_end's line: the list then ends
+ * with a whole line saying how much is missing, never in mid-message.
+ */
+static size_t
+conf_err_reserve(const struct cctx *c)
+{
+	return strlen(c->file) + 64;
+}
+
 static void
 conf_errv(struct cctx *c, const struct cpos *p, const char *fmt, va_list ap)
 {
@@ -22,22 +32,39 @@ conf_errv(struct cctx *c, const struct cpos *p, const char *fmt, va_list ap)
 	int	n;
 
 	c->nerr++;
-	if (c->err == NULL || c->errlen == 0 || c->off >= c->errlen - 1)
+	if (c->err == NULL || c->errlen == 0)
 		return;
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	if (p != NULL && p->set)
-		n = snprintf(c->err + c->off, c->errlen - c->off,
-		    "%s%s:%lu:%lu: %s", c->off ? "\n" : "", c->file,
-		    p->line, p->col, msg);
+		n = snprintf(NULL, 0, "%s%s:%lu:%lu: %s", c->off ? "\n" : "",
+		    c->file, p->line, p->col, msg);
 	else
-		n = snprintf(c->err + c->off, c->errlen - c->off, "%s%s: %s",
-		    c->off ? "\n" : "", c->file, msg);
-	if (n < 0)
+		n = snprintf(NULL, 0, "%s%s: %s", c->off ? "\n" : "", c->file,
+		    msg);
+	/* Once one is left out, so are the rest: the list stays in order. */
+	if (n < 0 || c->hidden > 0 ||
+	    c->off + n + conf_err_reserve(c) >= c->errlen) {
+		c->hidden++;
 		return;
-	if ((size_t)n >= c->errlen - c->off)
-		c->off = c->errlen - 1;
+	}
+	if (p != NULL && p->set)
+		snprintf(c->err + c->off, c->errlen - c->off, "%s%s:%lu:%lu: %s",
+		    c->off ? "\n" : "", c->file, p->line, p->col, msg);
 	else
-		c->off += n;
+		snprintf(c->err + c->off, c->errlen - c->off, "%s%s: %s",
+		    c->off ? "\n" : "", c->file, msg);
+	c->off += n;
+}
+
+/* The last line of a list that did not fit: how many errors it leaves out. */
+void
+conf_err_end(struct cctx *c)
+{
+	if (c->hidden == 0 || c->err == NULL || c->off >= c->errlen)
+		return;
+	snprintf(c->err + c->off, c->errlen - c->off, "%s%s: %d more error%s "
+	    "not shown", c->off ? "\n" : "", c->file, c->hidden,
+	    c->hidden == 1 ? "" : "s");
 }
 
 void __attribute__((format(printf, 3, 4)))

@@ -50,6 +50,7 @@ struct cctx {
 	size_t		 errlen;
 	size_t		 off;
 	int		 nerr;
+	int		 hidden;	/* errors that err had no room for */
 	struct conf	*cf;
 	yaml_document_t	*doc;
 	struct cpos	 pos[S_MAX];
@@ -61,6 +62,7 @@ void		 conf_errp(struct cctx *, const struct cpos *, const char *, ...)
 		    __attribute__((format(printf, 3, 4)));
 void		 conf_errn(struct cctx *, const yaml_node_t *, const char *, ...)
 		    __attribute__((format(printf, 3, 4)));
+void		 conf_err_end(struct cctx *);
 struct cpos	 conf_pos(const yaml_node_t *);
 const char	*conf_show(const char *, char *, size_t);
 int		 conf_setstr(struct cctx *, char **, const char *);
