@@ -139,6 +139,9 @@ cmd_serve(int argc, char **argv, int check_only)
 	memset(&ov, 0, sizeof(ov));
 	if (serve_args(argc, argv, &cfpath, &ov) != 0)
 		return 2;
+	/* check-config is a CLI command: what the key loaders log too. */
+	if (check_only)
+		log_init_cli();
 	if ((cf = conf_load(cfpath, &ov, 1, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "%s\n", err);
 		if (!check_only)
