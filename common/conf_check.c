@@ -9,6 +9,8 @@
 #include <sys/un.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -180,6 +182,36 @@ conf_check_upstream_tls(struct cctx *c, int nerr)
 		    msg);
 }
 
+/*
+ * log.file must be a file the master can open for appending, else serve
+ * fails after check-config said OK, and a reload could not switch to it.
+ * Tried without creating it: check-config must leave no file behind; a
+ * missing file needs a directory it may be created in.
+ */
+static void
+conf_check_log(struct cctx *c)
+{
+	const char	*path = c->cf->log.file;
+	char		 dir[4096];
+	int		 fd;
+
+	if (path == NULL || c->pos[S_LOG_FILE].bad)
+		return;
+	fd = open(path, O_WRONLY | O_APPEND | O_NONBLOCK | O_NOCTTY |
+	    O_CLOEXEC);
+	if (fd != -1) {
+		close(fd);
+		return;
+	}
+	if (errno == ENOENT) {
+		snprintf(dir, sizeof dir, "%s", path);
+		if (access(dirname(dir), W_OK | X_OK) == 0)
+			return;
+	}
+	conf_errp(c, &c->pos[S_LOG_FILE], "log.file: cannot open \"%s\": %s",
+	    path, strerror(errno));
+}
+
 void
 conf_check_files(struct cctx *c)
 {
@@ -198,6 +230,7 @@ conf_check_files(struct cctx *c)
 	    &c->pos[S_TLS_KEY], 1);
 	conf_check_file(c, "server.client_ca", cf->server.client_ca,
 	    &c->pos[S_CLIENT_CA], 0);
+	conf_check_log(c);
 	if (cf->mode == CONF_AUTHORITY) {
 		conf_check_file(c, "authority.signing_key",
 		    cf->authority.signing_key, &c->pos[S_SIGNING_KEY], 1);

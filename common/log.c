@@ -45,21 +45,31 @@ log_setrole(const char *role)
 }
 
 int
+log_open(const char *path)
+{
+	return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+}
+
+int
+log_use(int fd)
+{
+	int rv;
+
+	rv = dup2(fd, STDERR_FILENO) == -1 ? -1 : 0;
+	close(fd);
+	return rv;
+}
+
+int
 log_reopen(const char *path)
 {
 	int fd;
 
 	if (path == NULL || *path == '\0')
 		return 0;
-	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-	if (fd == -1)
+	if ((fd = log_open(path)) == -1)
 		return -1;
-	if (dup2(fd, STDERR_FILENO) == -1) {
-		close(fd);
-		return -1;
-	}
-	close(fd);
-	return 0;
+	return log_use(fd);
 }
 
 void

@@ -10,6 +10,9 @@ void	log_init(int level, int json, const char *role);
 void	log_init_cli(void);
 void	log_setrole(const char *role);
 int	log_reopen(const char *path);	/* USR1: reopen log.file; NULL = stderr */
+/* log_reopen in two steps, for a reload that must not fail half-way. */
+int	log_open(const char *path);	/* the descriptor, or -1 */
+int	log_use(int fd);		/* fd becomes stderr; closes fd */
 
 /*
  * A child before it is ready: also copy each warning and error to fd, as

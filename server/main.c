@@ -168,12 +168,15 @@ cmd_serve(int argc, char **argv, int check_only)
 		return 0;
 	}
 	log_init(verbose ? LOG_DEBUG : cf->log.level, cf->log.json, "master");
+	/* conf_load tried it; this is a file gone since, or a full disk. */
 	if (cf->log.file != NULL && log_reopen(cf->log.file) == -1) {
-		fprintf(stderr, "%s: cannot open log file: %s\n", cf->log.file,
-		    strerror(errno));
+		log_err("log.file: cannot open \"%s\"", cf->log.file);
 		/* A reload keeps the log too; an upgrade must not stop here. */
-		if (!upgrade_active())
+		if (!upgrade_active()) {
+			log_errx("configuration errors: exiting");
+			conf_free(cf);
 			return 2;
+		}
 	}
 	return master_main(cf, cfpath, &ov);
 }

@@ -6,6 +6,7 @@
  * drains either way.
  */
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/ssl.h>
 
@@ -18,12 +19,39 @@
 #include "tls.h"
 #include "upgrade.h"
 
+/*
+ * A log.file the reload names anew, opened before anything is given up: a
+ * reload that cannot open it is refused (-2). -1: nothing to switch to.
+ * Back to standard error needs a restart: it was given up at start.
+ */
+static int
+reload_log_open(const struct conf *o, const struct conf *n)
+{
+	int fd;
+
+	if (n->log.file == NULL) {
+		if (o->log.file != NULL)
+			log_warnx("reload: log.file removed; logging to %s until "
+			    "a restart", o->log.file);
+		return -1;
+	}
+	if (o->log.file != NULL && strcmp(o->log.file, n->log.file) == 0)
+		return -1;
+	if ((fd = log_open(n->log.file)) == -1) {
+		log_warn("reload failed, keeping the running configuration: "
+		    "log.file %s", n->log.file);
+		return -2;
+	}
+	return fd;
+}
+
 void
 master_reload(struct master *m)
 {
 	struct conf	*ncf;
 	SSL_CTX		*ntls;
 	char		 err[4096];
+	int		 lfd;
 
 	sdnotify("RELOADING=1");
 	log_info("reloading %s", m->cfpath);
@@ -38,13 +66,26 @@ master_reload(struct master *m)
 		conf_free(ncf);
 		goto done;
 	}
+	if ((lfd = reload_log_open(m->cf, ncf)) == -2) {
+		SSL_CTX_free(ntls);
+		conf_free(ncf);
+		goto done;
+	}
 	if (ncf->mode != m->cf->mode || strcmp(ncf->store.path,
 	    m->cf->store.path) != 0 || master_rebind(m, ncf) == -1) {
 		log_warnx("reload failed: mode and store.path need a restart,"
 		    " listeners must be free; keeping the running configuration");
+		if (lfd != -1)
+			close(lfd);
 		SSL_CTX_free(ntls);
 		conf_free(ncf);
 		goto done;
+	}
+	/* Before the new generation forks: its children inherit the log. */
+	if (lfd != -1) {
+		log_info("reload: logging to %s from now on", ncf->log.file);
+		if (log_use(lfd) == -1)
+			log_warn("reload: log.file %s", ncf->log.file);
 	}
 	SSL_CTX_free(m->tls);
 	conf_free(m->cf);
