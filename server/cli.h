@@ -45,6 +45,13 @@ int	cli_wants_help(const struct cli_cmd *, int argc, char **argv,
 
 /* Open a store (0 or STORE_RDONLY), the error on stderr. */
 struct store *cli_store_open(const char *dir, int flags);
+/* The DIR of --store, or NULL after the usage error. */
+const char *cli_store_dir(int argc, char **argv);
+/*
+ * Open the store of --store into *s: 0, or the exit code after saying
+ * why (2 without --store, 1 for a store that will not open).
+ */
+int	cli_store(int argc, char **argv, int flags, struct store **s);
 
 /* "--name value" parsing helpers. */
 const char *cli_opt(int argc, char **argv, const char *name);

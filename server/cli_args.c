@@ -110,6 +110,28 @@ cli_store_open(const char *dir, int flags)
 }
 
 const char *
+cli_store_dir(int argc, char **argv)
+{
+	const char *dir = cli_opt(argc, argv, "--store");
+
+	if (dir == NULL)
+		cli_usage_error("--store DIR is required");
+	return dir;
+}
+
+int
+cli_store(int argc, char **argv, int flags, struct store **s)
+{
+	const char *dir;
+
+	if ((dir = cli_store_dir(argc, argv)) == NULL)
+		return 2;
+	if ((*s = cli_store_open(dir, flags)) == NULL)
+		return 1;
+	return 0;
+}
+
+const char *
 cli_opt(int argc, char **argv, const char *name)
 {
 	int i;

@@ -35,14 +35,11 @@ export1(const unsigned char sha[32], const char *tok, size_t len, void *arg)
 static int
 cache_export(int argc, char **argv)
 {
-	const char	*dir = cli_opt(argc, argv, "--store");
 	struct store	*s;
 	int		 rv;
 
-	if (dir == NULL)
-		return cli_usage_error("usage: licproxy cache export --store DIR");
-	if ((s = cli_store_open(dir, STORE_RDONLY)) == NULL)
-		return 1;
+	if ((rv = cli_store(argc, argv, STORE_RDONLY, &s)) != 0)
+		return rv;
 	rv = store_lease_foreach(s, export1, NULL);
 	store_close(s);
 	return rv == 0 && fflush(stdout) == 0 ? 0 : 1;
@@ -229,13 +226,15 @@ import_store(const char *dir, struct import_item *items, size_t n)
 static int
 cache_import(int argc, char **argv)
 {
-	const char		*dir = cli_opt(argc, argv, "--store");
+	const char		*dir;
 	EVP_PKEY		*keys[CACHE_MAX_TRUST];
 	struct import_item	*items = NULL;
 	FILE			*f;
 	size_t			 n = 0;
 	int			 i, nkeys = 0, rv = 2;
 
+	if ((dir = cli_store_dir(argc, argv)) == NULL)
+		return 2;
 	for (i = 1; i < argc - 1; i++)
 		if (strcmp(argv[i], "--trusted-key") == 0 &&
 		    nkeys < CACHE_MAX_TRUST)
@@ -245,7 +244,7 @@ cache_import(int argc, char **argv)
 				    "public key\n", argv[i]);
 				goto done;
 			}
-	if (dir == NULL || nkeys == 0 || argc < 6)
+	if (nkeys == 0 || argc < 6)
 		return cli_usage_error("usage: licproxy cache import --store DIR"
 		    " --trusted-key PUB... FILE");
 	if ((f = fopen(argv[argc - 1], "r")) == NULL) {

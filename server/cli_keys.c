@@ -17,18 +17,6 @@
 #include "store.h"
 #include "token.h"
 
-static struct store *
-cli_store(int argc, char **argv, int rdonly)
-{
-	const char	*dir = cli_opt(argc, argv, "--store");
-
-	if (dir == NULL) {
-		cli_usage_error("--store DIR is required");
-		return NULL;
-	}
-	return cli_store_open(dir, rdonly ? STORE_RDONLY : 0);
-}
-
 int
 cli_keygen(int argc, char **argv)
 {
@@ -143,6 +131,7 @@ keys_create(int argc, char **argv)
 	unsigned char		 sha[32];
 	char			 key[TOKEN_KEY_LEN + 1];
 	enum lease_role		 r = ROLE_MEMBER;
+	int			 rv;
 
 	memset(&k, 0, sizeof(k));
 	if (name == NULL)
@@ -162,8 +151,8 @@ keys_create(int argc, char **argv)
 		return 2;
 	if (seats != NULL && keys_seats(seats, &k.seats) != 0)
 		return 2;
-	if ((s = cli_store(argc, argv, 0)) == NULL)
-		return 1;
+	if ((rv = cli_store(argc, argv, 0, &s)) != 0)
+		return rv;
 	strcpy(k.name, name);
 	k.role = r;
 	k.created = time(NULL);
@@ -277,8 +266,8 @@ keys_list(int argc, char **argv)
 	struct keys_list	 kl = { NULL, 0 };
 	int			 rv;
 
-	if ((s = cli_store(argc, argv, 1)) == NULL)
-		return 1;
+	if ((rv = cli_store(argc, argv, STORE_RDONLY, &s)) != 0)
+		return rv;
 	if (cli_flag(argc, argv, "--json"))
 		kl.arr = json_array();
 	else
@@ -326,8 +315,8 @@ keys_revoke(int argc, char **argv)
 	    strspn(kid, "0123456789abcdef") != TOKEN_KID_LEN)
 		return cli_usage_error("keys revoke: KEY_ID must be %d lowercase "
 		    "hex characters", TOKEN_KID_LEN);
-	if ((s = cli_store(argc, argv, 0)) == NULL)
-		return 1;
+	if ((r = cli_store(argc, argv, 0, &s)) != 0)
+		return r;
 	store_key_foreach(s, keys_find1, &f);
 	if (f.found && !f.revoked)
 		r = store_key_revoke(s, kid);
@@ -414,8 +403,8 @@ cli_usage(int argc, char **argv)
 	size_t			 n = 0;
 	int			 rv;
 
-	if ((s = cli_store(argc, argv, 1)) == NULL)
-		return 1;
+	if ((rv = cli_store(argc, argv, STORE_RDONLY, &s)) != 0)
+		return rv;
 	if (store_ledger_totals(s, &t, &n) != 0) {
 		store_close(s);
 		return 1;

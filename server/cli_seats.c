@@ -209,7 +209,6 @@ seats_release(struct store *s, const char *kid, const char *ins,
 int
 cli_seats(int argc, char **argv)
 {
-	const char	*dir = cli_opt(argc, argv, "--store");
 	const char	*ins = cli_opt(argc, argv, "--instance");
 	const char	*holder = cli_opt(argc, argv, "--holder");
 	const char	*kid = seats_positional(argc, argv);
@@ -218,8 +217,6 @@ cli_seats(int argc, char **argv)
 
 	if (!list && (argc < 2 || strcmp(argv[1], "release") != 0))
 		return cli_usage_error("seats: list or release");
-	if (dir == NULL)
-		return cli_usage_error("--store DIR is required");
 	if (!list && !seats_kid_ok(kid))
 		return cli_usage_error("seats release: KEY_ID must be %d "
 		    "lowercase hex characters", TOKEN_KID_LEN);
@@ -234,8 +231,8 @@ cli_seats(int argc, char **argv)
 	if (!list && holder != NULL && !seats_kid_ok(holder))
 		return cli_usage_error("--holder \"%s\": a key_id, %d lowercase "
 		    "hex characters", holder, TOKEN_KID_LEN);
-	if ((s = cli_store_open(dir, list ? STORE_RDONLY : 0)) == NULL)
-		return 1;
+	if ((rv = cli_store(argc, argv, list ? STORE_RDONLY : 0, &s)) != 0)
+		return rv;
 	rv = list ? seats_list(s, cli_flag(argc, argv, "--json")) :
 	    seats_release(s, kid, ins, holder);
 	store_close(s);

@@ -168,3 +168,37 @@ def test_check_config_reports_every_error():
         assert p.returncode == 2
         assert p.stderr.strip() == "%s: not a configuration file " \
             "(a directory)" % d, p.stderr
+
+
+K40 = "A" * 40
+
+
+def test_missing_store_is_a_usage_error():
+    """No --store is a usage error (exit 2) for every command that needs
+    one; a --store that is there but will not open is a runtime error
+    (exit 1)."""
+    with tempfile.TemporaryDirectory() as d:
+        pub = os.path.join(d, "k")
+        run("keygen", pub)
+        cases = [
+            ["keys", "create", "--name", "a", "--products", "api"],
+            ["keys", "list"],
+            ["usage"],
+            ["seats", "list"],
+            ["cache", "export"],
+            ["cache", "import", "--trusted-key", pub + ".pub", pub],
+        ]
+        for args in cases:
+            p = run(*args, check=False)
+            assert p.returncode == 2, (args, p)
+            assert p.stderr.startswith(
+                "licproxy: --store DIR is required\nusage: "), (args, p)
+        # a regular file where the store's directory should be
+        notdir = os.path.join(d, "file")
+        open(notdir, "w").close()
+        for args in (["keys", "list"], ["usage"], ["cache", "export"],
+                     ["keys", "create", "--name", "a", "--products", "api"]):
+            p = run(*args, "--store", os.path.join(notdir, "s"), check=False)
+            assert p.returncode == 1, (args, p)
+            assert p.stderr.startswith("licproxy: "), (args, p.stderr)
+
