@@ -11,35 +11,39 @@
 
 /*
  * One row per command. opts: the options it takes, "=" after those that
- * take a value; a word without "--" is not an option. Anything else that
- * starts with "-" is refused before the command runs, so no command can
- * mistake an option for a URL or a file.
+ * take a value, "=..." after those that may be given more than once; a
+ * word without "--" is not an option. Anything else that starts with "-"
+ * is refused before the command runs, so no command can mistake an option
+ * for a URL or a file. maxargs: how many other words (PATH, KEY_ID, URL)
+ * it takes; one more is refused, never ignored.
  */
 static const struct cli_cmd cli_cmds[] = {
 	{ "serve", NULL, "[CONFIG] [--host H] [--port N] [--status-port N]\n"
 	    "        [--license-key K] [--upstream URL]... [--store DIR] "
-	    "[--workers N]", NULL },
-	{ "check-config", NULL, "[CONFIG]", NULL },
-	{ "keygen", cli_keygen, "PATH", "" },
+	    "[--workers N]", NULL, 0 },
+	{ "check-config", NULL, "[CONFIG]", NULL, 0 },
+	{ "keygen", cli_keygen, "PATH", "", 1 },
 	{ "keys create", cli_keys, "--store DIR --name NAME --products a,b\n"
 	    "        [--role member|proxy] [--expires YYYY-MM-DD|never] "
 	    "[--seats N]",
-	    "--store= --name= --products= --role= --expires= --seats=" },
-	{ "keys list", cli_keys, "--store DIR [--json]", "--store= --json" },
-	{ "keys revoke", cli_keys, "--store DIR KEY_ID", "--store=" },
-	{ "seats list", cli_seats, "--store DIR [--json]", "--store= --json" },
+	    "--store= --name= --products= --role= --expires= --seats=", 0 },
+	{ "keys list", cli_keys, "--store DIR [--json]", "--store= --json",
+	    0 },
+	{ "keys revoke", cli_keys, "--store DIR KEY_ID", "--store=", 1 },
+	{ "seats list", cli_seats, "--store DIR [--json]", "--store= --json",
+	    0 },
 	{ "seats release", cli_seats, "--store DIR KEY_ID (--instance ID | "
-	    "--holder KEY_ID)", "--store= --instance= --holder=" },
-	{ "usage", cli_usage, "--store DIR [--json]", "--store= --json" },
-	{ "cache export", cli_cache, "--store DIR > FILE", "--store=" },
+	    "--holder KEY_ID)", "--store= --instance= --holder=", 1 },
+	{ "usage", cli_usage, "--store DIR [--json]", "--store= --json", 0 },
+	{ "cache export", cli_cache, "--store DIR > FILE", "--store=", 0 },
 	{ "cache import", cli_cache, "--store DIR --trusted-key PUB... FILE",
-	    "--store= --trusted-key=" },
+	    "--store= --trusted-key=...", 1 },
 	{ "check", cli_check, "URL... --key K [--ca FILE]\n"
 	    "        [--client-cert FILE --client-key FILE]",
-	    "--key= --ca= --client-cert= --client-key=" },
-	{ "status", cli_status, "[URL]", "" },
-	{ "version", NULL, "", "" },
-	{ "help", NULL, "[COMMAND]", "" },
+	    "--key= --ca= --client-cert= --client-key=", CLI_ARGS_ANY },
+	{ "status", cli_status, "[URL]", "", 1 },
+	{ "version", NULL, "", "", 0 },
+	{ "help", NULL, "[COMMAND]", "", 2 },
 	{ NULL }
 };
 

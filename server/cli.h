@@ -28,7 +28,10 @@ struct cli_cmd {
 	int		(*fn)(int argc, char **argv);
 	const char	*usage;
 	const char	*opts;	/* "--store= --json"; NULL: parsed by getopt */
+	int		 maxargs;	/* words that are no option, at most */
 };
+
+#define CLI_ARGS_ANY	(-1)	/* maxargs of "check URL...": no limit */
 
 const struct cli_cmd *cli_find(int argc, char **argv);
 const struct cli_cmd *cli_find_group(const char *word);
@@ -53,9 +56,15 @@ const char *cli_store_dir(int argc, char **argv);
  */
 int	cli_store(int argc, char **argv, int flags, struct store **s);
 
-/* "--name value" parsing helpers. */
+/*
+ * The running command's argv, read as cli_check_opts() checked it: the
+ * value of an option (the n-th of a repeatable one), a flag, and the n-th
+ * word that is neither an option nor an option's value (a PATH, a URL).
+ */
 const char *cli_opt(int argc, char **argv, const char *name);
+const char *cli_opt_nth(int argc, char **argv, const char *name, int n);
 int	cli_flag(int argc, char **argv, const char *name);
+const char *cli_arg(int argc, char **argv, int n);
 /* "licproxy: <message>" and the running command's usage; returns 2. */
 int	cli_usage_error(const char *fmt, ...)
 	    __attribute__((format(printf, 1, 2)));

@@ -223,35 +223,57 @@ import_store(const char *dir, struct import_item *items, size_t n)
 	return 0;
 }
 
+/* The --trusted-key files into keys: their number, or -1 after saying why. */
+static int
+import_keys(int argc, char **argv, EVP_PKEY **keys)
+{
+	const char	*path;
+	int		 n;
+
+	for (n = 0; (path = cli_opt_nth(argc, argv, "--trusted-key", n)) !=
+	    NULL; n++) {
+		if (n == CACHE_MAX_TRUST) {
+			cli_usage_error("more than %d --trusted-key",
+			    CACHE_MAX_TRUST);
+			break;
+		}
+		if ((keys[n] = token_load_public(path)) == NULL) {
+			fprintf(stderr, "licproxy: %s: not an Ed25519 public "
+			    "key\n", path);
+			break;
+		}
+	}
+	if (path == NULL)
+		return n;
+	while (n > 0)
+		EVP_PKEY_free(keys[--n]);
+	return -1;
+}
+
 static int
 cache_import(int argc, char **argv)
 {
-	const char		*dir;
+	const char		*dir, *path = cli_arg(argc, argv, 0);
 	EVP_PKEY		*keys[CACHE_MAX_TRUST];
 	struct import_item	*items = NULL;
 	FILE			*f;
 	size_t			 n = 0;
-	int			 i, nkeys = 0, rv = 2;
+	int			 nkeys, rv = 2;
 
 	if ((dir = cli_store_dir(argc, argv)) == NULL)
 		return 2;
-	for (i = 1; i < argc - 1; i++)
-		if (strcmp(argv[i], "--trusted-key") == 0 &&
-		    nkeys < CACHE_MAX_TRUST)
-			if ((keys[nkeys++] = token_load_public(argv[++i])) ==
-			    NULL) {
-				fprintf(stderr, "licproxy: %s: not an Ed25519 "
-				    "public key\n", argv[i]);
-				goto done;
-			}
-	if (nkeys == 0 || argc < 6)
-		return cli_usage_error("usage: licproxy cache import --store DIR"
-		    " --trusted-key PUB... FILE");
-	if ((f = fopen(argv[argc - 1], "r")) == NULL) {
-		perror(argv[argc - 1]);
+	if (cli_opt(argc, argv, "--trusted-key") == NULL)
+		return cli_usage_error("--trusted-key PUB is required (the "
+		    ".pub of the authority that signed the leases)");
+	if (path == NULL)
+		return cli_usage_error("cache import: give the FILE to import");
+	if ((nkeys = import_keys(argc, argv, keys)) == -1)
+		return 2;
+	if ((f = fopen(path, "r")) == NULL) {
+		perror(path);
 		goto done;
 	}
-	if (import_read(f, argv[argc - 1], keys, nkeys, &items, &n) == 0)
+	if (import_read(f, path, keys, nkeys, &items, &n) == 0)
 		rv = import_store(dir, items, n);
 	fclose(f);
 done:
@@ -268,5 +290,5 @@ cli_cache(int argc, char **argv)
 		return cache_export(argc, argv);
 	if (argc >= 2 && strcmp(argv[1], "import") == 0)
 		return cache_import(argc, argv);
-	return cli_usage_error("usage: licproxy cache export|import ...");
+	return cli_usage_error("cache: export or import");
 }

@@ -71,51 +71,60 @@ fetch(const struct httpc_opts *o, const char *url, const char *path,
 	return 0;
 }
 
+/*
+ * One URL of check: 0 licensed, 3 rejected, 4 no verdict from it (try the
+ * next), 2 when the request cannot even be made.
+ */
+static int
+check_one(const struct httpc_opts *o, const char *url, const char *key)
+{
+	struct fetch	f;
+	int		rv = 4;
+
+	if (fetch(o, url, "/v1/license", key, &f) == -1) {
+		fprintf(stderr, "licproxy: %s: %s\n", url, f.errstr);
+		return 2;
+	}
+	if (f.err != 0 || f.status >= 500)
+		fprintf(stderr, "%s: %s\n", url, f.err ? f.errstr :
+		    "upstream unavailable");
+	else if (f.status != 200 && f.status != 401 && f.status != 403)
+		/* A 404 or 405 is a wrong URL, not a verdict on the key. */
+		fprintf(stderr, "%s: HTTP %d, not a license server "
+		    "answer\n", url, f.status);
+	else {
+		printf("%s\n", f.body);
+		rv = f.status == 200 ? 0 : 3;
+	}
+	free(f.body);
+	return rv;
+}
+
 int
 cli_check(int argc, char **argv)
 {
-	const char	*key = cli_opt(argc, argv, "--key");
+	const char	*key = cli_opt(argc, argv, "--key"), *url;
 	struct httpc_opts o = { cli_opt(argc, argv, "--ca"),
 	    cli_opt(argc, argv, "--client-cert"),
 	    cli_opt(argc, argv, "--client-key"), 0 };
-	struct fetch	 f;
 	int		 i, rv = 4;
 
 	if (key == NULL)
 		key = getenv("LICPROXY_LICENSE_KEY");
-	if (key == NULL || argc < 2 || argv[1][0] == '-')
-		return cli_usage_error("usage: licproxy check URL... --key K"
-		    " [--ca FILE] [--client-cert FILE --client-key FILE]");
+	if (cli_arg(argc, argv, 0) == NULL)
+		return cli_usage_error("check: give at least one URL");
+	if (key == NULL)
+		return cli_usage_error("check: --key K is required (or "
+		    "LICPROXY_LICENSE_KEY in the environment)");
 	if ((o.client_cert == NULL) != (o.client_key == NULL))
-		return cli_usage_error("licproxy check: --client-cert and "
-		    "--client-key go together");
+		return cli_usage_error("check: --client-cert and --client-key "
+		    "go together");
 	if (!token_key_valid(key, strlen(key))) {
 		fprintf(stderr, "licproxy: malformed key (40 of A-Za-z0-9)\n");
 		return 3;
 	}
-	for (i = 1; i < argc && argv[i][0] != '-'; i++) {
-		if (fetch(&o, argv[i], "/v1/license", key, &f) == -1) {
-			fprintf(stderr, "licproxy: %s\n", f.errstr);
-			return 2;
-		}
-		if (f.err != 0 || f.status >= 500) {
-			fprintf(stderr, "%s: %s\n", argv[i], f.err ? f.errstr :
-			    "upstream unavailable");
-			free(f.body);
-			continue;
-		}
-		if (f.status != 200 && f.status != 401 && f.status != 403) {
-			/* A 404 or 405 is a wrong URL, not a verdict on the key. */
-			fprintf(stderr, "%s: HTTP %d, not a license server "
-			    "answer\n", argv[i], f.status);
-			free(f.body);
-			continue;
-		}
-		printf("%s\n", f.body);
-		rv = f.status == 200 ? 0 : 3;
-		free(f.body);
-		break;
-	}
+	for (i = 0; rv == 4 && (url = cli_arg(argc, argv, i)) != NULL; i++)
+		rv = check_one(&o, url, key);
 	return rv;
 }
 
@@ -167,12 +176,13 @@ status_print(const char *url, json_t *j)
 int
 cli_status(int argc, char **argv)
 {
-	const char		*url = argc > 1 ? argv[1] :
-	    "http://127.0.0.1:8089";
+	const char		*url = cli_arg(argc, argv, 0);
 	struct httpc_opts	 o = { NULL, NULL, NULL, 1 };	/* plain http */
 	struct fetch		 f;
 	json_t			*j;
 
+	if (url == NULL)
+		url = "http://127.0.0.1:8089";
 	fetch(&o, url, "/v1/status", NULL, &f);
 	if (f.err != 0) {
 		fprintf(stderr, "licproxy: %s: %s\n", url, f.errstr);

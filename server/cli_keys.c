@@ -20,14 +20,15 @@
 int
 cli_keygen(int argc, char **argv)
 {
-	if (argc != 2)
-		return cli_usage_error("keygen: give one PATH");
-	if (token_keygen(argv[1]) == -1) {
-		fprintf(stderr, "licproxy: cannot write %s\n", argv[1]);
+	const char *path = cli_arg(argc, argv, 0);
+
+	if (path == NULL)
+		return cli_usage_error("keygen: give the PATH of the new key");
+	if (token_keygen(path) == -1) {
+		fprintf(stderr, "licproxy: cannot write %s\n", path);
 		return 1;
 	}
-	fprintf(stderr, "wrote %s (private, 0600) and %s.pub\n", argv[1],
-	    argv[1]);
+	fprintf(stderr, "wrote %s (private, 0600) and %s.pub\n", path, path);
 	return 0;
 }
 
@@ -307,11 +308,11 @@ static int
 keys_revoke(int argc, char **argv)
 {
 	struct store		*s;
-	const char		*kid = argv[argc - 1];
+	const char		*kid = cli_arg(argc, argv, 0);
 	struct keys_find	 f = { kid, 0, 0 };
 	int			 r = 0;
 
-	if (argc < 5 || strlen(kid) != TOKEN_KID_LEN ||
+	if (kid == NULL || strlen(kid) != TOKEN_KID_LEN ||
 	    strspn(kid, "0123456789abcdef") != TOKEN_KID_LEN)
 		return cli_usage_error("keys revoke: KEY_ID must be %d lowercase "
 		    "hex characters", TOKEN_KID_LEN);

@@ -167,22 +167,6 @@ seats_kid_ok(const char *s)
 	    strspn(s, "0123456789abcdef") == TOKEN_KID_LEN;
 }
 
-/* The one word after "seats release" that is neither option nor value. */
-static const char *
-seats_positional(int argc, char **argv)
-{
-	int i;
-
-	for (i = 2; i < argc; i++) {
-		if (argv[i][0] == '-') {
-			i++;
-			continue;
-		}
-		return argv[i];
-	}
-	return NULL;
-}
-
 static int
 seats_release(struct store *s, const char *kid, const char *ins,
     const char *holder)
@@ -211,7 +195,7 @@ cli_seats(int argc, char **argv)
 {
 	const char	*ins = cli_opt(argc, argv, "--instance");
 	const char	*holder = cli_opt(argc, argv, "--holder");
-	const char	*kid = seats_positional(argc, argv);
+	const char	*kid = cli_arg(argc, argv, 0);
 	struct store	*s;
 	int		 list = argc >= 2 && strcmp(argv[1], "list") == 0, rv;
 

@@ -183,6 +183,7 @@ def test_missing_store_is_a_usage_error():
         cases = [
             ["keys", "create", "--name", "a", "--products", "api"],
             ["keys", "list"],
+            ["keys", "revoke", key_id(fake_key("x"))],
             ["usage"],
             ["seats", "list"],
             ["cache", "export"],
@@ -202,3 +203,61 @@ def test_missing_store_is_a_usage_error():
             assert p.returncode == 1, (args, p)
             assert p.stderr.startswith("licproxy: "), (args, p.stderr)
 
+
+def test_extra_arguments_and_repeated_options_refused():
+    """An argument a command does not take, or a value option given
+    twice, is refused (exit 2, naming it) before anything is done; it is
+    never silently dropped."""
+    with tempfile.TemporaryDirectory() as d:
+        store = os.path.join(d, "store")
+        k1 = run("keys", "create", "--store", store, "--name", "a",
+                 "--products", "api").stdout.strip()
+        k2 = run("keys", "create", "--store", store, "--name", "b",
+                 "--products", "api").stdout.strip()
+        id1, id2 = key_id(k1), key_id(k2)
+        cases = [
+            (["keys", "create", "--store", store, "--name", "x",
+              "--products", "a", "extra"], 'unexpected argument "extra"'),
+            (["keys", "create", "--store", store, "--name", "x", "--name",
+              "y", "--products", "a"], 'option "--name" given twice'),
+            (["keys", "revoke", "--store", store, id1, id2],
+             'unexpected argument "%s"' % id2),
+            (["keys", "list", "--store", store, "extra"],
+             'unexpected argument "extra"'),
+            (["keys", "list", "--store", store, "--store", store],
+             'option "--store" given twice'),
+            (["seats", "list", "--store", store, "extra"],
+             'unexpected argument "extra"'),
+            (["seats", "release", "--store", store, id1, id2, "--instance",
+              "i1"], 'unexpected argument "%s"' % id2),
+            (["usage", "--store", store, "extra"],
+             'unexpected argument "extra"'),
+            (["cache", "export", "--store", store, "extra"],
+             'unexpected argument "extra"'),
+            (["cache", "import", "--store", store, "--trusted-key", "p",
+              "f1", "f2"], 'unexpected argument "f2"'),
+            (["status", "http://127.0.0.1:1", "extra"],
+             'unexpected argument "extra"'),
+            (["check", "http://127.0.0.1:1", "--key", K40, "--key", K40],
+             'option "--key" given twice'),
+            (["keygen", os.path.join(d, "a"), os.path.join(d, "b")],
+             'unexpected argument "%s"' % os.path.join(d, "b")),
+        ]
+        for args, said in cases:
+            p = run(*args, check=False)
+            assert p.returncode == 2 and p.stdout == "", (args, p)
+            assert p.stderr.splitlines()[0] == "licproxy: " + said, \
+                (args, p.stderr)
+            assert "usage: licproxy " in p.stderr, (args, p.stderr)
+        rows = json.loads(run("keys", "list", "--store", store,
+                              "--json").stdout)
+        assert sorted(r["name"] for r in rows) == ["a", "b"], rows
+        assert all(r["status"] == "active" for r in rows), rows
+        assert not os.path.exists(os.path.join(d, "a"))
+        # the KEY_ID may come before the option, and an option's value
+        # is never taken for the KEY_ID
+        run("keys", "revoke", id1, "--store", store)
+        rows = {r["key_id"]: r for r in json.loads(
+            run("keys", "list", "--json", "--store", store).stdout)}
+        assert rows[id1]["status"] == "revoked", rows
+        assert rows[id2]["status"] == "active", rows
