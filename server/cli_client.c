@@ -173,6 +173,24 @@ status_print(const char *url, json_t *j)
 	    "uplink_alive")) ? "alive" : "down");
 }
 
+/*
+ * Whether j is a /v1/status of licproxy: anything else that is JSON (a
+ * 404 body, another service's status) would print as "(null)" fields.
+ */
+static int
+status_is_ours(const json_t *j)
+{
+	static const char	*want[] = { "version", "state", "mode" };
+	size_t			 i;
+
+	if (!json_is_object(j))
+		return 0;
+	for (i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+		if (!json_is_string(json_object_get(j, want[i])))
+			return 0;
+	return 1;
+}
+
 int
 cli_status(int argc, char **argv)
 {
@@ -188,8 +206,10 @@ cli_status(int argc, char **argv)
 		fprintf(stderr, "licproxy: %s: %s\n", url, f.errstr);
 		return 1;
 	}
-	if ((j = json_loads(f.body, 0, NULL)) == NULL) {
-		fprintf(stderr, "licproxy: %s: not a licproxy status\n", url);
+	if ((j = json_loads(f.body, 0, NULL)) == NULL || !status_is_ours(j)) {
+		fprintf(stderr, "licproxy: %s: not a licproxy status (HTTP "
+		    "%d)\n", url, f.status);
+		json_decref(j);
 		free(f.body);
 		return 1;
 	}

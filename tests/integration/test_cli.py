@@ -261,3 +261,24 @@ def test_extra_arguments_and_repeated_options_refused():
             run("keys", "list", "--json", "--store", store).stdout)}
         assert rows[id1]["status"] == "revoked", rows
         assert rows[id2]["status"] == "active", rows
+
+
+def test_status_of_something_else():
+    """status of a URL that answers JSON that is no licproxy status (a 404
+    body, the TLS port spoken to in plain HTTP) says so, exit 1, and
+    prints no (null) fields."""
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth = fx.add(Server(pki, "authority"))
+        auth.start()
+        ok = run("status", "http://127.0.0.1:%d" % auth.status_port)
+        assert "Authority" in ok.stdout, ok.stdout
+        for url in ("http://127.0.0.1:%d/v1/status" % auth.status_port,
+                    "http://127.0.0.1:%d" % auth.port):
+            p = run("status", url, check=False)
+            assert p.returncode == 1, (url, p)
+            assert "(null)" not in p.stdout + p.stderr, (url, p)
+            assert p.stdout == "", (url, p.stdout)
+            assert p.stderr.startswith("licproxy: %s: not a licproxy "
+                                       "status" % url), (url, p.stderr)
+
