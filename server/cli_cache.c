@@ -270,7 +270,7 @@ cache_import(int argc, char **argv)
 	if ((nkeys = import_keys(argc, argv, keys)) == -1)
 		return 2;
 	if ((f = fopen(path, "r")) == NULL) {
-		perror(path);
+		fprintf(stderr, "licproxy: %s: %s\n", path, strerror(errno));
 		goto done;
 	}
 	if (import_read(f, path, keys, nkeys, &items, &n) == 0)

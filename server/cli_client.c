@@ -86,11 +86,11 @@ check_one(const struct httpc_opts *o, const char *url, const char *key)
 		return 2;
 	}
 	if (f.err != 0 || f.status >= 500)
-		fprintf(stderr, "%s: %s\n", url, f.err ? f.errstr :
+		fprintf(stderr, "licproxy: %s: %s\n", url, f.err ? f.errstr :
 		    "upstream unavailable");
 	else if (f.status != 200 && f.status != 401 && f.status != 403)
 		/* A 404 or 405 is a wrong URL, not a verdict on the key. */
-		fprintf(stderr, "%s: HTTP %d, not a license server "
+		fprintf(stderr, "licproxy: %s: HTTP %d, not a license server "
 		    "answer\n", url, f.status);
 	else {
 		printf("%s\n", f.body);

@@ -282,3 +282,36 @@ def test_status_of_something_else():
             assert p.stderr.startswith("licproxy: %s: not a licproxy "
                                        "status" % url), (url, p.stderr)
 
+
+
+def test_check_tries_every_url_prefixed():
+    """check tries every URL, also those after an option, and says what
+    went wrong with each, prefixed licproxy:."""
+    p = run("check", "https://127.0.0.1:1", "--key", K40,
+            "https://127.0.0.1:2", check=False)
+    assert p.returncode == 4, p
+    lines = p.stderr.splitlines()
+    assert len(lines) == 2, p.stderr
+    assert lines[0].startswith("licproxy: https://127.0.0.1:1: "), lines
+    assert lines[1].startswith("licproxy: https://127.0.0.1:2: "), lines
+    p = run("check", "notaurl", "--key", K40, check=False)
+    assert p.returncode == 4, p
+    assert p.stderr.startswith("licproxy: notaurl: "), p.stderr
+    p = run("check", "--key", K40, check=False)
+    assert p.returncode == 2, p
+    assert p.stderr.startswith("licproxy: check: give at least one URL\n"
+                               "usage: licproxy check"), p.stderr
+
+
+def test_cache_import_missing_file_prefixed():
+    """cache import of a file that is not there says so, prefixed."""
+    with tempfile.TemporaryDirectory() as d:
+        key = os.path.join(d, "k")
+        run("keygen", key)
+        missing = os.path.join(d, "nonexist")
+        p = run("cache", "import", "--store", os.path.join(d, "s"),
+                "--trusted-key", key + ".pub", missing, check=False)
+        assert p.returncode != 0, p
+        assert p.stderr == "licproxy: %s: No such file or directory\n" % \
+            missing, p.stderr
+
