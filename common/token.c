@@ -580,16 +580,23 @@ token_decode(const char *tok, size_t len, struct lease *l)
 	return payload_decode(payload, plen, l);
 }
 
-/* Creates path with exactly mode (umask aside) and writes one PEM into it. */
+/*
+ * Creates path with exactly mode (umask aside) and writes one PEM into it.
+ * Never over an existing file, nor through a symlink: the path may be an
+ * authority's live signing key, and a lost one cannot be made again.
+ */
 static int
 pem_write(const char *path, mode_t mode, EVP_PKEY *key, int private)
 {
 	FILE	*fp = NULL;
 	int	 fd, ok, ret = -1;
 
-	if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-	    mode)) == -1) {
-		log_warn("%s", path);
+	if ((fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+	    O_CLOEXEC, mode)) == -1) {
+		if (errno == EEXIST)
+			log_warnx("%s exists; remove it first", path);
+		else
+			log_warn("%s", path);
 		return -1;
 	}
 	if (fchmod(fd, mode) == -1 || (fp = fdopen(fd, "w")) == NULL) {

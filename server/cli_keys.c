@@ -24,8 +24,9 @@ cli_keygen(int argc, char **argv)
 
 	if (path == NULL)
 		return cli_usage_error("keygen: give the PATH of the new key");
+	/* token_keygen said why; it leaves no half of a pair behind. */
 	if (token_keygen(path) == -1) {
-		fprintf(stderr, "licproxy: cannot write %s\n", path);
+		fprintf(stderr, "licproxy: no key written\n");
 		return 1;
 	}
 	fprintf(stderr, "wrote %s (private, 0600) and %s.pub\n", path, path);

@@ -315,3 +315,38 @@ def test_cache_import_missing_file_prefixed():
         assert p.stderr == "licproxy: %s: No such file or directory\n" % \
             missing, p.stderr
 
+
+
+def test_keygen_never_overwrites():
+    """keygen refuses an existing PATH or PATH.pub, and a symlink (exit 1,
+    saying so): an authority's signing key is never replaced by accident;
+    no half of a pair is left behind."""
+    with tempfile.TemporaryDirectory() as d:
+        key = os.path.join(d, "authority.key")
+        run("keygen", key)
+        with open(key) as f:
+            before = f.read()
+        with open(key + ".pub") as f:
+            before_pub = f.read()
+        p = run("keygen", key, check=False)
+        assert p.returncode == 1, p
+        assert p.stderr.startswith("licproxy: %s exists; remove it first\n"
+                                   % key), p.stderr
+        with open(key) as f:
+            assert f.read() == before
+        with open(key + ".pub") as f:
+            assert f.read() == before_pub
+        # a symlink, even one to nothing, is not followed
+        target, link = os.path.join(d, "target"), os.path.join(d, "link")
+        os.symlink(target, link)
+        p = run("keygen", link, check=False)
+        assert p.returncode == 1 and "exists" in p.stderr, p
+        assert not os.path.exists(target)
+        assert not os.path.exists(link + ".pub")
+        # PATH.pub there: PATH is not left behind
+        other = os.path.join(d, "other.key")
+        open(other + ".pub", "w").close()
+        p = run("keygen", other, check=False)
+        assert p.returncode == 1, p
+        assert "%s.pub exists; remove it first" % other in p.stderr, p.stderr
+        assert not os.path.exists(other)
