@@ -283,7 +283,6 @@ def test_status_of_something_else():
                                        "status" % url), (url, p.stderr)
 
 
-
 def test_check_tries_every_url_prefixed():
     """check tries every URL, also those after an option, and says what
     went wrong with each, prefixed licproxy:."""
@@ -314,7 +313,6 @@ def test_cache_import_missing_file_prefixed():
         assert p.returncode != 0, p
         assert p.stderr == "licproxy: %s: No such file or directory\n" % \
             missing, p.stderr
-
 
 
 def test_keygen_never_overwrites():
