@@ -223,6 +223,23 @@ wait_stop(void)
 	}
 }
 
+/*
+ * A ptrace request failed: ESRCH once the target is gone (a SIGKILL while
+ * it was stopped for us, the very thing some tests provoke); say how it
+ * went, from its exit status, instead of the failed request.
+ */
+static void
+ptrace_ok(long rc, const char *what)
+{
+	int err = errno;
+
+	if (rc != -1)
+		return;
+	if (err == ESRCH)
+		(void)wait_stop();	/* dies if it is gone */
+	die("%s: %s", what, strerror(err));
+}
+
 static unsigned long
 peek(unsigned long addr)
 {
@@ -443,14 +460,12 @@ main(int argc, char **argv)
 	/* back as it was, then let go; the single-step SIGTRAP is dropped */
 	if (mem_poked)
 		for (i = 0; i < nwords; i++)
-			if (ptrace(PTRACE_POKEDATA, target,
-			    (void *)(scratch + 8 * i),
-			    (void *)orig_words[i]) == -1)
-				die("PTRACE_POKEDATA (restore): %s",
-				    strerror(errno));
+			ptrace_ok(ptrace(PTRACE_POKEDATA, target,
+			    (void *)(scratch + 8 * i), (void *)orig_words[i]),
+			    "PTRACE_POKEDATA (restore)");
 	mem_poked = 0;
-	if (ptrace(PTRACE_SETREGS, target, NULL, &saved) == -1)
-		die("PTRACE_SETREGS (restore): %s", strerror(errno));
+	ptrace_ok(ptrace(PTRACE_SETREGS, target, NULL, &saved),
+	    "PTRACE_SETREGS (restore)");
 	regs_saved = 0;
 	/*
 	 * A signal held back goes with the detach, siginfo and all; should
@@ -459,12 +474,12 @@ main(int argc, char **argv)
 	 */
 	sig = 0;
 	if (nheld > 0) {
-		if (ptrace(PTRACE_SETSIGINFO, target, NULL, &held[0]) == -1)
-			die("PTRACE_SETSIGINFO: %s", strerror(errno));
+		ptrace_ok(ptrace(PTRACE_SETSIGINFO, target, NULL, &held[0]),
+		    "PTRACE_SETSIGINFO");
 		sig = held[0].si_signo;
 	}
-	if (ptrace(PTRACE_DETACH, target, NULL, (void *)(long)sig) == -1)
-		die("PTRACE_DETACH: %s", strerror(errno));
+	ptrace_ok(ptrace(PTRACE_DETACH, target, NULL, (void *)(long)sig),
+	    "PTRACE_DETACH");
 	attached = 0;
 	for (int k = 1; k < nheld; k++)
 		if (syscall(SYS_tgkill, target, target, held[k].si_signo) == -1)
