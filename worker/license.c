@@ -72,16 +72,17 @@ license_rejected(struct reply *rp, const char *reason)
 static int
 license_key(const struct conn *c, struct req_state *st, struct reply *rp)
 {
-	const char	*key;
-	int		 len;
+	const char	*key = NULL;
+	int		 len = 0;
 
+	/* Token or Bearer with more than the header field keeps: a bad key. */
 	if (!c->req.auth_long && (!c->req.auth_present ||
 	    (len = http_auth_key(&c->req, &key)) <= 0)) {
 		reply_error(rp, 401, "missing_key",
 		    "send Authorization: Token KEY", NULL);
 		return -1;
 	}
-	if (c->req.auth_long || !token_key_valid(key, (size_t)len)) {
+	if (key == NULL || !token_key_valid(key, (size_t)len)) {
 		reply_error(rp, 401, "malformed_key",
 		    "a license key is 40 characters of A-Z, a-z, 0-9", NULL);
 		return -1;
