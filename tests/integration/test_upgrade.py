@@ -159,8 +159,11 @@ def upgrade_under_load(srv, key, path, backend, fresh_keys=()):
     """Replace the binary under 64 clients and send USR2: no request fails,
     same master, every child new and running the new file."""
     master = srv.proc.pid
+    # ready once the status port answers; the full set of children may
+    # take a moment longer on a slow (sanitizer) build
+    wait_for(lambda: len(srv.children()) == 3,
+             what="3 children (now %r)" % srv.children_by_comm())
     old = srv.children()
-    assert len(old) == 3, srv.children_by_comm()
     old_ino = exe_inode(master)
     with Load(srv, key, fresh_keys) as load:
         if fresh_keys:
