@@ -199,7 +199,14 @@ class Server:
             wait_for(self._healthy, what="licproxy to listen")
             wait_for(lambda: self.status_json().get("state") !=
                      "Initializing", what="first state")
+            # the first worker answers while the master may still be
+            # forking the others (slow on a sanitizer build)
+            wait_for(self._all_children, what="every child started")
         return self
+
+    def _all_children(self):
+        p = self.status_json()["processes"]
+        return p["workers_alive"] == p["workers"] > 0 and p["uplink_alive"]
 
     def _healthy(self):
         if self.proc.poll() is not None:
