@@ -430,12 +430,12 @@ main(int argc, char **argv)
 	 * again before it runs a single instruction (rip still at insn).
 	 */
 	for (;;) {
-		if (ptrace(PTRACE_SINGLESTEP, target, NULL, NULL) == -1)
-			die("PTRACE_SINGLESTEP: %s", strerror(errno));
+		ptrace_ok(ptrace(PTRACE_SINGLESTEP, target, NULL, NULL),
+		    "PTRACE_SINGLESTEP");
 		st = wait_stop();
 		sig = WSTOPSIG(st);
-		if (ptrace(PTRACE_GETREGS, target, NULL, &regs) == -1)
-			die("PTRACE_GETREGS: %s", strerror(errno));
+		ptrace_ok(ptrace(PTRACE_GETREGS, target, NULL, &regs),
+		    "PTRACE_GETREGS");
 		/* (every stop of get_signal() comes before the thread is back
 		 * in user space, so before the instruction: checked) */
 		if (regs.rip != insn && !(sig == SIGTRAP && (st >> 16) == 0 &&
