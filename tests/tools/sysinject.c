@@ -359,12 +359,12 @@ main(int argc, char **argv)
 	 */
 	st = wait_stop();
 	if ((st >> 16) == 0) {
-		if (ptrace(PTRACE_GETSIGINFO, target, NULL, &held[0]) == -1)
-			die("PTRACE_GETSIGINFO: %s", strerror(errno));
+		ptrace_ok(ptrace(PTRACE_GETSIGINFO, target, NULL, &held[0]),
+		    "PTRACE_GETSIGINFO");
 		nheld = 1;
 	}
-	if (ptrace(PTRACE_GETREGS, target, NULL, &saved) == -1)
-		die("PTRACE_GETREGS: %s", strerror(errno));
+	ptrace_ok(ptrace(PTRACE_GETREGS, target, NULL, &saved),
+	    "PTRACE_GETREGS");
 	regs_saved = 1;
 
 	/*
@@ -421,8 +421,8 @@ main(int argc, char **argv)
 	regs.r10 = args[3];
 	regs.r8 = args[4];
 	regs.r9 = args[5];
-	if (ptrace(PTRACE_SETREGS, target, NULL, &regs) == -1)
-		die("PTRACE_SETREGS: %s", strerror(errno));
+	ptrace_ok(ptrace(PTRACE_SETREGS, target, NULL, &regs),
+	    "PTRACE_SETREGS");
 
 	/*
 	 * Step until the thread is past the instruction: a signal that
