@@ -439,11 +439,9 @@ hc_build(struct hc_xfer *x, const struct httpc_req *req)
 		if (x->hdrs == NULL)
 			return -1;
 	}
-	if (req->prefer != NULL) {
-		snprintf(line, sizeof(line), "Prefer: %s", req->prefer);
-		if ((x->hdrs = curl_slist_append(x->hdrs, line)) == NULL)
-			return -1;
-	}
+	if (req->header != NULL &&
+	    (x->hdrs = curl_slist_append(x->hdrs, req->header)) == NULL)
+		return -1;
 	if (req->ctype != NULL) {
 		snprintf(line, sizeof(line), "Content-Type: %s", req->ctype);
 		if ((x->hdrs = curl_slist_append(x->hdrs, line)) == NULL)

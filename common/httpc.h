@@ -24,7 +24,7 @@ struct httpc_req {
 	const char	*url;		/* https://host[:port][/prefix] */
 	const char	*path;		/* appended to the url's path: "/v1/license" */
 	const char	*key;		/* sent as "Authorization: Token KEY" */
-	const char	*prefer;	/* sent as "Prefer: VALUE", or NULL */
+	const char	*header;	/* one more header line ("Name: value"), or NULL */
 	const char	*ctype;		/* Content-Type of body, or NULL */
 	const void	*body;
 	size_t		 bodylen;

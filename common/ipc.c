@@ -53,7 +53,7 @@ ipc_kv_str(msgpack_packer *pk, const char *name, const char *v)
 static int
 ipc_encode_seats(msgpack_packer *pk, const struct ipc_msg *m)
 {
-	static const int nfields[] = { 4, 7, 3, 6 };
+	static const int nfields[] = { 4, 7, 4, 6 };
 
 	if (m->type < IPC_SEAT_REQ || m->type > IPC_GRANT_RES)
 		return -1;
@@ -66,6 +66,7 @@ ipc_encode_seats(msgpack_packer *pk, const struct ipc_msg *m)
 		ipc_kv_str(pk, "ins", m->instance);
 	} else if (m->type == IPC_GRANT_REQ) {
 		ipc_kv_str(pk, "hold", m->holder);
+		ipc_kv_str(pk, "ins", m->instance);
 		ipc_kv_str(pk, "kid", m->kid);
 		ipc_kv_int(pk, "want", m->want);
 	} else {
@@ -214,7 +215,7 @@ ipc_field_seats(const char *name, const msgpack_object *v,
 	if (strcmp(name, "op") == 0 && ipc_get_int(v, 1, 2, &i) == 0)
 		m->op = (int)i, *bit = F_OP;
 	else if (strcmp(name, "ins") == 0 &&
-	    ipc_get_str(v, m->instance, sizeof(m->instance), 1) == 0)
+	    ipc_get_str(v, m->instance, sizeof(m->instance), 0) == 0)
 		*bit = F_INS;
 	else if (strcmp(name, "hold") == 0 && ipc_get_kid(v, m->holder) == 0)
 		*bit = F_HOLD;
@@ -312,7 +313,7 @@ ipc_schema(const msgpack_object *o, struct ipc_msg *m)
 		    F_USED | F_RA;
 		break;
 	case IPC_GRANT_REQ:
-		want = F_T | F_RID | F_HOLD | F_KID | F_WANT;
+		want = F_T | F_RID | F_HOLD | F_INS | F_KID | F_WANT;
 		break;
 	case IPC_GRANT_RES:
 		want = F_T | F_RID | F_ST | F_RSN | F_GR | F_EXP | F_TOT |
@@ -324,8 +325,10 @@ ipc_schema(const msgpack_object *o, struct ipc_msg *m)
 	/* Only a seat answer may say 204 (released) or 409 (none free). */
 	if ((m->status == 204 || m->status == 409) && m->type != IPC_SEAT_RES)
 		return -1;
-	if (m->type == IPC_SEAT_REQ && m->want != 1)
-		return -1;	/* an instance holds exactly one seat */
+	/* An instance holds exactly one seat; a proxy may name none. */
+	if (m->type == IPC_SEAT_REQ && (m->want != 1 ||
+	    m->instance[0] == '\0'))
+		return -1;
 	return seen == want ? 0 : -1;
 }
 

@@ -62,7 +62,8 @@ struct ipc_msg {
 					   token (the issuer's, sent before
 					   it is stored) */
 	int		 op;		/* SEAT_REQ: enum ipc_seat_op */
-	char		 instance[65];	/* SEAT_REQ: X-Instance-Id */
+	char		 instance[TOKEN_INSTANCE_MAX + 1];	/* SEAT_REQ: X-Instance-Id;
+					   GRANT_REQ: the proxy's, or "" */
 	char		 holder[17];	/* GRANT_REQ: the calling proxy */
 	char		 kid[17];	/* GRANT_*: the key asked about */
 	int64_t		 want;		/* GRANT_REQ */

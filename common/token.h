@@ -13,6 +13,7 @@
 /* product and metric names: 1-TOKEN_PRODUCT_MAX of these */
 #define TOKEN_NAME_CHARS	"abcdefghijklmnopqrstuvwxyz0123456789_"
 #define TOKEN_ISS_MAX		64
+#define TOKEN_INSTANCE_MAX	64	/* X-Instance-Id: a seat's or a proxy's name */
 #define TOKEN_MAX		2048	/* longest token we produce or accept */
 
 enum lease_role { ROLE_MEMBER = 0, ROLE_PROXY = 1 };

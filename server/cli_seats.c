@@ -82,16 +82,18 @@ seats_inst1(const char *kid, const char *ins, int64_t exp, void *arg)
 	return 0;
 }
 
+/* instance: the holding proxy's, null for one that named none. */
 static int
-seats_grant1(const char *kid, const char *holder, int64_t seats,
-    int64_t exp, void *arg)
+seats_grant1(const char *kid, const char *holder, const char *ins,
+    int64_t seats, int64_t exp, void *arg)
 {
 	struct seats_rows *r = arg;
 
 	(void)kid;
 	if (exp > r->now && seats > 0)
-		json_array_append_new(r->grants, json_pack("{s:s,s:I,s:o}",
-		    "holder", holder, "seats", (json_int_t)seats,
+		json_array_append_new(r->grants, json_pack("{s:s,s:o,s:I,s:o}",
+		    "holder", holder, "instance", *ins != '\0' ?
+		    json_string(ins) : json_null(), "seats", (json_int_t)seats,
 		    "expires_at", seats_time(exp)));
 	return 0;
 }
@@ -125,8 +127,10 @@ seats_print(json_t *row)
 		    json_string_value(json_object_get(e, "instance")),
 		    json_string_value(json_object_get(e, "expires_at")));
 	json_array_foreach(json_object_get(row, "grants"), i, e)
-		printf("  grant    %-16s  %7lld seats  until %s\n",
+		printf("  grant    %-16s %-20s  %7lld seats  until %s\n",
 		    json_string_value(json_object_get(e, "holder")),
+		    json_is_string(json_object_get(e, "instance")) ?
+		    json_string_value(json_object_get(e, "instance")) : "-",
 		    (long long)json_integer_value(json_object_get(e, "seats")),
 		    json_string_value(json_object_get(e, "expires_at")));
 }

@@ -147,6 +147,7 @@ seats_auth_grant(uint64_t chan, const struct ipc_msg *m)
 		memset(&c, 0, sizeof(c));
 		c.kid = m->kid;
 		c.holder = m->holder;
+		c.holder_ins = m->instance;
 		c.want = m->want;
 		c.cap = k.seats;
 		c.expires = res.expires;
@@ -154,8 +155,9 @@ seats_auth_grant(uint64_t chan, const struct ipc_msg *m)
 		res.status = store_seat_claim(sa.store, &c, &u) == 0 ? 200 : 503;
 		res.granted = u.got;
 		res.total = k.seats;
-		log_debug("grant of %s to %s: %lld of %lld asked", m->kid,
-		    m->holder, (long long)u.got, (long long)m->want);
+		log_debug("grant of %s to %s%s%s: %lld of %lld asked", m->kid,
+		    m->holder, m->instance[0] != '\0' ? " instance " : "",
+		    m->instance, (long long)u.got, (long long)m->want);
 	}
 	chans_send(chan, &res);
 }
@@ -198,12 +200,12 @@ seats_count_seat(const char *kid, const char *ins, int64_t exp, void *arg)
 }
 
 static int
-seats_count_grant(const char *kid, const char *holder, int64_t seats,
-    int64_t exp, void *arg)
+seats_count_grant(const char *kid, const char *holder, const char *ins,
+    int64_t seats, int64_t exp, void *arg)
 {
 	struct seats_count *n = arg;
 
-	(void)kid, (void)holder;
+	(void)kid, (void)holder, (void)ins;
 	if (exp > n->now && seats > 0)
 		n->granted += (uint64_t)seats;
 	else

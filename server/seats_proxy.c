@@ -54,6 +54,9 @@ static struct {
 	struct store		*store;
 	int64_t			 next_sync_ms;
 	LIST_HEAD(, sp_flight)	 flights;
+	/* "X-Instance-Id: ID": proxies sharing a key hold a grant each */
+	char			 self[sizeof("X-Instance-Id: ") +
+				    STORE_SELF_ID_LEN];
 } sp;
 
 static void	sp_start(struct sp_flight *);
@@ -61,10 +64,23 @@ static void	sp_start(struct sp_flight *);
 void
 seats_proxy_init(const struct conf *cf, struct store *s)
 {
+	char	 id[STORE_SELF_ID_LEN + 1];
+
 	sp.cf = cf;
 	sp.store = s;
 	LIST_INIT(&sp.flights);
 	sp.next_sync_ms = proc_now_ms() + cf->license.sync_interval_ms;
+	/*
+	 * Without its own name a proxy holds the row of its key alone, as
+	 * an older one does: shared with any proxy of the same key.
+	 */
+	if (store_self_id(s, id) != 0) {
+		log_warnx("seat grants: the store has no instance id: asking "
+		    "as the proxy key alone");
+		return;
+	}
+	snprintf(sp.self, sizeof(sp.self), "X-Instance-Id: %s", id);
+	log_info("seat grants are held as instance %s", id);
 }
 
 static struct sp_flight *
@@ -130,6 +146,7 @@ sp_claim(const struct ipc_msg *m, const char *kid,
 		c.expires = now + sp.cf->seats.ttl_s;
 	} else {
 		c.holder = m->holder;
+		c.holder_ins = m->instance;
 		c.want = m->want;
 		c.expires = sub;
 	}
@@ -250,7 +267,8 @@ sp_start(struct sp_flight *f)
 	body = json_dumps(j, JSON_COMPACT);
 	json_decref(j);
 	if (body == NULL || upstream_call("PUT", "/v1/seats/grant",
-	    sp.cf->license.key, NULL, body, strlen(body), sp_done, f) == -1) {
+	    sp.cf->license.key, sp.self[0] != '\0' ? sp.self : NULL, body,
+	    strlen(body), sp_done, f) == -1) {
 		struct httpc_res r = { .err = HTTPC_ECONNECT,
 		    .errstr = "cannot start the request" };
 

@@ -257,8 +257,8 @@ flight_start(const char *key, int self)
 	 * ask for it alone, 215 bytes less per fetch. A server that does not
 	 * know Prefer ignores it and answers in full.
 	 */
-	if (upstream_call("GET", "/v1/license", f->key, "return=minimal",
-	    NULL, 0, flight_done, f) == -1) {
+	if (upstream_call("GET", "/v1/license", f->key,
+	    "Prefer: return=minimal", NULL, 0, flight_done, f) == -1) {
 		LIST_REMOVE(f, entry);
 		free(f);
 		return NULL;

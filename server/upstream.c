@@ -25,7 +25,7 @@
 
 struct call {
 	char		*method, *path, *key, *body;
-	const char	*prefer;
+	const char	*header;
 	size_t		 len;
 	int		 url;
 	upstream_done	 done;
@@ -86,7 +86,7 @@ call_attempt(struct call *c)
 	req.path = c->path;
 	req.key = c->key;
 	req.ctype = c->body != NULL ? "application/json" : NULL;
-	req.prefer = c->prefer;
+	req.header = c->header;
 	req.body = c->body;
 	req.bodylen = c->len;
 	req.timeout_ms = uplink->cf->license.timeout_ms;
@@ -99,7 +99,7 @@ call_attempt(struct call *c)
 
 int
 upstream_call(const char *method, const char *path, const char *key,
-    const char *prefer, const char *body, size_t len, upstream_done done,
+    const char *header, const char *body, size_t len, upstream_done done,
     void *arg)
 {
 	struct call *c;
@@ -118,7 +118,7 @@ upstream_call(const char *method, const char *path, const char *key,
 	if (body != NULL)
 		memcpy(c->body, body, len);
 	c->len = len;
-	c->prefer = prefer;
+	c->header = header;
 	c->done = done;
 	c->arg = arg;
 	call_attempt(c);

@@ -12,9 +12,9 @@ struct httpc_res;
  * res of the answering URL (answered=1) or of the last failure.
  */
 typedef void (*upstream_done)(int answered, const struct httpc_res *, void *);
-/* prefer: a Prefer header value, NULL for none; a constant, not copied. */
+/* header: one more header line, or NULL; kept by the caller, not copied. */
 int	upstream_call(const char *method, const char *path, const char *key,
-	    const char *prefer, const char *body, size_t len, upstream_done,
+	    const char *header, const char *body, size_t len, upstream_done,
 	    void *arg);
 /* An upstream pass finished: set Connected/TrustBased/Disconnected. */
 void	upstream_state(int answered, const char *error);

@@ -3,16 +3,18 @@
  * and takes in one write transaction, and LMDB lets one writer at a time
  * in, so two claims on a key's last seat can never both see it free.
  *
- * Row key: key_id (16 bytes) then the instance or holder; value: a version
- * byte then big-endian 64-bit integers (expires; seats, expires; seats,
- * expires, total).
+ * Row key: key_id (16 bytes) then the instance, or the holder and its
+ * instance (a grant row of a proxy that names none ends at the holder);
+ * value: a version byte then big-endian 64-bit integers (expires; seats,
+ * expires; seats, expires, total).
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "store_int.h"
 #include "store_seats.h"
 
-#define SEATS_WHOMAX	64
+#define SEATS_WHOMAX	(TOKEN_KID_LEN + TOKEN_INSTANCE_MAX)
 #define SEATS_NVALS	3	/* most integers in a value (mygrants) */
 
 /* A row's value: nval integers after the version byte. */
@@ -118,7 +120,7 @@ seats_scan(MDB_txn *txn, MDB_dbi dbi, int grants, const char *kid,
 /* The claimant's row: taken or renewed, or gone when nothing is free. */
 static int
 seats_take(MDB_txn *txn, MDB_dbi dbi, const struct store_claim *c,
-    struct store_seat_use *u)
+    const char *who, struct store_seat_use *u)
 {
 	unsigned char		 kb[TOKEN_KID_LEN + SEATS_WHOMAX];
 	struct seats_val	 sv;
@@ -127,8 +129,7 @@ seats_take(MDB_txn *txn, MDB_dbi dbi, const struct store_claim *c,
 	int			 rc, inst = c->instance != NULL;
 
 	k.mv_data = kb;
-	if ((k.mv_size = seats_key(kb, c->kid, inst ? c->instance :
-	    c->holder)) == 0)
+	if ((k.mv_size = seats_key(kb, c->kid, who)) == 0)
 		return -1;
 	free = c->cap - u->instances - u->granted;
 	u->got = free <= 0 ? 0 : c->want < free ? c->want : free;
@@ -156,18 +157,24 @@ store_seat_claim(struct store *s, const struct store_claim *c,
 {
 	MDB_txn	*txn;
 	MDB_dbi	 ds, dg;
+	char	 who[SEATS_WHOMAX + 1];
 	int	 ret;
 
 	memset(u, 0, sizeof(*u));
 	if ((c->instance == NULL) == (c->holder == NULL) ||
 	    strlen(c->kid) != TOKEN_KID_LEN || seats_dbis(s, &ds, &dg) == -1)
 		return -1;
+	if (c->holder != NULL && (strlen(c->holder) != TOKEN_KID_LEN ||
+	    (size_t)snprintf(who, sizeof(who), "%s%s", c->holder,
+	    c->holder_ins != NULL ? c->holder_ins : "") >= sizeof(who)))
+		return -1;
 	if ((ret = store_begin(s, 1, &txn)) != 0)
 		return ret;
 	if ((ret = seats_scan(txn, ds, 0, c->kid, c->instance, c->now, 1,
-	    u)) == 0 && (ret = seats_scan(txn, dg, 1, c->kid, c->holder,
-	    c->now, 1, u)) == 0 && (ret = seats_take(txn, c->instance != NULL ?
-	    ds : dg, c, u)) == 0)
+	    u)) == 0 && (ret = seats_scan(txn, dg, 1, c->kid, c->holder !=
+	    NULL ? who : NULL, c->now, 1, u)) == 0 && (ret = seats_take(txn,
+	    c->instance != NULL ? ds : dg, c, c->instance != NULL ?
+	    c->instance : who, u)) == 0)
 		return store_commit(txn, "seats");
 	mdb_txn_abort(txn);
 	return ret;
@@ -221,12 +228,6 @@ store_seat_release(struct store *s, const char *kid, const char *instance)
 	return seats_del(s, DB_SEATS, kid, instance);
 }
 
-int
-store_grant_release(struct store *s, const char *kid, const char *holder)
-{
-	return seats_del(s, DB_GRANTS, kid, holder);
-}
-
 /*
  * Walk the rows of kid (every row when kid is NULL) in one transaction.
  * fn returns 0 to go on, 1 to delete the row (write walks), -1 to stop.
@@ -270,6 +271,22 @@ fail:
 		mdb_cursor_close(cur);
 	mdb_txn_abort(txn);
 	return store_err(rc, "seats");
+}
+
+static int
+seats_holder1(const MDB_val *k, const MDB_val *v, void *arg)
+{
+	(void)v;
+	return k->mv_size >= 2 * TOKEN_KID_LEN && memcmp((char *)k->mv_data +
+	    TOKEN_KID_LEN, arg, TOKEN_KID_LEN) == 0;
+}
+
+int
+store_grant_release(struct store *s, const char *kid, const char *holder)
+{
+	if (strlen(kid) != TOKEN_KID_LEN || strlen(holder) != TOKEN_KID_LEN)
+		return -1;
+	return seats_walk(s, DB_GRANTS, kid, 1, seats_holder1, (void *)holder);
 }
 
 /* Key to (kid, who) strings; -1 for a key of another shape. */
@@ -326,7 +343,8 @@ store_seat_prune(struct store *s, int64_t now)
 
 struct seats_each {
 	int	(*seat)(const char *, const char *, int64_t, void *);
-	int	(*grant)(const char *, const char *, int64_t, int64_t, void *);
+	int	(*grant)(const char *, const char *, const char *, int64_t,
+		    int64_t, void *);
 	int	(*mine)(const char *, const struct store_mygrant *, void *);
 	void	*arg;
 };
@@ -337,14 +355,20 @@ seats_each1(const MDB_val *k, const MDB_val *v, void *arg)
 	struct seats_each	*e = arg;
 	struct store_mygrant	 g;
 	char			 kid[TOKEN_KID_LEN + 1], who[SEATS_WHOMAX + 1];
+	char			 holder[TOKEN_KID_LEN + 1];
 	int64_t			 x[SEATS_NVALS];
 
 	if (seats_split(k, kid, who) == -1)
 		return 0;
 	if (e->seat != NULL && seats_unpack(v, 1, x) == 0)
 		return e->seat(kid, who, x[0], e->arg) ? -1 : 0;
-	if (e->grant != NULL && seats_unpack(v, 2, x) == 0)
-		return e->grant(kid, who, x[0], x[1], e->arg) ? -1 : 0;
+	if (e->grant != NULL && strlen(who) >= TOKEN_KID_LEN &&
+	    seats_unpack(v, 2, x) == 0) {
+		memcpy(holder, who, TOKEN_KID_LEN);
+		holder[TOKEN_KID_LEN] = '\0';
+		return e->grant(kid, holder, who + TOKEN_KID_LEN, x[0], x[1],
+		    e->arg) ? -1 : 0;
+	}
 	if (e->mine != NULL && who[0] == '\0' &&
 	    seats_unpack(v, SEATS_NVALS, x) == 0) {
 		g.seats = x[0];
@@ -366,8 +390,8 @@ store_seat_foreach(struct store *s, const char *kid,
 
 int
 store_grant_foreach(struct store *s, const char *kid,
-    int (*cb)(const char *, const char *, int64_t, int64_t, void *),
-    void *arg)
+    int (*cb)(const char *, const char *, const char *, int64_t, int64_t,
+    void *), void *arg)
 {
 	struct seats_each e = { NULL, cb, NULL, arg };
 

@@ -9,6 +9,7 @@
  * clock.c (the clock mark and the lease time rule), lease.c (leases and
  * rejections), usage.c (spool, de-dup index, ledger), keys.c (key registry).
  */
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/types.h>
@@ -299,6 +300,37 @@ store_meta_put(struct store *s, MDB_txn *txn, const char *name, uint64_t val)
 	if ((rc = mdb_put(txn, s->dbi[DB_META], &k, &v, 0)) != 0)
 		return store_err(rc, "meta");
 	return 0;
+}
+
+int
+store_self_id(struct store *s, char id[STORE_SELF_ID_LEN + 1])
+{
+	MDB_txn		*txn;
+	uint64_t	 v = 0;
+	int		 ret;
+
+	if ((ret = store_begin(s, 1, &txn)) != 0)
+		return ret;
+	if ((ret = store_meta_get(s, txn, "self_id", &v)) != 0)
+		goto fail;
+	if (v != 0) {
+		mdb_txn_abort(txn);
+		goto done;
+	}
+	while (v == 0)	/* 0 reads as absent */
+		if (getrandom(&v, sizeof(v), 0) != sizeof(v)) {
+			ret = -1;
+			goto fail;
+		}
+	if ((ret = store_meta_put(s, txn, "self_id", v)) != 0 ||
+	    (ret = store_commit(txn, "meta")) != 0)
+		return ret;
+done:
+	snprintf(id, STORE_SELF_ID_LEN + 1, "%016llx", (unsigned long long)v);
+	return 0;
+fail:
+	mdb_txn_abort(txn);
+	return ret;
 }
 
 /* ---- open / close ---- */

@@ -44,6 +44,14 @@ void		 store_snapshot_end(struct store *);
 uint64_t	 store_snapshot_txnid(struct store *);
 
 /*
+ * This store's own name, 16 hex characters: random, made by the first
+ * writer that asks and kept in meta, so it names one server across its
+ * restarts (a proxy to its upstream, as its X-Instance-Id) and no other.
+ */
+#define STORE_SELF_ID_LEN	16
+int		 store_self_id(struct store *, char id[STORE_SELF_ID_LEN + 1]);
+
+/*
  * Clock high-water mark: max(time(NULL), stored mark). The mark is only
  * advanced from trustworthy time (elapsed CLOCK_BOOTTIME since a known
  * point, an authority's signed iat), never from the raw wall clock, so a

@@ -4,7 +4,10 @@
  * Three tables, all keyed by key_id (16 hex) first so that one key's rows
  * are adjacent:
  *   seats     key_id + instance -> expires   instances served here
- *   grants    key_id + holder   -> seats, expires   set aside for proxies
+ *   grants    key_id + holder [+ instance] -> seats, expires   set aside
+ *             for proxies: the holder is the proxy's key_id, the instance
+ *             its X-Instance-Id, so proxies sharing one key hold one grant
+ *             each (a proxy that sends none holds the key_id's own row)
  *   mygrants  key_id            -> seats, expires, total   (a proxy's own
  *             grant from its upstream; total -1 = the key has no limit)
  * Only the process that writes leases (issuer, uplink) claims seats, and a
@@ -24,6 +27,7 @@ struct store_claim {
 	const char	*kid;
 	const char	*instance;	/* an instance seat (want 1), or NULL */
 	const char	*holder;	/* a grant to this key_id, or NULL */
+	const char	*holder_ins;	/* the holding proxy's instance, or NULL */
 	int64_t		 want;
 	int64_t		 cap;		/* seats this server may hand out */
 	int64_t		 expires;	/* of the row taken or renewed */
@@ -51,6 +55,7 @@ int	store_seat_use(struct store *, const char *kid, int64_t now,
 /* Free one row; 0 also when there was none. */
 int	store_seat_release(struct store *, const char *kid,
 	    const char *instance);
+/* Every grant of kid to holder, whatever instance of it holds one. */
 int	store_grant_release(struct store *, const char *kid,
 	    const char *holder);
 /* Drop every expired row (the writer's tick); returns rows dropped. */
@@ -61,8 +66,8 @@ int	store_seat_foreach(struct store *, const char *kid,
 	    int (*cb)(const char *kid, const char *instance, int64_t expires,
 	    void *), void *arg);
 int	store_grant_foreach(struct store *, const char *kid,
-	    int (*cb)(const char *kid, const char *holder, int64_t seats,
-	    int64_t expires, void *), void *arg);
+	    int (*cb)(const char *kid, const char *holder, const char *instance,
+	    int64_t seats, int64_t expires, void *), void *arg);
 
 struct store_mygrant {
 	int64_t		 seats;

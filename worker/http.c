@@ -354,7 +354,7 @@ hdr_instance(struct http_req *req, struct hctx *ctx, const char *v, size_t n)
 	size_t i;
 
 	req->instance[0] = '\0';
-	if (ctx->seen_instance++ || n == 0 || n > HTTP_INSTANCE_MAX)
+	if (ctx->seen_instance++ || n == 0 || n > TOKEN_INSTANCE_MAX)
 		goto bad;
 	for (i = 0; i < n; i++) {
 		if (!((v[i] >= 'a' && v[i] <= 'z') ||

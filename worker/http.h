@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "token.h"
+
 enum http_method {
 	HTTP_GET, HTTP_POST, HTTP_HEAD, HTTP_PUT, HTTP_DELETE, HTTP_OTHER
 };
@@ -12,7 +14,6 @@ enum http_method {
 #define HTTP_PATH_MAX		256
 #define HTTP_AUTH_MAX		128
 #define HTTP_CTYPE_MAX		128
-#define HTTP_INSTANCE_MAX	64
 
 struct http_req {
 	enum http_method method;
@@ -25,7 +26,7 @@ struct http_req {
 	char		 ctype[HTTP_CTYPE_MAX + 1];	/* Content-Type value */
 	int64_t		 content_length;	/* -1 when absent */
 	int		 chunked;		/* Transfer-Encoding: chunked */
-	char		 instance[HTTP_INSTANCE_MAX + 1];	/* X-Instance-Id */
+	char		 instance[TOKEN_INSTANCE_MAX + 1];	/* X-Instance-Id */
 	int		 instance_bad;		/* present but malformed */
 	int		 expect_continue;	/* Expect: 100-continue, 1.1 */
 	int		 minimal;		/* Prefer: return=minimal */

@@ -21,6 +21,9 @@
 #include "token.h"
 #include "worker.h"
 
+/* What hdr_instance accepts (TOKEN_INSTANCE_MAX), for the 400. */
+#define SEATS_INSTANCE_FORM	"1-64 of [A-Za-z0-9._-]"
+
 static json_t *
 seats_time(int64_t t)
 {
@@ -109,7 +112,9 @@ seats_grant(const struct conn *c, struct req_state *st,
 	want = json_object_get(j, "seats");
 	s = json_string_value(json_object_get(j, "key_id"));
 	memset(&m, 0, sizeof(m));
-	if (!json_is_object(j))
+	if (c->req.instance_bad)
+		out = seats_bad(rp, "X-Instance-Id", SEATS_INSTANCE_FORM);
+	else if (!json_is_object(j))
 		out = seats_bad(rp, "body", "a JSON object");
 	else if (s == NULL || strlen(s) != TOKEN_KID_LEN ||
 	    strspn(s, "0123456789abcdef") != TOKEN_KID_LEN)
@@ -120,6 +125,8 @@ seats_grant(const struct conn *c, struct req_state *st,
 	else {
 		m.type = IPC_GRANT_REQ;
 		memcpy(m.holder, l->kid, sizeof(m.holder));
+		/* Proxies sharing one key hold a grant each, by instance. */
+		memcpy(m.instance, c->req.instance, sizeof(m.instance));
 		memcpy(m.kid, s, TOKEN_KID_LEN);
 		m.want = json_integer_value(want);
 		out = seats_ask(st, &m, rp);
@@ -202,7 +209,7 @@ seats_go(const struct conn *c, struct req_state *st, const struct lease *l,
 		return seats_list(st, rp);
 	if (c->req.instance[0] == '\0' || c->req.instance_bad)
 		return seats_bad(rp, "X-Instance-Id",
-		    "required, 1-64 of [A-Za-z0-9._-]");
+		    "required, " SEATS_INSTANCE_FORM);
 	memset(&m, 0, sizeof(m));
 	m.type = IPC_SEAT_REQ;
 	memcpy(m.key, st->lic.key, sizeof(m.key));

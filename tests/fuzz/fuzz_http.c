@@ -29,7 +29,7 @@ check_req(const struct http_req *req)
 	CHECK(strchr(req->path, '?') == NULL);
 	CHECK(strlen(req->auth) <= HTTP_AUTH_MAX);
 	CHECK(strlen(req->ctype) <= HTTP_CTYPE_MAX);
-	CHECK(strlen(req->instance) <= HTTP_INSTANCE_MAX);
+	CHECK(strlen(req->instance) <= TOKEN_INSTANCE_MAX);
 	CHECK(req->minor == 0 || req->minor == 1);
 	CHECK(req->keepalive == 0 || req->keepalive == 1);
 	CHECK(req->content_length >= -1);

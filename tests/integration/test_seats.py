@@ -147,7 +147,26 @@ def test_grant_protocol_authority():
                          headers={"Content-Type": "text/plain"})
         assert r.status == 415, r
         assert r.json()["error"] == "unsupported_media_type", r
+        for bad in ("a b", "x" * 65):
+            r = auth.request("PUT", "/v1/seats/grant", key=pkey,
+                             body={"key_id": kid, "seats": 1},
+                             headers={"X-Instance-Id": bad})
+            assert r.status == 400, r
+            assert "X-Instance-Id" in r.json()["message"], r
         assert grants_of(auth) == [], "nothing of a refused request kept"
+        # two instances of one proxy key hold a grant each, counted
+        # together: 2 + 2 of 3 seats is 2 + 1
+        for ins, want, got in (("p1", 2, 2), ("p2", 2, 1), ("p1", 0, 0)):
+            r = auth.request("PUT", "/v1/seats/grant", key=pkey,
+                             body={"key_id": kid, "seats": want},
+                             headers={"X-Instance-Id": ins})
+            assert r.status == 200 and r.json()["granted"] == got, (ins, r)
+        assert [(g["instance"], g["seats"]) for g in grants_of(auth)] == \
+            [("p2", 1)]
+        r = auth.request("PUT", "/v1/seats/grant", key=pkey,
+                         body={"key_id": kid, "seats": 0},
+                         headers={"X-Instance-Id": "p2"})
+        assert r.json()["granted"] == 0 and grants_of(auth) == [], r
         r = auth.request("PUT", "/v1/seats/grant", key=pkey,
                          body={"key_id": "0" * 16, "seats": 1})
         assert r.status == 403 and r.json()["reason"] == "unknown", r
@@ -303,6 +322,61 @@ def test_two_proxies_never_over_issue():
             time.sleep(0.2)
         assert got == {"b0", "b1"}, (got, time.time() - t0)
         assert take(a, key, "a9").status == 409
+        finish(fx)
+
+
+def test_two_proxies_sharing_a_key_never_over_issue():
+    """The usual HA pair: two proxies with one configuration, so one proxy
+    key. Each holds its own grant (named by its store's instance id), so
+    3 seats stay 3 over both; a proxy's restart keeps its name and its
+    grant."""
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth = authority(fx, pki).start()
+        key = seat_key(auth, 3)
+        pkey = proxy_key(auth, "pair")
+        a = proxy(fx, pki, [auth.url], pkey, name="pa").start()
+        b = proxy(fx, pki, [auth.url], pkey, name="pb").start()
+        ok = [i for i in range(4) if take(a, key, "a%d" % i).status == 200]
+        assert len(ok) == 3, ok
+        r = take(b, key, "b0")
+        assert r.status == 409, (r, b.logs()[-2000:])
+        assert r.json()["seats"]["granted"] == 0, r
+        rows = grants_of(auth)
+        assert {g["holder"] for g in rows} == {key_id(pkey)}, rows
+        assert [g["seats"] for g in rows] == [3], rows
+        ida = rows[0]["instance"]
+        assert ida and ida in a.logs(), (rows, a.logs()[-2000:])
+        # a restarts: the same instance id, the same grant, every renewal
+        a.stop()
+        a.start()
+        t0 = time.time()
+        while time.time() - t0 < 5:     # over two of a's syncs
+            for i in ok:
+                assert take(a, key, "a%d" % i).status == 200, i
+            assert take(b, key, "b0").status == 409
+            assert len(held(a, key)) + len(held(b, key)) <= 3
+            time.sleep(0.5)
+        assert [g["instance"] for g in grants_of(auth)] == [ida]
+        # a gives one back: b, the other instance of the key, gets it
+        assert take(a, key, "a0", "DELETE").status == 204
+        t0 = time.time()
+        while take(b, key, "b0").status != 200:
+            assert time.time() - t0 < 6, grants_of(auth)
+            for i in ok[1:]:            # seats.ttl is 3 s: keep them
+                assert take(a, key, "a%d" % i).status == 200, i
+            assert len(held(a, key)) + len(held(b, key)) <= 3
+            time.sleep(0.3)
+        r = take(a, key, "a0")
+        assert r.status == 409, (r, held(a, key), held(b, key),
+                                 grants_of(auth), a.logs()[-3000:])
+        rows = grants_of(auth)
+        assert sorted(g["seats"] for g in rows) == [1, 2], rows
+        assert len({g["instance"] for g in rows}) == 2, rows
+        # the operator's cancel of the holder covers both of its grants
+        run("seats", "release", "--store", auth.store, key_id(key),
+            "--holder", key_id(pkey))
+        assert grants_of(auth) == []
         finish(fx)
 
 

@@ -521,7 +521,7 @@ t_ctype_long(void **state)
 static void
 t_instance(void **state)
 {
-	char	hdr[128], id[HTTP_INSTANCE_MAX + 2];
+	char	hdr[128], id[TOKEN_INSTANCE_MAX + 2];
 
 	(void)state;
 	assert_int_equal(parse_hdr("X-Instance-Id: web-01.eu_west\r\n"),
@@ -529,13 +529,13 @@ t_instance(void **state)
 	assert_string_equal(req.instance, "web-01.eu_west");
 	assert_int_equal(req.instance_bad, 0);
 	memset(id, 'a', sizeof(id));
-	id[HTTP_INSTANCE_MAX] = '\0';
+	id[TOKEN_INSTANCE_MAX] = '\0';
 	snprintf(hdr, sizeof(hdr), "x-instance-id: %s\r\n", id);
 	assert_int_equal(parse_hdr(hdr), HTTP_PARSE_OK);
 	assert_string_equal(req.instance, id);
 	assert_int_equal(req.instance_bad, 0);
-	id[HTTP_INSTANCE_MAX] = 'a';
-	id[HTTP_INSTANCE_MAX + 1] = '\0';
+	id[TOKEN_INSTANCE_MAX] = 'a';
+	id[TOKEN_INSTANCE_MAX + 1] = '\0';
 	snprintf(hdr, sizeof(hdr), "x-instance-id: %s\r\n", id);
 	assert_int_equal(parse_hdr(hdr), HTTP_PARSE_OK);
 	assert_string_equal(req.instance, "");

@@ -574,6 +574,10 @@ t_roundtrip_seats(void **state)
 	roundtrip(&in, &out);
 	assert_string_equal(out.kid, "fedcba9876543210");
 	assert_int_equal(out.want, IPC_SEATS_MAX);
+	assert_string_equal(out.instance, "");	/* a proxy naming none */
+	strcpy(in.instance, "3f2a9c0d1e4b5a67");
+	roundtrip(&in, &out);
+	assert_string_equal(out.instance, "3f2a9c0d1e4b5a67");
 	memset(&in, 0, sizeof(in));
 	in.type = IPC_GRANT_RES;
 	in.status = 200;
@@ -593,8 +597,16 @@ t_roundtrip_seats(void **state)
 	    "0123456789abcdef"), FS("kid", "fedcba9876543210"),
 	    FI("want", IPC_SEATS_MAX + 1)), -1);
 	assert_true(DEC(FI("t", 6), FI("rid", 7), FS("hold",
+	    "0123456789abcdef"), FS("ins", ""), FS("kid",
+	    "fedcba9876543210"), FI("want", 1)) > 0);
+	/* a grant request names its instance, if only as "" */
+	assert_int_equal(DEC(FI("t", 6), FI("rid", 7), FS("hold",
 	    "0123456789abcdef"), FS("kid", "fedcba9876543210"),
-	    FI("want", 1)) > 0);
+	    FI("want", 1)), -1);
+	/* an instance's seat request must name the instance */
+	assert_int_equal(DEC(FI("t", 4), FI("rid", 7), FS("key",
+	    "0123456789012345678901234567890123456789"), FI("op", 1),
+	    FS("ins", ""), FI("want", 1)), -1);
 }
 
 static void

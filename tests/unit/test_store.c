@@ -24,6 +24,7 @@
 
 #include "log.h"
 #include "store.h"
+#include "store_seats.h"
 
 #define MAPSZ	(8ULL << 20)
 
@@ -1217,6 +1218,90 @@ t_fork(void **state)
 	store_close(s);
 }
 
+struct grant_seen {
+	char	 rows[4][96];
+	int	 n;
+};
+
+static int
+grant_seen1(const char *kid, const char *holder, const char *ins,
+    int64_t seats, int64_t exp, void *arg)
+{
+	struct grant_seen *g = arg;
+
+	(void)kid, (void)exp;
+	if (g->n < 4)
+		snprintf(g->rows[g->n++], sizeof(g->rows[0]), "%s/%s=%lld",
+		    holder, ins, (long long)seats);
+	return 0;
+}
+
+/*
+ * Two proxies of one key (one holder) hold a grant each, by instance, and
+ * each claim counts the other's: 3 seats never become 3 + 3. A proxy that
+ * names no instance holds the holder's own row (as before instances).
+ */
+static void
+t_grants_by_instance(void **state)
+{
+	struct fix		*f = *state;
+	struct store		*s = open_rw(f, MAPSZ);
+	struct store_seat_use	 u;
+	struct store_claim	 c;
+	struct grant_seen	 g = { .n = 0 };
+	const char		*kid = "00112233445566aa";
+	const char		*hold = "fedcba9876543210";
+	char			 id1[STORE_SELF_ID_LEN + 1], id2[sizeof(id1)];
+
+	memset(&c, 0, sizeof(c));
+	c.kid = kid;
+	c.holder = hold;
+	c.holder_ins = "proxy-a";
+	c.want = 3;
+	c.cap = 3;
+	c.now = 1000;
+	c.expires = 2000;
+	assert_int_equal(store_seat_claim(s, &c, &u), 0);
+	assert_int_equal(u.got, 3);
+	c.holder_ins = "proxy-b";
+	c.want = 2;
+	assert_int_equal(store_seat_claim(s, &c, &u), 0);
+	assert_int_equal(u.got, 0);		/* a's 3 are counted */
+	c.holder_ins = "proxy-a";
+	c.want = 1;				/* a gives 2 back */
+	assert_int_equal(store_seat_claim(s, &c, &u), 0);
+	assert_int_equal(u.got, 1);
+	c.holder_ins = "proxy-b";
+	c.want = 3;
+	assert_int_equal(store_seat_claim(s, &c, &u), 0);
+	assert_int_equal(u.got, 2);		/* a partial raise */
+	assert_int_equal(u.used, 3);
+	c.holder_ins = NULL;			/* an older proxy */
+	c.want = 1;
+	assert_int_equal(store_seat_claim(s, &c, &u), 0);
+	assert_int_equal(u.got, 0);
+	assert_int_equal(store_grant_foreach(s, kid, grant_seen1, &g), 0);
+	assert_int_equal(g.n, 2);
+	assert_string_equal(g.rows[0], "fedcba9876543210/proxy-a=1");
+	assert_string_equal(g.rows[1], "fedcba9876543210/proxy-b=2");
+	/* an instance name over the bound is refused, nothing written */
+	c.holder_ins = "0123456789012345678901234567890123456789"
+	    "012345678901234567890123456789";
+	assert_int_equal(store_seat_claim(s, &c, &u), -1);
+	/* releasing the holder cancels the grants of all its instances */
+	assert_int_equal(store_grant_release(s, kid, hold), 0);
+	assert_int_equal(store_seat_use(s, kid, 1000, &u), 0);
+	assert_int_equal(u.used, 0);
+	/* the self id: made once, then the same across opens */
+	assert_int_equal(store_self_id(s, id1), 0);
+	assert_int_equal(strlen(id1), STORE_SELF_ID_LEN);
+	store_close(s);
+	s = open_rw(f, MAPSZ);
+	assert_int_equal(store_self_id(s, id2), 0);
+	assert_string_equal(id1, id2);
+	store_close(s);
+}
+
 int
 main(void)
 {
@@ -1258,6 +1343,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(t_open_refuses_truncated, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(t_check_finds_damage, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(t_grants_by_instance, setup,
 		    teardown),
 	};
 
