@@ -140,7 +140,7 @@ seats_list(struct store *s, int json)
 {
 	struct seats_keyset	*ks = calloc(1, sizeof(*ks));
 	json_t			*arr = json_array(), *row;
-	int64_t			 now = store_now(s);
+	int64_t			 now = store_seat_now(s);
 	int			 i;
 
 	if (ks == NULL)

@@ -46,7 +46,7 @@ seats_auth_seat(uint64_t chan, const struct ipc_msg *m)
 	struct ipc_msg		 res;
 	unsigned char		 sha[32];
 	char			 kid[TOKEN_KID_LEN + 1];
-	int64_t			 now = store_now(sa.store);
+	int64_t			 now = store_seat_now(sa.store);
 	int			 r;
 
 	memset(&res, 0, sizeof(res));
@@ -127,7 +127,7 @@ seats_auth_grant(uint64_t chan, const struct ipc_msg *m)
 	struct store_key	 k;
 	struct ipc_msg		 res;
 	const char		*why;
-	int64_t			 now = store_now(sa.store);
+	int64_t			 now = store_seat_now(sa.store);
 
 	memset(&res, 0, sizeof(res));
 	res.type = IPC_GRANT_RES;
@@ -256,5 +256,5 @@ seats_gauge(struct store *s, int64_t now, int authority)
 void
 seats_auth_tick(void)
 {
-	seats_gauge(sa.store, store_now(sa.store), 1);
+	seats_gauge(sa.store, store_seat_now(sa.store), 1);
 }

@@ -45,6 +45,7 @@ struct sp_flight {
 	LIST_ENTRY(sp_flight)	 entry;
 	char			 kid[TOKEN_KID_LEN + 1];
 	int64_t			 want;	/* asked of upstream */
+	int64_t			 sent;	/* seat clock when asked */
 	struct sp_waitq		 counted, late;
 	int			 n;
 };
@@ -167,7 +168,7 @@ sp_serve(uint64_t chan, const struct ipc_msg *m, int final, int64_t *need)
 	struct store_mygrant	g;
 	struct ipc_msg		res;
 	char			kid[TOKEN_KID_LEN + 1];
-	int64_t			now = store_now(sp.store), exp = 0;
+	int64_t			now = store_seat_now(sp.store), exp = 0;
 	int			r, seat = m->type == IPC_SEAT_REQ;
 
 	sp_kid(m, kid);
@@ -257,7 +258,8 @@ sp_start(struct sp_flight *f)
 	char			*body;
 	int64_t			 want;
 
-	store_seat_use(sp.store, f->kid, store_now(sp.store), &u);
+	f->sent = store_seat_now(sp.store);
+	store_seat_use(sp.store, f->kid, f->sent, &u);
 	want = u.used;
 	TAILQ_FOREACH(w, &f->counted, entry)
 		want += w->need;
@@ -291,6 +293,22 @@ sp_time(json_t *j)
 	return (int64_t)timegm(&tm);
 }
 
+/*
+ * The grant's end on our seat clock. With the upstream's Date, what it
+ * gave (expires_at - Date, both on its clock) counts from when we asked,
+ * which is no later than when it started: the two servers' clocks need not
+ * agree. An upstream that sends no Date is read on our clock.
+ */
+static int64_t
+sp_expires(const struct sp_flight *f, const struct httpc_res *r, json_t *j)
+{
+	int64_t exp = sp_time(j);
+
+	if (exp == 0 || r->date == 0)
+		return exp;
+	return f->sent + (exp - r->date);
+}
+
 /* Keep what upstream says we hold; 1 if it rejected the key itself. */
 static int
 sp_store(struct sp_flight *f, const struct httpc_res *r, char *why,
@@ -304,7 +322,7 @@ sp_store(struct sp_flight *f, const struct httpc_res *r, char *why,
 	if (r->status == 200 && json_is_integer(json_object_get(j,
 	    "granted"))) {
 		g.seats = json_integer_value(json_object_get(j, "granted"));
-		g.expires = sp_time(json_object_get(j, "expires_at"));
+		g.expires = sp_expires(f, r, json_object_get(j, "expires_at"));
 		g.total = json_is_integer(tot) ? json_integer_value(tot) :
 		    STORE_SEATS_NOLIMIT;
 		if (g.total == STORE_SEATS_NOLIMIT || g.seats > 0 ||
@@ -470,5 +488,5 @@ seats_proxy_tick(void)
 		if (!uplink->stopping)
 			sp_sync();
 	}
-	seats_gauge(sp.store, store_now(sp.store), 0);
+	seats_gauge(sp.store, store_seat_now(sp.store), 0);
 }

@@ -477,6 +477,8 @@ uplink_main(struct proc_env *env)
 	/* sandbox */
 	if (sandbox_uplink() == -1)
 		fatal("seccomp sandbox");
+	/* The seat clock is anchored before the first seat is asked for. */
+	store_clock_tick(u.store);
 	gauge_start(&u.gauge, u.store);
 	upstream_usage_stats();
 	uplink_selfcheck(-1, 0, NULL);

@@ -37,39 +37,50 @@ store_now(struct store *s)
 	return (int64_t)mark > now ? (int64_t)mark : now;
 }
 
+/* Raise the mark to now within txn; *changed says whether it moved. */
+static int
+clock_mark(struct store *s, MDB_txn *txn, int64_t now, int *changed)
+{
+	uint64_t	mark;
+	int		ret;
+
+	*changed = 0;
+	if ((ret = store_meta_get(s, txn, "clock", &mark)) != 0 ||
+	    now <= (int64_t)mark)
+		return ret;
+	*changed = 1;
+	return store_meta_put(s, txn, "clock", (uint64_t)now);
+}
+
 int
 store_clock_advance(struct store *s, int64_t now)
 {
 	MDB_txn		*txn;
-	uint64_t	 mark;
-	int		 ret;
+	int		 ret, changed;
 
 	if ((ret = store_begin(s, 1, &txn)) != 0)
 		return ret;
-	if ((ret = store_meta_get(s, txn, "clock", &mark)) != 0)
-		goto fail;
-	if (now <= (int64_t)mark) {
+	if ((ret = clock_mark(s, txn, now, &changed)) != 0 || !changed) {
 		mdb_txn_abort(txn);
-		return 0;
+		return ret;
 	}
-	if ((ret = store_meta_put(s, txn, "clock", (uint64_t)now)) != 0)
-		goto fail;
 	return store_commit(txn, "clock");
-fail:
-	mdb_txn_abort(txn);
-	return ret;
 }
+
+static int	seat_tick(struct store *, MDB_txn *);
 
 /*
  * The mark follows elapsed CLOCK_BOOTTIME from the mark this process first
  * saw; only a fresh store seeds it from the wall clock. So the wall clock
  * jumping (either way) never moves it, and it only ever lags real time.
+ * The seat clock is kept in the same transaction.
  */
 int
 store_clock_tick(struct store *s)
 {
 	MDB_txn		*txn;
 	uint64_t	 mark = 0;
+	int		 ret, changed;
 
 	if (s->trust_boot == 0) {
 		if (store_rbegin(s, &txn) == 0) {
@@ -80,8 +91,94 @@ store_clock_tick(struct store *s)
 		s->trust_wall = mark != 0 ? (int64_t)mark : time(NULL);
 		s->trust_boot = proc_boot_ms();
 	}
-	return store_clock_advance(s, s->trust_wall +
-	    (proc_boot_ms() - s->trust_boot) / 1000);
+	if ((ret = store_begin(s, 1, &txn)) != 0)
+		return ret;
+	if ((ret = clock_mark(s, txn, s->trust_wall + (proc_boot_ms() -
+	    s->trust_boot) / 1000, &changed)) != 0 ||
+	    (ret = seat_tick(s, txn)) != 0) {
+		mdb_txn_abort(txn);
+		return ret;
+	}
+	return store_commit(txn, "clock");
+}
+
+/* ---- the seat clock ---- */
+
+/*
+ * meta "seat_ms", "seat_boot", "seat_bms": S at this boot's anchor, the
+ * boot (the first 8 bytes of its id) and CLOCK_BOOTTIME then; "seat_last":
+ * S at the writer's last tick, what a reboot starts from.
+ */
+struct seat_anchor {
+	uint64_t	 s_ms, boot, bms, last;
+};
+
+static uint64_t
+seat_boot(const struct store *s)
+{
+	uint64_t b = 0;
+
+	memcpy(&b, s->boot, sizeof(b));
+	return b;
+}
+
+static int
+seat_anchor_get(struct store *s, MDB_txn *txn, struct seat_anchor *a)
+{
+	return store_meta_get(s, txn, "seat_ms", &a->s_ms) != 0 ||
+	    store_meta_get(s, txn, "seat_boot", &a->boot) != 0 ||
+	    store_meta_get(s, txn, "seat_bms", &a->bms) != 0 ||
+	    store_meta_get(s, txn, "seat_last", &a->last) != 0 ? -1 : 0;
+}
+
+/*
+ * S in this boot: elapsed CLOCK_BOOTTIME since the anchor. Before the
+ * writer anchored this boot (an unknown boot id too), the last S known
+ * or the wall clock, whichever is later: time spent down is seen only
+ * through the wall clock.
+ */
+static int64_t
+seat_ms(const struct store *s, const struct seat_anchor *a, int64_t boot_ms)
+{
+	int64_t wall = (int64_t)time(NULL) * 1000;
+
+	if (a->boot != 0 && a->boot == seat_boot(s) &&
+	    boot_ms >= (int64_t)a->bms)
+		return (int64_t)a->s_ms + boot_ms - (int64_t)a->bms;
+	return (int64_t)a->last > wall ? (int64_t)a->last : wall;
+}
+
+int64_t
+store_seat_now(struct store *s)
+{
+	struct seat_anchor	 a = { 0, 0, 0, 0 };
+	MDB_txn			*txn;
+
+	if (store_rbegin(s, &txn) == 0) {
+		if (seat_anchor_get(s, txn, &a) != 0)
+			memset(&a, 0, sizeof(a));
+		store_rend(s, txn);
+	}
+	return seat_ms(s, &a, proc_boot_ms()) / 1000;
+}
+
+/* The writer's: anchor this boot once, then note S for the next boot. */
+static int
+seat_tick(struct store *s, MDB_txn *txn)
+{
+	struct seat_anchor	a;
+	int64_t			boot_ms = proc_boot_ms(), now;
+	int			ret;
+
+	if ((ret = seat_anchor_get(s, txn, &a)) != 0)
+		return ret;
+	now = seat_ms(s, &a, boot_ms);
+	if ((a.boot != seat_boot(s) || seat_boot(s) == 0) &&
+	    ((ret = store_meta_put(s, txn, "seat_ms", (uint64_t)now)) != 0 ||
+	    (ret = store_meta_put(s, txn, "seat_boot", seat_boot(s))) != 0 ||
+	    (ret = store_meta_put(s, txn, "seat_bms", (uint64_t)boot_ms)) != 0))
+		return ret;
+	return store_meta_put(s, txn, "seat_last", (uint64_t)now);
 }
 
 /* ---- lease time: the rule of store.h ---- */

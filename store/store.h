@@ -61,6 +61,14 @@ int64_t		 store_now(struct store *);
 int		 store_clock_advance(struct store *, int64_t now);
 /* Advance the mark by real elapsed time (the uplink's and issuer's tick). */
 int		 store_clock_tick(struct store *);
+/*
+ * The seat clock, unix seconds: every seat and grant time is on it. In a
+ * boot it runs with CLOCK_BOOTTIME from an anchor the writer's first tick
+ * sets (the later of the last value and the wall clock), so no wall-clock
+ * jump, either way, moves a seat's or a grant's end, and a restart loses
+ * no time; across a reboot it goes on from the later of the two.
+ */
+int64_t		 store_seat_now(struct store *);
 
 /*
  * Lease time: a lease is valid for life_ms of

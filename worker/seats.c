@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <jansson.h>
 
@@ -175,7 +176,7 @@ seats_list(const struct req_state *st, struct reply *rp)
 	int64_t			total;
 
 	token_kid_from_hash(st->lic.sha, kid);
-	sl.now = store_now(worker->store);
+	sl.now = store_seat_now(worker->store);
 	sl.a = json_array();
 	total = seats_total(st, kid);
 	if (store_seat_use(worker->store, kid, sl.now, &u) != 0 ||
@@ -266,6 +267,23 @@ seats_answer(const struct conn *c, const struct req_state *st,
 	}
 }
 
+/*
+ * A grant's Date, on the seat clock its expires_at is on: the proxy takes
+ * expires_at - Date as the time it has, so the two servers' wall clocks
+ * need not agree.
+ */
+static void
+seats_date(struct reply *rp)
+{
+	time_t		t = (time_t)store_seat_now(worker->store);
+	struct tm	tm;
+	char		buf[40];
+
+	gmtime_r(&t, &tm);
+	strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+	reply_header(rp, "Date: %s\r\n", buf);
+}
+
 /* The writer's answer (a->msg), or none (the uplink lost, the sweep). */
 static void
 seats_render(const struct conn *c, const struct req_state *st,
@@ -283,10 +301,12 @@ seats_render(const struct conn *c, const struct req_state *st,
 		    m->retry_after > 0 ? m->retry_after : 1);
 	else if (m->type == IPC_SEAT_RES)
 		seats_answer(c, st, m, rp);
-	else
+	else {
 		seats_send(rp, 200, json_pack("{s:s, s:I, s:o, s:o}", "key_id",
 		    m->kid, "granted", (json_int_t)m->granted, "expires_at",
 		    seats_time(m->expires), "total", seats_count(m->total)));
+		seats_date(rp);
+	}
 }
 
 enum outcome

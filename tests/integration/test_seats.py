@@ -671,3 +671,79 @@ def test_give_back_with_its_answer_lost_binds():
             held(auth, key), grants(auth))
         assert said in p.logs()
         finish(fx)
+
+
+# ---- the seat clock: seats and grants do not follow the wall clock ----
+
+def iso(s):
+    return calendar.timegm(time.strptime(s, "%Y-%m-%dT%H:%M:%SZ"))
+
+
+def test_wall_clock_jump_frees_no_seat():
+    """A 1-seat key, seats.ttl 3 s; the wall clock of the authority, then
+    of a proxy, jumps 1 h ahead: the seat held stays held (the old code
+    took it for expired and gave it to a second instance), renewals go on,
+    and the times it reports stay on real time."""
+    from test_clock import FakeClock
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        ca, cp = fx.add(FakeClock()), fx.add(FakeClock())
+        auth = authority(fx, pki)
+        auth.env = dict(auth.env, **ca.env)
+        auth.start()
+        key = seat_key(auth, 1)
+        assert take(auth, key, "a").status == 200
+        ca.set("+1h")
+        time.sleep(0.3)
+        r = take(auth, key, "b")
+        assert r.status == 409, (r, held(auth, key))
+        r = take(auth, key, "a")
+        assert r.status == 200, r
+        assert abs(iso(r.json()["expires_at"]) - (time.time() + 3)) < 3, r
+        assert take(auth, key, "a", "DELETE").status == 204
+        ca.set("+0")
+        time.sleep(0.3)
+        p = proxy(fx, pki, [auth.url], proxy_key(auth))
+        p.env = dict(p.env, **cp.env)
+        p.start()
+        assert take(p, key, "pa").status == 200
+        cp.set("+1h")
+        time.sleep(0.3)
+        r = take(p, key, "pb")
+        assert r.status == 409, (r, held(p, key))
+        assert take(auth, key, "direct").status == 409
+        r = take(p, key, "pa")
+        assert r.status == 200, r
+        assert abs(iso(r.json()["expires_at"]) - (time.time() + 3)) < 3, r
+        finish(fx)
+
+
+def test_grant_read_on_the_authority_clock():
+    """The authority's clock is 1 h ahead of its proxy's from the start:
+    the proxy counts the grant's 5 s from the authority's own Date, not
+    its expires_at on the proxy's clock (which would be 1 h too long), so
+    once the authority lets the grant go to another, the cut-off proxy
+    serves no more."""
+    from test_clock import FakeClock
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        ca = fx.add(FakeClock())
+        ca.set("+1h")
+        auth = authority(fx, pki, grant_ttl="5s")
+        auth.env = dict(auth.env, **ca.env)
+        auth.start()
+        key = seat_key(auth, 1)
+        pkey = proxy_key(auth)
+        rl = fx.add(Relay(auth.port))
+        p = proxy(fx, pki, [rl.url], pkey, sync="1s", ttl="60s").start()
+        r = take(p, key, "a")
+        assert r.status == 200, r
+        assert abs(iso(r.json()["expires_at"]) - (time.time() + 5)) < 3, r
+        rl.cut()
+        t0 = time.time()
+        wait_for(lambda: take(auth, key, "direct").status == 200,
+                 timeout=10, step=0.5, what="the authority's grant to end")
+        assert time.time() - t0 < 8
+        r = take(p, key, "a")
+        assert r.status == 409 and r.json()["seats"]["granted"] == 0, r
+        finish(fx)
