@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "log.h"
 #include "store_int.h"
 #include "store_seats.h"
 
@@ -151,6 +152,32 @@ seats_take(MDB_txn *txn, MDB_dbi dbi, const struct store_claim *c,
 	return 0;
 }
 
+/*
+ * A proxy's first claim under its instance name takes over its key's
+ * unnamed row: the grant it held before it had a name (an upgrade), which
+ * would otherwise hold its seats against it until seat_grant_ttl.
+ */
+static int
+seats_adopt(MDB_txn *txn, MDB_dbi dbi, const struct store_claim *c,
+    const char *who)
+{
+	unsigned char	 kb[TOKEN_KID_LEN + SEATS_WHOMAX];
+	MDB_val		 k = { 0, kb }, v;
+	int		 rc;
+
+	if (c->holder == NULL || c->holder_ins == NULL ||
+	    *c->holder_ins == '\0')
+		return 0;
+	k.mv_size = seats_key(kb, c->kid, who);
+	if ((rc = mdb_get(txn, dbi, &k, &v)) != MDB_NOTFOUND)
+		return rc == 0 ? 0 : store_err(rc, "seats");
+	k.mv_size = seats_key(kb, c->kid, c->holder);
+	if ((rc = mdb_del(txn, dbi, &k, NULL)) == 0)
+		log_info("grant of %s: instance %s of %s takes over its "
+		    "unnamed grant", c->kid, c->holder_ins, c->holder);
+	return rc == 0 || rc == MDB_NOTFOUND ? 0 : store_err(rc, "seats");
+}
+
 int
 store_seat_claim(struct store *s, const struct store_claim *c,
     struct store_seat_use *u)
@@ -170,7 +197,8 @@ store_seat_claim(struct store *s, const struct store_claim *c,
 		return -1;
 	if ((ret = store_begin(s, 1, &txn)) != 0)
 		return ret;
-	if ((ret = seats_scan(txn, ds, 0, c->kid, c->instance, c->now, 1,
+	if ((ret = seats_adopt(txn, dg, c, who)) == 0 &&
+	    (ret = seats_scan(txn, ds, 0, c->kid, c->instance, c->now, 1,
 	    u)) == 0 && (ret = seats_scan(txn, dg, 1, c->kid, c->holder !=
 	    NULL ? who : NULL, c->now, 1, u)) == 0 && (ret = seats_take(txn,
 	    c->instance != NULL ? ds : dg, c, c->instance != NULL ?

@@ -380,6 +380,31 @@ def test_two_proxies_sharing_a_key_never_over_issue():
         finish(fx)
 
 
+def test_upgraded_proxy_takes_over_its_unnamed_grant():
+    """A proxy from before instance names held its grant as the bare
+    proxy key (here: a PUT without X-Instance-Id takes all 3 seats). The
+    upgraded proxy's first named claim takes that row over instead of
+    finding every seat held against it for seat_grant_ttl."""
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth = authority(fx, pki).start()
+        key = seat_key(auth, 3)
+        pkey = proxy_key(auth)
+        r = auth.request("PUT", "/v1/seats/grant", key=pkey,
+                         body={"key_id": key_id(key), "seats": 3})
+        assert r.json()["granted"] == 3, r
+        assert [g["instance"] for g in grants_of(auth)] == [None]
+        p = proxy(fx, pki, [auth.url], pkey).start()
+        for i in range(3):
+            r = take(p, key, "i%d" % i)
+            assert r.status == 200, (i, r, grants_of(auth))
+        rows = grants_of(auth)
+        assert [(g["seats"], g["instance"] is not None) for g in rows] == \
+            [(3, True)], rows
+        assert "takes over its unnamed grant" in auth.logs()
+        finish(fx)
+
+
 def test_grants_survive_authority_restart():
     with Fixture() as fx:
         pki = fx.add(Pki())

@@ -1256,13 +1256,19 @@ t_grants_by_instance(void **state)
 	memset(&c, 0, sizeof(c));
 	c.kid = kid;
 	c.holder = hold;
-	c.holder_ins = "proxy-a";
-	c.want = 3;
+	c.want = 2;
 	c.cap = 3;
 	c.now = 1000;
 	c.expires = 2000;
+	/* the grant of a proxy from before instance names ... */
+	assert_int_equal(store_seat_claim(s, &c, &u), 0);
+	assert_int_equal(u.got, 2);
+	/* ... is its own once it claims by name (an upgrade) */
+	c.holder_ins = "proxy-a";
+	c.want = 3;
 	assert_int_equal(store_seat_claim(s, &c, &u), 0);
 	assert_int_equal(u.got, 3);
+	assert_int_equal(u.used, 3);
 	c.holder_ins = "proxy-b";
 	c.want = 2;
 	assert_int_equal(store_seat_claim(s, &c, &u), 0);
@@ -1292,6 +1298,17 @@ t_grants_by_instance(void **state)
 	assert_int_equal(store_grant_release(s, kid, hold), 0);
 	assert_int_equal(store_seat_use(s, kid, 1000, &u), 0);
 	assert_int_equal(u.used, 0);
+	/* a named proxy with a row of its own takes over nothing */
+	c.holder_ins = "proxy-a";
+	c.want = 1;
+	assert_int_equal(store_seat_claim(s, &c, &u), 0);
+	c.holder_ins = NULL;
+	assert_int_equal(store_seat_claim(s, &c, &u), 0);
+	assert_int_equal(u.got, 1);
+	c.holder_ins = "proxy-a";
+	assert_int_equal(store_seat_claim(s, &c, &u), 0);
+	assert_int_equal(u.got, 1);
+	assert_int_equal(u.used, 2);
 	/* the self id: made once, then the same across opens */
 	assert_int_equal(store_self_id(s, id1), 0);
 	assert_int_equal(strlen(id1), STORE_SELF_ID_LEN);
