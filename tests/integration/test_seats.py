@@ -618,13 +618,28 @@ class Relay:
         self.ls.close()
 
 
+def iso(s):
+    return calendar.timegm(time.strptime(s, "%Y-%m-%dT%H:%M:%SZ"))
+
+
 def grants(auth):
     """{holder: (seats, expires_at unix)} of every grant, from the CLI."""
     rows = json.loads(run("seats", "list", "--store", auth.store,
                           "--json").stdout)
-    return {g["holder"]: (g["seats"], calendar.timegm(time.strptime(
-        g["expires_at"], "%Y-%m-%dT%H:%M:%SZ")))
-        for r in rows for g in r["grants"]}
+    return {g["holder"]: (g["seats"], iso(g["expires_at"]))
+            for r in rows for g in r["grants"]}
+
+
+def one_seat_through_relay(fx, pki, auth):
+    """A 1-seat key, and a proxy (seats.ttl 60 s) reaching the authority
+    through a Relay, holding that seat for instance "a"."""
+    key = seat_key(auth, 1)
+    pkey = proxy_key(auth)
+    rl = fx.add(Relay(auth.port))
+    p = proxy(fx, pki, [rl.url], pkey, sync="1s", ttl="60s").start()
+    r = take(p, key, "a")
+    assert r.status == 200, r
+    return key, pkey, rl, p, r
 
 
 def test_proxy_seat_never_outlives_its_grant():
@@ -636,14 +651,8 @@ def test_proxy_seat_never_outlives_its_grant():
     with Fixture() as fx:
         pki = fx.add(Pki())
         auth = authority(fx, pki, grant_ttl="5s").start()
-        key = seat_key(auth, 1)
-        pkey = proxy_key(auth)
-        rl = fx.add(Relay(auth.port))
-        p = proxy(fx, pki, [rl.url], pkey, sync="1s", ttl="60s").start()
-        r = take(p, key, "a")
-        assert r.status == 200, r
-        seat_end = calendar.timegm(time.strptime(r.json()["expires_at"],
-                                                 "%Y-%m-%dT%H:%M:%SZ"))
+        key, pkey, rl, p, r = one_seat_through_relay(fx, pki, auth)
+        seat_end = iso(r.json()["expires_at"])
         grant_end = grants(auth)[key_id(pkey)][1]
         assert seat_end <= grant_end, (r.json(), grant_end)
         rl.cut()
@@ -700,10 +709,6 @@ def test_give_back_with_its_answer_lost_binds():
 
 # ---- the seat clock: seats and grants do not follow the wall clock ----
 
-def iso(s):
-    return calendar.timegm(time.strptime(s, "%Y-%m-%dT%H:%M:%SZ"))
-
-
 def test_wall_clock_jump_frees_no_seat():
     """A 1-seat key, seats.ttl 3 s; the wall clock of the authority, then
     of a proxy, jumps 1 h ahead: the seat held stays held (the old code
@@ -757,12 +762,7 @@ def test_grant_read_on_the_authority_clock():
         auth = authority(fx, pki, grant_ttl="5s")
         auth.env = dict(auth.env, **ca.env)
         auth.start()
-        key = seat_key(auth, 1)
-        pkey = proxy_key(auth)
-        rl = fx.add(Relay(auth.port))
-        p = proxy(fx, pki, [rl.url], pkey, sync="1s", ttl="60s").start()
-        r = take(p, key, "a")
-        assert r.status == 200, r
+        key, pkey, rl, p, r = one_seat_through_relay(fx, pki, auth)
         assert abs(iso(r.json()["expires_at"]) - (time.time() + 5)) < 3, r
         rl.cut()
         t0 = time.time()
