@@ -200,7 +200,7 @@ conf_load(const char *path, const struct conf_overrides *ov, int check_files,
 	if (!c.pos[S_MODE].bad && cf->mode == CONF_PROXY)
 		conf_resolve_key(&c, ov);
 	if (check_files && !c.pos[S_MODE].bad)
-		conf_check_files(&c);
+		conf_check_files(&c, check_files & CONF_TLS);
 	if (c.nerr > 0)
 		goto fail;
 	free(buf);

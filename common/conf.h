@@ -120,9 +120,14 @@ struct conf_overrides {
 /*
  * Parse and validate path. On error returns NULL and writes every problem
  * found, one "FILE:LINE:COL: message" per line, into err.
- * check_files: also verify that referenced files exist and private keys are
- * not group/other readable (serve and check-config both do).
+ * check_files: CONF_FILES verifies that referenced files exist, private
+ * keys are not group/other readable and key files hold Ed25519 keys (serve
+ * and check-config); CONF_TLS also loads the certificate and its key as
+ * the master will (check-config: serve reports that at error level, as a
+ * startup error, when it makes the context).
  */
+#define CONF_FILES	1
+#define CONF_TLS	2
 struct conf	*conf_load(const char *path, const struct conf_overrides *ov,
 		    int check_files, char *err, size_t errlen);
 void		 conf_free(struct conf *);

@@ -23,6 +23,7 @@
 #include "conf_int.h"
 #include "file.h"
 #include "httpc.h"
+#include "tls.h"
 #include "token.h"
 
 #define CONF_KEYFILE_MAX	4096
@@ -212,8 +213,56 @@ conf_check_log(struct cctx *c)
 	    path, strerror(errno));
 }
 
+/*
+ * The certificate and key load and match, as the master will load them:
+ * otherwise check-config says OK and serve exits 2. Only when every TLS
+ * file passed its own checks (nerr unchanged since), so no file is
+ * reported twice; the error is put at the key tls_server_ctx_new names.
+ */
+static void
+conf_check_tls(struct cctx *c, int nerr)
+{
+	static const struct { enum slot slot; const char *key; } at[] = {
+		{ S_TLS_KEY, "server.tls_key:" },
+		{ S_CLIENT_CA, "server.client_ca:" },
+	};
+	SSL_CTX	*ctx;
+	char	 msg[1024];
+	size_t	 i;
+	int	 slot = S_TLS_CERT;
+
+	if (c->nerr > nerr || c->pos[S_TLS_CERT].bad || c->pos[S_TLS_KEY].bad)
+		return;
+	if ((ctx = tls_server_ctx_new(c->cf, msg, sizeof msg)) != NULL) {
+		SSL_CTX_free(ctx);
+		return;
+	}
+	for (i = 0; i < sizeof(at) / sizeof(at[0]); i++)
+		if (strncmp(msg, at[i].key, strlen(at[i].key)) == 0)
+			slot = at[i].slot;
+	conf_errp(c, &c->pos[slot], "%s", msg);
+}
+
+/* A key file that is there and private must also hold an Ed25519 key. */
+static void
+conf_check_key(struct cctx *c, const char *key, const char *path,
+    const struct cpos *p, int private, int nerr)
+{
+	EVP_PKEY *k;
+
+	if (c->nerr > nerr || path == NULL || p->bad)
+		return;
+	if ((k = private ? token_load_private(path) :
+	    token_load_public(path)) != NULL) {
+		EVP_PKEY_free(k);
+		return;
+	}
+	conf_errp(c, p, "%s: \"%s\" is not an Ed25519 %s key (PEM)", key,
+	    path, private ? "private" : "public");
+}
+
 void
-conf_check_files(struct cctx *c)
+conf_check_files(struct cctx *c, int tls)
 {
 	struct conf	*cf = c->cf;
 	int		 i, nerr;
@@ -224,16 +273,22 @@ conf_check_files(struct cctx *c)
 		conf_errp(c, &c->pos[S_USER], "server.user: no such user "
 		    "\"%s\"", cf->server.user);
 
+	nerr = c->nerr;
 	conf_check_file(c, "server.tls_cert", cf->server.tls_cert,
 	    &c->pos[S_TLS_CERT], 0);
 	conf_check_file(c, "server.tls_key", cf->server.tls_key,
 	    &c->pos[S_TLS_KEY], 1);
 	conf_check_file(c, "server.client_ca", cf->server.client_ca,
 	    &c->pos[S_CLIENT_CA], 0);
+	if (tls)
+		conf_check_tls(c, nerr);
 	conf_check_log(c);
 	if (cf->mode == CONF_AUTHORITY) {
+		nerr = c->nerr;
 		conf_check_file(c, "authority.signing_key",
 		    cf->authority.signing_key, &c->pos[S_SIGNING_KEY], 1);
+		conf_check_key(c, "authority.signing_key",
+		    cf->authority.signing_key, &c->pos[S_SIGNING_KEY], 1, nerr);
 		return;
 	}
 	conf_check_file(c, "license.ca_file", cf->license.ca_file,
@@ -244,9 +299,13 @@ conf_check_files(struct cctx *c)
 	conf_check_file(c, "license.client_key", cf->license.client_key,
 	    &c->pos[S_CLIENT_KEY], 1);
 	conf_check_upstream_tls(c, nerr);
-	for (i = 0; i < cf->license.n_trusted_keys; i++)
+	for (i = 0; i < cf->license.n_trusted_keys; i++) {
+		nerr = c->nerr;
 		conf_check_file(c, "license.trusted_keys",
 		    cf->license.trusted_keys[i], &c->trusted[i], 0);
+		conf_check_key(c, "license.trusted_keys",
+		    cf->license.trusted_keys[i], &c->trusted[i], 0, nerr);
+	}
 }
 
 /* Found at serve's start otherwise, after check-config said OK. */

@@ -82,7 +82,7 @@ void		 conf_free_values(struct conf *);
 /* conf_check.c */
 int		 conf_mode_private(const char *, mode_t, char *, size_t);
 void		 conf_resolve_key(struct cctx *, const struct conf_overrides *);
-void		 conf_check_files(struct cctx *);
+void		 conf_check_files(struct cctx *, int tls);
 void		 conf_check_mode(struct cctx *);
 
 #endif

@@ -24,14 +24,17 @@ tls_init(void)
 	return 0;
 }
 
+/* "KEY: PATH: what: OpenSSL's reason", KEY the configuration key's name. */
 static void
-tls_err(char *err, size_t errlen, const char *what, const char *path)
+tls_err(char *err, size_t errlen, const char *key, const char *what,
+    const char *path)
 {
 	unsigned long	e = ERR_get_error();
 	char		buf[256];
 
 	ERR_error_string_n(e, buf, sizeof(buf));
-	snprintf(err, errlen, "%s: %s: %s", path, what, e ? buf : "failed");
+	snprintf(err, errlen, "%s: %s: %s: %s", key, path, what,
+	    e ? buf : "failed");
 	ERR_clear_error();
 }
 
@@ -41,7 +44,8 @@ tls_client_ca(SSL_CTX *ctx, const char *ca, char *err, size_t errlen)
 	STACK_OF(X509_NAME) *names;
 
 	if (SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1) {
-		tls_err(err, errlen, "cannot load client CA", ca);
+		tls_err(err, errlen, "server.client_ca", "cannot load client CA",
+		    ca);
 		return -1;
 	}
 	if ((names = SSL_load_client_CA_file(ca)) != NULL)
@@ -57,7 +61,7 @@ tls_server_ctx_new(const struct conf *cf, char *err, size_t errlen)
 	SSL_CTX *ctx;
 
 	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
-		tls_err(err, errlen, "SSL_CTX_new", "tls");
+		tls_err(err, errlen, "server", "SSL_CTX_new", "tls");
 		return NULL;
 	}
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
@@ -86,13 +90,13 @@ tls_server_ctx_new(const struct conf *cf, char *err, size_t errlen)
 	 */
 	SSL_CTX_set_read_ahead(ctx, 1);
 	if (SSL_CTX_use_certificate_chain_file(ctx, cf->server.tls_cert) != 1) {
-		tls_err(err, errlen, "cannot load certificate",
+		tls_err(err, errlen, "server.tls_cert", "cannot load certificate",
 		    cf->server.tls_cert);
 		goto fail;
 	}
 	if (SSL_CTX_use_PrivateKey_file(ctx, cf->server.tls_key,
 	    SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
-		tls_err(err, errlen, "cannot load private key",
+		tls_err(err, errlen, "server.tls_key", "cannot load private key",
 		    cf->server.tls_key);
 		goto fail;
 	}

@@ -15,7 +15,6 @@
 #include "master.h"
 #include "proc.h"
 #include "store.h"
-#include "tls.h"
 #include "token.h"
 #include "upgrade.h"
 
@@ -96,37 +95,6 @@ serve_args(int argc, char **argv, const char **cfpath,
 	return 0;
 }
 
-/*
- * The key files must hold Ed25519 keys: found here, a bad one is exit 2 at
- * start instead of a child that cannot start. Loaded and freed at once; the
- * master keeps no key.
- */
-static int
-serve_check_keys(const struct conf *cf, char *err, size_t errlen)
-{
-	EVP_PKEY	*k;
-	int		 i;
-
-	if (cf->mode == CONF_AUTHORITY) {
-		if ((k = token_load_private(cf->authority.signing_key)) == NULL) {
-			snprintf(err, errlen, "authority.signing_key: %s: not an "
-			    "Ed25519 private key (PEM)", cf->authority.signing_key);
-			return -1;
-		}
-		EVP_PKEY_free(k);
-		return 0;
-	}
-	for (i = 0; i < cf->license.n_trusted_keys; i++) {
-		if ((k = token_load_public(cf->license.trusted_keys[i])) == NULL) {
-			snprintf(err, errlen, "license.trusted_keys: %s: not an "
-			    "Ed25519 public key (PEM)", cf->license.trusted_keys[i]);
-			return -1;
-		}
-		EVP_PKEY_free(k);
-	}
-	return 0;
-}
-
 static int
 cmd_serve(int argc, char **argv, int check_only)
 {
@@ -134,7 +102,6 @@ cmd_serve(int argc, char **argv, int check_only)
 	struct conf		*cf;
 	const char		*cfpath = DEFAULT_CONF;
 	char			 err[8192];
-	SSL_CTX			*tls;
 
 	memset(&ov, 0, sizeof(ov));
 	if (serve_args(argc, argv, &cfpath, &ov) != 0)
@@ -142,26 +109,15 @@ cmd_serve(int argc, char **argv, int check_only)
 	/* check-config is a CLI command: what the key loaders log too. */
 	if (check_only)
 		log_init_cli();
-	if ((cf = conf_load(cfpath, &ov, 1, err, sizeof(err))) == NULL) {
+	if ((cf = conf_load(cfpath, &ov, check_only ? CONF_FILES | CONF_TLS :
+	    CONF_FILES, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "%s\n", err);
 		if (!check_only)
 			log_errx("configuration errors: exiting");
 		return 2;
 	}
-	if (serve_check_keys(cf, err, sizeof(err)) == -1) {
-		fprintf(stderr, "%s: %s\n", cfpath, err);
-		if (!check_only)
-			log_errx("configuration errors: exiting");
-		conf_free(cf);
-		return 2;
-	}
+	/* conf_load has also loaded the certificate and the keys. */
 	if (check_only) {
-		if ((tls = tls_server_ctx_new(cf, err, sizeof(err))) == NULL) {
-			fprintf(stderr, "%s\n", err);
-			conf_free(cf);
-			return 2;
-		}
-		SSL_CTX_free(tls);
 		printf("%s: configuration OK (%s mode)\n", cfpath,
 		    cf->mode == CONF_AUTHORITY ? "authority" : "proxy");
 		conf_free(cf);

@@ -55,7 +55,8 @@ master_reload(struct master *m)
 
 	sdnotify("RELOADING=1");
 	log_info("reloading %s", m->cfpath);
-	if ((ncf = conf_load(m->cfpath, &m->ov, 1, err, sizeof(err))) == NULL) {
+	if ((ncf = conf_load(m->cfpath, &m->ov, CONF_FILES, err,
+	    sizeof(err))) == NULL) {
 		log_warnx("reload failed, keeping the running configuration:"
 		    "\n%s", err);
 		goto done;

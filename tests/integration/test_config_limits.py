@@ -186,3 +186,42 @@ def test_reload_switches_or_refuses_log_file():
             return "/v1/license" in text and "issued lease" in text
         wait_for(child_logs_there, what="worker and issuer in the new file")
         assert srv.stop() == 0
+
+
+def test_check_config_reports_file_contents_at_their_keys():
+    """A certificate that is not one and a signing key that is a public
+    key: check-config reports both in one run, each as FILE:LINE:COL at
+    its key (it stopped at the first, without a position); serve refuses
+    the key as a configuration error, exit 2."""
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        srv = _conf(fx, pki)
+        junk = os.path.join(srv.dir, "junk.pem")
+        with open(junk, "w") as f:
+            f.write("not a certificate\n")
+        srv.conf["server"]["tls_cert"] = junk
+        pub = os.path.join(srv.dir, "public-as-signing.pem")
+        with open(pki.pub) as f, open(pub, "w") as g:
+            g.write(f.read())
+        os.chmod(pub, 0o600)
+        srv.conf["authority"]["signing_key"] = pub
+        srv.write_conf()
+        p = run("check-config", srv.conf_path, check=False)
+        assert p.returncode == 2, p
+        cert = "%s:%d:" % (srv.conf_path, _line_of(srv.conf_path, "tls_cert"))
+        key = "%s:%d:" % (srv.conf_path,
+                          _line_of(srv.conf_path, "signing_key"))
+        lines = [ln for ln in p.stderr.splitlines()
+                 if ln.startswith(srv.conf_path)]
+        assert len(lines) == 2, p.stderr
+        assert lines[0].startswith(cert) and \
+            "server.tls_cert: %s: cannot load certificate" % junk \
+            in lines[0], p.stderr
+        assert lines[1].startswith(key) and "authority.signing_key" in \
+            lines[1] and "not an Ed25519 private key" in lines[1], p.stderr
+        srv.conf["server"]["tls_cert"] = pki.cert
+        srv.write_conf()
+        p = run("serve", srv.conf_path, check=False)
+        assert p.returncode == 2, p
+        assert key in p.stderr and "not an Ed25519 private key" in \
+            p.stderr, p.stderr

@@ -53,7 +53,8 @@ load(const char *yaml, const struct conf_overrides *ov, int check_files)
 {
 	snprintf(cpath, sizeof cpath, "%s", put("c.yaml", yaml, 0600));
 	memset(err, 'x', sizeof err);
-	return conf_load(cpath, ov, check_files, err, sizeof err);
+	return conf_load(cpath, ov, check_files ? CONF_FILES | CONF_TLS : 0,
+	    err, sizeof err);
 }
 
 /* Load must fail with exactly want, where '%' stands for the config path
@@ -82,6 +83,27 @@ load_fails(const char *yaml, const struct conf_overrides *ov, int check,
 	assert_string_equal(err, exp);
 }
 
+/*
+ * Real keys for the checks that load them (conf_check_tls, conf_check_key):
+ * cert + tlskey (a P-256 pair), otherkey (another P-256 key), sk (an
+ * Ed25519 private key) and pub1, pub2 (its public half), made once.
+ */
+static int
+make_pki(void)
+{
+	char cmd[4 * PATH_MAX];
+
+	snprintf(cmd, sizeof cmd, "(cd '%s' && umask 077 && "
+	    "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1"
+	    " -nodes -keyout tlskey -out cert -days 2 -subj /CN=t && "
+	    "openssl genpkey -algorithm ec -pkeyopt ec_paramgen_curve:"
+	    "prime256v1 -out otherkey && "
+	    "openssl genpkey -algorithm ed25519 -out sk && "
+	    "openssl pkey -in sk -pubout -out pub1 && cp pub1 pub2 && "
+	    "chmod 644 cert pub1 pub2) >/dev/null 2>&1", dir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
 static int
 setup(void **state)
 {
@@ -96,12 +118,7 @@ test_full_valid(void **state)
 	struct conf *cf;
 
 	(void)state;
-	put("cert", "c", 0644);
-	put("tlskey", "k", 0600);
-	put("ca", "ca", 0644);
-	put("upca", "ca", 0644);
-	put("pub1", "p", 0644);
-	put("pub2", "p", 0644);
+	put("upca", "ca", 0644);	/* read when the uplink starts */
 	put("lk", "\n  " KEY_A " \t\n\n", 0600);
 	cf = load(
 	    "mode: proxy\n"
@@ -113,7 +130,7 @@ test_full_valid(void **state)
 	    "  workers: 3\n"
 	    "  tls_cert: @/cert\n"
 	    "  tls_key: @/tlskey\n"
-	    "  client_ca: @/ca\n"
+	    "  client_ca: @/cert\n"
 	    "  max_body: 1MiB\n"
 	    "  user: nobody\n"
 	    "  max_connections: 100\n"
@@ -155,7 +172,7 @@ test_full_valid(void **state)
 	assert_int_equal(cf->server.workers, 3);
 	assert_true(strstr(cf->server.tls_cert, "/cert") != NULL);
 	assert_true(strstr(cf->server.tls_key, "/tlskey") != NULL);
-	assert_true(strstr(cf->server.client_ca, "/ca") != NULL);
+	assert_true(strstr(cf->server.client_ca, "/cert") != NULL);
 	assert_int_equal(cf->server.max_body, 1024 * 1024);
 	assert_string_equal(cf->server.user, "nobody");
 	assert_int_equal(cf->server.max_connections, 100);
@@ -704,7 +721,6 @@ test_check_files(void **state)
 	(void)state;
 	put("tlskey644", "k", 0644);
 	put("sk640", "k", 0640);
-	put("cert", "c", 0644);
 	load_fails("mode: authority\nserver:\n  tls_cert: @/nocert\n"
 	    "  tls_key: @/tlskey644\nauthority:\n  signing_key: @/sk640\n",
 	    NULL, 1,
@@ -715,7 +731,6 @@ test_check_files(void **state)
 	    "%:6:16: authority.signing_key: @/sk640: private key is readable "
 	    "by group or others (mode 0640); chmod 600 @/sk640");
 	/* proxy: trusted keys and CA files must exist; a directory is no file */
-	put("tlskey", "k", 0600);
 	setenv("LICPROXY_LICENSE_KEY", KEY_A, 1);
 	load_fails("server:\n  tls_cert: @/cert\n  tls_key: @/tlskey\n"
 	    "  client_ca: @\nlicense:\n  server_url: https://u\n"
@@ -724,8 +739,48 @@ test_check_files(void **state)
 	    "%:4:14: server.client_ca: \"@\" is not a regular file\n"
 	    "%:7:12: license.ca_file: cannot open \"@/noca\": No such file or "
 	    "directory\n"
+	    "%:9:7: license.trusted_keys: \"@/cert\" is not an Ed25519 public "
+	    "key (PEM)\n"
 	    "%:10:7: license.trusted_keys: cannot open \"@/nopub\": No such "
 	    "file or directory");
+}
+
+/*
+ * What the files hold, reported with the rest in one run, each at its key:
+ * a certificate and a key that do not match, a signing key that is not an
+ * Ed25519 private key; and no certificate line twice for one file.
+ */
+static void
+test_check_contents(void **state)
+{
+	char		 want[8192];
+	struct conf	*cf;
+
+	(void)state;
+	cf = load("mode: authority\nserver:\n  tls_cert: @/cert\n"
+	    "  tls_key: @/tlskey\nauthority:\n  signing_key: @/sk\n", NULL, 1);
+	assert_non_null(cf);
+	conf_free(cf);
+	cf = load("mode: authority\nserver:\n  tls_cert: @/cert\n"
+	    "  tls_key: @/otherkey\nauthority:\n  signing_key: @/tlskey\n",
+	    NULL, 1);
+	assert_null(cf);
+	snprintf(want, sizeof want, "%s:4:12: server.tls_key: %s/otherkey: "
+	    "cannot load private key: ", cpath, dir);
+	assert_memory_equal(err, want, strlen(want));
+	snprintf(want, sizeof want, "\n%s:6:16: authority.signing_key: "
+	    "\"%s/tlskey\" is not an Ed25519 private key (PEM)", cpath, dir);
+	assert_non_null(strstr(err, want));
+	assert_string_equal(err + strlen(err) - strlen(want), want);
+	/* a certificate that is not one: at tls_cert */
+	put("junkcert", "-----BEGIN CERTIFICATE-----\nxx\n", 0644);
+	cf = load("mode: authority\nserver:\n  tls_cert: @/junkcert\n"
+	    "  tls_key: @/tlskey\nauthority:\n  signing_key: @/sk\n", NULL, 1);
+	assert_null(cf);
+	snprintf(want, sizeof want, "%s:3:13: server.tls_cert: %s/junkcert: "
+	    "cannot load certificate: ", cpath, dir);
+	assert_memory_equal(err, want, strlen(want));
+	assert_null(strchr(err, '\n'));
 }
 
 static void
@@ -820,6 +875,7 @@ main(void)
 		cmocka_unit_test_setup(test_key_env, setup),
 		cmocka_unit_test_setup(test_key_file_problems, setup),
 		cmocka_unit_test_setup(test_check_files, setup),
+		cmocka_unit_test_setup(test_check_contents, setup),
 		cmocka_unit_test_setup(test_check_private, setup),
 		cmocka_unit_test_setup(test_missing_file, setup),
 		cmocka_unit_test_setup(test_syntax_error, setup),
@@ -832,6 +888,10 @@ main(void)
 	snprintf(dir, sizeof dir, "%s/test_conf.XXXXXX", tmp ? tmp : "/tmp");
 	if (mkdtemp(dir) == NULL) {
 		perror("mkdtemp");
+		return 1;
+	}
+	if (make_pki() == -1) {
+		fprintf(stderr, "test_conf: openssl could not make the keys\n");
 		return 1;
 	}
 	rv = cmocka_run_group_tests(tests, NULL, NULL);
