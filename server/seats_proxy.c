@@ -45,6 +45,7 @@ struct sp_flight {
 	LIST_ENTRY(sp_flight)	 entry;
 	char			 kid[TOKEN_KID_LEN + 1];
 	int64_t			 want;	/* asked of upstream */
+	int64_t			 before;	/* the grant a give-back lowered, or -1 */
 	int64_t			 sent;	/* seat clock when asked */
 	struct sp_waitq		 counted, late;
 	int			 n;
@@ -120,22 +121,19 @@ sp_kid(const struct ipc_msg *m, char *kid)
 	token_kid_from_hash(sha, kid);
 }
 
-/* Claim out of grant g (within what a give-back under way leaves). */
+/* Claim out of grant g (a give-back under way has lowered it). */
 static int
 sp_claim(const struct ipc_msg *m, const char *kid,
     const struct store_mygrant *g, int64_t now, struct store_seat_use *u,
     int64_t *exp)
 {
 	struct store_claim	 c;
-	struct sp_flight	*f = sp_find(kid);
 	int64_t			 sub = now + sp.cf->authority.seat_grant_ttl_s;
 
 	memset(&c, 0, sizeof(c));
 	c.kid = kid;
 	c.now = now;
-	c.cap = g->expires > now ? g->seats : 0;
-	if (f != NULL && f->want < c.cap)
-		c.cap = f->want;
+	c.cap = g->expires > now ? g->seats : 0;	/* sp_lower'd too */
 	/*
 	 * No seat outlives the grant it is cut from: past it the authority
 	 * may hand the seat to another, and a proxy cut off until then
@@ -248,6 +246,42 @@ sp_wait(uint64_t chan, const struct ipc_msg *m, int64_t need)
 
 static void	sp_done(int, const struct httpc_res *, void *);
 
+/*
+ * A give-back binds here before it leaves: the upstream may apply it and
+ * the answer never come back, or this process be killed or restarted
+ * while it waits, and a grant still stored at the higher figure would
+ * then be served out of while the upstream hands those seats to others.
+ * Only a request that never went out (sp_restore) gets the seats back.
+ */
+static void
+sp_lower(struct sp_flight *f)
+{
+	struct store_mygrant g;
+
+	f->before = -1;
+	if (store_mygrant_get(sp.store, f->kid, &g) != 0 ||
+	    g.total == STORE_SEATS_NOLIMIT || f->want >= g.seats)
+		return;
+	f->before = g.seats;
+	g.seats = f->want;
+	if (store_mygrant_put(sp.store, f->kid, &g) != 0)
+		log_warnx("seat grant of %s: cannot store the give-back",
+		    f->kid);
+}
+
+/* The request never left (a refused connection): it changed nothing. */
+static void
+sp_restore(struct sp_flight *f)
+{
+	struct store_mygrant g;
+
+	if (f->before < 0 || store_mygrant_get(sp.store, f->kid, &g) != 0 ||
+	    g.seats != f->want)
+		return;
+	g.seats = f->before;
+	store_mygrant_put(sp.store, f->kid, &g);
+}
+
 /* Ask upstream for what is in use here plus what the waiters lack. */
 static void
 sp_start(struct sp_flight *f)
@@ -264,6 +298,7 @@ sp_start(struct sp_flight *f)
 	TAILQ_FOREACH(w, &f->counted, entry)
 		want += w->need;
 	f->want = want < IPC_SEATS_MAX ? want : IPC_SEATS_MAX;
+	sp_lower(f);
 	j = json_pack("{s:s, s:I}", "key_id", f->kid, "seats",
 	    (json_int_t)f->want);
 	body = json_dumps(j, JSON_COMPACT);
@@ -354,28 +389,6 @@ sp_reject(struct sp_wait *w, const char *why)
 }
 
 /*
- * A request that went out and got no answer saying what upstream did (a
- * timeout, a lost connection, a 5xx a balancer sent after the authority
- * had applied it) may have taken effect: a give-back then binds as if
- * applied, and a raise counts only once answered. One never sent (a
- * refused connection) changed nothing, so a cut-off proxy keeps its grant.
- */
-static void
-sp_unknown(struct sp_flight *f)
-{
-	struct store_mygrant g;
-
-	if (store_mygrant_get(sp.store, f->kid, &g) != 0 ||
-	    g.total == STORE_SEATS_NOLIMIT || f->want >= g.seats)
-		return;
-	log_warnx("seat grant of %s: no answer to giving back %lld of %lld"
-	    " seats: holding %lld", f->kid, (long long)(g.seats - f->want),
-	    (long long)g.seats, (long long)f->want);
-	g.seats = f->want;
-	store_mygrant_put(sp.store, f->kid, &g);
-}
-
-/*
  * The counted waiters get what there is now; the late ones are served if
  * they can be, and the rest start the next flight.
  */
@@ -393,10 +406,20 @@ sp_done(int answered, const struct httpc_res *r, void *arg)
 	else
 		log_debug("seat grant of %s: %s", f->kid, r->errstr ?
 		    r->errstr : "upstream server error");
-	if (!answered && r->sent)
-		sp_unknown(f);
+	/*
+	 * Sent but not answered (a timeout, a lost connection, a 5xx a
+	 * balancer sent after the upstream applied it): the give-back binds
+	 * as if applied; a raise counts only once answered.
+	 */
+	if (!answered && !r->sent)
+		sp_restore(f);
+	else if (!answered && f->before >= 0)
+		log_warnx("seat grant of %s: no answer to giving back %lld of "
+		    "%lld seats: holding %lld", f->kid,
+		    (long long)(f->before - f->want), (long long)f->before,
+		    (long long)f->want);
 	upstream_state(answered, answered ? NULL : r->errstr);
-	LIST_REMOVE(f, entry);		/* its give-back no longer binds */
+	LIST_REMOVE(f, entry);
 	while ((w = TAILQ_FIRST(&f->counted)) != NULL) {
 		TAILQ_REMOVE(&f->counted, w, entry);
 		if (rejected)
@@ -489,4 +512,10 @@ seats_proxy_tick(void)
 			sp_sync();
 	}
 	seats_gauge(sp.store, store_seat_now(sp.store), 0);
+}
+
+int
+seats_proxy_idle(void)
+{
+	return LIST_EMPTY(&sp.flights);
 }

@@ -22,6 +22,8 @@ void	seats_auth_tick(void);
 void	seats_proxy_init(const struct conf *, struct store *);
 int	seats_proxy_request(uint64_t chan, const struct ipc_msg *);
 void	seats_proxy_tick(void);
+/* No grant request under way (a stop waits for their answers). */
+int	seats_proxy_idle(void);
 
 /*
  * Shared by both: Retry-After of a 409 (the first seat held here to

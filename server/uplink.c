@@ -369,7 +369,8 @@ uplink_selfcheck(evutil_socket_t fd, short ev, void *arg)
 static int
 uplink_idle(void)
 {
-	return !relay_busy() && LIST_EMPTY(&uplink->flights);
+	return !relay_busy() && LIST_EMPTY(&uplink->flights) &&
+	    seats_proxy_idle();
 }
 
 /* Stopping and nothing left in flight: the end of the process. */

@@ -24,9 +24,10 @@ def authority(fx, pki, name="authority", grant_ttl=None):
     return fx.add(Server(pki, "authority", name=name, extra=extra))
 
 
-def proxy(fx, pki, upstreams, key, name="proxy", sync="2s", ttl=TTL):
+def proxy(fx, pki, upstreams, key, name="proxy", sync="2s", ttl=TTL,
+          timeout="1s"):
     conf = {"server_url": upstreams, "ca_file": pki.ca,
-            "trusted_keys": [pki.pub], "timeout": "1s",
+            "trusted_keys": [pki.pub], "timeout": timeout,
             "sync_interval": sync}
     return fx.add(Server(pki, "proxy", name=name,
                          extra={"license": conf, "seats": {"ttl": ttl}},
@@ -772,3 +773,42 @@ def test_grant_read_on_the_authority_clock():
         r = take(p, key, "a")
         assert r.status == 409 and r.json()["seats"]["granted"] == 0, r
         finish(fx)
+
+
+def test_give_back_binds_across_a_restart():
+    """The proxy gives back two of its three seats, the authority takes
+    them, the answer is lost, and the proxy is killed (and, the second
+    time, stopped with TERM while the give-back waits longer than the stop
+    deadline) before it learns anything; it comes back with the authority
+    out of reach. The give-back was stored before it left, so the proxy
+    serves one seat, not three (the old code: 5 holders of a 3-seat
+    key)."""
+    for how, timeout in (("kill", "5s"), ("term", "10s")):
+        with Fixture() as fx:
+            pki = fx.add(Pki())
+            auth = authority(fx, pki).start()
+            key = seat_key(auth, 3)
+            pkey = proxy_key(auth)
+            rl = fx.add(Relay(auth.port))
+            p = proxy(fx, pki, [rl.url], pkey, sync="2s", ttl="60s",
+                      timeout=timeout).start()
+            for i in range(3):
+                assert take(p, key, "a%d" % i).status == 200
+            for i in (1, 2):
+                assert take(p, key, "a%d" % i, "DELETE").status == 204
+            rl.lose_answers = True
+            wait_for(lambda: grants(auth)[key_id(pkey)][0] == 1,
+                     timeout=10, step=0.05, what="the give-back applied")
+            if how == "kill":
+                p.kill()
+            else:
+                p.stop()
+            rl.cut()
+            p.start()
+            for n in ("b1", "b2"):
+                assert take(p, key, n).status == 409, (how, n)
+            assert take(p, key, "a0").status == 200
+            assert [take(auth, key, n).status for n in ("d1", "d2")] == \
+                [200, 200]
+            assert len(held(p, key)) + len(held(auth, key)) == 3, how
+            finish(fx)
