@@ -131,19 +131,6 @@ httpc_check(const struct httpc_opts *o, char *err, size_t errlen)
 
 /* ---- the loop side ---- */
 
-/* The answer's Date (unix s), 0 when absent or not a date. */
-static int64_t
-hc_date(CURL *e)
-{
-	struct curl_header	*h;
-	time_t			 t;
-
-	if (curl_easy_header(e, "Date", 0, CURLH_HEADER, -1, &h) != CURLHE_OK)
-		return 0;
-	t = curl_getdate(h->value, NULL);
-	return t > 0 ? (int64_t)t : 0;
-}
-
 static void
 hc_finish(struct hc_xfer *x, CURLcode rc)
 {
@@ -164,7 +151,6 @@ hc_finish(struct hc_xfer *x, CURLcode rc)
 	r.retry_after = ra > 0 ? (int)ra : -1;
 	switch (rc) {
 	case CURLE_OK:
-		r.date = hc_date(x->easy);
 		r.status = (int)status;
 		r.body = x->body != NULL ? x->body : "";
 		r.bodylen = x->len;

@@ -6,7 +6,6 @@
 #define HTTPC_H
 
 #include <stddef.h>
-#include <stdint.h>
 
 struct event_base;
 struct httpc;
@@ -37,7 +36,6 @@ struct httpc_res {
 	const char	*errstr;	/* human text when err != 0 */
 	int		 status;	/* HTTP status when err == 0 */
 	int		 retry_after;	/* seconds, -1 if absent */
-	int64_t		 date;		/* its Date, unix s; 0 if absent */
 	const char	*body;		/* NUL-terminated, valid during callback */
 	size_t		 bodylen;
 	size_t		 bytes_out, bytes_in;	/* headers + bodies, for metrics */

@@ -329,19 +329,20 @@ sp_time(json_t *j)
 }
 
 /*
- * The grant's end on our seat clock. With the upstream's Date, what it
- * gave (expires_at - Date, both on its clock) counts from when we asked,
- * which is no later than when it started: the two servers' clocks need not
- * agree. An upstream that sends no Date is read on our clock.
+ * The grant's end on our seat clock. A licproxy upstream says how many
+ * seconds are left (expires_in), counted here from when we asked, which
+ * is no later than when it started them: the two servers' clocks need not
+ * agree. Any other upstream's expires_at is read on our clock (NTP).
  */
 static int64_t
-sp_expires(const struct sp_flight *f, const struct httpc_res *r, json_t *j)
+sp_expires(const struct sp_flight *f, json_t *j)
 {
-	int64_t exp = sp_time(j);
+	json_t *in = json_object_get(j, "expires_in");
 
-	if (exp == 0 || r->date == 0)
-		return exp;
-	return f->sent + (exp - r->date);
+	if (json_is_integer(in) && json_integer_value(in) >= 0 &&
+	    json_integer_value(in) <= STORE_LEASE_MAX_S)
+		return f->sent + json_integer_value(in);
+	return sp_time(json_object_get(j, "expires_at"));
 }
 
 /* Keep what upstream says we hold; 1 if it rejected the key itself. */
@@ -357,7 +358,7 @@ sp_store(struct sp_flight *f, const struct httpc_res *r, char *why,
 	if (r->status == 200 && json_is_integer(json_object_get(j,
 	    "granted"))) {
 		g.seats = json_integer_value(json_object_get(j, "granted"));
-		g.expires = sp_expires(f, r, json_object_get(j, "expires_at"));
+		g.expires = sp_expires(f, j);
 		g.total = json_is_integer(tot) ? json_integer_value(tot) :
 		    STORE_SEATS_NOLIMIT;
 		if (g.total == STORE_SEATS_NOLIMIT || g.seats > 0 ||

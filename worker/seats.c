@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <jansson.h>
 
@@ -268,20 +267,18 @@ seats_answer(const struct conn *c, const struct req_state *st,
 }
 
 /*
- * A grant's Date, on the seat clock its expires_at is on: the proxy takes
- * expires_at - Date as the time it has, so the two servers' wall clocks
- * need not agree.
+ * A grant's seconds left (an extension of SPEC 8's answer): the proxy
+ * counts them from when it asked, so its clock and ours need not agree
+ * and nothing between us (a Date-rewriting balancer) can move its end.
+ * Whole seconds rounded down, and one less, since our clock's second has
+ * begun already: never more than is left.
  */
-static void
-seats_date(struct reply *rp)
+static int64_t
+seats_left(int64_t expires)
 {
-	time_t		t = (time_t)store_seat_now(worker->store);
-	struct tm	tm;
-	char		buf[40];
+	int64_t left = expires - store_seat_now(worker->store) - 1;
 
-	gmtime_r(&t, &tm);
-	strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S GMT", &tm);
-	reply_header(rp, "Date: %s\r\n", buf);
+	return left > 0 ? left : 0;
 }
 
 /* The writer's answer (a->msg), or none (the uplink lost, the sweep). */
@@ -301,12 +298,12 @@ seats_render(const struct conn *c, const struct req_state *st,
 		    m->retry_after > 0 ? m->retry_after : 1);
 	else if (m->type == IPC_SEAT_RES)
 		seats_answer(c, st, m, rp);
-	else {
-		seats_send(rp, 200, json_pack("{s:s, s:I, s:o, s:o}", "key_id",
-		    m->kid, "granted", (json_int_t)m->granted, "expires_at",
-		    seats_time(m->expires), "total", seats_count(m->total)));
-		seats_date(rp);
-	}
+	else
+		seats_send(rp, 200, json_pack("{s:s, s:I, s:o, s:I, s:o}",
+		    "key_id", m->kid, "granted", (json_int_t)m->granted,
+		    "expires_at", seats_time(m->expires), "expires_in",
+		    (json_int_t)seats_left(m->expires), "total",
+		    seats_count(m->total)));
 }
 
 enum outcome

@@ -175,6 +175,10 @@ def test_grant_protocol_authority():
                          body={"key_id": kid, "seats": 2})
         assert r.status == 200, r
         assert r.json()["granted"] == 2 and r.json()["total"] == 3, r
+        # seconds left, never more than the grant's 72 h (whole, less one)
+        left = iso(r.json()["expires_at"]) - time.time()
+        assert 72 * 3600 - 3 <= r.json()["expires_in"] < 72 * 3600, r
+        assert abs(r.json()["expires_in"] - left) <= 2, (r, left)
         assert take(auth, key, "a").status == 200
         assert take(auth, key, "b").status == 409
         r = auth.request("PUT", "/v1/seats/grant", key=pkey,
@@ -751,7 +755,7 @@ def test_wall_clock_jump_frees_no_seat():
 
 def test_grant_read_on_the_authority_clock():
     """The authority's clock is 1 h ahead of its proxy's from the start:
-    the proxy counts the grant's 5 s from the authority's own Date, not
+    the proxy counts the grant's expires_in (5 s) from when it asked, not
     its expires_at on the proxy's clock (which would be 1 h too long), so
     once the authority lets the grant go to another, the cut-off proxy
     serves no more."""
