@@ -33,7 +33,8 @@ static const struct cli_cmd cli_cmds[] = {
 	{ "seats list", cli_seats, "--store DIR [--json]", "--store= --json",
 	    0 },
 	{ "seats release", cli_seats, "--store DIR KEY_ID (--instance ID | "
-	    "--holder KEY_ID)", "--store= --instance= --holder=", 1 },
+	    "--holder KEY_ID [--instance ID])", "--store= --instance= --holder=",
+	    1 },
 	{ "usage", cli_usage, "--store DIR [--json]", "--store= --json", 0 },
 	{ "cache export", cli_cache, "--store DIR > FILE", "--store=", 0 },
 	{ "cache import", cli_cache, "--store DIR --trusted-key PUB... FILE",

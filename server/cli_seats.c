@@ -177,20 +177,21 @@ seats_release(struct store *s, const char *kid, const char *ins,
 {
 	int r;
 
-	r = ins != NULL ? store_seat_release(s, kid, ins) :
-	    store_grant_release(s, kid, holder);
+	r = holder == NULL ? store_seat_release(s, kid, ins) :
+	    store_grant_release(s, kid, holder, ins);
 	if (r != 0) {
 		fprintf(stderr, "licproxy: cannot release: store error\n");
 		return 1;
 	}
-	if (ins != NULL) {
+	if (holder == NULL) {
 		fprintf(stderr, "released the seat of %s held by %s\n", kid, ins);
 		return 0;
 	}
 	fprintf(stderr, "licproxy: warning: cancelled the grant of %s held by "
-	    "%s; if that proxy still runs but is cut off, it may keep "
+	    "%s%s%s; if that proxy still runs but is cut off, it may keep "
 	    "serving those seats (over-issue) until its grant expires\n",
-	    kid, holder);
+	    kid, holder, ins != NULL ? " instance " : " (every instance)",
+	    ins != NULL ? ins : "");
 	return 0;
 }
 
@@ -208,9 +209,10 @@ cli_seats(int argc, char **argv)
 	if (!list && !seats_kid_ok(kid))
 		return cli_usage_error("seats release: KEY_ID must be %d "
 		    "lowercase hex characters", TOKEN_KID_LEN);
-	if (!list && (ins == NULL) == (holder == NULL))
-		return cli_usage_error("seats release: give one of --instance "
-		    "ID or --holder KEY_ID");
+	/* --instance alone: an instance's seat; with --holder: its grant */
+	if (!list && ins == NULL && holder == NULL)
+		return cli_usage_error("seats release: give --instance ID, "
+		    "--holder KEY_ID, or both (one proxy's grant)");
 	if (!list && ins != NULL && (strlen(ins) < 1 || strlen(ins) > 64 ||
 	    strspn(ins, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 	    "0123456789._-") != strlen(ins)))

@@ -310,11 +310,20 @@ seats_holder1(const MDB_val *k, const MDB_val *v, void *arg)
 }
 
 int
-store_grant_release(struct store *s, const char *kid, const char *holder)
+store_grant_release(struct store *s, const char *kid, const char *holder,
+    const char *ins)
 {
+	char who[SEATS_WHOMAX + 1];
+
 	if (strlen(kid) != TOKEN_KID_LEN || strlen(holder) != TOKEN_KID_LEN)
 		return -1;
-	return seats_walk(s, DB_GRANTS, kid, 1, seats_holder1, (void *)holder);
+	if (ins == NULL)
+		return seats_walk(s, DB_GRANTS, kid, 1, seats_holder1,
+		    (void *)holder);
+	if ((size_t)snprintf(who, sizeof(who), "%s%s", holder, ins) >=
+	    sizeof(who))
+		return -1;
+	return seats_del(s, DB_GRANTS, kid, who);
 }
 
 /* Key to (kid, who) strings; -1 for a key of another shape. */

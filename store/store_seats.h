@@ -55,9 +55,9 @@ int	store_seat_use(struct store *, const char *kid, int64_t now,
 /* Free one row; 0 also when there was none. */
 int	store_seat_release(struct store *, const char *kid,
 	    const char *instance);
-/* Every grant of kid to holder, whatever instance of it holds one. */
+/* kid's grant to holder's instance ins, or every one of holder's (NULL). */
 int	store_grant_release(struct store *, const char *kid,
-	    const char *holder);
+	    const char *holder, const char *ins);
 /* Drop every expired row (the writer's tick); returns rows dropped. */
 int	store_seat_prune(struct store *, int64_t now);
 

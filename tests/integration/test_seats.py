@@ -378,7 +378,17 @@ def test_two_proxies_sharing_a_key_never_over_issue():
         rows = grants_of(auth)
         assert sorted(g["seats"] for g in rows) == [1, 2], rows
         assert len({g["instance"] for g in rows}) == 2, rows
-        # the operator's cancel of the holder covers both of its grants
+        # the operator's remedy for one half gone for good: its grant
+        # only; then the holder's cancel covers the rest (both stopped
+        # first, so no sync puts a grant back in between)
+        a.stop()
+        b.stop()
+        r = run("seats", "release", "--store", auth.store, key_id(key),
+                "--holder", key_id(pkey), "--instance", ida)
+        assert "instance " + ida in r.stderr, r
+        rows = grants_of(auth)
+        assert [g["instance"] for g in rows] != [ida] and len(rows) == 1, \
+            rows
         run("seats", "release", "--store", auth.store, key_id(key),
             "--holder", key_id(pkey))
         assert grants_of(auth) == []

@@ -1295,7 +1295,7 @@ t_grants_by_instance(void **state)
 	    "012345678901234567890123456789";
 	assert_int_equal(store_seat_claim(s, &c, &u), -1);
 	/* releasing the holder cancels the grants of all its instances */
-	assert_int_equal(store_grant_release(s, kid, hold), 0);
+	assert_int_equal(store_grant_release(s, kid, hold, NULL), 0);
 	assert_int_equal(store_seat_use(s, kid, 1000, &u), 0);
 	assert_int_equal(u.used, 0);
 	/* a named proxy with a row of its own takes over nothing */
@@ -1309,6 +1309,10 @@ t_grants_by_instance(void **state)
 	assert_int_equal(store_seat_claim(s, &c, &u), 0);
 	assert_int_equal(u.got, 1);
 	assert_int_equal(u.used, 2);
+	/* one instance's grant released: the other's stays */
+	assert_int_equal(store_grant_release(s, kid, hold, "proxy-a"), 0);
+	assert_int_equal(store_seat_use(s, kid, 1000, &u), 0);
+	assert_int_equal(u.used, 1);
 	/* the self id: made once, then the same across opens */
 	assert_int_equal(store_self_id(s, id1), 0);
 	assert_int_equal(strlen(id1), STORE_SELF_ID_LEN);
