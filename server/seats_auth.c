@@ -148,6 +148,7 @@ seats_auth_grant(uint64_t chan, const struct ipc_msg *m)
 		c.kid = m->kid;
 		c.holder = m->holder;
 		c.holder_ins = m->instance;
+		c.takeover = m->takeover;
 		c.want = m->want;
 		c.cap = k.seats;
 		c.expires = res.expires;

@@ -51,6 +51,12 @@ struct sp_flight {
 	int			 n;
 };
 
+/* Key ids, at most SP_MAX_SYNC: a sync's list, the takeovers due. */
+struct sp_sync {
+	char	 kid[SP_MAX_SYNC][TOKEN_KID_LEN + 1];
+	int	 n;
+};
+
 static struct {
 	const struct conf	*cf;
 	struct store		*store;
@@ -59,14 +65,17 @@ static struct {
 	/* "X-Instance-Id: ID": proxies sharing a key hold a grant each */
 	char			 self[sizeof("X-Instance-Id: ") +
 				    STORE_SELF_ID_LEN];
+	struct sp_sync		*takeover;	/* grants held unnamed, or NULL */
 } sp;
 
 static void	sp_start(struct sp_flight *);
+static int	sp_sync1(const char *, const struct store_mygrant *, void *);
 
 void
 seats_proxy_init(const struct conf *cf, struct store *s)
 {
 	char	 id[STORE_SELF_ID_LEN + 1];
+	int	 made;
 
 	sp.cf = cf;
 	sp.store = s;
@@ -76,13 +85,33 @@ seats_proxy_init(const struct conf *cf, struct store *s)
 	 * Without its own name a proxy holds the row of its key alone, as
 	 * an older one does: shared with any proxy of the same key.
 	 */
-	if (store_self_id(s, id) != 0) {
+	if ((made = store_self_id(s, id)) < 0) {
 		log_warnx("seat grants: the store has no instance id: asking "
 		    "as the proxy key alone");
 		return;
 	}
 	snprintf(sp.self, sizeof(sp.self), "X-Instance-Id: %s", id);
 	log_info("seat grants are held as instance %s", id);
+	/* Grants older than the name were held in the key's unnamed row. */
+	if (made && (sp.takeover = calloc(1, sizeof(*sp.takeover))) != NULL)
+		store_mygrant_foreach(s, sp_sync1, sp.takeover);
+}
+
+/* kid's grant is still held in the unnamed row; done: no longer. */
+static int
+sp_takeover(const char *kid, int done)
+{
+	struct sp_sync	*t = sp.takeover;
+	int		 i;
+
+	for (i = 0; t != NULL && i < t->n; i++) {
+		if (strcmp(t->kid[i], kid) != 0)
+			continue;
+		if (done)
+			memcpy(t->kid[i], t->kid[--t->n], TOKEN_KID_LEN + 1);
+		return 1;
+	}
+	return 0;
 }
 
 static struct sp_flight *
@@ -146,6 +175,7 @@ sp_claim(const struct ipc_msg *m, const char *kid,
 	} else {
 		c.holder = m->holder;
 		c.holder_ins = m->instance;
+		c.takeover = m->takeover;
 		c.want = m->want;
 		c.expires = sub;
 	}
@@ -301,6 +331,8 @@ sp_start(struct sp_flight *f)
 	sp_lower(f);
 	j = json_pack("{s:s, s:I}", "key_id", f->kid, "seats",
 	    (json_int_t)f->want);
+	if (sp_takeover(f->kid, 0))
+		json_object_set_new(j, "takeover", json_true());
 	body = json_dumps(j, JSON_COMPACT);
 	json_decref(j);
 	if (body == NULL || upstream_call("PUT", "/v1/seats/grant",
@@ -357,6 +389,7 @@ sp_store(struct sp_flight *f, const struct httpc_res *r, char *why,
 
 	if (r->status == 200 && json_is_integer(json_object_get(j,
 	    "granted"))) {
+		sp_takeover(f->kid, 1);
 		g.seats = json_integer_value(json_object_get(j, "granted"));
 		g.expires = sp_expires(f, j);
 		g.total = json_is_integer(tot) ? json_integer_value(tot) :
@@ -467,10 +500,6 @@ seats_proxy_request(uint64_t chan, const struct ipc_msg *m)
 	return 1;
 }
 
-struct sp_sync {
-	char	 kid[SP_MAX_SYNC][TOKEN_KID_LEN + 1];
-	int	 n;
-};
 
 static int
 sp_sync1(const char *kid, const struct store_mygrant *g, void *arg)

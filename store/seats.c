@@ -153,9 +153,11 @@ seats_take(MDB_txn *txn, MDB_dbi dbi, const struct store_claim *c,
 }
 
 /*
- * A proxy's first claim under its instance name takes over its key's
- * unnamed row: the grant it held before it had a name (an upgrade), which
- * would otherwise hold its seats against it until seat_grant_ttl.
+ * A proxy that held its grant in the holder's unnamed row before it had a
+ * name (an upgrade) takes that row over with its first claim by name,
+ * when it says so and has no named row yet; else the row would hold its
+ * seats against it until seat_grant_ttl. Only then: an older proxy of
+ * the same key may still be using the row.
  */
 static int
 seats_adopt(MDB_txn *txn, MDB_dbi dbi, const struct store_claim *c,
@@ -165,7 +167,7 @@ seats_adopt(MDB_txn *txn, MDB_dbi dbi, const struct store_claim *c,
 	MDB_val		 k = { 0, kb }, v;
 	int		 rc;
 
-	if (c->holder == NULL || c->holder_ins == NULL ||
+	if (!c->takeover || c->holder == NULL || c->holder_ins == NULL ||
 	    *c->holder_ins == '\0')
 		return 0;
 	k.mv_size = seats_key(kb, c->kid, who);

@@ -315,7 +315,9 @@ store_self_id(struct store *s, char id[STORE_SELF_ID_LEN + 1])
 		goto fail;
 	if (v != 0) {
 		mdb_txn_abort(txn);
-		goto done;
+		snprintf(id, STORE_SELF_ID_LEN + 1, "%016llx",
+		    (unsigned long long)v);
+		return 0;
 	}
 	while (v == 0)	/* 0 reads as absent */
 		if (getrandom(&v, sizeof(v), 0) != sizeof(v)) {
@@ -325,9 +327,8 @@ store_self_id(struct store *s, char id[STORE_SELF_ID_LEN + 1])
 	if ((ret = store_meta_put(s, txn, "self_id", v)) != 0 ||
 	    (ret = store_commit(txn, "meta")) != 0)
 		return ret;
-done:
 	snprintf(id, STORE_SELF_ID_LEN + 1, "%016llx", (unsigned long long)v);
-	return 0;
+	return 1;
 fail:
 	mdb_txn_abort(txn);
 	return ret;

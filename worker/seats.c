@@ -91,14 +91,18 @@ seats_bad(struct reply *rp, const char *field, const char *msg)
 	return OUT_REPLY;
 }
 
-/* {"key_id":KID, "seats":WANT}; the caller's role was checked. */
+/*
+ * {"key_id":KID, "seats":WANT[, "takeover":true]}; the caller's role was
+ * checked. takeover (an extension): a proxy upgraded to naming itself
+ * held its grant in its key's unnamed row, and takes it over.
+ */
 static enum outcome
 seats_grant(const struct conn *c, struct req_state *st,
     const struct lease *l, struct reply *rp)
 {
 	struct ipc_msg	 m;
 	enum outcome	 out;
-	json_t		*j, *want;
+	json_t		*j, *want, *tko;
 	const char	*s;
 
 	if (!http_json_type(&c->req)) {
@@ -110,6 +114,7 @@ seats_grant(const struct conn *c, struct req_state *st,
 	j = json_loadb(c->body != NULL ? c->body : "", c->bodylen,
 	    JSON_REJECT_DUPLICATES, NULL);
 	want = json_object_get(j, "seats");
+	tko = json_object_get(j, "takeover");
 	s = json_string_value(json_object_get(j, "key_id"));
 	memset(&m, 0, sizeof(m));
 	if (c->req.instance_bad)
@@ -122,11 +127,14 @@ seats_grant(const struct conn *c, struct req_state *st,
 	else if (!json_is_integer(want) || json_integer_value(want) < 0 ||
 	    json_integer_value(want) > IPC_SEATS_MAX)
 		out = seats_bad(rp, "seats", "an integer, 0 to 1000000");
+	else if (tko != NULL && !json_is_boolean(tko))
+		out = seats_bad(rp, "takeover", "true or false");
 	else {
 		m.type = IPC_GRANT_REQ;
 		memcpy(m.holder, l->kid, sizeof(m.holder));
 		/* Proxies sharing one key hold a grant each, by instance. */
 		memcpy(m.instance, c->req.instance, sizeof(m.instance));
+		m.takeover = json_is_true(tko);
 		memcpy(m.kid, s, TOKEN_KID_LEN);
 		m.want = json_integer_value(want);
 		out = seats_ask(st, &m, rp);

@@ -395,28 +395,69 @@ def test_two_proxies_sharing_a_key_never_over_issue():
         finish(fx)
 
 
+def forget_instance_id(store):
+    """Zero meta self_id in a stopped proxy's store with mdb_dump and
+    mdb_load: the store as a version from before instance names left it."""
+    out = subprocess.run(["mdb_dump", "-s", "meta", store], check=True,
+                         capture_output=True, text=True).stdout
+    head, _, rest = out.partition("HEADER=END\n")
+    head = "".join(ln for ln in head.splitlines(True)
+                   if not ln.startswith("db_pagesize="))
+    lines = rest.split("\n")
+    i = lines.index(" " + b"self_id".hex())
+    lines[i + 1] = " " + "00" * 8
+    subprocess.run(["mdb_load", "-s", "meta", store], check=True,
+                   input=head + "HEADER=END\n" + "\n".join(lines), text=True)
+
+
 def test_upgraded_proxy_takes_over_its_unnamed_grant():
-    """A proxy from before instance names held its grant as the bare
-    proxy key (here: a PUT without X-Instance-Id takes all 3 seats). The
-    upgraded proxy's first named claim takes that row over instead of
-    finding every seat held against it for seat_grant_ttl."""
+    """A proxy from before instance names held its grant as the bare proxy
+    key. Upgraded (its store has grants but no instance id yet), it says
+    so with its first claim by name and takes that row over, instead of
+    finding its own 3 seats held against it for seat_grant_ttl and its
+    instances refused. A new proxy of the same key, with no grants of its
+    own, takes over nothing: an older proxy may still use the row."""
     with Fixture() as fx:
         pki = fx.add(Pki())
         auth = authority(fx, pki).start()
         key = seat_key(auth, 3)
         pkey = proxy_key(auth)
+        p = proxy(fx, pki, [auth.url], pkey, sync="1s").start()
+        for i in range(3):
+            assert take(p, key, "i%d" % i).status == 200
+        ida = grants_of(auth)[0]["instance"]
+        p.stop()
+        # what the old version left: the unnamed row, a store without id
+        run("seats", "release", "--store", auth.store, key_id(key),
+            "--holder", key_id(pkey))
         r = auth.request("PUT", "/v1/seats/grant", key=pkey,
                          body={"key_id": key_id(key), "seats": 3})
         assert r.json()["granted"] == 3, r
-        assert [g["instance"] for g in grants_of(auth)] == [None]
-        p = proxy(fx, pki, [auth.url], pkey).start()
-        for i in range(3):
-            r = take(p, key, "i%d" % i)
-            assert r.status == 200, (i, r, grants_of(auth))
+        forget_instance_id(p.store)
+        p.start()
+        t0 = time.time()
+        while time.time() - t0 < 3.5:       # three of its syncs
+            for i in range(3):
+                assert take(p, key, "i%d" % i).status == 200, \
+                    (i, grants_of(auth))
+            time.sleep(0.5)
         rows = grants_of(auth)
-        assert [(g["seats"], g["instance"] is not None) for g in rows] == \
-            [(3, True)], rows
+        assert len(rows) == 1 and rows[0]["seats"] == 3, rows
+        assert rows[0]["instance"] not in (None, ida), rows
         assert "takes over its unnamed grant" in auth.logs()
+        # an older proxy's row is left alone by a new proxy of the key
+        for i in range(3):
+            assert take(p, key, "i%d" % i, "DELETE").status == 204
+        wait_for(lambda: grants_of(auth) == [], timeout=5,
+                 what="the upgraded proxy to give its seats back")
+        r = auth.request("PUT", "/v1/seats/grant", key=pkey,
+                         body={"key_id": key_id(key), "seats": 2})
+        assert r.json()["granted"] == 2, r
+        q = proxy(fx, pki, [auth.url], pkey, name="q").start()
+        assert take(q, key, "q0").status == 200
+        assert take(q, key, "q1").status == 409
+        assert sorted((g["instance"] is None, g["seats"])
+                      for g in grants_of(auth)) == [(False, 1), (True, 2)]
         finish(fx)
 
 

@@ -578,6 +578,10 @@ t_roundtrip_seats(void **state)
 	strcpy(in.instance, "3f2a9c0d1e4b5a67");
 	roundtrip(&in, &out);
 	assert_string_equal(out.instance, "3f2a9c0d1e4b5a67");
+	assert_int_equal(out.takeover, 0);
+	in.takeover = 1;
+	roundtrip(&in, &out);
+	assert_int_equal(out.takeover, 1);
 	memset(&in, 0, sizeof(in));
 	in.type = IPC_GRANT_RES;
 	in.status = 200;
@@ -591,18 +595,21 @@ t_roundtrip_seats(void **state)
 	assert_int_equal(DEC(FI("t", 2), FI("rid", 7), FI("st", 409),
 	    FS("rsn", ""), FI("ra", 1)), -1);
 	assert_int_equal(DEC(FI("t", 6), FI("rid", 7), FS("hold",
-	    "0123456789ABCDEF"), FS("kid", "fedcba9876543210"),
-	    FI("want", 1)), -1);
+	    "0123456789ABCDEF"), FS("ins", ""), FS("kid", "fedcba9876543210"),
+	    FI("want", 1), FI("tko", 0)), -1);
 	assert_int_equal(DEC(FI("t", 6), FI("rid", 7), FS("hold",
-	    "0123456789abcdef"), FS("kid", "fedcba9876543210"),
-	    FI("want", IPC_SEATS_MAX + 1)), -1);
+	    "0123456789abcdef"), FS("ins", ""), FS("kid", "fedcba9876543210"),
+	    FI("want", IPC_SEATS_MAX + 1), FI("tko", 0)), -1);
 	assert_true(DEC(FI("t", 6), FI("rid", 7), FS("hold",
 	    "0123456789abcdef"), FS("ins", ""), FS("kid",
-	    "fedcba9876543210"), FI("want", 1)) > 0);
+	    "fedcba9876543210"), FI("want", 1), FI("tko", 1)) > 0);
+	assert_int_equal(DEC(FI("t", 6), FI("rid", 7), FS("hold",
+	    "0123456789abcdef"), FS("ins", ""), FS("kid",
+	    "fedcba9876543210"), FI("want", 1), FI("tko", 2)), -1);
 	/* a grant request names its instance, if only as "" */
 	assert_int_equal(DEC(FI("t", 6), FI("rid", 7), FS("hold",
 	    "0123456789abcdef"), FS("kid", "fedcba9876543210"),
-	    FI("want", 1)), -1);
+	    FI("want", 1), FI("tko", 0)), -1);
 	/* an instance's seat request must name the instance */
 	assert_int_equal(DEC(FI("t", 4), FI("rid", 7), FS("key",
 	    "0123456789012345678901234567890123456789"), FI("op", 1),

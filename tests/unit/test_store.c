@@ -1263,12 +1263,19 @@ t_grants_by_instance(void **state)
 	/* the grant of a proxy from before instance names ... */
 	assert_int_equal(store_seat_claim(s, &c, &u), 0);
 	assert_int_equal(u.got, 2);
-	/* ... is its own once it claims by name (an upgrade) */
-	c.holder_ins = "proxy-a";
+	/* ... is held against a claim by name that does not take it over */
+	c.holder_ins = "proxy-z";
 	c.want = 3;
+	assert_int_equal(store_seat_claim(s, &c, &u), 0);
+	assert_int_equal(u.got, 1);
+	assert_int_equal(store_grant_release(s, kid, hold, "proxy-z"), 0);
+	/* ... and is its own once the proxy that held it says so (an upgrade) */
+	c.holder_ins = "proxy-a";
+	c.takeover = 1;
 	assert_int_equal(store_seat_claim(s, &c, &u), 0);
 	assert_int_equal(u.got, 3);
 	assert_int_equal(u.used, 3);
+	c.takeover = 0;
 	c.holder_ins = "proxy-b";
 	c.want = 2;
 	assert_int_equal(store_seat_claim(s, &c, &u), 0);
@@ -1306,7 +1313,9 @@ t_grants_by_instance(void **state)
 	assert_int_equal(store_seat_claim(s, &c, &u), 0);
 	assert_int_equal(u.got, 1);
 	c.holder_ins = "proxy-a";
+	c.takeover = 1;
 	assert_int_equal(store_seat_claim(s, &c, &u), 0);
+	c.takeover = 0;
 	assert_int_equal(u.got, 1);
 	assert_int_equal(u.used, 2);
 	/* one instance's grant released: the other's stays */
@@ -1314,7 +1323,7 @@ t_grants_by_instance(void **state)
 	assert_int_equal(store_seat_use(s, kid, 1000, &u), 0);
 	assert_int_equal(u.used, 1);
 	/* the self id: made once, then the same across opens */
-	assert_int_equal(store_self_id(s, id1), 0);
+	assert_int_equal(store_self_id(s, id1), 1);
 	assert_int_equal(strlen(id1), STORE_SELF_ID_LEN);
 	store_close(s);
 	s = open_rw(f, MAPSZ);
