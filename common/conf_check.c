@@ -257,8 +257,8 @@ conf_check_key(struct cctx *c, const char *key, const char *path,
 		EVP_PKEY_free(k);
 		return;
 	}
-	conf_errp(c, p, "%s: \"%s\" is not an Ed25519 %s key (PEM)", key,
-	    path, private ? "private" : "public");
+	conf_errp(c, p, "%s: %s: not an Ed25519 %s key (PEM)", key, path,
+	    private ? "private" : "public");
 }
 
 void

@@ -47,6 +47,16 @@ seats_pack(struct seats_val *sv, int n, const int64_t *x)
 	return v;
 }
 
+/* A grant row's who: the holder, then its instance (NULL: none). */
+static int
+seats_who(char who[SEATS_WHOMAX + 1], const char *holder, const char *ins)
+{
+	if (strlen(holder) != TOKEN_KID_LEN)
+		return -1;
+	return (size_t)snprintf(who, SEATS_WHOMAX + 1, "%s%s", holder,
+	    ins != NULL ? ins : "") > SEATS_WHOMAX ? -1 : 0;
+}
+
 /* -1 for a value of another shape: such a row is skipped, never trusted. */
 static int
 seats_unpack(const MDB_val *v, int n, int64_t *x)
@@ -186,16 +196,14 @@ store_seat_claim(struct store *s, const struct store_claim *c,
 {
 	MDB_txn	*txn;
 	MDB_dbi	 ds, dg;
-	char	 who[SEATS_WHOMAX + 1];
+	char	 who[SEATS_WHOMAX + 1] = "";
 	int	 ret;
 
 	memset(u, 0, sizeof(*u));
 	if ((c->instance == NULL) == (c->holder == NULL) ||
 	    strlen(c->kid) != TOKEN_KID_LEN || seats_dbis(s, &ds, &dg) == -1)
 		return -1;
-	if (c->holder != NULL && (strlen(c->holder) != TOKEN_KID_LEN ||
-	    (size_t)snprintf(who, sizeof(who), "%s%s", c->holder,
-	    c->holder_ins != NULL ? c->holder_ins : "") >= sizeof(who)))
+	if (c->holder != NULL && seats_who(who, c->holder, c->holder_ins) == -1)
 		return -1;
 	if ((ret = store_begin(s, 1, &txn)) != 0)
 		return ret;
@@ -317,14 +325,11 @@ store_grant_release(struct store *s, const char *kid, const char *holder,
 {
 	char who[SEATS_WHOMAX + 1];
 
-	if (strlen(kid) != TOKEN_KID_LEN || strlen(holder) != TOKEN_KID_LEN)
+	if (strlen(kid) != TOKEN_KID_LEN || seats_who(who, holder, ins) == -1)
 		return -1;
 	if (ins == NULL)
 		return seats_walk(s, DB_GRANTS, kid, 1, seats_holder1,
 		    (void *)holder);
-	if ((size_t)snprintf(who, sizeof(who), "%s%s", holder, ins) >=
-	    sizeof(who))
-		return -1;
 	return seats_del(s, DB_GRANTS, kid, who);
 }
 

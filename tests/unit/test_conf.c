@@ -739,8 +739,8 @@ test_check_files(void **state)
 	    "%:4:14: server.client_ca: \"@\" is not a regular file\n"
 	    "%:7:12: license.ca_file: cannot open \"@/noca\": No such file or "
 	    "directory\n"
-	    "%:9:7: license.trusted_keys: \"@/cert\" is not an Ed25519 public "
-	    "key (PEM)\n"
+	    "%:9:7: license.trusted_keys: @/cert: not an Ed25519 public key "
+	    "(PEM)\n"
 	    "%:10:7: license.trusted_keys: cannot open \"@/nopub\": No such "
 	    "file or directory");
 }
@@ -769,7 +769,7 @@ test_check_contents(void **state)
 	    "cannot load private key: ", cpath, dir);
 	assert_memory_equal(err, want, strlen(want));
 	snprintf(want, sizeof want, "\n%s:6:16: authority.signing_key: "
-	    "\"%s/tlskey\" is not an Ed25519 private key (PEM)", cpath, dir);
+	    "%s/tlskey: not an Ed25519 private key (PEM)", cpath, dir);
 	assert_non_null(strstr(err, want));
 	assert_string_equal(err + strlen(err) - strlen(want), want);
 	/* a certificate that is not one: at tls_cert */
