@@ -179,6 +179,13 @@ seats_release(struct store *s, const char *kid, const char *ins,
 
 	r = holder == NULL ? store_seat_release(s, kid, ins) :
 	    store_grant_release(s, kid, holder, ins);
+	if (r == STORE_ENOTFOUND) {
+		/* A mistyped id must not read as done: seats stay held. */
+		fprintf(stderr, "licproxy: no grant of %s held by %s%s%s: "
+		    "nothing cancelled (see seats list)\n", kid, holder,
+		    ins != NULL ? " instance " : "", ins != NULL ? ins : "");
+		return 0;
+	}
 	if (r != 0) {
 		fprintf(stderr, "licproxy: cannot release: store error\n");
 		return 1;

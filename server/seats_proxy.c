@@ -70,6 +70,7 @@ static struct {
 
 static void	sp_start(struct sp_flight *);
 static int	sp_sync1(const char *, const struct store_mygrant *, void *);
+static void	sp_settled(void);
 
 void
 seats_proxy_init(const struct conf *cf, struct store *s)
@@ -92,9 +93,24 @@ seats_proxy_init(const struct conf *cf, struct store *s)
 	}
 	snprintf(sp.self, sizeof(sp.self), "X-Instance-Id: %s", id);
 	log_info("seat grants are held as instance %s", id);
-	/* Grants older than the name were held in the key's unnamed row. */
+	/*
+	 * Grants older than the name were held in the key's unnamed row:
+	 * each is taken over by its first answered claim, across restarts,
+	 * until none is left.
+	 */
 	if (made && (sp.takeover = calloc(1, sizeof(*sp.takeover))) != NULL)
 		store_mygrant_foreach(s, sp_sync1, sp.takeover);
+	if (made && sp.takeover != NULL && sp.takeover->n == 0)
+		sp_settled();
+}
+
+static void
+sp_settled(void)
+{
+	free(sp.takeover);
+	sp.takeover = NULL;
+	if (store_self_settled(sp.store) != 0)
+		log_warnx("seat grants: cannot note the takeover done");
 }
 
 /* kid's grant is still held in the unnamed row; done: no longer. */
@@ -109,6 +125,8 @@ sp_takeover(const char *kid, int done)
 			continue;
 		if (done)
 			memcpy(t->kid[i], t->kid[--t->n], TOKEN_KID_LEN + 1);
+		if (done && t->n == 0)
+			sp_settled();
 		return 1;
 	}
 	return 0;
@@ -283,7 +301,7 @@ static void	sp_done(int, const struct httpc_res *, void *);
  * then be served out of while the upstream hands those seats to others.
  * Only a request that never went out (sp_restore) gets the seats back.
  */
-static void
+static int
 sp_lower(struct sp_flight *f)
 {
 	struct store_mygrant g;
@@ -291,12 +309,14 @@ sp_lower(struct sp_flight *f)
 	f->before = -1;
 	if (store_mygrant_get(sp.store, f->kid, &g) != 0 ||
 	    g.total == STORE_SEATS_NOLIMIT || f->want >= g.seats)
-		return;
+		return 0;
 	f->before = g.seats;
 	g.seats = f->want;
-	if (store_mygrant_put(sp.store, f->kid, &g) != 0)
-		log_warnx("seat grant of %s: cannot store the give-back",
-		    f->kid);
+	if (store_mygrant_put(sp.store, f->kid, &g) == 0)
+		return 0;
+	log_warnx("seat grant of %s: cannot store the give-back: not sent",
+	    f->kid);
+	return -1;
 }
 
 /* The request never left (a refused connection): it changed nothing. */
@@ -322,20 +342,21 @@ sp_start(struct sp_flight *f)
 	char			*body;
 	int64_t			 want;
 
+	f->before = -1;
 	f->sent = store_seat_now(sp.store);
 	store_seat_use(sp.store, f->kid, f->sent, &u);
 	want = u.used;
 	TAILQ_FOREACH(w, &f->counted, entry)
 		want += w->need;
 	f->want = want < IPC_SEATS_MAX ? want : IPC_SEATS_MAX;
-	sp_lower(f);
 	j = json_pack("{s:s, s:I}", "key_id", f->kid, "seats",
 	    (json_int_t)f->want);
 	if (sp_takeover(f->kid, 0))
 		json_object_set_new(j, "takeover", json_true());
 	body = json_dumps(j, JSON_COMPACT);
 	json_decref(j);
-	if (body == NULL || upstream_call("PUT", "/v1/seats/grant",
+	if (body == NULL || sp_lower(f) == -1 ||
+	    upstream_call("PUT", "/v1/seats/grant",
 	    sp.cf->license.key, sp.self[0] != '\0' ? sp.self : NULL, body,
 	    strlen(body), sp_done, f) == -1) {
 		struct httpc_res r = { .err = HTTPC_ECONNECT,
@@ -394,6 +415,11 @@ sp_store(struct sp_flight *f, const struct httpc_res *r, char *why,
 		g.expires = sp_expires(f, j);
 		g.total = json_is_integer(tot) ? json_integer_value(tot) :
 		    STORE_SEATS_NOLIMIT;
+		/* Never more than asked, or than the key has (SPEC 8). */
+		if (g.seats > f->want)
+			g.seats = f->want;
+		if (g.total != STORE_SEATS_NOLIMIT && g.seats > g.total)
+			g.seats = g.total;
 		if (g.total == STORE_SEATS_NOLIMIT || g.seats > 0 ||
 		    f->want > 0)
 			store_mygrant_put(sp.store, f->kid, &g);

@@ -311,26 +311,43 @@ fail:
 	return store_err(rc, "seats");
 }
 
+struct seats_match {
+	const char	*who;		/* holder, or holder and instance */
+	size_t		 len;
+	int		 exact, n;
+};
+
 static int
 seats_holder1(const MDB_val *k, const MDB_val *v, void *arg)
 {
+	struct seats_match	*m = arg;
+	size_t			 wl = k->mv_size - TOKEN_KID_LEN;
+
 	(void)v;
-	return k->mv_size >= 2 * TOKEN_KID_LEN && memcmp((char *)k->mv_data +
-	    TOKEN_KID_LEN, arg, TOKEN_KID_LEN) == 0;
+	if (wl < m->len || (m->exact && wl != m->len) ||
+	    memcmp((char *)k->mv_data + TOKEN_KID_LEN, m->who, m->len) != 0)
+		return 0;
+	m->n++;
+	return 1;
 }
 
 int
 store_grant_release(struct store *s, const char *kid, const char *holder,
     const char *ins)
 {
-	char who[SEATS_WHOMAX + 1];
+	struct seats_match	m;
+	char			who[SEATS_WHOMAX + 1];
+	int			ret;
 
 	if (strlen(kid) != TOKEN_KID_LEN || seats_who(who, holder, ins) == -1)
 		return -1;
-	if (ins == NULL)
-		return seats_walk(s, DB_GRANTS, kid, 1, seats_holder1,
-		    (void *)holder);
-	return seats_del(s, DB_GRANTS, kid, who);
+	m.who = who;
+	m.len = strlen(who);
+	m.exact = ins != NULL;
+	m.n = 0;
+	if ((ret = seats_walk(s, DB_GRANTS, kid, 1, seats_holder1, &m)) != 0)
+		return ret;
+	return m.n > 0 ? 0 : STORE_ENOTFOUND;
 }
 
 /* Key to (kid, who) strings; -1 for a key of another shape. */

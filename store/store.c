@@ -306,32 +306,48 @@ int
 store_self_id(struct store *s, char id[STORE_SELF_ID_LEN + 1])
 {
 	MDB_txn		*txn;
-	uint64_t	 v = 0;
+	uint64_t	 v = 0, fresh = 0;
 	int		 ret;
 
 	if ((ret = store_begin(s, 1, &txn)) != 0)
-		return ret;
-	if ((ret = store_meta_get(s, txn, "self_id", &v)) != 0)
+		return -1;
+	if (store_meta_get(s, txn, "self_id", &v) != 0 ||
+	    store_meta_get(s, txn, "self_new", &fresh) != 0)
 		goto fail;
 	if (v != 0) {
 		mdb_txn_abort(txn);
 		snprintf(id, STORE_SELF_ID_LEN + 1, "%016llx",
 		    (unsigned long long)v);
-		return 0;
+		return fresh != 0;
 	}
 	while (v == 0)	/* 0 reads as absent */
-		if (getrandom(&v, sizeof(v), 0) != sizeof(v)) {
-			ret = -1;
+		if (getrandom(&v, sizeof(v), 0) != sizeof(v))
 			goto fail;
-		}
-	if ((ret = store_meta_put(s, txn, "self_id", v)) != 0 ||
-	    (ret = store_commit(txn, "meta")) != 0)
-		return ret;
+	if (store_meta_put(s, txn, "self_id", v) != 0 ||
+	    store_meta_put(s, txn, "self_new", 1) != 0)
+		goto fail;
+	if (store_commit(txn, "meta") != 0)
+		return -1;
 	snprintf(id, STORE_SELF_ID_LEN + 1, "%016llx", (unsigned long long)v);
 	return 1;
 fail:
 	mdb_txn_abort(txn);
-	return ret;
+	return -1;
+}
+
+int
+store_self_settled(struct store *s)
+{
+	MDB_txn	*txn;
+	int	 ret;
+
+	if ((ret = store_begin(s, 1, &txn)) != 0)
+		return ret;
+	if ((ret = store_meta_put(s, txn, "self_new", 0)) != 0) {
+		mdb_txn_abort(txn);
+		return ret;
+	}
+	return store_commit(txn, "meta");
 }
 
 /* ---- open / close ---- */

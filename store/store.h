@@ -47,10 +47,13 @@ uint64_t	 store_snapshot_txnid(struct store *);
  * This store's own name, 16 hex characters: random, made by the first
  * writer that asks and kept in meta, so it names one server across its
  * restarts (a proxy to its upstream, as its X-Instance-Id) and no other.
- * Returns 1 when it was made by this call, 0 when it was there.
+ * Returns 1 while the name is new (made by this call or one before it,
+ * and not yet store_self_settled: what a proxy held before it had a name
+ * may still be held under none), 0 after, -1 on error.
  */
 #define STORE_SELF_ID_LEN	16
 int		 store_self_id(struct store *, char id[STORE_SELF_ID_LEN + 1]);
+int		 store_self_settled(struct store *);
 
 /*
  * Clock high-water mark: max(time(NULL), stored mark). The mark is only

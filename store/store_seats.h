@@ -56,7 +56,10 @@ int	store_seat_use(struct store *, const char *kid, int64_t now,
 /* Free one row; 0 also when there was none. */
 int	store_seat_release(struct store *, const char *kid,
 	    const char *instance);
-/* kid's grant to holder's instance ins, or every one of holder's (NULL). */
+/*
+ * kid's grant to holder's instance ins, or every one of holder's (NULL);
+ * STORE_ENOTFOUND when there was none.
+ */
 int	store_grant_release(struct store *, const char *kid,
 	    const char *holder, const char *ins);
 /* Drop every expired row (the writer's tick); returns rows dropped. */

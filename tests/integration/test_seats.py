@@ -384,6 +384,10 @@ def test_two_proxies_sharing_a_key_never_over_issue():
         a.stop()
         b.stop()
         r = run("seats", "release", "--store", auth.store, key_id(key),
+                "--holder", key_id(pkey), "--instance", ida + "x")
+        assert "nothing cancelled" in r.stderr, r
+        assert len(grants_of(auth)) == 2
+        r = run("seats", "release", "--store", auth.store, key_id(key),
                 "--holder", key_id(pkey), "--instance", ida)
         assert "instance " + ida in r.stderr, r
         rows = grants_of(auth)
@@ -415,8 +419,9 @@ def test_upgraded_proxy_takes_over_its_unnamed_grant():
     key. Upgraded (its store has grants but no instance id yet), it says
     so with its first claim by name and takes that row over, instead of
     finding its own 3 seats held against it for seat_grant_ttl and its
-    instances refused. A new proxy of the same key, with no grants of its
-    own, takes over nothing: an older proxy may still use the row."""
+    instances refused; also when it restarted before the authority could
+    answer it. A new proxy of the same key, with no grants of its own,
+    takes over nothing: an older proxy may still use the row."""
     with Fixture() as fx:
         pki = fx.add(Pki())
         auth = authority(fx, pki).start()
@@ -434,6 +439,12 @@ def test_upgraded_proxy_takes_over_its_unnamed_grant():
                          body={"key_id": key_id(key), "seats": 3})
         assert r.json()["granted"] == 3, r
         forget_instance_id(p.store)
+        # its first start finds the authority down, and it restarts
+        # before it could take the row over: the takeover still comes
+        auth.stop()
+        p.start()
+        p.stop()
+        auth.start()
         p.start()
         t0 = time.time()
         while time.time() - t0 < 3.5:       # three of its syncs

@@ -1327,6 +1327,9 @@ t_grants_by_instance(void **state)
 	assert_int_equal(strlen(id1), STORE_SELF_ID_LEN);
 	store_close(s);
 	s = open_rw(f, MAPSZ);
+	assert_int_equal(store_self_id(s, id2), 1);	/* new until settled */
+	assert_string_equal(id1, id2);
+	assert_int_equal(store_self_settled(s), 0);
 	assert_int_equal(store_self_id(s, id2), 0);
 	assert_string_equal(id1, id2);
 	store_close(s);
