@@ -53,7 +53,7 @@ ipc_kv_str(msgpack_packer *pk, const char *name, const char *v)
 static int
 ipc_encode_seats(msgpack_packer *pk, const struct ipc_msg *m)
 {
-	static const int nfields[] = { 4, 7, 5, 6 };
+	static const int nfields[] = { 4, 7, 6, 6 };
 
 	if (m->type < IPC_SEAT_REQ || m->type > IPC_GRANT_RES)
 		return -1;
@@ -70,6 +70,7 @@ ipc_encode_seats(msgpack_packer *pk, const struct ipc_msg *m)
 		ipc_kv_str(pk, "kid", m->kid);
 		ipc_kv_int(pk, "want", m->want);
 		ipc_kv_int(pk, "tko", m->takeover);
+		ipc_kv_int(pk, "seq", m->seq);
 	} else {
 		ipc_kv_int(pk, "st", m->status);
 		ipc_kv_str(pk, "rsn", m->reason);
@@ -190,6 +191,7 @@ ipc_get_int(const msgpack_object *o, int64_t lo, int64_t hi, int64_t *v)
 #define F_EXP	0x8000
 #define F_LSE	0x10000
 #define F_TKO	0x20000
+#define F_SEQ	0x40000
 
 /* A key_id as the store names it: 16 lowercase hex characters. */
 static int
@@ -228,6 +230,9 @@ ipc_field_seats(const char *name, const msgpack_object *v,
 		*bit = F_WANT;
 	else if (strcmp(name, "tko") == 0 && ipc_get_int(v, 0, 1, &i) == 0)
 		m->takeover = (int)i, *bit = F_TKO;
+	else if (strcmp(name, "seq") == 0 &&
+	    ipc_get_int(v, 0, INT64_MAX, &m->seq) == 0)
+		*bit = F_SEQ;
 	else if (strcmp(name, "used") == 0 &&
 	    ipc_get_int(v, 0, IPC_SEATS_MAX, &m->used) == 0)
 		*bit = F_USED;
@@ -317,7 +322,8 @@ ipc_schema(const msgpack_object *o, struct ipc_msg *m)
 		    F_USED | F_RA;
 		break;
 	case IPC_GRANT_REQ:
-		want = F_T | F_RID | F_HOLD | F_INS | F_KID | F_WANT | F_TKO;
+		want = F_T | F_RID | F_HOLD | F_INS | F_KID | F_WANT | F_TKO |
+		    F_SEQ;
 		break;
 	case IPC_GRANT_RES:
 		want = F_T | F_RID | F_ST | F_RSN | F_GR | F_EXP | F_TOT |

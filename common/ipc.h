@@ -68,6 +68,7 @@ struct ipc_msg {
 	char		 kid[17];	/* GRANT_*: the key asked about */
 	int64_t		 want;		/* GRANT_REQ */
 	int		 takeover;	/* GRANT_REQ: of the unnamed row, 0/1 */
+	int64_t		 seq;		/* GRANT_REQ: the proxy's number, 0: none */
 	int64_t		 used;		/* SEAT_RES */
 	int64_t		 total;		/* *_RES: -1 = no limit */
 	int64_t		 granted;	/* *_RES: -1 = not a proxy (SEAT_RES) */

@@ -149,6 +149,7 @@ seats_auth_grant(uint64_t chan, const struct ipc_msg *m)
 		c.holder = m->holder;
 		c.holder_ins = m->instance;
 		c.takeover = m->takeover;
+		c.seq = m->seq;
 		c.want = m->want;
 		c.cap = k.seats;
 		c.expires = res.expires;

@@ -66,6 +66,7 @@ static struct {
 	char			 self[sizeof("X-Instance-Id: ") +
 				    STORE_SELF_ID_LEN];
 	struct sp_sync		*takeover;	/* grants held unnamed, or NULL */
+	int64_t			 seq;		/* the last request's number */
 } sp;
 
 static void	sp_start(struct sp_flight *);
@@ -194,6 +195,7 @@ sp_claim(const struct ipc_msg *m, const char *kid,
 		c.holder = m->holder;
 		c.holder_ins = m->instance;
 		c.takeover = m->takeover;
+		c.seq = m->seq;
 		c.want = m->want;
 		c.expires = sub;
 	}
@@ -340,17 +342,24 @@ sp_start(struct sp_flight *f)
 	struct sp_wait		*w;
 	json_t			*j;
 	char			*body;
-	int64_t			 want;
+	int64_t			 want, seq;
 
 	f->before = -1;
-	f->sent = store_seat_now(sp.store);
+	/*
+	 * Numbered on the seat clock in ms, which no restart or clock change
+	 * sets back, so the upstream can tell a request held up in the
+	 * network from a newer one and apply only the newer.
+	 */
+	seq = store_seat_now_ms(sp.store);
+	sp.seq = seq > sp.seq ? seq : sp.seq + 1;
+	f->sent = seq / 1000;
 	store_seat_use(sp.store, f->kid, f->sent, &u);
 	want = u.used;
 	TAILQ_FOREACH(w, &f->counted, entry)
 		want += w->need;
 	f->want = want < IPC_SEATS_MAX ? want : IPC_SEATS_MAX;
-	j = json_pack("{s:s, s:I}", "key_id", f->kid, "seats",
-	    (json_int_t)f->want);
+	j = json_pack("{s:s, s:I, s:I}", "key_id", f->kid, "seats",
+	    (json_int_t)f->want, "seq", (json_int_t)sp.seq);
 	if (sp_takeover(f->kid, 0))
 		json_object_set_new(j, "takeover", json_true());
 	body = json_dumps(j, JSON_COMPACT);

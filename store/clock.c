@@ -149,7 +149,7 @@ seat_ms(const struct store *s, const struct seat_anchor *a, int64_t boot_ms)
 }
 
 int64_t
-store_seat_now(struct store *s)
+store_seat_now_ms(struct store *s)
 {
 	struct seat_anchor	 a = { 0, 0, 0, 0 };
 	MDB_txn			*txn;
@@ -159,7 +159,13 @@ store_seat_now(struct store *s)
 			memset(&a, 0, sizeof(a));
 		store_rend(s, txn);
 	}
-	return seat_ms(s, &a, proc_boot_ms()) / 1000;
+	return seat_ms(s, &a, proc_boot_ms());
+}
+
+int64_t
+store_seat_now(struct store *s)
+{
+	return store_seat_now_ms(s) / 1000;
 }
 
 /* The writer's: anchor this boot once, then note S for the next boot. */

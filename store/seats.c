@@ -6,7 +6,9 @@
  * Row key: key_id (16 bytes) then the instance, or the holder and its
  * instance (a grant row of a proxy that names none ends at the holder);
  * value: a version byte then big-endian 64-bit integers (expires; seats,
- * expires; seats, expires, total).
+ * expires[, seq]; seats, expires, total). A grant's seq is the last
+ * request's number from a proxy that numbers them; rows of others have
+ * none, and so keep the shape older versions read.
  */
 #include <stdio.h>
 #include <string.h>
@@ -16,7 +18,7 @@
 #include "store_seats.h"
 
 #define SEATS_WHOMAX	(TOKEN_KID_LEN + TOKEN_INSTANCE_MAX)
-#define SEATS_NVALS	3	/* most integers in a value (mygrants) */
+#define SEATS_NVALS	3	/* most integers in a value (mygrants, numbered grants) */
 
 /* A row's value: nval integers after the version byte. */
 struct seats_val {
@@ -71,6 +73,21 @@ seats_unpack(const MDB_val *v, int n, int64_t *x)
 	return 0;
 }
 
+/* A grant row: seats, expires and seq (0 for a row without one). */
+static int
+seats_unpack_grant(const MDB_val *v, int64_t x[3])
+{
+	x[2] = 0;
+	return seats_unpack(v, 3, x) == 0 ? 0 : seats_unpack(v, 2, x);
+}
+
+/* A row of table grants (or else seats) into x; -1 for another shape. */
+static int
+seats_unpack_row(const MDB_val *v, int grants, int64_t x[3])
+{
+	return grants ? seats_unpack_grant(v, x) : seats_unpack(v, 1, x);
+}
+
 /* -1 when the table is absent (a read-only open of an older store). */
 static int
 seats_dbi(struct store *s, enum store_db db, MDB_dbi *dbi)
@@ -98,7 +115,7 @@ seats_scan(MDB_txn *txn, MDB_dbi dbi, int grants, const char *kid,
 {
 	MDB_cursor	*cur;
 	MDB_val		 k = { TOKEN_KID_LEN, (void *)kid }, v;
-	int64_t		 x[2];
+	int64_t		 x[3];
 	size_t		 sl = skip != NULL ? strlen(skip) : 0;
 	int		 rc, op = MDB_SET_RANGE;
 
@@ -109,7 +126,7 @@ seats_scan(MDB_txn *txn, MDB_dbi dbi, int grants, const char *kid,
 		if (k.mv_size < TOKEN_KID_LEN || memcmp(k.mv_data, kid,
 		    TOKEN_KID_LEN) != 0)
 			break;
-		if (seats_unpack(&v, grants ? 2 : 1, x) == -1)
+		if (seats_unpack_row(&v, grants, x) == -1)
 			continue;
 		if (x[grants] <= now) {
 			if (prune && (rc = mdb_cursor_del(cur, 0)) != 0)
@@ -128,6 +145,31 @@ seats_scan(MDB_txn *txn, MDB_dbi dbi, int grants, const char *kid,
 	return rc == 0 || rc == MDB_NOTFOUND ? 0 : store_err(rc, "seats");
 }
 
+/*
+ * A numbered grant request older than the last one applied to its row
+ * arrived late (held up in the network past the proxy's timeout, while a
+ * newer one got through): applying it would undo the newer, a give-back
+ * undoing a raise the proxy now serves out of. It changes nothing; the
+ * answer is what the row holds. 1 if stale, with u filled.
+ */
+static int
+seats_stale(MDB_txn *txn, MDB_dbi dbi, const struct store_claim *c,
+    const MDB_val *k, struct store_seat_use *u)
+{
+	MDB_val	v;
+	int64_t	x[3];
+
+	if (c->instance != NULL || c->seq <= 0 ||
+	    mdb_get(txn, dbi, (MDB_val *)k, &v) != 0 ||
+	    seats_unpack_grant(&v, x) == -1 || x[1] <= c->now ||
+	    x[2] <= c->seq)
+		return 0;
+	u->got = x[0];
+	u->granted += x[0];
+	u->used = u->instances + u->granted;
+	return 1;
+}
+
 /* The claimant's row: taken or renewed, or gone when nothing is free. */
 static int
 seats_take(MDB_txn *txn, MDB_dbi dbi, const struct store_claim *c,
@@ -136,18 +178,21 @@ seats_take(MDB_txn *txn, MDB_dbi dbi, const struct store_claim *c,
 	unsigned char		 kb[TOKEN_KID_LEN + SEATS_WHOMAX];
 	struct seats_val	 sv;
 	MDB_val			 k, v;
-	int64_t			 x[2], free;
+	int64_t			 x[3], free;
 	int			 rc, inst = c->instance != NULL;
 
 	k.mv_data = kb;
 	if ((k.mv_size = seats_key(kb, c->kid, who)) == 0)
 		return -1;
+	if (seats_stale(txn, dbi, c, &k, u))
+		return 0;
 	free = c->cap - u->instances - u->granted;
 	u->got = free <= 0 ? 0 : c->want < free ? c->want : free;
 	if (u->got > 0) {
 		x[0] = inst ? c->expires : u->got;
 		x[1] = c->expires;
-		v = seats_pack(&sv, inst ? 1 : 2, x);
+		x[2] = c->seq;
+		v = seats_pack(&sv, inst ? 1 : c->seq > 0 ? 3 : 2, x);
 		rc = mdb_put(txn, dbi, &k, &v, 0);
 	} else if ((rc = mdb_del(txn, dbi, &k, NULL)) == MDB_NOTFOUND)
 		rc = 0;
@@ -376,10 +421,10 @@ static int
 seats_prune1(const MDB_val *k, const MDB_val *v, void *arg)
 {
 	struct seats_prune	*p = arg;
-	int64_t			 x[2];
+	int64_t			 x[3];
 
 	(void)k;
-	if (seats_unpack(v, p->grants ? 2 : 1, x) == -1 ||
+	if (seats_unpack_row(v, p->grants, x) == -1 ||
 	    x[p->grants] > p->now)
 		return 0;
 	p->n++;
@@ -424,7 +469,7 @@ seats_each1(const MDB_val *k, const MDB_val *v, void *arg)
 	if (e->seat != NULL && seats_unpack(v, 1, x) == 0)
 		return e->seat(kid, who, x[0], e->arg) ? -1 : 0;
 	if (e->grant != NULL && strlen(who) >= TOKEN_KID_LEN &&
-	    seats_unpack(v, 2, x) == 0) {
+	    seats_unpack_grant(v, x) == 0) {
 		memcpy(holder, who, TOKEN_KID_LEN);
 		holder[TOKEN_KID_LEN] = '\0';
 		return e->grant(kid, holder, who + TOKEN_KID_LEN, x[0], x[1],

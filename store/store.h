@@ -73,6 +73,7 @@ int		 store_clock_tick(struct store *);
  * no time; across a reboot it goes on from the later of the two.
  */
 int64_t		 store_seat_now(struct store *);
+int64_t		 store_seat_now_ms(struct store *);	/* the same, in ms */
 
 /*
  * Lease time: a lease is valid for life_ms of

@@ -29,6 +29,7 @@ struct store_claim {
 	const char	*holder;	/* a grant to this key_id, or NULL */
 	const char	*holder_ins;	/* the holding proxy's instance, or NULL */
 	int		 takeover;	/* it held the holder's unnamed row */
+	int64_t		 seq;		/* the proxy's request number; 0: none */
 	int64_t		 want;
 	int64_t		 cap;		/* seats this server may hand out */
 	int64_t		 expires;	/* of the row taken or renewed */

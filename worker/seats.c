@@ -92,9 +92,11 @@ seats_bad(struct reply *rp, const char *field, const char *msg)
 }
 
 /*
- * {"key_id":KID, "seats":WANT[, "takeover":true]}; the caller's role was
- * checked. takeover (an extension): a proxy upgraded to naming itself
- * held its grant in its key's unnamed row, and takes it over.
+ * {"key_id":KID, "seats":WANT[, "takeover":true][, "seq":N]}; the
+ * caller's role was checked. Extensions: takeover, a proxy upgraded to
+ * naming itself held its grant in its key's unnamed row and takes it
+ * over; seq, the proxy's increasing request number, so one that arrives
+ * after a newer one was applied changes nothing.
  */
 static enum outcome
 seats_grant(const struct conn *c, struct req_state *st,
@@ -102,7 +104,7 @@ seats_grant(const struct conn *c, struct req_state *st,
 {
 	struct ipc_msg	 m;
 	enum outcome	 out;
-	json_t		*j, *want, *tko;
+	json_t		*j, *want, *tko, *seq;
 	const char	*s;
 
 	if (!http_json_type(&c->req)) {
@@ -115,6 +117,7 @@ seats_grant(const struct conn *c, struct req_state *st,
 	    JSON_REJECT_DUPLICATES, NULL);
 	want = json_object_get(j, "seats");
 	tko = json_object_get(j, "takeover");
+	seq = json_object_get(j, "seq");
 	s = json_string_value(json_object_get(j, "key_id"));
 	memset(&m, 0, sizeof(m));
 	if (c->req.instance_bad)
@@ -129,12 +132,16 @@ seats_grant(const struct conn *c, struct req_state *st,
 		out = seats_bad(rp, "seats", "an integer, 0 to 1000000");
 	else if (tko != NULL && !json_is_boolean(tko))
 		out = seats_bad(rp, "takeover", "true or false");
+	else if (seq != NULL && (!json_is_integer(seq) ||
+	    json_integer_value(seq) < 0))
+		out = seats_bad(rp, "seq", "a whole number, 0 or more");
 	else {
 		m.type = IPC_GRANT_REQ;
 		memcpy(m.holder, l->kid, sizeof(m.holder));
 		/* Proxies sharing one key hold a grant each, by instance. */
 		memcpy(m.instance, c->req.instance, sizeof(m.instance));
 		m.takeover = json_is_true(tko);
+		m.seq = seq != NULL ? json_integer_value(seq) : 0;
 		memcpy(m.kid, s, TOKEN_KID_LEN);
 		m.want = json_integer_value(want);
 		out = seats_ask(st, &m, rp);

@@ -135,7 +135,11 @@ def test_grant_protocol_authority():
         assert r.status == 403 and r.json()["error"] == "forbidden", r
         for body, field in (({"key_id": "x", "seats": 1}, "key_id"),
                             ({"key_id": kid, "seats": -1}, "seats"),
-                            ({"key_id": kid}, "seats")):
+                            ({"key_id": kid}, "seats"),
+                            ({"key_id": kid, "seats": 1, "seq": -1}, "seq"),
+                            ({"key_id": kid, "seats": 1, "seq": 1.5}, "seq"),
+                            ({"key_id": kid, "seats": 1, "takeover": 1},
+                             "takeover")):
             r = auth.request("PUT", "/v1/seats/grant", key=pkey, body=body)
             assert r.status == 400 and field in r.json()["message"], r
         # a field twice is ambiguous; a body not declared JSON is refused
@@ -618,7 +622,9 @@ class Relay:
     reach the authority (which acts on them), but from a connection's
     second TLS application-data record on (TLS 1.3: the first is the
     client's Finished, the second its request) nothing it answers comes
-    back."""
+    back. hold: from that record on, what the client sends is kept back,
+    its connection to the authority left open; release() delivers it late
+    (a request held up in the network until the proxy gave up on it)."""
 
     def __init__(self, target_port):
         self.target = target_port
@@ -627,6 +633,7 @@ class Relay:
         self.ls.listen(64)
         self.port = self.ls.getsockname()[1]
         self.up, self.lose_answers, self.socks = True, False, []
+        self.hold, self.kept = False, []
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -651,7 +658,7 @@ class Relay:
                              daemon=True).start()
 
     def _pump(self, c, u):
-        buf, records = b"", 0
+        buf, records, stash = b"", 0, None
         try:
             while self.up:
                 for s in select.select([c, u], [], [], 0.2)[0]:
@@ -664,13 +671,28 @@ class Relay:
                                 len(buf) >= 5 + int.from_bytes(buf[3:5], "big"):
                             records += buf[0] == 0x17
                             buf = buf[5 + int.from_bytes(buf[3:5], "big"):]
-                        u.sendall(d)
+                        if stash is None and self.hold and records >= 2:
+                            stash = b""
+                        if stash is not None:
+                            stash += d
+                        else:
+                            u.sendall(d)
                     elif not (self.lose_answers and records >= 2):
                         c.sendall(d)
         except OSError:
             pass
-        for s in (c, u):
-            s.close()
+        c.close()
+        if stash is not None:
+            self.kept.append((u, stash))
+        else:
+            u.close()
+
+    def release(self):
+        """Deliver what hold kept; the number of requests delivered."""
+        kept, self.kept = self.kept, []
+        for u, data in kept:
+            u.sendall(data)
+        return len(kept)
 
     def cut(self):
         self.up = False
@@ -878,3 +900,37 @@ def test_give_back_binds_across_a_restart():
                 [200, 200]
             assert len(held(p, key)) + len(held(auth, key)) == 3, how
             finish(fx)
+
+
+def test_late_give_back_does_not_undo_a_newer_raise():
+    """The proxy gives back 2 of its 3 seats; the request is held up on
+    the way (Relay.hold) until the proxy gives up on it (binding it), its
+    instances come back and a raise to 3 is answered; then the old
+    give-back arrives. Numbered (seq), it changes nothing (the old code
+    applied it: the authority set the grant to 1 while the proxy served
+    3, 5 holders of a 3-seat key)."""
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth = authority(fx, pki).start()
+        key = seat_key(auth, 3)
+        pkey = proxy_key(auth)
+        rl = fx.add(Relay(auth.port))
+        p = proxy(fx, pki, [rl.url], pkey, sync="4s", ttl="60s").start()
+        for i in range(3):
+            assert take(p, key, "a%d" % i).status == 200
+        for i in (1, 2):
+            assert take(p, key, "a%d" % i, "DELETE").status == 204
+        rl.hold = True
+        wait_for(lambda: "no answer to giving back 2 of 3 seats" in
+                 p.logs(), timeout=12, step=0.05,
+                 what="the give-back to time out")
+        rl.hold = False
+        assert [take(p, key, n).status for n in ("b1", "b2")] == [200, 200]
+        assert [g["seats"] for g in grants_of(auth)] == [3]
+        assert rl.release() >= 1
+        time.sleep(0.5)
+        assert [g["seats"] for g in grants_of(auth)] == [3], grants_of(auth)
+        assert [take(auth, key, n).status for n in ("d0", "d1")] == \
+            [409, 409]
+        assert len(held(p, key)) + len(held(auth, key)) == 3
+        finish(fx)

@@ -580,8 +580,10 @@ t_roundtrip_seats(void **state)
 	assert_string_equal(out.instance, "3f2a9c0d1e4b5a67");
 	assert_int_equal(out.takeover, 0);
 	in.takeover = 1;
+	in.seq = 1796412345678LL;
 	roundtrip(&in, &out);
 	assert_int_equal(out.takeover, 1);
+	assert_int_equal(out.seq, 1796412345678LL);
 	memset(&in, 0, sizeof(in));
 	in.type = IPC_GRANT_RES;
 	in.status = 200;
@@ -596,20 +598,24 @@ t_roundtrip_seats(void **state)
 	    FS("rsn", ""), FI("ra", 1)), -1);
 	assert_int_equal(DEC(FI("t", 6), FI("rid", 7), FS("hold",
 	    "0123456789ABCDEF"), FS("ins", ""), FS("kid", "fedcba9876543210"),
-	    FI("want", 1), FI("tko", 0)), -1);
+	    FI("want", 1), FI("tko", 0), FI("seq", 0)), -1);
 	assert_int_equal(DEC(FI("t", 6), FI("rid", 7), FS("hold",
 	    "0123456789abcdef"), FS("ins", ""), FS("kid", "fedcba9876543210"),
-	    FI("want", IPC_SEATS_MAX + 1), FI("tko", 0)), -1);
+	    FI("want", IPC_SEATS_MAX + 1), FI("tko", 0), FI("seq", 0)), -1);
 	assert_true(DEC(FI("t", 6), FI("rid", 7), FS("hold",
 	    "0123456789abcdef"), FS("ins", ""), FS("kid",
-	    "fedcba9876543210"), FI("want", 1), FI("tko", 1)) > 0);
+	    "fedcba9876543210"), FI("want", 1), FI("tko", 1), FI("seq", 9)) > 0);
 	assert_int_equal(DEC(FI("t", 6), FI("rid", 7), FS("hold",
 	    "0123456789abcdef"), FS("ins", ""), FS("kid",
-	    "fedcba9876543210"), FI("want", 1), FI("tko", 2)), -1);
+	    "fedcba9876543210"), FI("want", 1), FI("tko", 2), FI("seq", 9)), -1);
+	assert_int_equal(DEC(FI("t", 6), FI("rid", 7), FS("hold",
+	    "0123456789abcdef"), FS("ins", ""), FS("kid",
+	    "fedcba9876543210"), FI("want", 1), FI("tko", 0), FI("seq", -1)),
+	    -1);
 	/* a grant request names its instance, if only as "" */
 	assert_int_equal(DEC(FI("t", 6), FI("rid", 7), FS("hold",
 	    "0123456789abcdef"), FS("kid", "fedcba9876543210"),
-	    FI("want", 1), FI("tko", 0)), -1);
+	    FI("want", 1), FI("tko", 0), FI("seq", 0)), -1);
 	/* an instance's seat request must name the instance */
 	assert_int_equal(DEC(FI("t", 4), FI("rid", 7), FS("key",
 	    "0123456789012345678901234567890123456789"), FI("op", 1),

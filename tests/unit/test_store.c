@@ -1322,6 +1322,23 @@ t_grants_by_instance(void **state)
 	assert_int_equal(store_grant_release(s, kid, hold, "proxy-a"), 0);
 	assert_int_equal(store_seat_use(s, kid, 1000, &u), 0);
 	assert_int_equal(u.used, 1);
+	assert_int_equal(store_grant_release(s, kid, hold, "proxy-a"),
+	    STORE_ENOTFOUND);
+	/* numbered requests: one older than the row's last changes nothing */
+	c.holder_ins = "proxy-n";
+	c.want = 2;
+	c.seq = 20;
+	assert_int_equal(store_seat_claim(s, &c, &u), 0);
+	assert_int_equal(u.got, 2);
+	c.want = 0;
+	c.seq = 19;			/* a give-back, held up, arriving late */
+	assert_int_equal(store_seat_claim(s, &c, &u), 0);
+	assert_int_equal(u.got, 2);
+	assert_int_equal(u.used, 3);
+	c.seq = 21;			/* a newer one applies */
+	assert_int_equal(store_seat_claim(s, &c, &u), 0);
+	assert_int_equal(u.got, 0);
+	c.seq = 0;
 	/* the self id: made once, then the same across opens */
 	assert_int_equal(store_self_id(s, id1), 1);
 	assert_int_equal(strlen(id1), STORE_SELF_ID_LEN);
