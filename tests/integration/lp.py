@@ -665,3 +665,20 @@ class ConnectProxy:
     def cleanup(self):
         self.closed = True
         self.sock.close()
+
+
+def mdb_edit(store, db, edit):
+    """Rewrite table db of a stopped server's store by hand: mdb_dump it,
+    edit(lines) changes the dump's lines (a key line, then its value line,
+    each " " + hex) in place, mdb_load writes them back (a store edited or
+    damaged by hand, or left by an older version)."""
+    out = subprocess.run(["mdb_dump", "-s", db, store], check=True,
+                         capture_output=True, text=True).stdout
+    head, _, rest = out.partition("HEADER=END\n")
+    # mdb_load of the same LMDB warns about a keyword it does not read
+    head = "".join(ln for ln in head.splitlines(True)
+                   if not ln.startswith("db_pagesize="))
+    lines = rest.split("\n")
+    edit(lines)
+    subprocess.run(["mdb_load", "-s", db, store], check=True,
+                   input=head + "HEADER=END\n" + "\n".join(lines), text=True)

@@ -10,13 +10,12 @@ import os
 import shutil
 import socket
 import ssl
-import subprocess
 import tempfile
 import threading
 import time
 
 from lp import (Fixture, Pki, Server, run, wait_for, verify_token,
-                token_payload, fake_key, key_id, b64url_decode)
+                token_payload, fake_key, key_id, b64url_decode, mdb_edit)
 
 FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 LIC = 'licproxy_requests_total{endpoint="/v1/license",code="%d"}'
@@ -765,25 +764,15 @@ def test_cache_export_import():
 
 
 def swap_lease_rows(store, sha_a, sha_b):
-    """Swap the values of two rows of the leases table with mdb_dump and
-    mdb_load: each key's row then holds a lease, correctly signed, for the
-    other key (a store edited or damaged by hand)."""
-    out = subprocess.run(["mdb_dump", "-s", "leases", store], check=True,
-                         capture_output=True, text=True).stdout
-    head, _, rest = out.partition("HEADER=END\n")
-    # mdb_load of the same LMDB warns about a keyword it does not read
-    head = "".join(l for l in head.splitlines(True)
-                   if not l.startswith("db_pagesize="))
-    lines = rest.split("\n")
-    rows = {}
-    for i in range(0, len(lines) - 1, 2):
-        if lines[i].startswith(" "):
-            rows[lines[i].strip()] = i
-    ka, kb = rows[sha_a], rows[sha_b]
-    lines[ka + 1], lines[kb + 1] = lines[kb + 1], lines[ka + 1]
-    subprocess.run(["mdb_load", "-s", "leases", store], check=True,
-                   input=head + "HEADER=END\n" + "\n".join(lines),
-                   text=True)
+    """Swap the values of two rows of the leases table: each key's row
+    then holds a lease, correctly signed, for the other key (a store
+    edited or damaged by hand)."""
+    def swap(lines):
+        rows = {lines[i].strip(): i for i in range(0, len(lines) - 1, 2)
+                if lines[i].startswith(" ")}
+        ka, kb = rows[sha_a], rows[sha_b]
+        lines[ka + 1], lines[kb + 1] = lines[kb + 1], lines[ka + 1]
+    mdb_edit(store, "leases", swap)
 
 
 def test_lease_row_for_another_key_is_never_served():

@@ -12,7 +12,8 @@ import tempfile
 import threading
 import time
 
-from lp import Fixture, Pki, Server, run, wait_for, key_id, free_port
+from lp import (Fixture, Pki, Server, run, wait_for, key_id, free_port,
+                mdb_edit)
 
 TTL = "3s"
 
@@ -404,18 +405,11 @@ def test_two_proxies_sharing_a_key_never_over_issue():
 
 
 def forget_instance_id(store):
-    """Zero meta self_id in a stopped proxy's store with mdb_dump and
-    mdb_load: the store as a version from before instance names left it."""
-    out = subprocess.run(["mdb_dump", "-s", "meta", store], check=True,
-                         capture_output=True, text=True).stdout
-    head, _, rest = out.partition("HEADER=END\n")
-    head = "".join(ln for ln in head.splitlines(True)
-                   if not ln.startswith("db_pagesize="))
-    lines = rest.split("\n")
-    i = lines.index(" " + b"self_id".hex())
-    lines[i + 1] = " " + "00" * 8
-    subprocess.run(["mdb_load", "-s", "meta", store], check=True,
-                   input=head + "HEADER=END\n" + "\n".join(lines), text=True)
+    """Zero meta self_id in a stopped proxy's store: the store as a
+    version from before instance names left it."""
+    def zero(lines):
+        lines[lines.index(" " + b"self_id".hex()) + 1] = " " + "00" * 8
+    mdb_edit(store, "meta", zero)
 
 
 def test_upgraded_proxy_takes_over_its_unnamed_grant():
@@ -755,6 +749,22 @@ def test_proxy_seat_never_outlives_its_grant():
         finish(fx)
 
 
+def three_held_two_released(fx, pki, auth, sync="2s", timeout="1s"):
+    """A 3-seat key; a proxy behind a Relay takes 3 seats and releases 2,
+    so its next sync gives 2 back. Returns (key, pkey, relay, proxy)."""
+    key = seat_key(auth, 3)
+    pkey = proxy_key(auth)
+    rl = fx.add(Relay(auth.port))
+    p = proxy(fx, pki, [rl.url], pkey, sync=sync, ttl="60s",
+              timeout=timeout).start()
+    for i in range(3):
+        assert take(p, key, "a%d" % i).status == 200
+    assert grants(auth)[key_id(pkey)][0] == 3
+    for i in (1, 2):
+        assert take(p, key, "a%d" % i, "DELETE").status == 204
+    return key, pkey, rl, p
+
+
 def test_give_back_with_its_answer_lost_binds():
     """The proxy gives back two of its three seats and the authority takes
     them, but the answer never arrives: the proxy must count them as given
@@ -763,15 +773,7 @@ def test_give_back_with_its_answer_lost_binds():
     with Fixture() as fx:
         pki = fx.add(Pki())
         auth = authority(fx, pki).start()
-        key = seat_key(auth, 3)
-        pkey = proxy_key(auth)
-        rl = fx.add(Relay(auth.port))
-        p = proxy(fx, pki, [rl.url], pkey, sync="2s", ttl="60s").start()
-        for i in range(3):
-            assert take(p, key, "a%d" % i).status == 200
-        assert grants(auth)[key_id(pkey)][0] == 3
-        for i in (1, 2):
-            assert take(p, key, "a%d" % i, "DELETE").status == 204
+        key, pkey, rl, p = three_held_two_released(fx, pki, auth)
         rl.lose_answers = True
         wait_for(lambda: grants(auth)[key_id(pkey)][0] == 1, timeout=10,
                  what="the authority to take the give-back")
@@ -875,15 +877,8 @@ def test_give_back_binds_across_a_restart():
         with Fixture() as fx:
             pki = fx.add(Pki())
             auth = authority(fx, pki).start()
-            key = seat_key(auth, 3)
-            pkey = proxy_key(auth)
-            rl = fx.add(Relay(auth.port))
-            p = proxy(fx, pki, [rl.url], pkey, sync="2s", ttl="60s",
-                      timeout=timeout).start()
-            for i in range(3):
-                assert take(p, key, "a%d" % i).status == 200
-            for i in (1, 2):
-                assert take(p, key, "a%d" % i, "DELETE").status == 204
+            key, pkey, rl, p = three_held_two_released(fx, pki, auth,
+                                                       timeout=timeout)
             rl.lose_answers = True
             wait_for(lambda: grants(auth)[key_id(pkey)][0] == 1,
                      timeout=10, step=0.05, what="the give-back applied")
@@ -912,14 +907,7 @@ def test_late_give_back_does_not_undo_a_newer_raise():
     with Fixture() as fx:
         pki = fx.add(Pki())
         auth = authority(fx, pki).start()
-        key = seat_key(auth, 3)
-        pkey = proxy_key(auth)
-        rl = fx.add(Relay(auth.port))
-        p = proxy(fx, pki, [rl.url], pkey, sync="4s", ttl="60s").start()
-        for i in range(3):
-            assert take(p, key, "a%d" % i).status == 200
-        for i in (1, 2):
-            assert take(p, key, "a%d" % i, "DELETE").status == 204
+        key, pkey, rl, p = three_held_two_released(fx, pki, auth, sync="4s")
         rl.hold = True
         wait_for(lambda: "no answer to giving back 2 of 3 seats" in
                  p.logs(), timeout=12, step=0.05,
