@@ -82,19 +82,22 @@ seats_inst1(const char *kid, const char *ins, int64_t exp, void *arg)
 	return 0;
 }
 
-/* instance: the holding proxy's, null for one that named none. */
+/* instance: the holding proxy's; absent (SPEC 8's shape) for none. */
 static int
 seats_grant1(const char *kid, const char *holder, const char *ins,
     int64_t seats, int64_t exp, void *arg)
 {
-	struct seats_rows *r = arg;
+	struct seats_rows	*r = arg;
+	json_t			*g;
 
 	(void)kid;
-	if (exp > r->now && seats > 0)
-		json_array_append_new(r->grants, json_pack("{s:s,s:o,s:I,s:o}",
-		    "holder", holder, "instance", *ins != '\0' ?
-		    json_string(ins) : json_null(), "seats", (json_int_t)seats,
-		    "expires_at", seats_time(exp)));
+	if (exp <= r->now || seats <= 0)
+		return 0;
+	g = json_pack("{s:s,s:I,s:o}", "holder", holder, "seats",
+	    (json_int_t)seats, "expires_at", seats_time(exp));
+	if (*ins != '\0')
+		json_object_set_new(g, "instance", json_string(ins));
+	json_array_append_new(r->grants, g);
 	return 0;
 }
 

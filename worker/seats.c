@@ -296,6 +296,24 @@ seats_left(int64_t expires)
 	return left > 0 ? left : 0;
 }
 
+/*
+ * SPEC 8's grant answer; expires_in only for a proxy that names itself
+ * (a licproxy proxy, which reads it), so others get exactly that shape.
+ */
+static void
+seats_grant_answer(const struct conn *c, const struct ipc_msg *m,
+    struct reply *rp)
+{
+	json_t *o = json_pack("{s:s, s:I, s:o, s:o}", "key_id", m->kid,
+	    "granted", (json_int_t)m->granted, "expires_at",
+	    seats_time(m->expires), "total", seats_count(m->total));
+
+	if (c->req.instance[0] != '\0')
+		json_object_set_new(o, "expires_in",
+		    json_integer(seats_left(m->expires)));
+	seats_send(rp, 200, o);
+}
+
 /* The writer's answer (a->msg), or none (the uplink lost, the sweep). */
 static void
 seats_render(const struct conn *c, const struct req_state *st,
@@ -314,11 +332,7 @@ seats_render(const struct conn *c, const struct req_state *st,
 	else if (m->type == IPC_SEAT_RES)
 		seats_answer(c, st, m, rp);
 	else
-		seats_send(rp, 200, json_pack("{s:s, s:I, s:o, s:I, s:o}",
-		    "key_id", m->kid, "granted", (json_int_t)m->granted,
-		    "expires_at", seats_time(m->expires), "expires_in",
-		    (json_int_t)seats_left(m->expires), "total",
-		    seats_count(m->total)));
+		seats_grant_answer(c, m, rp);
 }
 
 enum outcome

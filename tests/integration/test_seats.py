@@ -167,6 +167,11 @@ def test_grant_protocol_authority():
                              body={"key_id": kid, "seats": want},
                              headers={"X-Instance-Id": ins})
             assert r.status == 200 and r.json()["granted"] == got, (ins, r)
+            # a proxy naming itself also gets the seconds left, never
+            # more than the grant's 72 h (whole, less one)
+            left = iso(r.json()["expires_at"]) - time.time()
+            assert 72 * 3600 - 3 <= r.json()["expires_in"] < 72 * 3600, r
+            assert abs(r.json()["expires_in"] - left) <= 2, (r, left)
         assert [(g["instance"], g["seats"]) for g in grants_of(auth)] == \
             [("p2", 1)]
         r = auth.request("PUT", "/v1/seats/grant", key=pkey,
@@ -179,11 +184,9 @@ def test_grant_protocol_authority():
         r = auth.request("PUT", "/v1/seats/grant", key=pkey,
                          body={"key_id": kid, "seats": 2})
         assert r.status == 200, r
+        assert set(r.json()) == {"key_id", "granted", "expires_at",
+                                 "total"}, r     # SPEC 8's shape exactly
         assert r.json()["granted"] == 2 and r.json()["total"] == 3, r
-        # seconds left, never more than the grant's 72 h (whole, less one)
-        left = iso(r.json()["expires_at"]) - time.time()
-        assert 72 * 3600 - 3 <= r.json()["expires_in"] < 72 * 3600, r
-        assert abs(r.json()["expires_in"] - left) <= 2, (r, left)
         assert take(auth, key, "a").status == 200
         assert take(auth, key, "b").status == 409
         r = auth.request("PUT", "/v1/seats/grant", key=pkey,
@@ -203,6 +206,8 @@ def test_grant_protocol_authority():
         assert rows[0]["used"] == 3
         assert {i["instance"] for i in rows[0]["instances"]} == {"a", "b"}
         assert [g["holder"] for g in rows[0]["grants"]] == [key_id(pkey)]
+        assert set(rows[0]["grants"][0]) == {"holder", "seats",
+                                             "expires_at"}  # SPEC 8's
         assert "KEY_ID" in run("seats", "list", "--store",
                                auth.store).stdout
         r = run("seats", "release", "--store", auth.store, kid,
@@ -223,9 +228,12 @@ def test_grant_protocol_authority():
 
 
 def grants_of(auth):
+    """Every grant; "instance" None for one that named none (the CLI
+    leaves the key out then, SPEC 8's shape)."""
     rows = json.loads(run("seats", "list", "--store", auth.store,
                           "--json").stdout)
-    return [g for r in rows for g in r["grants"]]
+    return [dict(g, instance=g.get("instance")) for r in rows
+            for g in r["grants"]]
 
 
 def test_last_seat_race():
