@@ -55,6 +55,20 @@ token_key_valid(const char *s, size_t len)
 	return 1;
 }
 
+int
+token_instance_valid(const char *s, size_t len)
+{
+	size_t i;
+
+	if (s == NULL || len == 0 || len > TOKEN_INSTANCE_MAX)
+		return 0;
+	for (i = 0; i < len; i++)
+		if (!is_alnum((unsigned char)s[i]) && s[i] != '.' &&
+		    s[i] != '_' && s[i] != '-')
+			return 0;
+	return 1;
+}
+
 void
 token_key_hash(const char *key, size_t len, unsigned char sha[32])
 {

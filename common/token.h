@@ -14,6 +14,11 @@
 #define TOKEN_NAME_CHARS	"abcdefghijklmnopqrstuvwxyz0123456789_"
 #define TOKEN_ISS_MAX		64
 #define TOKEN_INSTANCE_MAX	64	/* X-Instance-Id: a seat's or a proxy's name */
+#define TOKEN_XSTR(x)		TOKEN_STR(x)
+#define TOKEN_STR(x)		#x
+/* The rule of token_instance_valid, in words, for error messages. */
+#define TOKEN_INSTANCE_FORM	"1-" TOKEN_XSTR(TOKEN_INSTANCE_MAX) \
+				" of [A-Za-z0-9._-]"
 #define TOKEN_MAX		2048	/* longest token we produce or accept */
 
 enum lease_role { ROLE_MEMBER = 0, ROLE_PROXY = 1 };
@@ -30,6 +35,8 @@ struct lease {
 
 /* 1 if s is exactly 40 of [A-Za-z0-9]. */
 int	 token_key_valid(const char *s, size_t len);
+/* An instance name (X-Instance-Id, --instance): TOKEN_INSTANCE_FORM. */
+int	 token_instance_valid(const char *s, size_t len);
 /* sha256 of the key; kid = first 16 lowercase hex chars of it. */
 void	 token_key_hash(const char *key, size_t len, unsigned char sha[32]);
 void	 token_kid_from_hash(const unsigned char sha[32],

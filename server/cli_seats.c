@@ -223,11 +223,9 @@ cli_seats(int argc, char **argv)
 	if (!list && ins == NULL && holder == NULL)
 		return cli_usage_error("seats release: give --instance ID, "
 		    "--holder KEY_ID, or both (one proxy's grant)");
-	if (!list && ins != NULL && (strlen(ins) < 1 || strlen(ins) > 64 ||
-	    strspn(ins, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-	    "0123456789._-") != strlen(ins)))
-		return cli_usage_error("--instance \"%s\": 1-64 of "
-		    "[A-Za-z0-9._-]", ins);
+	if (!list && ins != NULL && !token_instance_valid(ins, strlen(ins)))
+		return cli_usage_error("--instance \"%s\": " TOKEN_INSTANCE_FORM,
+		    ins);
 	if (!list && holder != NULL && !seats_kid_ok(holder))
 		return cli_usage_error("--holder \"%s\": a key_id, %d lowercase "
 		    "hex characters", holder, TOKEN_KID_LEN);

@@ -181,7 +181,7 @@ sp_claim(const struct ipc_msg *m, const char *kid,
 	memset(&c, 0, sizeof(c));
 	c.kid = kid;
 	c.now = now;
-	c.cap = g->expires > now ? g->seats : 0;	/* sp_lower'd too */
+	c.cap = g->expires > now ? g->seats : 0;
 	/*
 	 * No seat outlives the grant it is cut from: past it the authority
 	 * may hand the seat to another, and a proxy cut off until then
@@ -308,7 +308,6 @@ sp_lower(struct sp_flight *f)
 {
 	struct store_mygrant g;
 
-	f->before = -1;
 	if (store_mygrant_get(sp.store, f->kid, &g) != 0 ||
 	    g.total == STORE_SEATS_NOLIMIT || f->want >= g.seats)
 		return 0;
@@ -344,7 +343,7 @@ sp_start(struct sp_flight *f)
 	char			*body;
 	int64_t			 want, seq;
 
-	f->before = -1;
+	f->before = -1;		/* sp_lower sets it for a give-back */
 	/*
 	 * Numbered on the seat clock in ms, which no restart or clock change
 	 * sets back, so the upstream can tell a request held up in the

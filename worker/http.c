@@ -351,23 +351,13 @@ hdr_prefer(struct http_req *req, struct hctx *ctx, const char *v, size_t n)
 static int
 hdr_instance(struct http_req *req, struct hctx *ctx, const char *v, size_t n)
 {
-	size_t i;
-
 	req->instance[0] = '\0';
-	if (ctx->seen_instance++ || n == 0 || n > TOKEN_INSTANCE_MAX)
-		goto bad;
-	for (i = 0; i < n; i++) {
-		if (!((v[i] >= 'a' && v[i] <= 'z') ||
-		    (v[i] >= 'A' && v[i] <= 'Z') ||
-		    (v[i] >= '0' && v[i] <= '9') ||
-		    v[i] == '.' || v[i] == '_' || v[i] == '-'))
-			goto bad;
+	if (ctx->seen_instance++ || !token_instance_valid(v, n)) {
+		req->instance_bad = 1;
+		return 0;
 	}
 	memcpy(req->instance, v, n);
 	req->instance[n] = '\0';
-	return 0;
-bad:
-	req->instance_bad = 1;
 	return 0;
 }
 

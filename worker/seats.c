@@ -21,9 +21,6 @@
 #include "token.h"
 #include "worker.h"
 
-/* What hdr_instance accepts (TOKEN_INSTANCE_MAX), for the 400. */
-#define SEATS_INSTANCE_FORM	"1-64 of [A-Za-z0-9._-]"
-
 static json_t *
 seats_time(int64_t t)
 {
@@ -121,7 +118,7 @@ seats_grant(const struct conn *c, struct req_state *st,
 	s = json_string_value(json_object_get(j, "key_id"));
 	memset(&m, 0, sizeof(m));
 	if (c->req.instance_bad)
-		out = seats_bad(rp, "X-Instance-Id", SEATS_INSTANCE_FORM);
+		out = seats_bad(rp, "X-Instance-Id", TOKEN_INSTANCE_FORM);
 	else if (!json_is_object(j))
 		out = seats_bad(rp, "body", "a JSON object");
 	else if (s == NULL || strlen(s) != TOKEN_KID_LEN ||
@@ -224,7 +221,7 @@ seats_go(const struct conn *c, struct req_state *st, const struct lease *l,
 		return seats_list(st, rp);
 	if (c->req.instance[0] == '\0' || c->req.instance_bad)
 		return seats_bad(rp, "X-Instance-Id",
-		    "required, " SEATS_INSTANCE_FORM);
+		    "required, " TOKEN_INSTANCE_FORM);
 	memset(&m, 0, sizeof(m));
 	m.type = IPC_SEAT_REQ;
 	memcpy(m.key, st->lic.key, sizeof(m.key));
