@@ -930,3 +930,40 @@ def test_late_give_back_does_not_undo_a_newer_raise():
             [409, 409]
         assert len(held(p, key)) + len(held(auth, key)) == 3
         finish(fx)
+
+
+def test_give_back_not_stored_is_not_sent():
+    """The uplink's store writes fail (its data.mdb descriptors swapped for
+    a read-only /dev/null by sysinject: a stand-in for EIO or a full disk)
+    before the sync that gives 2 of 3 seats back. The give-back cannot be
+    stored, so it is not sent: the authority keeps the 3 set aside for the
+    proxy, which, killed and restarted cut off, serves within them (the
+    old code sent it anyway: the authority took 2 back while the restarted
+    proxy still had 3 on disk, 5 holders of a 3-seat key)."""
+    from lp import sysinject
+    with Fixture() as fx:
+        pki = fx.add(Pki())
+        auth = authority(fx, pki).start()
+        key, pkey, rl, p = three_held_two_released(fx, pki, auth, sync="3s")
+        up = p.children_by_comm()["licproxy-uplink"][0]
+        fds = [int(f) for f in os.listdir("/proc/%d/fd" % up)
+               if os.readlink("/proc/%d/fd/%s" % (up, f)).endswith(
+                   "data.mdb")]
+        ro, err = sysinject(up, 2, "s:/dev/null", 0)     # open, O_RDONLY
+        assert ro >= 0, err
+        for fd in fds:
+            assert sysinject(up, 33, ro, fd)[0] == fd    # dup2
+        wait_for(lambda: "cannot store the give-back" in p.logs(),
+                 timeout=10, what="the give-back's store write to fail")
+        time.sleep(1)                   # had it been sent, it is applied
+        assert grants(auth)[key_id(pkey)][0] == 3
+        assert "cannot store the give-back: not sent" in p.logs()
+        p.kill()
+        rl.cut()
+        p.start()
+        for n in ("b1", "b2"):
+            take(p, key, n)
+        assert [take(auth, key, n).status for n in ("d1", "d2")] == \
+            [409, 409]
+        assert len(held(p, key)) + len(held(auth, key)) <= 3
+        finish(fx)
