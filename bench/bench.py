@@ -649,7 +649,7 @@ def relay_drain(b, t_start, fwd0, timeout=600):
             "relay_per_s": n / (t - t_start)}
 
 
-def usage_run(b, target, batch, rnd, duration, nonce):
+def usage_run(b, target, batch, rnd, duration, nonce, ids):
     key = b.auth.create_key(name="usage-%s-%d-%d" % (target.mode, batch, rnd))
     r0 = target.license(key)            # lease cached / issued
     assert r0.status == 200, r0
@@ -659,6 +659,7 @@ def usage_run(b, target, batch, rnd, duration, nonce):
     r = wrk(target.url + "/v1/usage", os.path.join(HERE, "usage.lua"),
             target.proc.pid, duration,
             env={"BENCH_KEY": key, "BENCH_BATCH": str(batch),
+                 "BENCH_IDS": ids,
                  "BENCH_RUN": "%s-%s-%d-%d" % (nonce, target.mode, batch,
                                                rnd)})
     t1 = mdb_txnid(target.store)
@@ -685,8 +686,8 @@ def usage_run(b, target, batch, rnd, duration, nonce):
     return r
 
 
-def bench_usage(b, rounds, duration, fsync_bin, batches):
-    res = {"fsync_per_s": [], "runs": {}}
+def bench_usage(b, rounds, duration, fsync_bin, batches, ids):
+    res = {"fsync_per_s": [], "runs": {}, "ids": ids}
     d = os.path.dirname(b.auth.store)
     res["fsync_dir"] = d
     nonce = "%x" % int(time.time() * 1000)
@@ -699,7 +700,7 @@ def bench_usage(b, rounds, duration, fsync_bin, batches):
                 res["fsync_per_s"].append(fsync_rate(fsync_bin, d))
                 log("4 raw pwrite+fdatasync: %.0f/s in %s" % (
                     res["fsync_per_s"][-1], d))
-            return usage_run(b, t[1], batch, rnd, duration, nonce)
+            return usage_run(b, t[1], batch, rnd, duration, nonce, ids)
         runs = alternate(targets, rounds, one)
         for name, rs in runs.items():
             res["runs"]["%s %d" % (name, batch)] = rs
@@ -845,9 +846,11 @@ def rows_usage(u):
         rps = med(rs, "rps")
         ok = all(r.get("ledger_ok") for r in rs)
         out.append(row(4, "durable 1-record POST /v1/usage, keep-alive, %s"
-                       "%s" % ("authority (ledger)" if target == "authority"
-                               else "proxy (spool)",
-                               "" if ok else " [LEDGER MISMATCH]"),
+                       "%s%s" % ("authority (ledger)" if target == "authority"
+                                 else "proxy (spool)",
+                                 ", random ids" if u.get("ids") == "random"
+                                 else "",
+                                 "" if ok else " [LEDGER MISMATCH]"),
                        n0(rps) + " POST/s",
                        "raw fdatasync %s/s" % n0(f), xr(rps / f),
                        ">= 30,000 POST/s", rps >= 30000 and ok))
@@ -1075,7 +1078,8 @@ def run_part(b, args, part):
         if not args.fsync_bin:
             sys.exit("--fsync-bin is required for usage")
         return bench_usage(b, args.rounds, args.duration, args.fsync_bin,
-                           [int(x) for x in args.usage_batches.split(",")])
+                           [int(x) for x in args.usage_batches.split(",")],
+                           args.usage_ids)
     raise ValueError(part)
 
 
@@ -1089,6 +1093,10 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--usage-batches", default="1",
                     help="records per POST, comma-separated (row 4 is 1)")
+    ap.add_argument("--usage-ids", choices=["counter", "random"],
+                    default="counter",
+                    help="record ids numbered per wrk thread (counter) or "
+                    "random hex, as a UUID reporter sends (random)")
     ap.add_argument("--handshake-authority", action="store_true",
                     help="rows 2, 3 also against the authority")
     ap.add_argument("--scale-script", default=os.path.join(HERE,

@@ -1,7 +1,9 @@
 -- wrk script for POST /v1/usage. Every record id is unique across threads,
--- requests and runs: RUN-THREAD-REQUEST-INDEX, so nothing is a duplicate.
+-- requests and runs: RUN-THREAD-REQUEST-INDEX, so nothing is a duplicate;
+-- with BENCH_IDS=random the REQUEST-INDEX part is 16 random hex digits
+-- instead (ids in no order, as a reporter of UUIDs sends them).
 -- Environment: BENCH_KEY (license key), BENCH_BATCH (records per POST),
--- BENCH_RUN (a nonce for this run).
+-- BENCH_RUN (a nonce for this run), BENCH_IDS (counter or random).
 local threads = {}
 local nthreads = 0
 
@@ -19,15 +21,25 @@ function init(args)
     ["Content-Type"] = "application/json",
   }
   n, bad, accepted, dups = 0, 0, 0, 0
+  random_ids = os.getenv("BENCH_IDS") == "random"
+  math.randomseed(os.time() * 64 + tid)
+end
+
+local function rec_id(i)
+  if random_ids then
+    return string.format("%s-%d-%08x%08x", run, tid,
+      math.random(0, 0x7fffffff), math.random(0, 0x7fffffff))
+  end
+  return string.format("%s-%d-%d-%d", run, tid, n, i)
 end
 
 function request()
   n = n + 1
   local recs = {}
   for i = 1, batch do
-    recs[i] = string.format('{"id":"%s-%d-%d-%d","product":"engine",' ..
+    recs[i] = string.format('{"id":"%s","product":"engine",' ..
       '"metric":"audio_seconds","quantity":1.5,"ts":"2026-01-01T00:00:00Z"}',
-      run, tid, n, i)
+      rec_id(i))
   end
   return wrk.format("POST", "/v1/usage", headers,
     '{"records":[' .. table.concat(recs, ",") .. ']}')

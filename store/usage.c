@@ -13,7 +13,17 @@
 
 #include "store_int.h"
 
-#define DEDUP_HASHLEN	8	/* bytes of SHA-256(key_id || id) kept */
+/*
+ * An index key is DEDUP_HASHLEN bytes of SHA-256(key_id || id but its last
+ * DEDUP_TAILLEN characters), then those characters as they are (NUL-padded
+ * for a shorter id). Ids that differ only at their end (a counter, as
+ * most reporters number their records) sit side by side, so a commit of
+ * such records writes a few index pages instead of one per record.
+ */
+#define DEDUP_HASHLEN	8
+#define DEDUP_TAILLEN	4
+#define DEDUP_KEYLEN	(DEDUP_HASHLEN + DEDUP_TAILLEN)
+#define DEDUP_CHECKED	0x80	/* meta dedup_old: its slots were looked at */
 #define DEDUP_ROOM_TRIES DEDUP_GENS	/* a full store drops a generation */
 
 /* ---- the record: version, quantity (IEEE bits), five strings ---- */
@@ -86,28 +96,60 @@ rec_idkey(const struct usage_rec *r, unsigned char *buf, MDB_val *k)
 struct dedup_gens {
 	uint64_t	g;			/* current slot: g % DEDUP_GENS */
 	uint64_t	start[DEDUP_GENS];	/* 0 = empty */
+	uint64_t	old;	/* bit i: slot i holds keys of before the tail */
 };
 
-/* SHA-256 as the index on disk has it, through the store's own context. */
+/* SHA-256 of b, its first DEDUP_HASHLEN bytes, by the store's context. */
 static void
-dedup_hash(struct store *s, const struct usage_rec *r,
+dedup_sha(struct store *s, const void *b, size_t len,
     unsigned char h[DEDUP_HASHLEN])
 {
-	unsigned char	idbuf[TOKEN_KID_LEN + USAGE_ID_MAX];
 	unsigned char	md[SHA256_DIGEST_LENGTH];
-	MDB_val		k;
 
-	rec_idkey(r, idbuf, &k);
 	if (s->sha == NULL)
 		s->sha = EVP_MD_fetch(NULL, "SHA256", NULL);
 	if (s->shactx == NULL)
 		s->shactx = EVP_MD_CTX_new();
 	if (s->sha == NULL || s->shactx == NULL ||
 	    EVP_DigestInit_ex2(s->shactx, s->sha, NULL) != 1 ||
-	    EVP_DigestUpdate(s->shactx, k.mv_data, k.mv_size) != 1 ||
+	    EVP_DigestUpdate(s->shactx, b, len) != 1 ||
 	    EVP_DigestFinal_ex(s->shactx, md, NULL) != 1)
-		SHA256(k.mv_data, k.mv_size, md);	/* the slow way */
+		SHA256(b, len, md);	/* the slow way */
 	memcpy(h, md, DEDUP_HASHLEN);
+}
+
+/*
+ * The record's index key (see DEDUP_TAILLEN). The map is one to one up to
+ * the hash: the hashed part has the key_id's fixed length before the id's
+ * head, and the tail's NULs tell a short id from a long one.
+ */
+static void
+dedup_key(struct store *s, const struct usage_rec *r,
+    unsigned char key[DEDUP_KEYLEN])
+{
+	unsigned char	idbuf[TOKEN_KID_LEN + USAGE_ID_MAX];
+	MDB_val		k;
+	size_t		tail = strlen(r->id);
+
+	if (tail > DEDUP_TAILLEN)
+		tail = DEDUP_TAILLEN;
+	rec_idkey(r, idbuf, &k);
+	dedup_sha(s, k.mv_data, k.mv_size - tail, key);
+	memset(key + DEDUP_HASHLEN, 0, DEDUP_TAILLEN);
+	memcpy(key + DEDUP_HASHLEN, (unsigned char *)k.mv_data +
+	    k.mv_size - tail, tail);
+}
+
+/* The key of a store from before the tail: SHA-256(key_id || id). */
+static void
+dedup_key_old(struct store *s, const struct usage_rec *r,
+    unsigned char key[DEDUP_HASHLEN])
+{
+	unsigned char	idbuf[TOKEN_KID_LEN + USAGE_ID_MAX];
+	MDB_val		k;
+
+	rec_idkey(r, idbuf, &k);
+	dedup_sha(s, k.mv_data, k.mv_size, key);
 }
 
 static int
@@ -118,6 +160,9 @@ dedup_io(struct store *s, MDB_txn *txn, struct dedup_gens *dg, int save)
 
 	ret = save ? store_meta_put(s, txn, "dedup_g", dg->g) :
 	    store_meta_get(s, txn, "dedup_g", &dg->g);
+	if (ret == 0)
+		ret = save ? store_meta_put(s, txn, "dedup_old", dg->old) :
+		    store_meta_get(s, txn, "dedup_old", &dg->old);
 	for (i = 0; ret == 0 && i < DEDUP_GENS; i++) {
 		snprintf(name, sizeof(name), "dedup_t%d", i);
 		ret = save ? store_meta_put(s, txn, name, dg->start[i]) :
@@ -171,6 +216,7 @@ dedup_drop(struct store *s, MDB_txn *txn, struct dedup_gens *dg, int k,
 	int		rc;
 
 	dg->start[dedup_slot(dg, k)] = 0;
+	dg->old &= ~(1ULL << dedup_slot(dg, k));
 	if ((rc = mdb_stat(txn, dbi, &st)) != 0 ||
 	    (st.ms_entries > 0 && (rc = mdb_drop(txn, dbi, 0)) != 0))
 		return store_err(rc, "dedup");
@@ -217,10 +263,11 @@ dedup_drop_legacy(MDB_txn *txn)
 /*
  * Before an append: rotate once the current generation is a span old,
  * drop every older one whose end is past the window. Returns the slot
- * new entries go into.
+ * new entries go into; *old the slots that hold keys without the tail.
  */
 static int
-dedup_age(struct store *s, MDB_txn *txn, uint64_t now, uint64_t *early)
+dedup_age(struct store *s, MDB_txn *txn, uint64_t now, uint64_t *early,
+    uint64_t *old)
 {
 	struct dedup_gens	dg, was;
 	int			k, ret;
@@ -230,6 +277,11 @@ dedup_age(struct store *s, MDB_txn *txn, uint64_t now, uint64_t *early)
 	was = dg;
 	if (dg.g == 0 && dg.start[0] == 0 && (ret = dedup_drop_legacy(txn)) != 0)
 		return ret;
+	/* First run on this store: what is in it was keyed the old way. */
+	for (k = 0; !(dg.old & DEDUP_CHECKED) && k < DEDUP_GENS; k++)
+		if (dg.start[k] != 0)
+			dg.old |= 1ULL << k;
+	dg.old |= DEDUP_CHECKED;
 	if (dg.start[dedup_slot(&dg, 0)] == 0 || (s->dedup_window > 0 &&
 	    dg.start[dedup_slot(&dg, 0)] + dedup_span(s) <= now)) {
 		if ((ret = dedup_rotate(s, txn, &dg, now, early)) != 0)
@@ -243,23 +295,44 @@ dedup_age(struct store *s, MDB_txn *txn, uint64_t now, uint64_t *early)
 	if (memcmp(&was, &dg, sizeof(dg)) != 0 &&
 	    (ret = dedup_io(s, txn, &dg, 1)) != 0)
 		return ret;
+	*old = dg.old;
 	return dedup_slot(&dg, 0);
 }
 
-/* Returns 1 if h is known, 0 when it was added to slot cur, < 0 on error. */
+/* 1 if k is in slot i, 0 if not, < 0 on error. */
 static int
-dedup_add(struct store *s, MDB_txn *txn, unsigned char h[DEDUP_HASHLEN],
-    int cur)
+dedup_has(struct store *s, MDB_txn *txn, int i, MDB_val *k)
 {
-	MDB_val	k = { DEDUP_HASHLEN, h }, v;
-	int	i, rc;
+	MDB_val	v;
+	int	rc = mdb_get(txn, s->dbi[DB_DEDUP0 + i], k, &v);
 
+	if (rc == 0 || rc == MDB_NOTFOUND)
+		return rc == 0;
+	return store_err(rc, "dedup");
+}
+
+/*
+ * Returns 1 if r is known, 0 when it was added to slot cur, < 0 on error.
+ * The slots in old are asked for the old key as well, until they are
+ * dropped (a window after an upgrade).
+ */
+static int
+dedup_add(struct store *s, MDB_txn *txn, const struct usage_rec *r,
+    int cur, uint64_t old)
+{
+	unsigned char	h[DEDUP_KEYLEN], o[DEDUP_HASHLEN];
+	MDB_val		k = { DEDUP_KEYLEN, h }, ko = { DEDUP_HASHLEN, o }, v;
+	int		i, rc;
+
+	dedup_key(s, r, h);
+	if (old & ((1ULL << DEDUP_GENS) - 1))
+		dedup_key_old(s, r, o);
 	for (i = 0; i < DEDUP_GENS; i++) {
-		rc = mdb_get(txn, s->dbi[DB_DEDUP0 + i], &k, &v);
-		if (rc == 0)
-			return 1;
-		if (rc != MDB_NOTFOUND)
-			return store_err(rc, "dedup");
+		if ((rc = dedup_has(s, txn, i, &k)) == 0 &&
+		    (old & (1ULL << i)))
+			rc = dedup_has(s, txn, i, &ko);
+		if (rc != 0)
+			return rc;
 	}
 	v.mv_size = 0;
 	v.mv_data = h;
@@ -274,9 +347,9 @@ dedup_add(struct store *s, MDB_txn *txn, unsigned char h[DEDUP_HASHLEN],
  */
 static int
 usage_add1(struct store *s, MDB_txn *txn, const struct usage_rec *r,
-    int ledger, int cur, uint64_t *seq)
+    int ledger, int cur, uint64_t old, uint64_t *seq)
 {
-	unsigned char	 idbuf[TOKEN_KID_LEN + USAGE_ID_MAX], h[DEDUP_HASHLEN];
+	unsigned char	 idbuf[TOKEN_KID_LEN + USAGE_ID_MAX];
 	unsigned char	 sb[8];
 	struct wbuf	 w = { .len = 0 };
 	MDB_val		 k, v;
@@ -287,11 +360,8 @@ usage_add1(struct store *s, MDB_txn *txn, const struct usage_rec *r,
 	 * MDB_NOOVERWRITE put is the de-dup, so the authority keeps no
 	 * hash index (it would only repeat that lookup, with five more).
 	 */
-	if (!ledger) {
-		dedup_hash(s, r, h);
-		if ((known = dedup_add(s, txn, h, cur)) != 0)
-			return known;
-	}
+	if (!ledger && (known = dedup_add(s, txn, r, cur, old)) != 0)
+		return known;
 	rec_pack(&w, r);
 	if (w.err)
 		return -1;
@@ -317,7 +387,7 @@ usage_append_txn(struct store *s, const struct usage_rec *recs, int n,
     int ledger, unsigned char *dup)
 {
 	MDB_txn		*txn = NULL;
-	uint64_t	 seq, mark, early = 0, now = (uint64_t)time(NULL);
+	uint64_t	 seq, mark, early = 0, old = 0, now = (uint64_t)time(NULL);
 	int		 i, ret, cur;
 
 	if ((ret = store_begin(s, 1, &txn)) != 0)
@@ -327,10 +397,11 @@ usage_append_txn(struct store *s, const struct usage_rec *recs, int n,
 		goto fail;
 	if (mark > now)
 		now = mark;
-	if ((ret = cur = dedup_age(s, txn, now, &early)) < 0)
+	if ((ret = cur = dedup_age(s, txn, now, &early, &old)) < 0)
 		goto fail;
 	for (i = 0; i < n; i++) {
-		if ((ret = usage_add1(s, txn, &recs[i], ledger, cur, &seq)) < 0)
+		if ((ret = usage_add1(s, txn, &recs[i], ledger, cur, old,
+		    &seq)) < 0)
 			goto fail;
 		if (dup != NULL)
 			dup[i] = ret;

@@ -21,6 +21,7 @@
 
 #include <cmocka.h>
 #include <lmdb.h>
+#include <openssl/sha.h>
 
 #include "log.h"
 #include "store.h"
@@ -916,22 +917,33 @@ t_prune(void **state)
 	store_close(s);
 }
 
-/* The index costs at most ~48 bytes a record (SPEC section 3). */
-static void
-t_dedup_compact(void **state)
+/*
+ * 100,000 records into the index of a new store at path: ids that differ
+ * at their front (each its own place in the index), or counters (side by
+ * side, which fills index pages only half, LMDB splitting them in two).
+ * Returns the bytes per entry.
+ */
+static double
+dedup_bytes_each(const char *path, int counters)
 {
-	struct fix		*f = *state;
-	struct store		*s = open_rw(f, 256ULL << 20);
+	char			 err[256], id[96];
+	struct store		*s = store_open(path, 256ULL << 20, 0, err,
+				    sizeof(err));
 	struct usage_rec	*r = calloc(1000, sizeof(*r));
 	uint64_t		 ent, bytes;
-	char			 id[96];
 	int			 i, j;
 
+	if (s == NULL)
+		fail_msg("store_open: %s", err);
 	assert_non_null(r);
 	store_usage_window(s, 86400);
 	for (j = 0; j < 100; j++) {
 		for (i = 0; i < 1000; i++) {
-			snprintf(id, sizeof(id), "%d-%d-%058d", j, i, 7);
+			if (counters)
+				snprintf(id, sizeof(id), "instance-%d-%07d",
+				    i % 2, j * 500 + i / 2);
+			else
+				snprintf(id, sizeof(id), "%d-%d-%058d", j, i, 7);
 			id[64] = '\0';
 			mkrec(&r[i], i % 2 ? KID1 : KID2, id, "engine", "calls",
 			    1);
@@ -940,12 +952,137 @@ t_dedup_compact(void **state)
 	}
 	assert_int_equal(store_dedup_stat(s, &ent, &bytes), 0);
 	assert_int_equal(ent, 100000);
-	print_message("de-dup index: %llu entries in %llu bytes, %.1f bytes "
-	    "each\n", (unsigned long long)ent, (unsigned long long)bytes,
-	    (double)bytes / ent);
-	assert_true(bytes <= 48 * ent);
 	free(r);
 	store_close(s);
+	return (double)bytes / ent;
+}
+
+/* The index costs at most ~48 bytes a record (SPEC section 3). */
+static void
+t_dedup_compact(void **state)
+{
+	struct fix	*f = *state;
+	char		 other[160];
+	double		 spread, side;
+
+	snprintf(other, sizeof(other), "%s/c", f->dir);
+	spread = dedup_bytes_each(f->path, 0);
+	side = dedup_bytes_each(other, 1);
+	print_message("de-dup index: %.1f bytes a record (ids differing at "
+	    "the front), %.1f (counters)\n", spread, side);
+	assert_true(spread <= 48);
+	assert_true(side <= 48);
+}
+
+/*
+ * Index keys keep an id's last characters as they are and hash the rest:
+ * ids that share either part, or are shorter than the tail, or are the
+ * same id under another key_id, are all told apart.
+ */
+static void
+t_dedup_tails(void **state)
+{
+	struct fix		*f = *state;
+	struct store		*s = open_rw(f, MAPSZ);
+	static const char	*ids[] = { "a", "ab", "abc", "abcd", "xabcd",
+	    "yabcd", "abcde", "abcdx", "rec-0001", "rec-0002", "rec-0010",
+	    "rec-1001", "re-c0001", "recx0001", "0001" };
+	enum { N = sizeof(ids) / sizeof(ids[0]) };
+	struct usage_rec	 r[2 * N];
+	unsigned char		 dup[2 * N];
+	int			 i, n = 0;
+
+	store_usage_window(s, 86400);
+	for (i = 0; i < N; i++) {
+		mkrec(&r[2 * i], KID1, ids[i], "p", "m", 1);
+		mkrec(&r[2 * i + 1], KID2, ids[i], "p", "m", 1);
+	}
+	assert_int_equal(store_usage_append(s, r, 2 * N, 0, dup), 0);
+	for (i = 0; i < 2 * N; i++)
+		n += dup[i];
+	assert_int_equal(n, 0);
+	assert_int_equal(store_usage_append(s, r, 2 * N, 0, dup), 0);
+	for (i = 0; i < 2 * N; i++)
+		n += dup[i];
+	assert_int_equal(n, 2 * N);
+	store_close(s);
+}
+
+static void
+meta_raw(MDB_txn *txn, MDB_dbi meta, const char *name, uint64_t v)
+{
+	unsigned char	b[8];
+	MDB_val		k = { strlen(name), (void *)name }, d = { 8, b };
+	int		i;
+
+	for (i = 0; i < 8; i++)
+		b[i] = (unsigned char)(v >> (56 - 8 * i));
+	assert_int_equal(mdb_put(txn, meta, &k, &d, 0), 0);
+}
+
+/*
+ * A store from before the tail keys: its entries (8 bytes of
+ * SHA-256(key_id || id)) still count as duplicates until their
+ * generation goes, and then the old key is no longer asked for.
+ */
+static void
+t_dedup_old_keys(void **state)
+{
+	struct fix		*f = *state;
+	struct store		*s = open_rw(f, MAPSZ);
+	struct usage_rec	 r[2];
+	unsigned char		 dup[2], md[32], idk[64];
+	MDB_env			*env;
+	MDB_txn			*txn;
+	MDB_dbi			 meta, d0;
+	MDB_val			 k = { 8, md }, v = { 0, md };
+	int64_t			 t0 = time(NULL);
+
+	store_close(s);
+	/* What the old code left: one entry in dedup0, started now. */
+	memcpy(idk, KID1, 16);
+	memcpy(idk + 16, "before-1", 8);
+	SHA256(idk, 24, md);
+	assert_int_equal(mdb_env_create(&env), 0);
+	assert_int_equal(mdb_env_set_maxdbs(env, 32), 0);
+	assert_int_equal(mdb_env_open(env, f->path, 0, 0600), 0);
+	assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+	assert_int_equal(mdb_dbi_open(txn, "dedup0", 0, &d0), 0);
+	assert_int_equal(mdb_put(txn, d0, &k, &v, 0), 0);
+	meta_raw(txn, meta, "dedup_t0", (uint64_t)t0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+
+	s = open_rw(f, MAPSZ);
+	store_usage_window(s, 100);
+	mkrec(&r[0], KID1, "before-1", "p", "m", 1);
+	mkrec(&r[1], KID1, "before-2", "p", "m", 1);
+	assert_int_equal(store_usage_append(s, r, 2, 0, dup), 0);
+	assert_int_equal(dup[0], 1);	/* the old entry */
+	assert_int_equal(dup[1], 0);
+	assert_int_equal(store_usage_append(s, r, 2, 0, dup), 0);
+	assert_int_equal(dup[0] + dup[1], 2);
+
+	/* Its generation dropped (past the window): the old key is gone. */
+	assert_int_equal(store_clock_advance(s, t0 + 300), 0);
+	assert_int_equal(store_usage_append(s, r, 2, 0, dup), 0);
+	assert_int_equal(dup[0] + dup[1], 0);
+	store_close(s);
+
+	/* And the store says no slot holds old keys now. */
+	assert_int_equal(mdb_env_create(&env), 0);
+	assert_int_equal(mdb_env_set_maxdbs(env, 32), 0);
+	assert_int_equal(mdb_env_open(env, f->path, MDB_RDONLY, 0600), 0);
+	assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+	assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+	k.mv_data = "dedup_old";
+	k.mv_size = 9;
+	assert_int_equal(mdb_get(txn, meta, &k, &v), 0);
+	assert_int_equal(v.mv_size, 8);
+	assert_int_equal(((unsigned char *)v.mv_data)[7], 0x80);
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
 }
 
 /* A full store drops the oldest de-dup generation before refusing. */
@@ -1375,6 +1512,10 @@ main(void)
 		    teardown),
 		cmocka_unit_test_setup_teardown(t_ledger, setup, teardown),
 		cmocka_unit_test_setup_teardown(t_prune, setup, teardown),
+		cmocka_unit_test_setup_teardown(t_dedup_tails, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(t_dedup_old_keys, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(t_dedup_compact, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(t_dedup_pressure, setup,
