@@ -23,7 +23,6 @@
 #define DEDUP_HASHLEN	8
 #define DEDUP_TAILLEN	4
 #define DEDUP_KEYLEN	(DEDUP_HASHLEN + DEDUP_TAILLEN)
-#define DEDUP_CHECKED	0x80	/* meta dedup_old: its slots were looked at */
 #define DEDUP_ROOM_TRIES DEDUP_GENS	/* a full store drops a generation */
 
 /* ---- the record: version, quantity (IEEE bits), five strings ---- */
@@ -96,7 +95,8 @@ rec_idkey(const struct usage_rec *r, unsigned char *buf, MDB_val *k)
 struct dedup_gens {
 	uint64_t	g;			/* current slot: g % DEDUP_GENS */
 	uint64_t	start[DEDUP_GENS];	/* 0 = empty */
-	uint64_t	old;	/* bit i: slot i holds keys of before the tail */
+	uint64_t	n[DEDUP_GENS];	/* entries as this version left them */
+	uint64_t	old;	/* bit i: slot i may hold keys without a tail */
 };
 
 /* SHA-256 of b, its first DEDUP_HASHLEN bytes, by the store's context. */
@@ -167,8 +167,61 @@ dedup_io(struct store *s, MDB_txn *txn, struct dedup_gens *dg, int save)
 		snprintf(name, sizeof(name), "dedup_t%d", i);
 		ret = save ? store_meta_put(s, txn, name, dg->start[i]) :
 		    store_meta_get(s, txn, name, &dg->start[i]);
+		snprintf(name, sizeof(name), "dedup_n%d", i);
+		if (ret == 0)
+			ret = save ? store_meta_put(s, txn, name, dg->n[i]) :
+			    store_meta_get(s, txn, name, &dg->n[i]);
 	}
 	return ret;
+}
+
+static int
+dedup_entries(struct store *s, MDB_txn *txn, int i, uint64_t *n)
+{
+	MDB_stat	st;
+	int		rc;
+
+	if ((rc = mdb_stat(txn, s->dbi[DB_DEDUP0 + i], &st)) != 0)
+		return store_err(rc, "dedup");
+	*n = st.ms_entries;
+	return 0;
+}
+
+/*
+ * A slot with entries this version did not put there may hold keys
+ * without a tail: a store from before them, or a previous binary still
+ * draining after an upgrade (or run again after a downgrade). Such a
+ * slot is asked for both keys until it is dropped.
+ */
+static int
+dedup_mark_old(struct store *s, MDB_txn *txn, struct dedup_gens *dg)
+{
+	uint64_t	n = 0;
+	int		i, ret;
+
+	for (i = 0; i < DEDUP_GENS; i++) {
+		if ((ret = dedup_entries(s, txn, i, &n)) != 0)
+			return ret;
+		if (n != dg->n[i])
+			dg->old |= 1ULL << i;
+		dg->n[i] = n;
+	}
+	return 0;
+}
+
+/* After this version's own puts into slot cur: remember its count. */
+static int
+dedup_count(struct store *s, MDB_txn *txn, struct dedup_gens *dg, int cur)
+{
+	char		name[24];
+	uint64_t	n = 0;
+	int		ret;
+
+	if ((ret = dedup_entries(s, txn, cur, &n)) != 0 || n == dg->n[cur])
+		return ret;
+	dg->n[cur] = n;
+	snprintf(name, sizeof(name), "dedup_n%d", cur);
+	return store_meta_put(s, txn, name, n);
 }
 
 /* Slot k generations before the current one (k = 0: the current). */
@@ -216,6 +269,7 @@ dedup_drop(struct store *s, MDB_txn *txn, struct dedup_gens *dg, int k,
 	int		rc;
 
 	dg->start[dedup_slot(dg, k)] = 0;
+	dg->n[dedup_slot(dg, k)] = 0;
 	dg->old &= ~(1ULL << dedup_slot(dg, k));
 	if ((rc = mdb_stat(txn, dbi, &st)) != 0 ||
 	    (st.ms_entries > 0 && (rc = mdb_drop(txn, dbi, 0)) != 0))
@@ -261,42 +315,39 @@ dedup_drop_legacy(MDB_txn *txn)
 }
 
 /*
- * Before an append: rotate once the current generation is a span old,
- * drop every older one whose end is past the window. Returns the slot
- * new entries go into; *old the slots that hold keys without the tail.
+ * Before an append: mark what another version added, rotate once the
+ * current generation is a span old, drop every older one whose end is
+ * past the window. Returns the slot new entries go into.
  */
 static int
 dedup_age(struct store *s, MDB_txn *txn, uint64_t now, uint64_t *early,
-    uint64_t *old)
+    struct dedup_gens *dg)
 {
-	struct dedup_gens	dg, was;
+	struct dedup_gens	was;
 	int			k, ret;
 
-	if ((ret = dedup_io(s, txn, &dg, 0)) != 0)
+	if ((ret = dedup_io(s, txn, dg, 0)) != 0)
 		return ret;
-	was = dg;
-	if (dg.g == 0 && dg.start[0] == 0 && (ret = dedup_drop_legacy(txn)) != 0)
+	was = *dg;
+	if (dg->g == 0 && dg->start[0] == 0 &&
+	    (ret = dedup_drop_legacy(txn)) != 0)
 		return ret;
-	/* First run on this store: what is in it was keyed the old way. */
-	for (k = 0; !(dg.old & DEDUP_CHECKED) && k < DEDUP_GENS; k++)
-		if (dg.start[k] != 0)
-			dg.old |= 1ULL << k;
-	dg.old |= DEDUP_CHECKED;
-	if (dg.start[dedup_slot(&dg, 0)] == 0 || (s->dedup_window > 0 &&
-	    dg.start[dedup_slot(&dg, 0)] + dedup_span(s) <= now)) {
-		if ((ret = dedup_rotate(s, txn, &dg, now, early)) != 0)
+	if ((ret = dedup_mark_old(s, txn, dg)) != 0)
+		return ret;
+	if (dg->start[dedup_slot(dg, 0)] == 0 || (s->dedup_window > 0 &&
+	    dg->start[dedup_slot(dg, 0)] + dedup_span(s) <= now)) {
+		if ((ret = dedup_rotate(s, txn, dg, now, early)) != 0)
 			return ret;
 	}
 	for (k = 1; s->dedup_window > 0 && k < DEDUP_GENS; k++)
-		if (dg.start[dedup_slot(&dg, k)] != 0 &&
-		    dedup_end(s, &dg, k, now) + s->dedup_window <= now &&
-		    (ret = dedup_drop(s, txn, &dg, k, now, early)) != 0)
+		if (dg->start[dedup_slot(dg, k)] != 0 &&
+		    dedup_end(s, dg, k, now) + s->dedup_window <= now &&
+		    (ret = dedup_drop(s, txn, dg, k, now, early)) != 0)
 			return ret;
-	if (memcmp(&was, &dg, sizeof(dg)) != 0 &&
-	    (ret = dedup_io(s, txn, &dg, 1)) != 0)
+	if (memcmp(&was, dg, sizeof(*dg)) != 0 &&
+	    (ret = dedup_io(s, txn, dg, 1)) != 0)
 		return ret;
-	*old = dg.old;
-	return dedup_slot(&dg, 0);
+	return dedup_slot(dg, 0);
 }
 
 /* 1 if k is in slot i, 0 if not, < 0 on error. */
@@ -381,26 +432,38 @@ usage_add1(struct store *s, MDB_txn *txn, const struct usage_rec *r,
 	return rc == 0 ? 0 : store_err(rc, "spool");
 }
 
+/* The index's time: the wall clock, never behind the store's mark. */
+static int
+dedup_now(struct store *s, MDB_txn *txn, uint64_t *now)
+{
+	uint64_t	mark;
+	int		ret;
+
+	*now = (uint64_t)time(NULL);
+	if ((ret = store_meta_get(s, txn, "clock", &mark)) == 0 && mark > *now)
+		*now = mark;
+	return ret;
+}
+
 /* One write transaction: expired de-dup entries out, then the records. */
 static int
 usage_append_txn(struct store *s, const struct usage_rec *recs, int n,
     int ledger, unsigned char *dup)
 {
-	MDB_txn		*txn = NULL;
-	uint64_t	 seq, mark, early = 0, old = 0, now = (uint64_t)time(NULL);
-	int		 i, ret, cur;
+	struct dedup_gens	 dg;
+	MDB_txn			*txn = NULL;
+	uint64_t		 seq, early = 0, now;
+	int			 i, ret, cur;
 
 	if ((ret = store_begin(s, 1, &txn)) != 0)
 		return ret;
 	if ((ret = store_meta_get(s, txn, "seq", &seq)) != 0 ||
-	    (ret = store_meta_get(s, txn, "clock", &mark)) != 0)
+	    (ret = dedup_now(s, txn, &now)) != 0)
 		goto fail;
-	if (mark > now)
-		now = mark;
-	if ((ret = cur = dedup_age(s, txn, now, &early, &old)) < 0)
+	if ((ret = cur = dedup_age(s, txn, now, &early, &dg)) < 0)
 		goto fail;
 	for (i = 0; i < n; i++) {
-		if ((ret = usage_add1(s, txn, &recs[i], ledger, cur, old,
+		if ((ret = usage_add1(s, txn, &recs[i], ledger, cur, dg.old,
 		    &seq)) < 0)
 			goto fail;
 		if (dup != NULL)
@@ -411,7 +474,8 @@ usage_append_txn(struct store *s, const struct usage_rec *recs, int n,
 	 * transaction left open keeps LMDB's write lock, and the next begin
 	 * in any process waits on it forever.
 	 */
-	if (!ledger && (ret = store_meta_put(s, txn, "seq", seq)) != 0)
+	if (!ledger && ((ret = dedup_count(s, txn, &dg, cur)) != 0 ||
+	    (ret = store_meta_put(s, txn, "seq", seq)) != 0))
 		goto fail;
 	if ((ret = store_commit(txn, "usage")) != 0)
 		return ret;
@@ -435,12 +499,13 @@ dedup_make_room(struct store *s)
 	struct dedup_gens	 dg;
 	MDB_txn			*txn;
 	MDB_stat		 st;
-	uint64_t		 early = 0, now = (uint64_t)time(NULL);
+	uint64_t		 early = 0, now;
 	int			 k, ret, rc;
 
 	if ((ret = store_begin(s, 1, &txn)) != 0)
 		return ret;
-	if ((ret = dedup_io(s, txn, &dg, 0)) != 0)
+	if ((ret = dedup_now(s, txn, &now)) != 0 ||
+	    (ret = dedup_io(s, txn, &dg, 0)) != 0)
 		goto fail;
 	for (k = DEDUP_GENS - 1; k > 0; k--)
 		if (dg.start[dedup_slot(&dg, k)] != 0)

@@ -917,14 +917,17 @@ t_prune(void **state)
 	store_close(s);
 }
 
+enum id_shape { IDS_FRONT, IDS_UP, IDS_DOWN };
+
 /*
  * 100,000 records into the index of a new store at path: ids that differ
- * at their front (each its own place in the index), or counters (side by
- * side, which fills index pages only half, LMDB splitting them in two).
- * Returns the bytes per entry.
+ * at their front (each its own place in the index), or counters going up
+ * or down (side by side; LMDB fills a page whole only when the next key
+ * goes at its very end, so counting down leaves pages half full, the
+ * worst case). Returns the bytes per entry.
  */
 static double
-dedup_bytes_each(const char *path, int counters)
+dedup_bytes_each(const char *path, enum id_shape shape)
 {
 	char			 err[256], id[96];
 	struct store		*s = store_open(path, 256ULL << 20, 0, err,
@@ -939,11 +942,12 @@ dedup_bytes_each(const char *path, int counters)
 	store_usage_window(s, 86400);
 	for (j = 0; j < 100; j++) {
 		for (i = 0; i < 1000; i++) {
-			if (counters)
-				snprintf(id, sizeof(id), "instance-%d-%07d",
-				    i % 2, j * 500 + i / 2);
-			else
+			if (shape == IDS_FRONT)
 				snprintf(id, sizeof(id), "%d-%d-%058d", j, i, 7);
+			else
+				snprintf(id, sizeof(id), "instance-%d-%07d",
+				    i % 2, shape == IDS_UP ? j * 500 + i / 2 :
+				    9999999 - j * 500 - i / 2);
 			id[64] = '\0';
 			mkrec(&r[i], i % 2 ? KID1 : KID2, id, "engine", "calls",
 			    1);
@@ -962,16 +966,20 @@ static void
 t_dedup_compact(void **state)
 {
 	struct fix	*f = *state;
-	char		 other[160];
-	double		 spread, side;
+	char		 up[160], down[160];
+	double		 b[3];
 
-	snprintf(other, sizeof(other), "%s/c", f->dir);
-	spread = dedup_bytes_each(f->path, 0);
-	side = dedup_bytes_each(other, 1);
-	print_message("de-dup index: %.1f bytes a record (ids differing at "
-	    "the front), %.1f (counters)\n", spread, side);
-	assert_true(spread <= 48);
-	assert_true(side <= 48);
+	snprintf(up, sizeof(up), "%s/up", f->dir);
+	snprintf(down, sizeof(down), "%s/down", f->dir);
+	b[IDS_FRONT] = dedup_bytes_each(f->path, IDS_FRONT);
+	b[IDS_UP] = dedup_bytes_each(up, IDS_UP);
+	b[IDS_DOWN] = dedup_bytes_each(down, IDS_DOWN);
+	print_message("de-dup index, bytes a record: %.1f (ids differing at "
+	    "the front), %.1f (counting up), %.1f (counting down)\n",
+	    b[IDS_FRONT], b[IDS_UP], b[IDS_DOWN]);
+	assert_true(b[IDS_FRONT] <= 48);
+	assert_true(b[IDS_UP] <= 48);
+	assert_true(b[IDS_DOWN] <= 48);
 }
 
 /*
@@ -1008,81 +1016,95 @@ t_dedup_tails(void **state)
 	store_close(s);
 }
 
+/*
+ * What a version from before the tail keys leaves: the record's 8 bytes
+ * of SHA-256(key_id || id) in the slot dedup_g names, that slot started
+ * at t if it was not (t = 0: leave it).
+ */
 static void
-meta_raw(MDB_txn *txn, MDB_dbi meta, const char *name, uint64_t v)
+put_old_key(struct fix *f, const char *kid, const char *id, int64_t t)
 {
-	unsigned char	b[8];
-	MDB_val		k = { strlen(name), (void *)name }, d = { 8, b };
-	int		i;
+	unsigned char	 md[32], idk[96], b[8];
+	MDB_env		*env;
+	MDB_txn		*txn;
+	MDB_dbi		 meta, slot;
+	MDB_val		 k = { 7, "dedup_g" }, v, kt, vt = { 8, b };
+	char		 name[16];
+	uint64_t	 g = 0;
+	int		 i;
 
-	for (i = 0; i < 8; i++)
-		b[i] = (unsigned char)(v >> (56 - 8 * i));
-	assert_int_equal(mdb_put(txn, meta, &k, &d, 0), 0);
+	memcpy(idk, kid, 16);
+	memcpy(idk + 16, id, strlen(id));
+	SHA256(idk, 16 + strlen(id), md);
+	assert_int_equal(mdb_env_create(&env), 0);
+	assert_int_equal(mdb_env_set_maxdbs(env, 32), 0);
+	assert_int_equal(mdb_env_open(env, f->path, 0, 0600), 0);
+	assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+	if (mdb_get(txn, meta, &k, &v) == 0)
+		for (i = 0; i < 8; i++)
+			g = g << 8 | ((unsigned char *)v.mv_data)[i];
+	snprintf(name, sizeof(name), "dedup%d", (int)(g % 5));
+	assert_int_equal(mdb_dbi_open(txn, name, 0, &slot), 0);
+	k.mv_data = md;
+	k.mv_size = 8;
+	v.mv_size = 0;
+	v.mv_data = md;
+	assert_int_equal(mdb_put(txn, slot, &k, &v, 0), 0);
+	if (t != 0) {
+		snprintf(name, sizeof(name), "dedup_t%d", (int)(g % 5));
+		kt.mv_data = name;
+		kt.mv_size = strlen(name);
+		for (i = 0; i < 8; i++)
+			b[i] = (unsigned char)((uint64_t)t >> (56 - 8 * i));
+		assert_int_equal(mdb_put(txn, meta, &kt, &vt, 0), 0);
+	}
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
 }
 
 /*
- * A store from before the tail keys: its entries (8 bytes of
- * SHA-256(key_id || id)) still count as duplicates until their
- * generation goes, and then the old key is no longer asked for.
+ * Keys without the tail, from a store of before them or from a previous
+ * binary writing beside this one (draining after an upgrade, or run again
+ * after a downgrade), still count as duplicates until their generation
+ * goes.
  */
 static void
 t_dedup_old_keys(void **state)
 {
 	struct fix		*f = *state;
 	struct store		*s = open_rw(f, MAPSZ);
-	struct usage_rec	 r[2];
-	unsigned char		 dup[2], md[32], idk[64];
-	MDB_env			*env;
-	MDB_txn			*txn;
-	MDB_dbi			 meta, d0;
-	MDB_val			 k = { 8, md }, v = { 0, md };
+	struct usage_rec	 r[3];
+	unsigned char		 dup[3];
 	int64_t			 t0 = time(NULL);
 
 	store_close(s);
-	/* What the old code left: one entry in dedup0, started now. */
-	memcpy(idk, KID1, 16);
-	memcpy(idk + 16, "before-1", 8);
-	SHA256(idk, 24, md);
-	assert_int_equal(mdb_env_create(&env), 0);
-	assert_int_equal(mdb_env_set_maxdbs(env, 32), 0);
-	assert_int_equal(mdb_env_open(env, f->path, 0, 0600), 0);
-	assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
-	assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
-	assert_int_equal(mdb_dbi_open(txn, "dedup0", 0, &d0), 0);
-	assert_int_equal(mdb_put(txn, d0, &k, &v, 0), 0);
-	meta_raw(txn, meta, "dedup_t0", (uint64_t)t0);
-	assert_int_equal(mdb_txn_commit(txn), 0);
-	mdb_env_close(env);
-
+	put_old_key(f, KID1, "before-1", t0);	/* a store of before */
 	s = open_rw(f, MAPSZ);
 	store_usage_window(s, 100);
 	mkrec(&r[0], KID1, "before-1", "p", "m", 1);
 	mkrec(&r[1], KID1, "before-2", "p", "m", 1);
+	mkrec(&r[2], KID1, "beside-1", "p", "m", 1);
 	assert_int_equal(store_usage_append(s, r, 2, 0, dup), 0);
 	assert_int_equal(dup[0], 1);	/* the old entry */
 	assert_int_equal(dup[1], 0);
 	assert_int_equal(store_usage_append(s, r, 2, 0, dup), 0);
 	assert_int_equal(dup[0] + dup[1], 2);
 
-	/* Its generation dropped (past the window): the old key is gone. */
+	/* Its generation dropped (past the window): both are forgotten. */
 	assert_int_equal(store_clock_advance(s, t0 + 300), 0);
 	assert_int_equal(store_usage_append(s, r, 2, 0, dup), 0);
 	assert_int_equal(dup[0] + dup[1], 0);
 	store_close(s);
 
-	/* And the store says no slot holds old keys now. */
-	assert_int_equal(mdb_env_create(&env), 0);
-	assert_int_equal(mdb_env_set_maxdbs(env, 32), 0);
-	assert_int_equal(mdb_env_open(env, f->path, MDB_RDONLY, 0600), 0);
-	assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
-	assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
-	k.mv_data = "dedup_old";
-	k.mv_size = 9;
-	assert_int_equal(mdb_get(txn, meta, &k, &v), 0);
-	assert_int_equal(v.mv_size, 8);
-	assert_int_equal(((unsigned char *)v.mv_data)[7], 0x80);
-	mdb_txn_abort(txn);
-	mdb_env_close(env);
+	/* The old binary adds one to the slot this version started. */
+	put_old_key(f, KID1, "beside-1", 0);
+	s = open_rw(f, MAPSZ);
+	store_usage_window(s, 100);
+	assert_int_equal(store_usage_append(s, r, 3, 0, dup), 0);
+	assert_int_equal(dup[0] + dup[1], 2);
+	assert_int_equal(dup[2], 1);
+	store_close(s);
 }
 
 /* A full store drops the oldest de-dup generation before refusing. */
