@@ -96,6 +96,7 @@ struct dedup_gens {
 	uint64_t	g;			/* current slot: g % DEDUP_GENS */
 	uint64_t	start[DEDUP_GENS];	/* 0 = empty */
 	uint64_t	n[DEDUP_GENS];	/* entries as this version left them */
+	uint64_t	seen[DEDUP_GENS];	/* start, as this version left it */
 	uint64_t	old;	/* bit i: slot i may hold keys without a tail */
 };
 
@@ -171,6 +172,12 @@ dedup_io(struct store *s, MDB_txn *txn, struct dedup_gens *dg, int save)
 		if (ret == 0)
 			ret = save ? store_meta_put(s, txn, name, dg->n[i]) :
 			    store_meta_get(s, txn, name, &dg->n[i]);
+		if (save)
+			dg->seen[i] = dg->start[i];
+		snprintf(name, sizeof(name), "dedup_s%d", i);
+		if (ret == 0)
+			ret = save ? store_meta_put(s, txn, name, dg->seen[i]) :
+			    store_meta_get(s, txn, name, &dg->seen[i]);
 	}
 	return ret;
 }
@@ -188,21 +195,31 @@ dedup_entries(struct store *s, MDB_txn *txn, int i, uint64_t *n)
 }
 
 /*
- * A slot with entries this version did not put there may hold keys
- * without a tail: a store from before them, or a previous binary still
- * draining after an upgrade (or run again after a downgrade). Such a
- * slot is asked for both keys until it is dropped.
+ * The generations as stored, each that may hold keys without a tail
+ * marked: one with entries this version did not put there (its count is
+ * not what this version left), or one started anew by another version
+ * (its start is not: the other version may have refilled it to the same
+ * count). That is a store from before the tail keys, or a previous binary
+ * still draining after an upgrade or run again after a downgrade. A
+ * marked slot is asked for both keys until it is dropped. Every save
+ * follows a load in its transaction, so no change goes unmarked. *was
+ * (if asked for) is the state as stored, before the marks.
  */
 static int
-dedup_mark_old(struct store *s, MDB_txn *txn, struct dedup_gens *dg)
+dedup_load(struct store *s, MDB_txn *txn, struct dedup_gens *dg,
+    struct dedup_gens *was)
 {
 	uint64_t	n = 0;
 	int		i, ret;
 
+	if ((ret = dedup_io(s, txn, dg, 0)) != 0)
+		return ret;
+	if (was != NULL)
+		*was = *dg;
 	for (i = 0; i < DEDUP_GENS; i++) {
 		if ((ret = dedup_entries(s, txn, i, &n)) != 0)
 			return ret;
-		if (n != dg->n[i])
+		if (n != dg->n[i] || (n > 0 && dg->start[i] != dg->seen[i]))
 			dg->old |= 1ULL << i;
 		dg->n[i] = n;
 	}
@@ -326,13 +343,10 @@ dedup_age(struct store *s, MDB_txn *txn, uint64_t now, uint64_t *early,
 	struct dedup_gens	was;
 	int			k, ret;
 
-	if ((ret = dedup_io(s, txn, dg, 0)) != 0)
+	if ((ret = dedup_load(s, txn, dg, &was)) != 0)
 		return ret;
-	was = *dg;
 	if (dg->g == 0 && dg->start[0] == 0 &&
 	    (ret = dedup_drop_legacy(txn)) != 0)
-		return ret;
-	if ((ret = dedup_mark_old(s, txn, dg)) != 0)
 		return ret;
 	if (dg->start[dedup_slot(dg, 0)] == 0 || (s->dedup_window > 0 &&
 	    dg->start[dedup_slot(dg, 0)] + dedup_span(s) <= now)) {
@@ -505,7 +519,7 @@ dedup_make_room(struct store *s)
 	if ((ret = store_begin(s, 1, &txn)) != 0)
 		return ret;
 	if ((ret = dedup_now(s, txn, &now)) != 0 ||
-	    (ret = dedup_io(s, txn, &dg, 0)) != 0)
+	    (ret = dedup_load(s, txn, &dg, NULL)) != 0)
 		goto fail;
 	for (k = DEDUP_GENS - 1; k > 0; k--)
 		if (dg.start[dedup_slot(&dg, k)] != 0)
@@ -525,9 +539,11 @@ dedup_make_room(struct store *s)
 	s->dedup_pruned += early;
 	log_info("store: full: dropped %llu de-dup entries, the oldest",
 	    (unsigned long long)early);
+	/* As stored now: another process may have appended in between. */
 	if ((ret = store_begin(s, 1, &txn)) != 0)
 		return ret;
-	if ((ret = dedup_io(s, txn, &dg, 1)) != 0)
+	if ((ret = dedup_load(s, txn, &dg, NULL)) != 0 ||
+	    (ret = dedup_io(s, txn, &dg, 1)) != 0)
 		goto fail;
 	return (ret = store_commit(txn, "dedup")) != 0 ? ret : 1;
 fail:

@@ -1018,8 +1018,8 @@ t_dedup_tails(void **state)
 
 /*
  * What a version from before the tail keys leaves: the record's 8 bytes
- * of SHA-256(key_id || id) in the slot dedup_g names, that slot started
- * at t if it was not (t = 0: leave it).
+ * of SHA-256(key_id || id) in the slot dedup_g names; with t != 0, that
+ * slot emptied and started anew at t first, as its rotation would.
  */
 static void
 put_old_key(struct fix *f, const char *kid, const char *id, int64_t t)
@@ -1046,6 +1046,8 @@ put_old_key(struct fix *f, const char *kid, const char *id, int64_t t)
 			g = g << 8 | ((unsigned char *)v.mv_data)[i];
 	snprintf(name, sizeof(name), "dedup%d", (int)(g % 5));
 	assert_int_equal(mdb_dbi_open(txn, name, 0, &slot), 0);
+	if (t != 0)
+		assert_int_equal(mdb_drop(txn, slot, 0), 0);
 	k.mv_data = md;
 	k.mv_size = 8;
 	v.mv_size = 0;
@@ -1104,6 +1106,36 @@ t_dedup_old_keys(void **state)
 	assert_int_equal(store_usage_append(s, r, 3, 0, dup), 0);
 	assert_int_equal(dup[0] + dup[1], 2);
 	assert_int_equal(dup[2], 1);
+	store_close(s);
+}
+
+/*
+ * The old binary starts a slot of this version's anew and fills it to
+ * the count this version left: its start tells.
+ */
+static void
+t_dedup_refilled(void **state)
+{
+	struct fix		*f = *state;
+	struct store		*s = open_rw(f, MAPSZ);
+	struct usage_rec	 r[2];
+	unsigned char		 dup[2];
+	int64_t			 t0 = time(NULL);
+
+	store_usage_window(s, 100);
+	mkrec(&r[0], KID1, "mine-1", "p", "m", 1);
+	mkrec(&r[1], KID1, "mine-2", "p", "m", 1);
+	assert_int_equal(store_usage_append(s, r, 2, 0, dup), 0);
+	store_close(s);
+	put_old_key(f, KID2, "theirs-1", t0 + 1);
+	put_old_key(f, KID2, "theirs-2", 0);
+	s = open_rw(f, MAPSZ);
+	store_usage_window(s, 100);
+	mkrec(&r[0], KID2, "theirs-2", "p", "m", 1);
+	mkrec(&r[1], KID2, "theirs-3", "p", "m", 1);
+	assert_int_equal(store_usage_append(s, r, 2, 0, dup), 0);
+	assert_int_equal(dup[0], 1);
+	assert_int_equal(dup[1], 0);
 	store_close(s);
 }
 
@@ -1537,6 +1569,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(t_dedup_tails, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(t_dedup_old_keys, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(t_dedup_refilled, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(t_dedup_compact, setup,
 		    teardown),
