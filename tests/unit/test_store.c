@@ -1065,6 +1065,16 @@ put_old_key(struct fix *f, const char *kid, const char *id, int64_t t)
 	mdb_env_close(env);
 }
 
+/* The store, its de-dup window 100 s (generations of 25 s). */
+static struct store *
+open_dedup(struct fix *f)
+{
+	struct store *s = open_rw(f, MAPSZ);
+
+	store_usage_window(s, 100);
+	return s;
+}
+
 /*
  * Keys without the tail, from a store of before them or from a previous
  * binary writing beside this one (draining after an upgrade, or run again
@@ -1082,8 +1092,7 @@ t_dedup_old_keys(void **state)
 
 	store_close(s);
 	put_old_key(f, KID1, "before-1", t0);	/* a store of before */
-	s = open_rw(f, MAPSZ);
-	store_usage_window(s, 100);
+	s = open_dedup(f);
 	mkrec(&r[0], KID1, "before-1", "p", "m", 1);
 	mkrec(&r[1], KID1, "before-2", "p", "m", 1);
 	mkrec(&r[2], KID1, "beside-1", "p", "m", 1);
@@ -1101,8 +1110,7 @@ t_dedup_old_keys(void **state)
 
 	/* The old binary adds one to the slot this version started. */
 	put_old_key(f, KID1, "beside-1", 0);
-	s = open_rw(f, MAPSZ);
-	store_usage_window(s, 100);
+	s = open_dedup(f);
 	assert_int_equal(store_usage_append(s, r, 3, 0, dup), 0);
 	assert_int_equal(dup[0] + dup[1], 2);
 	assert_int_equal(dup[2], 1);
@@ -1117,20 +1125,18 @@ static void
 t_dedup_refilled(void **state)
 {
 	struct fix		*f = *state;
-	struct store		*s = open_rw(f, MAPSZ);
+	struct store		*s = open_dedup(f);
 	struct usage_rec	 r[2];
 	unsigned char		 dup[2];
 	int64_t			 t0 = time(NULL);
 
-	store_usage_window(s, 100);
 	mkrec(&r[0], KID1, "mine-1", "p", "m", 1);
 	mkrec(&r[1], KID1, "mine-2", "p", "m", 1);
 	assert_int_equal(store_usage_append(s, r, 2, 0, dup), 0);
 	store_close(s);
 	put_old_key(f, KID2, "theirs-1", t0 + 1);
 	put_old_key(f, KID2, "theirs-2", 0);
-	s = open_rw(f, MAPSZ);
-	store_usage_window(s, 100);
+	s = open_dedup(f);
 	mkrec(&r[0], KID2, "theirs-2", "p", "m", 1);
 	mkrec(&r[1], KID2, "theirs-3", "p", "m", 1);
 	assert_int_equal(store_usage_append(s, r, 2, 0, dup), 0);
