@@ -153,33 +153,41 @@ dedup_key_old(struct store *s, const struct usage_rec *r,
 	dedup_sha(s, k.mv_data, k.mv_size, key);
 }
 
+/* One meta value of the generations, written or read. */
+static int
+dedup_meta(struct store *s, MDB_txn *txn, const char *name, int i,
+    uint64_t *v, int save)
+{
+	char	key[24];
+
+	if (i >= 0) {
+		snprintf(key, sizeof(key), "%s%d", name, i);
+		name = key;
+	}
+	return save ? store_meta_put(s, txn, name, *v) :
+	    store_meta_get(s, txn, name, v);
+}
+
 static int
 dedup_io(struct store *s, MDB_txn *txn, struct dedup_gens *dg, int save)
 {
-	char	name[24];
 	int	i, ret;
 
-	ret = save ? store_meta_put(s, txn, "dedup_g", dg->g) :
-	    store_meta_get(s, txn, "dedup_g", &dg->g);
-	if (ret == 0)
-		ret = save ? store_meta_put(s, txn, "dedup_old", dg->old) :
-		    store_meta_get(s, txn, "dedup_old", &dg->old);
-	for (i = 0; ret == 0 && i < DEDUP_GENS; i++) {
-		snprintf(name, sizeof(name), "dedup_t%d", i);
-		ret = save ? store_meta_put(s, txn, name, dg->start[i]) :
-		    store_meta_get(s, txn, name, &dg->start[i]);
-		snprintf(name, sizeof(name), "dedup_n%d", i);
-		if (ret == 0)
-			ret = save ? store_meta_put(s, txn, name, dg->n[i]) :
-			    store_meta_get(s, txn, name, &dg->n[i]);
+	if ((ret = dedup_meta(s, txn, "dedup_g", -1, &dg->g, save)) != 0 ||
+	    (ret = dedup_meta(s, txn, "dedup_old", -1, &dg->old, save)) != 0)
+		return ret;
+	for (i = 0; i < DEDUP_GENS; i++) {
 		if (save)
 			dg->seen[i] = dg->start[i];
-		snprintf(name, sizeof(name), "dedup_s%d", i);
-		if (ret == 0)
-			ret = save ? store_meta_put(s, txn, name, dg->seen[i]) :
-			    store_meta_get(s, txn, name, &dg->seen[i]);
+		if ((ret = dedup_meta(s, txn, "dedup_t", i, &dg->start[i],
+		    save)) != 0 ||
+		    (ret = dedup_meta(s, txn, "dedup_n", i, &dg->n[i],
+		    save)) != 0 ||
+		    (ret = dedup_meta(s, txn, "dedup_s", i, &dg->seen[i],
+		    save)) != 0)
+			return ret;
 	}
-	return ret;
+	return 0;
 }
 
 static int
@@ -230,15 +238,13 @@ dedup_load(struct store *s, MDB_txn *txn, struct dedup_gens *dg,
 static int
 dedup_count(struct store *s, MDB_txn *txn, struct dedup_gens *dg, int cur)
 {
-	char		name[24];
 	uint64_t	n = 0;
 	int		ret;
 
 	if ((ret = dedup_entries(s, txn, cur, &n)) != 0 || n == dg->n[cur])
 		return ret;
 	dg->n[cur] = n;
-	snprintf(name, sizeof(name), "dedup_n%d", cur);
-	return store_meta_put(s, txn, name, n);
+	return dedup_meta(s, txn, "dedup_n", cur, &dg->n[cur], 1);
 }
 
 /* Slot k generations before the current one (k = 0: the current). */
